@@ -1,0 +1,88 @@
+"""Clip index: cycles of a real scene, clip lengths and order, seeded frame drops."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from replay.clips import ClipIndex, Cycle, SceneCycles, load_nusc, scene_cycles, scenes_of_dataroots
+from runtime.messages import CAMERA_CHANNELS
+
+
+def _scene(name: str, n: int) -> SceneCycles:
+    cycles = tuple(Cycle(1_000_000 + 83_333 * k, None, tuple(f"{name}-{k}-{c}" for c in range(6))) for k in range(n))
+    return SceneCycles("/root", "v1.0-mini", name, cycles)
+
+
+def test_clip_count_length_and_order():
+    index = ClipIndex([_scene("a", 20), _scene("b", 7), _scene("c", 3)], length=4, stride=2)
+    # starts 0,2,..,16 in a (9), 0,2 in b (2), none in c
+    assert len(index) == 9 + 2
+    for i in range(len(index)):
+        clip = index[i]
+        assert len(clip) == 4
+        assert list(clip.cycles) == list(range(clip.cycles[0], clip.cycles[0] + 4))
+    sc, cycles = index.cycles_of(index[9])
+    assert sc.scene == "b" and [c.timestamp_us for c in cycles] == sorted(c.timestamp_us for c in cycles)
+
+
+def test_drops_are_seeded_bounded_and_vary():
+    scenes = [_scene("a", 40)]
+    index = ClipIndex(scenes, length=6, stride=3, drop_prob=0.4, max_skip=2, seed=7)
+    again = ClipIndex(scenes, length=6, stride=3, drop_prob=0.4, max_skip=2, seed=7)
+    other = ClipIndex(scenes, length=6, stride=3, drop_prob=0.4, max_skip=2, seed=8)
+    gaps = []
+    for i in range(len(index)):
+        c = index.clip(i, epoch=1)
+        assert c == again.clip(i, epoch=1), "same seed, epoch and index: same clip"
+        steps = np.diff(c.cycles)
+        assert len(c) == 6 and np.all(steps >= 1) and np.all(steps <= 3)
+        assert 0 <= c.cycles[0] and c.cycles[-1] < 40
+        gaps.extend(steps.tolist())
+    assert set(gaps) == {1, 2, 3}, "variable time steps occur"
+    assert any(index.clip(i, 1) != other.clip(i, 1) for i in range(len(index))), "the seed matters"
+    assert any(index.clip(i, 1) != index.clip(i, 2) for i in range(len(index))), "the epoch matters"
+    # near a scene's end a gappy clip still fits
+    short = ClipIndex([_scene("s", 6)], length=6, drop_prob=0.9, max_skip=3)
+    assert short.clip(0).cycles == (0, 1, 2, 3, 4, 5)
+
+
+def test_no_drops_without_drop_prob():
+    index = ClipIndex([_scene("a", 10)], length=3, stride=1)
+    assert index.clip(4, epoch=3).cycles == (4, 5, 6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="no clip of length 9"):
+        ClipIndex([_scene("a", 5)], length=9)
+    with pytest.raises(ValueError, match="drop_prob"):
+        ClipIndex([_scene("a", 5)], length=2, drop_prob=1.0)
+    with pytest.raises(IndexError):
+        ClipIndex([_scene("a", 5)], length=2).clip(99)
+
+
+def test_real_scene_cycles(real_scene_root):
+    nusc = load_nusc(str(real_scene_root), "v1.0-trainval")
+    name = nusc.scene[0]["name"]
+    every = scene_cycles(nusc, name, require_files=False)
+    stamps = [c.timestamp_us for c in every]
+    assert stamps == sorted(stamps)
+    assert len(every) == len([sd for sd in nusc.sample_data if sd["channel"] == "CAM_FRONT"])
+    keyframes = [c for c in every if c.is_keyframe]
+    assert len(keyframes) == len(nusc.sample) == 40
+    for c in every[:60]:
+        front = nusc.get("sample_data", c.sample_data[0])
+        for ch, token in zip(CAMERA_CHANNELS, c.sample_data):
+            if token is None:
+                continue
+            rec = nusc.get("sample_data", token)
+            assert rec["channel"] == ch
+            assert abs(rec["timestamp"] - front["timestamp"]) <= 42_000
+            assert rec["is_key_frame"] == c.is_keyframe
+        if c.is_keyframe:
+            assert c.timestamp_us == nusc.get("sample", c.sample_token)["timestamp"]
+            assert all(t is not None for t in c.sample_data)
+    # only the keyframe images exist: with the file check only keyframe cycles remain
+    present = scene_cycles(nusc, name)
+    assert [c.sample_token for c in present] == [c.sample_token for c in keyframes]
+    (sc,) = scenes_of_dataroots([(str(real_scene_root), "v1.0-trainval")], keyframes_only=True)
+    assert len(sc.cycles) == 40 and ClipIndex([sc], length=4).clip(0).cycles == (0, 1, 2, 3)
