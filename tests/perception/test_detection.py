@@ -1,0 +1,146 @@
+"""DetectionHead: shapes, assignment rules, a quick overfit that decodes the ground truth, and to_global vs the devkit."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from nuscenes.utils.data_classes import Box
+from pyquaternion import Quaternion
+
+from perception.boxes import encode_boxes
+from perception.classes import DETECTION_NAMES
+from perception.detection import DetectionHead, DetectionHeadConfig
+from perception.grid import BEVGrid
+from perception.structures import Detections
+from runtime.messages import Pose
+
+TINY = BEVGrid(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8, resolution=1.6)  # 16 x 16 cells
+
+
+def _gt():
+    boxes = torch.tensor([
+        [3.1, -4.3, 0.9, 1.9, 4.5, 1.7, 0.4, 3.0, 1.0],  # car, moving
+        [-6.2, 5.5, 0.85, 0.6, 0.7, 1.75, -2.0, 0.5, -0.8],  # pedestrian
+        [8.0, 7.0, 0.5, 0.4, 0.4, 1.1, 0.0, 0.0, 0.0],  # traffic cone (smaller than a cell)
+    ])
+    labels = torch.tensor([DETECTION_NAMES.index(n) for n in ("car", "pedestrian", "traffic_cone")])
+    return boxes, labels
+
+
+def test_forward_shapes_and_bad_input():
+    head = DetectionHead(8, TINY)
+    out = head(torch.randn(2, 8, 16, 16))
+    a = 10 * 2
+    assert out["cls_logits"].shape == (2, 16 * 16 * a, 10)
+    assert out["box_deltas"].shape == (2, 16 * 16 * a, 10)
+    with pytest.raises(ValueError, match="BEV features"):
+        head(torch.randn(2, 8, 15, 16))
+
+
+def test_forward_flattening_matches_anchor_order():
+    """Output row (i*W + j)*A + a must belong to cell (i, j): a bump in one cell moves only that cell's rows."""
+    torch.manual_seed(0)
+    head = DetectionHead(4, TINY)
+    bev = torch.zeros(1, 4, 16, 16)
+    base = head(bev)["cls_logits"]
+    bev[0, :, 5, 9] = 10.0
+    diff = (head(bev)["cls_logits"] - base).abs().sum(-1)[0].reshape(16, 16, 20).sum(-1)
+    changed = torch.nonzero(diff > 1e-6).tolist()
+    # 3x3 shared conv: cells within one of (5, 9) change, nothing else
+    assert [5, 9] in changed and all(abs(i - 5) <= 1 and abs(j - 9) <= 1 for i, j in changed)
+
+
+def test_assignment_rules():
+    head = DetectionHead(8, TINY)
+    boxes, labels = _gt()
+    t = head.assign(boxes, labels)
+    pos = torch.nonzero(t.pos_mask).flatten()
+    # every GT has at least one positive, each positive is an anchor of the GT's class
+    assert set(t.matched_gt[pos].tolist()) == {0, 1, 2}
+    assert torch.equal(head.anchor_labels[pos], labels[t.matched_gt[pos]])
+    assert torch.equal(t.cls_target[pos].argmax(-1), labels[t.matched_gt[pos]])
+    assert t.cls_target.sum() == len(pos)
+    # the cone's positive is the anchor in the cell containing its centre
+    cone_pos = pos[t.matched_gt[pos] == 2]
+    assert len(cone_pos) == 1
+    cell = int(cone_pos) // 20
+    i, j = divmod(cell, 16)
+    assert (i, j) == (int((8.0 + 12.8) // 1.6), int((7.0 + 12.8) // 1.6))
+    # regression targets are the encoding of the matched GT
+    torch.testing.assert_close(t.reg_target, encode_boxes(boxes[t.matched_gt[pos]], head.anchors[pos], head.config.velocity_scale))
+    # boxes outside the grid give no positives; no boxes give all negatives
+    outside = head.assign(torch.tensor([[40.0, 0, 0.8, 2, 4.5, 1.7, 0, 0, 0]]), torch.tensor([0]))
+    assert outside.pos_mask.sum() == 0
+    none = head.assign(torch.zeros(0, 9), torch.zeros(0, dtype=torch.int64))
+    assert none.pos_mask.sum() == 0 and none.cls_weight.min() == 1
+
+
+def test_overfit_decodes_the_ground_truth():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    head = DetectionHead(8, TINY, DetectionHeadConfig(hidden_channels=32))
+    bev = torch.randn(1, 8, 16, 16)
+    boxes, labels = _gt()
+    opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+    first = None
+    for step in range(300):
+        losses = head.loss(head(bev), [boxes], [labels])
+        total = losses["det_cls"] + losses["det_reg"]
+        first = total.item() if first is None else first
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert total.item() < first / 20
+    head.eval()
+    dets = head.decode(head(bev))[0]
+    assert sorted(dets.labels.tolist()) == sorted(labels.tolist())
+    for b, l in zip(boxes, labels):
+        d = dets[dets.labels == l]
+        assert len(d) == 1
+        got = d.boxes[0]
+        torch.testing.assert_close(got[[0, 1, 2, 3, 4, 5, 7, 8]], b[[0, 1, 2, 3, 4, 5, 7, 8]], atol=0.1, rtol=0.05)
+        assert abs(math.remainder(got[6].item() - b[6].item(), 2 * math.pi)) < 0.1
+        assert d.scores[0] > 0.5
+
+
+def test_decode_threshold_topk_and_limit():
+    head = DetectionHead(8, TINY, DetectionHeadConfig(score_threshold=0.5, max_detections=3))
+    preds = head(torch.randn(1, 8, 16, 16))
+    preds["cls_logits"] = torch.full_like(preds["cls_logits"], -10.0)
+    assert len(head.decode(preds)[0]) == 0
+    # light up four far-apart cells as cars: top 3 by score survive
+    for k, cell in enumerate((0, 40, 120, 200)):
+        preds["cls_logits"][0, cell * 20, 0] = 1.0 + k
+    dets = head.decode(preds)[0]
+    assert len(dets) == 3 and dets.names == ["car"] * 3
+    assert torch.all(dets.scores[:-1] >= dets.scores[1:])
+    torch.testing.assert_close(dets.scores, torch.sigmoid(torch.tensor([4.0, 3.0, 2.0])))
+
+
+def test_detections_indexing_and_validation():
+    boxes, labels = _gt()
+    dets = Detections(boxes, torch.tensor([0.9, 0.2, 0.6]), labels)
+    sel = dets[dets.scores > 0.5]
+    assert len(sel) == 2 and sel.names == ["car", "traffic_cone"]
+    assert len(dets[1]) == 1 and dets[1].names == ["pedestrian"]
+    with pytest.raises(ValueError, match="labels"):
+        Detections(boxes, torch.zeros(3), torch.tensor([0, 1, 10]))
+    with pytest.raises(ValueError, match="boxes"):
+        Detections(boxes[:, :7], torch.zeros(3), labels)
+
+
+def test_to_global_matches_devkit_box():
+    boxes, labels = _gt()
+    dets = Detections(boxes, torch.tensor([0.9, 0.2, 0.6]), labels)
+    pose = Pose(np.array([600.0, 1700.0, 0.3]), Quaternion(axis=(0, 0, 1), angle=2.1) * Quaternion(axis=(1, 0, 0), angle=0.02))
+    out = dets.to_global(pose)
+    assert len(out) == 3
+    for rec, b, name in zip(out, boxes.double().numpy(), dets.names):
+        ref = Box(b[:3], b[3:6], Quaternion(axis=(0, 0, 1), angle=b[6]), velocity=(b[7], b[8], 0.0))
+        ref.rotate(pose.rotation)
+        ref.translate(pose.translation)
+        np.testing.assert_allclose(rec["translation"], ref.center, atol=1e-4)
+        np.testing.assert_allclose(rec["size"], ref.wlh, atol=1e-5)
+        np.testing.assert_allclose(rec["velocity"], ref.velocity[:2], atol=1e-5)
+        assert abs(abs(np.dot(rec["rotation"], ref.orientation.elements)) - 1) < 1e-9
+        assert rec["detection_name"] == name
