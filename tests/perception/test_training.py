@@ -1,0 +1,147 @@
+"""Training loop: loss decreases, checkpoint -> resume reproduces an uninterrupted run, schedule, sampler."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from perception.training import (
+    StepSampler,
+    TrainConfig,
+    load_checkpoint,
+    lr_factor,
+    read_curve,
+    train,
+)
+
+
+class TinyClipModel(nn.Module):
+    """A recurrent toy with dropout: the state is carried through the clip as in BEVStreamModel.forward_clip."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.inp = nn.Linear(dim, 16)
+        self.rec = nn.Linear(16, 16)
+        self.drop = nn.Dropout(0.1)
+        self.out = nn.Linear(16, 1)
+
+    def forward_clip(self, clip_inputs: list[torch.Tensor], clip_targets: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = torch.zeros(clip_inputs[0].shape[0], 16)
+        losses = []
+        for x, y in zip(clip_inputs, clip_targets):  # (B, dim), (B,)
+            h = torch.tanh(self.inp(x) + self.rec(h))
+            losses.append(((self.out(self.drop(h)).squeeze(-1) - y) ** 2).mean())
+        mse = torch.stack(losses).mean()
+        return {"mse": mse, "l2": 1e-4 * sum((p**2).sum() for p in self.parameters())}
+
+
+class ToyClips(torch.utils.data.Dataset):
+    """Clip i: fixed inputs from i; the target is the running sum of the first feature; the item seed adds noise (an 'augmentation')."""
+
+    def __init__(self, n: int = 16, length: int = 3, dim: int = 8) -> None:
+        self.n, self.length, self.dim = n, length, dim
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, item):
+        index, epoch, seed = item
+        x = torch.from_numpy(np.random.default_rng(index).normal(size=(self.length, self.dim)).astype(np.float32))
+        x = x + 0.01 * torch.from_numpy(np.random.default_rng(seed).normal(size=x.shape).astype(np.float32))
+        y = torch.cumsum(x[:, 0], 0) * 0.5
+        return x, y
+
+
+def collate(items):
+    xs = torch.stack([x for x, _ in items])  # (B, L, dim)
+    ys = torch.stack([y for _, y in items])  # (B, L)
+    return [xs[:, t] for t in range(xs.shape[1])], [ys[:, t] for t in range(ys.shape[1])]
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(steps=12, batch_size=4, lr=1e-2, warmup_steps=2, checkpoint_every=5, num_workers=0, seed=3, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_loss_decreases(tmp_path):
+    torch.manual_seed(0)
+    result = train(TinyClipModel(), ToyClips(), collate, _cfg(steps=80, lr=2e-2), tmp_path)
+    losses = [r["mse"] for r in read_curve(tmp_path / "curve.jsonl")]
+    assert len(losses) == 80 == result.final_step
+    assert np.mean(losses[-10:]) < 0.3 * np.mean(losses[:10])
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "step_0000080.pt").is_file()
+
+
+def test_resume_continues_like_an_uninterrupted_run(tmp_path):
+    cfg = _cfg(num_workers=1)  # one worker process: per-item seeds must make it deterministic too
+    torch.manual_seed(0)
+    full = train(TinyClipModel(), ToyClips(), collate, cfg, tmp_path / "a")
+    torch.manual_seed(0)
+    part = train(TinyClipModel(), ToyClips(), collate, cfg, tmp_path / "b", stop_at=7)
+    assert part.final_step == 7
+    assert load_checkpoint(tmp_path / "b")["step"] == 7
+    torch.manual_seed(123)  # a fresh process would start with another global RNG state: resume must restore it
+    rest = train(TinyClipModel(), ToyClips(), collate, cfg, tmp_path / "b", resume=True)
+    assert rest.steps_run == 5 and rest.final_step == 12
+    a = read_curve(tmp_path / "a" / "curve.jsonl")
+    b = read_curve(tmp_path / "b" / "curve.jsonl")
+    assert [r["step"] for r in b] == list(range(1, 13))
+    for ra, rb in zip(a, b):
+        assert ra["loss"] == rb["loss"] and ra["lr"] == rb["lr"], (ra, rb)
+    sa, sb = load_checkpoint(tmp_path / "a")["model"], load_checkpoint(tmp_path / "b")["model"]
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=0)
+
+
+def test_resume_truncates_curve_rows_after_the_checkpoint(tmp_path):
+    cfg = _cfg(checkpoint_every=4, steps=8)
+    train(TinyClipModel(), ToyClips(), collate, cfg, tmp_path, stop_at=6)  # checkpoints at 4 and 6
+    # pretend the run was killed after logging steps 7-9 but before their checkpoint
+    with open(tmp_path / "curve.jsonl", "a") as f:
+        for s in (7, 8, 9):
+            f.write(json.dumps({"step": s, "loss": -1.0}) + "\n")
+    train(TinyClipModel(), ToyClips(), collate, cfg, tmp_path, resume=True)
+    rows = read_curve(tmp_path / "curve.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 9)) and all(r["loss"] >= 0 for r in rows)
+
+
+def test_resume_rejects_another_model_config(tmp_path):
+    train(TinyClipModel(), ToyClips(), collate, _cfg(steps=2), tmp_path, model_config={"video": True})
+    with pytest.raises(ValueError, match="model config differs"):
+        train(TinyClipModel(), ToyClips(), collate, _cfg(steps=4), tmp_path, resume=True, model_config={"video": False})
+    with pytest.raises(FileNotFoundError):
+        train(TinyClipModel(), ToyClips(), collate, _cfg(), tmp_path / "empty", resume=True)
+
+
+def test_schedule_warmup_then_cosine():
+    cfg = TrainConfig(steps=110, warmup_steps=10, warmup_start=0.1, min_lr_ratio=0.05)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(5, cfg) == pytest.approx(0.55)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(60, cfg) == pytest.approx(0.05 + 0.95 * 0.5)  # half-way through the cosine
+    assert lr_factor(110, cfg) == pytest.approx(0.05)
+    f = [lr_factor(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(f, f[1:]))
+
+
+def test_step_sampler_covers_each_epoch_and_is_a_function_of_the_step():
+    s = StepSampler(n=10, batch_size=4, steps=10, seed=1)
+    batches = list(s)
+    flat = [i for b in batches for (i, _, _) in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+    assert [item[1] for item in batches[2]] == [0, 0, 1, 1]  # positions 8..11 straddle epochs 0 and 1
+    resumed = list(StepSampler(n=10, batch_size=4, steps=10, seed=1, start_step=6))
+    assert resumed == batches[6:]
+    seeds = [item[2] for b in batches for item in b]
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"stepz": 3})
