@@ -1,0 +1,208 @@
+"""Road geometry head: BEV masks of lane dividers and road edges, and their vectorisation into ordered polylines.
+
+Masks live on the BEV grid refined `upsample` times (pixel (i, j) covers x_min + i*res/up ..., as in BEVGrid).
+Vectorisation: threshold -> skeletonize (scikit-image) -> trace 8-connected skeleton pixels into ordered
+paths -> ego metres -> moving-average smoothing -> Douglas-Peucker simplification (shapely); each polyline is scored by the mean
+probability along its path (what Chamfer-distance AP ranks by).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from shapely.geometry import LineString
+from skimage.morphology import skeletonize
+from torch import Tensor, nn
+
+from perception.classes import ROAD_CLASSES
+from perception.grid import BEVGrid
+
+
+@dataclass(frozen=True)
+class RoadHeadConfig:
+    hidden_channels: int = 32  # width of the conv / transposed-conv layers
+    upsample: int = 2  # output raster = BEV grid x upsample (0.8 m pixels on the default grid)
+    pos_weight: float = 4.0  # BCE weight of line pixels (thin lines are a small fraction of the raster)
+    thickness_m: float = 1.0  # line width when rasterising ground truth (keep in step with the data pipeline)
+    threshold: float = 0.5  # probability above which a pixel is part of a line
+    min_length_m: float = 2.0  # shorter traced paths are dropped as noise
+    simplify_m: float = 0.2  # Douglas-Peucker tolerance
+
+    def __post_init__(self) -> None:
+        if self.upsample not in (1, 2, 4):
+            raise ValueError(f"RoadHeadConfig: upsample must be 1, 2 or 4, got {self.upsample}")
+
+
+def raster_shape(grid: BEVGrid, upsample: int) -> tuple[int, int]:
+    h, w = grid.shape
+    return h * upsample, w * upsample
+
+
+def rasterize_polylines(polylines: list[np.ndarray], grid: BEVGrid, upsample: int, thickness_m: float) -> np.ndarray:
+    """Ego-frame (N, 2) polylines -> (H_r, W_r) uint8 mask: 1 where a pixel centre lies within thickness/2 of a segment.
+
+    The half-width is at least half a pixel so that lines thinner than a pixel still draw a connected chain.
+    """
+    hr, wr = raster_shape(grid, upsample)
+    res = grid.resolution / upsample
+    half = max(thickness_m / 2, res / 2)
+    mask = np.zeros((hr, wr), dtype=np.uint8)
+    for line in polylines:
+        line = np.asarray(line, dtype=np.float64)
+        if line.ndim != 2 or line.shape[1] != 2:
+            raise ValueError(f"rasterize_polylines: polylines must be (N, 2) arrays, got shape {line.shape}")
+        if len(line) == 1:
+            line = np.repeat(line, 2, axis=0)
+        # continuous pixel coordinates: pixel centre k sits at k + 0.5
+        pts = np.stack(((line[:, 0] - grid.x_min) / res, (line[:, 1] - grid.y_min) / res), axis=1)
+        hp = half / res
+        for p, q in zip(pts[:-1], pts[1:]):
+            i0 = max(int(np.floor(min(p[0], q[0]) - hp - 0.5)), 0)
+            i1 = min(int(np.ceil(max(p[0], q[0]) + hp + 0.5)), hr)
+            j0 = max(int(np.floor(min(p[1], q[1]) - hp - 0.5)), 0)
+            j1 = min(int(np.ceil(max(p[1], q[1]) + hp + 0.5)), wr)
+            if i0 >= i1 or j0 >= j1:
+                continue
+            ii, jj = np.meshgrid(np.arange(i0, i1) + 0.5, np.arange(j0, j1) + 0.5, indexing="ij")
+            d = q - p
+            den = float(d @ d)
+            t = np.zeros_like(ii) if den == 0 else np.clip(((ii - p[0]) * d[0] + (jj - p[1]) * d[1]) / den, 0, 1)
+            dist2 = (ii - p[0] - t * d[0]) ** 2 + (jj - p[1] - t * d[1]) ** 2
+            mask[i0:i1, j0:j1] |= (dist2 <= hp * hp + 1e-9).astype(np.uint8)
+    return mask
+
+
+def rasterize_road(road: dict[str, list[np.ndarray]], grid: BEVGrid, upsample: int, thickness_m: float) -> np.ndarray:
+    """{ROAD_CLASSES name: polylines} -> (R, H_r, W_r) float32 {0, 1} target of RoadHead.loss (missing class = empty)."""
+    unknown = set(road) - set(ROAD_CLASSES)
+    if unknown:
+        raise ValueError(f"rasterize_road: unknown road classes {sorted(unknown)}; expected {ROAD_CLASSES}")
+    return np.stack([rasterize_polylines(road.get(c, []), grid, upsample, thickness_m) for c in ROAD_CLASSES]).astype(np.float32)
+
+
+_OFFSETS = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))  # 4-neighbours first
+
+
+def trace_skeleton(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
+    """Boolean (H, W) one-pixel-wide skeleton -> ordered pixel paths covering it.
+
+    Each path starts at the unvisited pixel with the fewest unvisited neighbours (an end point where there
+    is one), walks to unvisited neighbours (4-neighbours before diagonals), and at its end joins a visited
+    neighbour (a junction) so branches stay connected.
+    """
+    pixels = set(zip(*np.nonzero(skeleton)))
+    visited: set[tuple[int, int]] = set()
+    paths = []
+
+    def neighbours(p):
+        return [(p[0] + di, p[1] + dj) for di, dj in _OFFSETS if (p[0] + di, p[1] + dj) in pixels]
+
+    while len(visited) < len(pixels):
+        start = min(pixels - visited, key=lambda p: (sum(n not in visited for n in neighbours(p)), p))
+        path = [start]
+        visited.add(start)
+        while True:
+            nxt = [n for n in neighbours(path[-1]) if n not in visited]
+            if not nxt:
+                break
+            path.append(nxt[0])
+            visited.add(nxt[0])
+        for end, inner in ((path[-1], path[-2:]), (path[0], path[:2])):
+            join = [n for n in neighbours(end) if n in visited and n not in path]
+            if join:
+                if end is path[-1]:
+                    path.append(join[0])
+                else:
+                    path.insert(0, join[0])
+        paths.append(path)
+    return paths
+
+
+def _smooth(xy: np.ndarray, half_window: int = 2) -> np.ndarray:
+    """Moving average along an (N, 2) pixel path (window 2k+1, shrinking at the ends; end points kept):
+    removes the pixel staircase so simplification recovers straight runs."""
+    n = len(xy)
+    out = xy.copy()
+    for k in range(1, n - 1):
+        w = min(half_window, k, n - 1 - k)
+        out[k] = xy[k - w:k + w + 1].mean(axis=0)
+    return out
+
+
+def vectorize_mask(prob: np.ndarray, grid: BEVGrid, upsample: int, threshold: float = 0.5,
+                   min_length_m: float = 2.0, simplify_m: float = 0.2) -> list[tuple[np.ndarray, float]]:
+    """(H_r, W_r) probabilities -> [(polyline (N, 2) ego x, y ordered along the line, score), ...]."""
+    if prob.shape != raster_shape(grid, upsample):
+        raise ValueError(f"vectorize_mask: expected a {raster_shape(grid, upsample)} raster, got {prob.shape}")
+    res = grid.resolution / upsample
+    skeleton = skeletonize(prob > threshold)
+    out = []
+    for path in trace_skeleton(skeleton):
+        ij = np.asarray(path, dtype=np.float64)  # (N, 2)
+        xy = np.stack((grid.x_min + (ij[:, 0] + 0.5) * res, grid.y_min + (ij[:, 1] + 0.5) * res), axis=1)
+        if len(xy) < 2 or np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() < min_length_m:
+            continue
+        line = np.asarray(LineString(_smooth(xy)).simplify(simplify_m, preserve_topology=False).coords)
+        score = float(prob[ij[:, 0].astype(int), ij[:, 1].astype(int)].mean())
+        out.append((line, score))
+    return out
+
+
+def polylines_to_global(polylines: list[np.ndarray], ego_to_global) -> list[np.ndarray]:
+    """Ego-frame (N, 2) polylines (on the ground, z = 0) -> global (N, 2) x, y with the ego pose (runtime.messages.Pose)."""
+    rot = ego_to_global.rotation.rotation_matrix
+    t = np.asarray(ego_to_global.translation, dtype=np.float64)
+    out = []
+    for line in polylines:
+        p = np.concatenate((np.asarray(line, dtype=np.float64), np.zeros((len(line), 1))), axis=1)
+        out.append((p @ rot.T + t)[:, :2])
+    return out
+
+
+class RoadHead(nn.Module):
+    """BEV feature (B, C, H, W) -> per-class line logits (B, R, H*up, W*up): conv, transposed-conv upsampling, 1x1."""
+
+    def __init__(self, in_channels: int, grid: BEVGrid, config: RoadHeadConfig = RoadHeadConfig()):
+        super().__init__()
+        self.grid, self.config = grid, config
+        c, up = config.hidden_channels, config.upsample
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, c, 3, padding=1), nn.ReLU(inplace=True)]
+        if up > 1:  # output = (H - 1) * up - 2 * (up // 2) + 2 * up = H * up
+            layers += [nn.ConvTranspose2d(c, c, 2 * up, stride=up, padding=up // 2), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c, len(ROAD_CLASSES), 1)]
+        self.net = nn.Sequential(*layers)
+        nn.init.constant_(self.net[-1].bias, -2.0)  # start near "no line": lines cover few pixels
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        return raster_shape(self.grid, self.config.upsample)
+
+    def forward(self, bev: Tensor) -> Tensor:
+        """bev (B, C, H, W) -> logits (B, len(ROAD_CLASSES), H*up, W*up)."""
+        if bev.dim() != 4 or tuple(bev.shape[-2:]) != self.grid.shape:
+            raise ValueError(f"RoadHead: expected BEV features (B, C, {self.grid.shape[0]}, {self.grid.shape[1]}), got {tuple(bev.shape)}")
+        return self.net(bev)
+
+    def loss(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """Per-pixel BCE with line pixels weighted by pos_weight; target (B, R, H_r, W_r) in {0, 1}."""
+        if target.shape != logits.shape:
+            raise ValueError(f"RoadHead.loss: target {tuple(target.shape)} must match logits {tuple(logits.shape)}")
+        pw = logits.new_tensor(self.config.pos_weight)
+        return {"road": F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), pos_weight=pw)}
+
+    @torch.no_grad()
+    def vectorize_scored(self, logits: Tensor) -> list[dict[str, list[tuple[np.ndarray, float]]]]:
+        """Per batch item: {class: [(polyline (N, 2) ego x, y, score), ...]}."""
+        cfg = self.config
+        prob = torch.sigmoid(logits.float()).cpu().numpy()  # (B, R, H_r, W_r)
+        return [
+            {name: vectorize_mask(p[k], self.grid, cfg.upsample, cfg.threshold, cfg.min_length_m, cfg.simplify_m)
+             for k, name in enumerate(ROAD_CLASSES)}
+            for p in prob
+        ]
+
+    def vectorize(self, logits: Tensor) -> list[dict[str, list[np.ndarray]]]:
+        """Per batch item: {'lane_divider': [(N, 2) ego x, y ordered polylines], 'road_edge': [...]}."""
+        return [{k: [line for line, _ in v] for k, v in item.items()} for item in self.vectorize_scored(logits)]
