@@ -1,0 +1,125 @@
+"""The official nuScenes detection submission file: write, read, and ground truth as predictions.
+
+    {"meta": {"use_camera": true, ...},
+     "results": {sample_token: [{"sample_token", "translation", "size", "rotation", "velocity",
+                                 "detection_name", "detection_score", "attribute_name"}, ...]}}
+
+as read by nuscenes.eval.common.loaders.load_prediction / DetectionBox.deserialize. Every sample of
+the evaluated split must appear in "results" (an empty list where nothing was detected).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+from perception.classes import DETECTION_NAMES
+
+if TYPE_CHECKING:
+    from nuscenes.nuscenes import NuScenes
+
+DEFAULT_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
+MAX_BOXES_PER_SAMPLE = 500  # the devkit's limit
+
+
+def _attribute_names() -> frozenset[str]:
+    from nuscenes.eval.detection.constants import ATTRIBUTE_NAMES
+
+    return frozenset(ATTRIBUTE_NAMES)
+
+
+def detection_entry(
+    sample_token: str,
+    translation: Sequence[float],
+    size: Sequence[float],
+    rotation: Sequence[float],
+    velocity: Sequence[float],
+    detection_name: str,
+    detection_score: float,
+    attribute_name: str = "",
+) -> dict:
+    """One box in the official format (global frame; size w, l, h; rotation w, x, y, z; velocity vx, vy).
+
+    A NaN velocity (the devkit's box_velocity for a lone annotation) is written as 0.
+    """
+    if detection_name not in DETECTION_NAMES:
+        raise ValueError(f"unknown detection_name {detection_name!r}; expected one of {DETECTION_NAMES}")
+    if attribute_name and attribute_name not in _attribute_names():
+        raise ValueError(f"unknown attribute_name {attribute_name!r}")
+    if len(translation) != 3 or len(size) != 3 or len(rotation) != 4 or len(velocity) < 2:
+        raise ValueError("translation and size need 3 values, rotation 4 (w, x, y, z), velocity 2 (vx, vy)")
+    score = float(detection_score)
+    if not math.isfinite(score):
+        raise ValueError(f"detection_score must be finite, got {detection_score}")
+    vel = [0.0 if not math.isfinite(float(v)) else float(v) for v in list(velocity)[:2]]
+    return {
+        "sample_token": sample_token,
+        "translation": [float(v) for v in translation],
+        "size": [float(v) for v in size],
+        "rotation": [float(v) for v in rotation],
+        "velocity": vel,
+        "detection_name": detection_name,
+        "detection_score": score,
+        "attribute_name": attribute_name,
+    }
+
+
+def write_submission(path: str | Path, results: Mapping[str, Iterable[dict]], meta: Mapping | None = None) -> Path:
+    """Write a submission JSON; checks each box's sample token and the per-sample box limit."""
+    out: dict[str, list[dict]] = {}
+    for sample_token, boxes in results.items():
+        boxes = list(boxes)
+        if len(boxes) > MAX_BOXES_PER_SAMPLE:
+            raise ValueError(f"sample {sample_token} has {len(boxes)} boxes; the devkit allows {MAX_BOXES_PER_SAMPLE}")
+        for box in boxes:
+            if box["sample_token"] != sample_token:
+                raise ValueError(f"box of sample {box['sample_token']} listed under sample {sample_token}")
+        out[sample_token] = boxes
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"meta": dict(meta or DEFAULT_META), "results": out}))
+    return path
+
+
+def read_submission(path: str | Path) -> tuple[dict[str, list[dict]], dict]:
+    """(results, meta) of a submission file."""
+    data = json.loads(Path(path).read_text())
+    if "results" not in data or "meta" not in data:
+        raise ValueError(f"{path} is not a nuScenes submission: it needs 'meta' and 'results'")
+    return data["results"], data["meta"]
+
+
+def split_sample_tokens(nusc: "NuScenes", eval_set: str) -> list[str]:
+    """Tokens of every sample whose scene is in the devkit's split `eval_set` (e.g. 'mini_val')."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    scenes = set(create_splits_scenes()[eval_set])
+    return [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scenes]
+
+
+def ground_truth_results(nusc: "NuScenes", eval_set: str, score: float = 1.0) -> dict[str, list[dict]]:
+    """The annotations of `eval_set` as predictions (a perfect detector), in the official format.
+
+    Skips what the evaluation itself drops from the ground truth (annotations without lidar or
+    radar points, categories outside the ten detection classes); velocity from box_velocity.
+    """
+    from nuscenes.eval.detection.utils import category_to_detection_name
+
+    results: dict[str, list[dict]] = {}
+    for sample_token in split_sample_tokens(nusc, eval_set):
+        boxes = []
+        for ann_token in nusc.get("sample", sample_token)["anns"]:
+            ann = nusc.get("sample_annotation", ann_token)
+            name = category_to_detection_name(ann["category_name"])
+            if name is None or ann["num_lidar_pts"] + ann["num_radar_pts"] == 0:
+                continue
+            attrs = [nusc.get("attribute", t)["name"] for t in ann["attribute_tokens"]]
+            boxes.append(
+                detection_entry(
+                    sample_token, ann["translation"], ann["size"], ann["rotation"],
+                    nusc.box_velocity(ann_token)[:2], name, score, attrs[0] if attrs else "",
+                )
+            )
+        results[sample_token] = boxes
+    return results
