@@ -1,0 +1,128 @@
+"""Evaluation glue: the devkit's DetectionEval on a submission file, and per-frame accumulation of the
+segmentation and road-geometry metrics (perception/metrics.py) over a whole split.
+
+Detection is scored only by the devkit (`DetectionEval`, config 'detection_cvpr_2019'), from a
+results file in the official submission format (replay/submission.py). Segmentation and road
+metrics accumulate sufficient statistics frame by frame (a confusion matrix; intersections and
+unions; all polylines with their frame), so the result over N frames equals the metric computed on
+the N frames concatenated.
+"""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from perception.classes import DETECTION_NAMES, ROAD_CLASSES, SEG_CLASSES
+
+if TYPE_CHECKING:
+    from nuscenes.nuscenes import NuScenes
+
+DETECTION_CONFIG = "detection_cvpr_2019"
+CHAMFER_THRESHOLDS: tuple[float, ...] = (0.5, 1.0, 1.5)
+IGNORE_INDEX = 255
+NOT_AVAILABLE = "not available"
+
+
+def eval_set_name(version: str, split: str) -> str:
+    """The devkit's split name for a version: ('v1.0-mini', 'val') -> 'mini_val'; names already
+    in the devkit's form ('mini_val', 'train_detect', ...) pass through."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    known = create_splits_scenes()
+    if version == "v1.0-mini" and split in ("train", "val"):
+        split = f"mini_{split}"
+    if split not in known:
+        raise ValueError(f"unknown split {split!r} for {version}; the devkit knows {sorted(known)}")
+    return split
+
+
+def complete_results(nusc: "NuScenes", results: Mapping[str, list[dict]], eval_set: str) -> dict[str, list[dict]]:
+    """Results restricted to the split's samples, with an empty list for every sample without boxes.
+
+    DetectionEval requires the predicted sample tokens to equal the split's exactly.
+    """
+    from replay.submission import split_sample_tokens
+
+    tokens = split_sample_tokens(nusc, eval_set)
+    if not tokens:
+        raise ValueError(f"{nusc.dataroot} ({nusc.version}) has no sample in split {eval_set!r}")
+    return {t: list(results.get(t, [])) for t in tokens}
+
+
+def detection_summary(metrics_dict: dict) -> dict:
+    """The headline figures of DetectionMetrics.serialize(): NDS, mAP, mATE..mAAE, per-class AP and TP errors."""
+    tp = metrics_dict["tp_errors"]
+    return {
+        "NDS": metrics_dict["nd_score"],
+        "mAP": metrics_dict["mean_ap"],
+        "mATE": tp["trans_err"],
+        "mASE": tp["scale_err"],
+        "mAOE": tp["orient_err"],
+        "mAVE": tp["vel_err"],
+        "mAAE": tp["attr_err"],
+        "per_class_AP": {name: metrics_dict["mean_dist_aps"][name] for name in DETECTION_NAMES},
+        "per_class_tp_errors": {name: metrics_dict["label_tp_errors"][name] for name in DETECTION_NAMES},
+        "AP_per_distance": {name: metrics_dict["label_aps"][name] for name in DETECTION_NAMES},
+    }
+
+
+def run_detection_eval(
+    nusc: "NuScenes",
+    results_path: str | Path,
+    eval_set: str,
+    output_dir: str | Path | None = None,
+    verbose: bool = False,
+) -> dict:
+    """Score a submission file with the devkit's DetectionEval; returns detection_summary(...) plus
+    'num_samples', and writes the devkit's metrics (metrics_details.json, metrics_summary.json) to output_dir."""
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    tmp = None
+    if output_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bevstream-deteval-")
+        output_dir = tmp.name
+    try:
+        evaluator = DetectionEval(
+            nusc, config=config_factory(DETECTION_CONFIG), result_path=str(results_path), eval_set=eval_set,
+            output_dir=str(output_dir), verbose=verbose,
+        )
+        metrics, md_list = evaluator.evaluate()
+        serialized = metrics.serialize()
+        with open(Path(output_dir) / "metrics_summary.json", "w") as f:
+            json.dump(serialized, f, indent=2)
+        with open(Path(output_dir) / "metrics_details.json", "w") as f:
+            json.dump(md_list.serialize(), f)
+        summary = detection_summary(serialized)
+        summary["num_samples"] = len(evaluator.sample_tokens)
+        return summary
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def evaluate_results_file(
+    nusc: "NuScenes", results_path: str | Path, eval_set: str, output_dir: str | Path, verbose: bool = False
+) -> dict:
+    """Score a results file that may lack samples of the split: completes it first (empty lists), then DetectionEval."""
+    from replay.submission import read_submission, write_submission
+
+    results, meta = read_submission(results_path)
+    complete = complete_results(nusc, results, eval_set)
+    missing = sum(1 for t in complete if t not in results)
+    extra = sum(1 for t in results if t not in complete)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = results_path
+    if missing or extra:
+        path = write_submission(out / "results_nusc_split.json", complete, meta)
+    summary = run_detection_eval(nusc, path, eval_set, out, verbose=verbose)
+    summary["samples_without_predictions"] = missing
+    summary["samples_outside_split_dropped"] = extra
+    return summary
