@@ -1,0 +1,105 @@
+"""Road head: rasterisation against a per-pixel reference, rasterise -> vectorise round trip, head shapes and loss."""
+import numpy as np
+import pytest
+import torch
+from shapely.geometry import LineString, Point
+from pyquaternion import Quaternion
+
+from perception.classes import ROAD_CLASSES
+from perception.grid import BEVGrid
+from perception.road import (RoadHead, RoadHeadConfig, polylines_to_global, rasterize_polylines, rasterize_road,
+                             vectorize_mask)
+from runtime.messages import Pose
+
+GRID = BEVGrid()
+CELL = GRID.resolution
+
+
+def test_rasterize_matches_per_pixel_distance():
+    grid = BEVGrid(x_min=-8.0, x_max=8.0, y_min=-8.0, y_max=8.0, resolution=1.6)
+    line = np.array([[-7.0, -6.0], [2.0, 1.3], [6.5, -3.0]])
+    up, thick = 2, 1.3
+    mask = rasterize_polylines([line], grid, up, thick)
+    res = grid.resolution / up
+    ls = LineString(line)
+    ref = np.zeros_like(mask)
+    for i in range(mask.shape[0]):
+        for j in range(mask.shape[1]):
+            p = Point(grid.x_min + (i + 0.5) * res, grid.y_min + (j + 0.5) * res)
+            ref[i, j] = ls.distance(p) <= thick / 2 + 1e-9
+    assert mask.shape == (20, 20) and mask.sum() > 20
+    assert np.array_equal(mask, ref)
+
+
+def _check_round_trip(gt_line: np.ndarray, up: int):
+    mask = rasterize_polylines([gt_line], GRID, up, 1.0)
+    found = vectorize_mask(mask.astype(np.float32), GRID, up)
+    assert len(found) == 1
+    line, score = found[0]
+    assert score == 1.0
+    gt = LineString(gt_line)
+    got = LineString(line)
+    # every recovered vertex within a cell of the truth, and the truth within a cell of the recovered line
+    assert max(gt.distance(Point(p)) for p in line) < CELL
+    assert max(got.distance(Point(gt.interpolate(d))) for d in np.linspace(0, gt.length, 200)) < CELL
+    # ordered: the vertices advance monotonically along the true line
+    s = np.array([gt.project(Point(p)) for p in line])
+    assert np.all(np.diff(s) > 0) or np.all(np.diff(s) < 0)
+    assert len(line) < len(mask.nonzero()[0])  # simplified, not every pixel
+
+
+@pytest.mark.parametrize("up", [1, 2, 4])
+def test_round_trip_straight(up):
+    _check_round_trip(np.array([[-30.0, -20.0], [35.0, 12.0]]), up)
+
+
+@pytest.mark.parametrize("up", [2, 4])
+def test_round_trip_curved(up):
+    t = np.linspace(0.1, np.pi - 0.1, 60)
+    _check_round_trip(np.stack((25 * np.cos(t), 25 * np.sin(t) - 10), axis=1), up)
+
+
+def test_vectorize_separate_lines_and_threshold():
+    a, b = np.array([[-40.0, -30.0], [40.0, -30.0]]), np.array([[-40.0, 20.0], [40.0, 25.0]])
+    prob = rasterize_polylines([a], GRID, 2, 1.0) * 0.9 + rasterize_polylines([b], GRID, 2, 1.0) * 0.6
+    found = vectorize_mask(prob.astype(np.float32), GRID, 2)
+    assert sorted(round(s, 3) for _, s in found) == [0.6, 0.9]
+    assert len(vectorize_mask(prob.astype(np.float32), GRID, 2, threshold=0.7)) == 1
+    with pytest.raises(ValueError, match="raster"):
+        vectorize_mask(prob[:10], GRID, 2)
+
+
+@pytest.mark.parametrize("up", [1, 2, 4])
+def test_head_shapes_and_loss(up):
+    head = RoadHead(8, GRID, RoadHeadConfig(hidden_channels=8, upsample=up))
+    logits = head(torch.randn(2, 8, 64, 64))
+    assert logits.shape == (2, len(ROAD_CLASSES), 64 * up, 64 * up) and head.out_shape == (64 * up, 64 * up)
+    target = (torch.rand_like(logits) > 0.9).float()
+    p = torch.sigmoid(logits.double())
+    w = head.config.pos_weight
+    ref = -(w * target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    torch.testing.assert_close(head.loss(logits, target)["road"].double(), ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="match logits"):
+        head.loss(logits, target[:, :1])
+
+
+def test_head_vectorize_from_logits():
+    head = RoadHead(8, GRID)
+    road = {"lane_divider": [np.array([[-30.0, 2.0], [30.0, 2.0]])], "road_edge": [np.array([[-30.0, -8.0], [30.0, -9.0]]), np.array([[-30.0, 9.0], [30.0, 9.0]])]}
+    target = torch.from_numpy(rasterize_road(road, GRID, 2, 1.0))[None]  # (1, R, H_r, W_r)
+    out = head.vectorize(target * 10 - 5)
+    assert set(out[0]) == set(ROAD_CLASSES)
+    assert len(out[0]["lane_divider"]) == 1 and len(out[0]["road_edge"]) == 2
+    scored = head.vectorize_scored(target * 10 - 5)[0]
+    assert all(s == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item()) for _, s in scored["road_edge"])
+    with pytest.raises(ValueError, match="unknown road classes"):
+        rasterize_road({"crosswalk": []}, GRID, 2, 1.0)
+
+
+def test_polylines_to_global():
+    pose = Pose(np.array([100.0, 200.0, 1.0]), Quaternion(axis=(0, 0, 1), angle=0.7))
+    line = np.array([[1.0, 0.0], [0.0, 2.0]])
+    got = polylines_to_global([line], pose)[0]
+    c, s = np.cos(0.7), np.sin(0.7)
+    ref = np.array([[100 + c, 200 + s], [100 - 2 * s, 200 + 2 * c]])
+    np.testing.assert_allclose(got, ref, atol=1e-9)
