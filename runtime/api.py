@@ -1,0 +1,122 @@
+"""The Python API: `Runtime`.
+
+    with Runtime(load_config()) as rt:                 # starts Ray (or joins ray.address) and the actors
+        async for record in rt.stream(source):         # TickResult or DropRecord, one per frame set
+            ...
+        for record in rt.iterate(source):              # the same as a plain iterator, for scripts
+            ...
+
+`source` is any replay.source.FrameSource (NuScenesSource, SimulatedVehicle, ...). With `out_dir`
+the sink actor writes the run directory (see sink.py). `rt.report` holds the last run's RunReport.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import ray
+
+from runtime.config import RuntimeConfig
+from runtime.pipeline import SourceFeeder, TickPipeline, source_frame_sets
+from runtime.report import RunReport
+from runtime.results import DropRecord, TickResult
+from runtime.supervisor import Supervisor
+
+
+class Runtime:
+    """A running pipeline of actors; stream as many sources through it as you like, then close()."""
+
+    def __init__(self, config: RuntimeConfig | None = None, *, model_factory: Callable[[], Any] | None = None):
+        self.cfg = config or RuntimeConfig()
+        if model_factory is None:  # the real model, from runtime.yaml's `model:`
+            from runtime.model import ModelFactory
+
+            model_factory = ModelFactory.from_config(self.cfg.model)
+        self.model_factory = model_factory
+        self.supervisor = Supervisor(self.cfg, model_factory)
+        self.report: RunReport | None = None
+        self.started = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> "Runtime":
+        if not self.started:
+            self.supervisor.start()
+            self.started = True
+        return self
+
+    def close(self) -> None:
+        if self.started:
+            self.supervisor.stop()
+            self.started = False
+
+    def __enter__(self) -> "Runtime":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "Runtime":
+        return self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    def placement(self) -> dict[str, str]:
+        return self.supervisor.placement()
+
+    # -- streaming --------------------------------------------------------------------------
+    async def stream(self, source: Any, out_dir: str | Path | None = None,
+                     expected_samples: list[str] | None = None) -> AsyncIterator[TickResult | DropRecord]:
+        """Every frame set of `source` as one TickResult or one DropRecord, in order of completion."""
+        self.start()
+        live = bool(getattr(source, "is_live", False))
+        report = RunReport(live, deadline_ms=self.cfg.profile.deadline_ms)
+        self.report = report
+        sink = self.supervisor.start_sink(str(out_dir), expected_samples) if out_dir is not None else None
+        late = [0]
+        feeder = SourceFeeder(source_frame_sets(source, self.cfg.sync, late), live, asyncio.get_running_loop())
+        pipeline = TickPipeline(self.supervisor.backbone, self.supervisor.bev, self.cfg.pipeline, live, sink)
+        started = time.time()
+        try:
+            feeder.start()
+            async for record in pipeline.run(feeder):
+                report.add(record)
+                yield record
+        finally:
+            feeder.stop()
+            report.extra.update(
+                late_or_rejected_frames=late[0],
+                actor_restarts=self.supervisor.restarts(),
+                max_in_flight_seen=pipeline.max_seen_in_flight,
+                wall_s=round(time.time() - started, 3),
+            )
+            if sink is not None:
+                summary = self.summary(source)
+                await sink.close.remote(summary)
+                ray.kill(sink)
+                self.supervisor.sink = None
+
+    def summary(self, source: Any = None) -> dict:
+        """The last run's report plus where it ran and with what configuration (summary.json)."""
+        out = self.report.summary() if self.report is not None else {}
+        describe = getattr(source, "describe", None)
+        out["source"] = describe() if callable(describe) else repr(source)
+        out["placement"] = self.supervisor.placement() if self.started else {}
+        out["config"] = self.cfg.model_dump(mode="json")
+        return out
+
+    def iterate(self, source: Any, **kwargs: Any) -> Iterator[TickResult | DropRecord]:
+        """`stream` as a plain (synchronous) iterator."""
+        loop = asyncio.new_event_loop()
+        agen = self.stream(source, **kwargs)
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(agen.__anext__())
+                except StopAsyncIteration:
+                    break
+        finally:
+            loop.run_until_complete(agen.aclose())
+            loop.close()

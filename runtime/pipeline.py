@@ -1,0 +1,231 @@
+"""Tick scheduling: feed frame sets through the actors with a cap on ticks in flight, and account
+for every frame set as exactly one TickResult or one DropRecord.
+
+- Images are `ray.put` once per tick; the backbone's output goes to the BEV actor as an ObjectRef,
+  the BEV result to the sink as an ObjectRef: the driver never fetches features, and never blocks
+  in `ray.get` — it awaits the oldest tick or the next frame set, whichever comes first.
+- Replay (not live): the source is read only when a slot is free, so a full pipeline blocks the
+  source and nothing is lost. Live: frame sets arriving while the pipeline is full wait in a queue
+  of `live_queue`; beyond that the oldest waiting one is dropped ('overload').
+- Input checks happen before submission ('bad_input', 'late_camera'); a tick whose actor died
+  becomes 'actor_restart' (Ray restarts the actor), an exception in a stage 'bad_input' (ValueError)
+  or 'error'.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+
+from runtime.config import PipelineConfig, SyncConfig
+from runtime.messages import FrameSet, StageTiming
+from runtime.results import DropRecord, TickResult
+from runtime.stages import TickMeta
+from runtime.validate import check_frame_set
+
+_END = object()
+
+
+class _SourceError:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int]) -> Iterator[FrameSet]:
+    """The frame sets of a source; a live source's raw camera frames go through the synchroniser
+    configured in runtime.yaml (late frames are counted in `late_counter[0]`)."""
+    if getattr(source, "is_live", False) and hasattr(source, "camera_frames"):
+        from runtime.sync import CameraSynchronizer
+
+        sync = CameraSynchronizer(
+            tolerance_us=int(sync_cfg.tolerance_ms * 1000),
+            max_wait_us=int(sync_cfg.max_wait_ms * 1000),
+            offsets_us=getattr(source, "channel_offsets_us", None),
+        )
+        for frame in source.camera_frames():
+            out = sync.feed(frame)
+            late_counter[0] += len(out.late) + len(out.rejected)
+            yield from out.sets
+        yield from sync.flush().sets
+    else:
+        yield from source.frame_sets()
+
+
+class SourceFeeder:
+    """Reads a (blocking) source in a thread and hands frame sets to the event loop.
+
+    Replay: a queue of one, so reading stops while the pipeline is full (backpressure, no loss).
+    Live: unbounded hand-off; the scheduler applies the drop policy. Each set gets an 'ingest' timing
+    (replay: the time to load it; live: its arrival)."""
+
+    def __init__(self, frame_sets: Iterator[FrameSet], live: bool, loop: asyncio.AbstractEventLoop):
+        self.live = live
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=0 if live else 1)
+        self._stop = threading.Event()
+        self._iter = frame_sets
+        self._thread = threading.Thread(target=self._run, name="bevstream-source", daemon=True)
+
+    def start(self) -> "SourceFeeder":
+        self._thread.start()
+        return self
+
+    def _hand_over(self, item: Any) -> bool:
+        if self.live:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            return True
+        fut = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        while not self._stop.is_set():
+            try:
+                fut.result(timeout=0.1)
+                return True
+            except TimeoutError:
+                continue
+        fut.cancel()
+        return False
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                start = time.time_ns()
+                try:
+                    fs = next(self._iter)
+                except StopIteration:
+                    break
+                end = time.time_ns()
+                fs = fs.with_timing(StageTiming("ingest", end if self.live else start, end))
+                if not self._hand_over(fs):
+                    return
+        except BaseException as exc:  # surfaced in the event loop
+            self._hand_over(_SourceError(exc))
+            return
+        self._hand_over(_END)
+
+    def stop(self) -> None:
+        self._stop.set()
+        close = getattr(self._iter, "close", None)
+        self._thread.join(timeout=2.0)
+        if close is not None and not self._thread.is_alive():
+            close()
+
+
+@dataclass
+class _InFlight:
+    meta: TickMeta
+    ref: Any  # ObjectRef of the TickResult
+    fut: asyncio.Future
+
+
+def drop_for(fs: FrameSet | TickMeta, reason: str, detail: str, extra: tuple[StageTiming, ...] = ()) -> DropRecord:
+    return DropRecord(fs.frame_id, fs.scene, fs.timestamp_us, fs.sample_token, reason, detail,
+                      tuple(fs.timings) + tuple(extra), tuple(fs.missing))
+
+
+def classify_failure(exc: BaseException) -> tuple[str, str]:
+    """A failed tick's exception -> (drop reason, detail)."""
+    if isinstance(exc, RayActorError):
+        return "actor_restart", f"actor died while running the tick: {type(exc).__name__}"
+    cause = getattr(exc, "cause", None) if isinstance(exc, RayTaskError) else exc
+    if isinstance(cause, RayActorError):
+        return "actor_restart", f"actor died while running the tick: {type(cause).__name__}"
+    if isinstance(cause, ValueError):
+        return "bad_input", f"{type(cause).__name__}: {cause}"[:300]
+    return "error", f"{type(cause or exc).__name__}: {cause or exc}"[:300]
+
+
+class TickPipeline:
+    """Schedules frame sets over a backbone actor and a BEV actor (and an optional sink actor)."""
+
+    def __init__(self, backbone: Any, bev: Any, cfg: PipelineConfig, live: bool, sink: Any = None):
+        self.backbone, self.bev, self.sink = backbone, bev, sink
+        self.cfg = cfg
+        self.live = live
+        self.submitted = 0
+        self.max_seen_in_flight = 0
+
+    def _submit(self, fs: FrameSet) -> _InFlight:
+        start = time.time_ns()
+        images_ref = ray.put([c.image for c in fs.cameras])  # once; both stages see it by reference
+        meta = TickMeta.from_frame_set(fs)
+        meta = TickMeta(**{**meta.__dict__, "timings": meta.timings + (StageTiming("submit", start, time.time_ns()),)})
+        packet_ref = self.backbone.run.remote(images_ref, meta)
+        result_ref = self.bev.run.remote(packet_ref, meta)
+        self.submitted += 1
+        return _InFlight(meta, result_ref, asyncio.wrap_future(result_ref.future()))
+
+    def _finish(self, job: _InFlight) -> TickResult | DropRecord:
+        now = time.time_ns()
+        try:
+            result: TickResult = job.fut.result()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a drop record
+            reason, detail = classify_failure(exc)
+            record = drop_for(job.meta, reason, detail)
+            if self.sink is not None:
+                self.sink.write.remote(record)
+            return record
+        bev_end = max(t.end_ns for t in result.timings)
+        deliver = StageTiming("deliver", bev_end, now)
+        if self.sink is not None:
+            self.sink.write.remote(job.ref, deliver)  # by reference: the driver does not re-send it
+        return result.with_timing(deliver)
+
+    def _drop(self, record: DropRecord) -> DropRecord:
+        if self.sink is not None:
+            self.sink.write.remote(record)
+        return record
+
+    async def run(self, feeder: SourceFeeder) -> AsyncIterator[TickResult | DropRecord]:
+        waiting: deque[FrameSet] = deque()
+        inflight: deque[_InFlight] = deque()
+        source_done = False
+        get_task: asyncio.Task | None = None
+        cap = self.cfg.max_in_flight
+        try:
+            while True:
+                while waiting and len(inflight) < cap:
+                    inflight.append(self._submit(waiting.popleft()))
+                    self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
+                if self.live:
+                    while len(waiting) > self.cfg.live_queue:
+                        old = waiting.popleft()
+                        yield self._drop(drop_for(old, "overload", f"{cap} ticks in flight and {len(waiting)} waiting"))
+                if source_done and not waiting and not inflight:
+                    return
+                wait_set: set = set()
+                # Replay reads the source only when a slot is free (backpressure); live always reads.
+                if not source_done and (self.live or len(inflight) < cap):
+                    if get_task is None:
+                        get_task = asyncio.ensure_future(feeder.queue.get())
+                    wait_set.add(get_task)
+                if inflight:
+                    wait_set.add(inflight[0].fut)
+                await asyncio.wait(wait_set, return_when=asyncio.FIRST_COMPLETED)
+                while inflight and inflight[0].fut.done():
+                    yield self._finish(inflight.popleft())
+                if get_task is not None and get_task.done():
+                    item = get_task.result()
+                    get_task = None
+                    if item is _END:
+                        source_done = True
+                    elif isinstance(item, _SourceError):
+                        raise item.exc
+                    else:
+                        problem = check_frame_set(item, self.cfg.min_cameras)
+                        if problem is not None:
+                            yield self._drop(drop_for(item, problem[0], problem[1]))
+                        else:
+                            waiting.append(item)
+        finally:
+            if get_task is not None:
+                get_task.cancel()
+            for job in inflight:  # the consumer stopped early: do not leave work behind
+                try:
+                    ray.cancel(job.ref, force=False)
+                except Exception:  # noqa: BLE001 - already finished or not cancellable
+                    pass

@@ -1,0 +1,86 @@
+"""The run directory a replay or stream leaves behind (plain I/O, no Ray; SinkActor wraps it).
+
+    RUN/ticks.jsonl        one JSON line per tick result or drop record, in arrival order
+    RUN/results_nusc.json  the official nuScenes detection submission: {"meta": {...}, "results":
+                           {sample_token: [box, ...]}}, every expected keyframe sample present
+                           (an empty list where its tick was dropped or found nothing)
+    RUN/summary.json       counts, drops by reason, latency percentiles, configuration
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from pyquaternion import Quaternion
+
+from runtime.results import DropRecord, TickResult
+
+SUBMISSION_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
+
+
+def _default_attribute(name: str, speed: float) -> str:
+    """The devkit's usual default attribute per class (attributes are scored only as mAAE)."""
+    moving = speed > 0.2
+    if name in ("car", "truck", "bus", "trailer", "construction_vehicle"):
+        return "vehicle.moving" if moving else "vehicle.parked"
+    if name == "pedestrian":
+        return "pedestrian.moving" if moving else "pedestrian.standing"
+    if name in ("bicycle", "motorcycle"):
+        return "cycle.with_rider" if moving else "cycle.without_rider"
+    return ""
+
+
+def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
+    """A tick's global-frame detections as nuScenes submission boxes (highest scores first)."""
+    dets = result.detections_global
+    order = np.argsort(-dets.scores, kind="stable")[:max_boxes]
+    out = []
+    for i in order:
+        b = dets.boxes[i].astype(np.float64)
+        speed = float(np.hypot(b[7], b[8]))
+        out.append({
+            "sample_token": result.sample_token,
+            "translation": b[0:3].tolist(),
+            "size": np.maximum(b[3:6], 1e-3).tolist(),  # w, l, h (the devkit's wlh)
+            "rotation": Quaternion(axis=[0.0, 0.0, 1.0], angle=float(b[6])).elements.tolist(),
+            "velocity": b[7:9].tolist(),
+            "detection_name": dets.names[i],
+            "detection_score": float(dets.scores[i]),
+            "attribute_name": _default_attribute(dets.names[i], speed),
+        })
+    return out
+
+
+class ResultSink:
+    """Streams records to ticks.jsonl and collects keyframe detections for results_nusc.json."""
+
+    def __init__(self, out_dir: str | Path, expected_samples: Iterable[str] | None = None, max_boxes: int = 500):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.max_boxes = max_boxes
+        self.results: dict[str, list[dict]] = {t: [] for t in (expected_samples or ())}
+        self._ticks = open(self.out_dir / "ticks.jsonl", "w")
+        self.written = 0
+
+    def write(self, record: TickResult | DropRecord) -> None:
+        self._ticks.write(json.dumps(record.to_json()) + "\n")
+        self._ticks.flush()
+        self.written += 1
+        if record.sample_token is not None:
+            boxes = submission_boxes(record, self.max_boxes) if isinstance(record, TickResult) else []
+            self.results.setdefault(record.sample_token, [])
+            if boxes:
+                self.results[record.sample_token] = boxes
+
+    def close(self, summary: dict | None = None) -> dict:
+        """Finish the files; returns the paths written."""
+        self._ticks.close()
+        submission = {"meta": dict(SUBMISSION_META), "results": self.results}
+        (self.out_dir / "results_nusc.json").write_text(json.dumps(submission))
+        paths = {"ticks": str(self.out_dir / "ticks.jsonl"), "results_nusc": str(self.out_dir / "results_nusc.json")}
+        if summary is not None:
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            paths["summary"] = str(self.out_dir / "summary.json")
+        return paths

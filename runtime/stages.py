@@ -1,0 +1,183 @@
+"""The compute of each pipeline stage as plain classes (no Ray): the actors in actors.py wrap them.
+
+`PerceptionModel` is the narrow interface the runtime needs from the model; `runtime/model.py`
+adapts perception/'s BEVStreamModel to it, tests inject a small model with the same methods.
+Keeping the stages Ray-free lets the offline baseline (bench/runtime.py) and the tests run the
+exact same code in one process.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from runtime.messages import CAMERA_CHANNELS, FrameSet, Pose, StageTiming
+from runtime.results import DetectionArrays, Polyline, TickResult
+
+NCAM = len(CAMERA_CHANNELS)
+
+
+class PerceptionModel(Protocol):
+    """What the runtime calls on the model. Tensors are torch, arrays numpy."""
+
+    def preprocess(self, images: list[np.ndarray], intrinsics: np.ndarray, cam_to_ego: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(H_i, W_i, 3) uint8 images of the present cameras, their (N, 3, 3) intrinsics and (N, 4, 4)
+        camera->ego -> model input (1, N, 3, H, W) float in [0, 1] and the canonical (N, 3, 3), (N, 4, 4)."""
+
+    def encode(self, images: Any) -> tuple[Any, np.ndarray]:
+        """(1, N, 3, H, W) -> image features (1, N, C, h, w) float32 numpy, seg labels (N, hs, ws) uint8."""
+
+    def step(self, feats: np.ndarray, inputs: "BevInputs", state: Any) -> tuple[Any, Any]:
+        """Features of all NCAM slots + tick inputs + temporal state -> (outputs, new state)."""
+
+    def decode(self, outputs: Any) -> tuple[DetectionArrays, list[Polyline]]:
+        """Model outputs of one tick -> ego-frame detections and road polylines."""
+
+    def new_state(self) -> Any: ...
+
+    def state_to_bytes(self, state: Any) -> bytes: ...
+
+    def state_from_bytes(self, data: bytes) -> Any: ...
+
+
+@dataclass(frozen=True)
+class TickMeta:
+    """The small, by-value part of a frame set that travels with its image references."""
+
+    frame_id: int
+    scene: str
+    timestamp_us: int
+    oldest_timestamp_us: int
+    sample_token: str | None
+    channels: tuple[str, ...]  # present cameras, CAMERA_CHANNELS order
+    missing: tuple[str, ...]
+    intrinsics: np.ndarray  # (N, 3, 3) float64 of the images as delivered
+    sensor_to_ego: np.ndarray  # (N, 4, 4) float64
+    ego_to_global: Pose
+    kinematics: np.ndarray  # (7,) float32
+    new_scene: bool
+    timings: tuple[StageTiming, ...]
+
+    @classmethod
+    def from_frame_set(cls, fs: FrameSet) -> "TickMeta":
+        return cls(
+            frame_id=fs.frame_id,
+            scene=fs.scene,
+            timestamp_us=fs.timestamp_us,
+            oldest_timestamp_us=fs.oldest_timestamp_us,
+            sample_token=fs.sample_token,
+            channels=fs.channels,
+            missing=tuple(fs.missing),
+            intrinsics=np.stack([np.asarray(c.intrinsic, np.float64) for c in fs.cameras]),
+            sensor_to_ego=np.stack([c.sensor_to_ego.matrix for c in fs.cameras]),
+            ego_to_global=fs.ego_to_global,
+            kinematics=fs.kinematics.as_array(),
+            new_scene=fs.new_scene,
+            timings=tuple(fs.timings),
+        )
+
+
+@dataclass(frozen=True)
+class FeaturePacket:
+    """Backbone output of one tick, all NCAM camera slots (absent cameras zero, mask False)."""
+
+    feats: np.ndarray  # (1, NCAM, C, h, w) float32
+    intrinsics: np.ndarray  # (1, NCAM, 3, 3) float32, canonical (rectified) intrinsics
+    cam_to_ego: np.ndarray  # (1, NCAM, 4, 4) float32
+    camera_mask: np.ndarray  # (1, NCAM) bool
+    seg: np.ndarray  # (N_present, hs, ws) uint8 labels
+    timing: StageTiming
+
+
+@dataclass(frozen=True)
+class BevInputs:
+    """Everything but the features the BEV step needs (the model adapter builds ModelInputs from it)."""
+
+    intrinsics: np.ndarray  # (1, NCAM, 3, 3) float32
+    cam_to_ego: np.ndarray  # (1, NCAM, 4, 4) float32
+    camera_mask: np.ndarray  # (1, NCAM) bool
+    ego_to_global: np.ndarray  # (1, 4, 4) float64
+    timestamp_s: np.ndarray  # (1,) float64
+    kinematics: np.ndarray  # (1, 7) float32
+    reset: np.ndarray  # (1,) bool
+
+
+class BackboneStage:
+    """Preprocessing + per-camera backbone + image segmentation, all present cameras in one call."""
+
+    def __init__(self, model: PerceptionModel, seg_stride: int = 1):
+        self.model = model
+        self.seg_stride = seg_stride
+
+    def run(self, images: list[np.ndarray], meta: TickMeta) -> FeaturePacket:
+        start = time.time_ns()
+        x, k, c2e = self.model.preprocess(list(images), meta.intrinsics, meta.sensor_to_ego)  # (1, N, 3, H, W)
+        feats, seg = self.model.encode(x)  # (1, N, C, h, w), (N, hs, ws)
+        feats = np.asarray(feats, np.float32)
+        slots = [CAMERA_CHANNELS.index(c) for c in meta.channels]
+        full = np.zeros((1, NCAM) + feats.shape[2:], np.float32)  # (1, NCAM, C, h, w)
+        full[0, slots] = feats[0]
+        intr = np.tile(np.eye(3, dtype=np.float32), (1, NCAM, 1, 1))  # (1, NCAM, 3, 3)
+        intr[0, slots] = k
+        ext = np.tile(np.eye(4, dtype=np.float32), (1, NCAM, 1, 1))  # (1, NCAM, 4, 4)
+        ext[0, slots] = c2e
+        mask = np.zeros((1, NCAM), bool)
+        mask[0, slots] = True
+        seg = np.ascontiguousarray(np.asarray(seg, np.uint8)[:, :: self.seg_stride, :: self.seg_stride])
+        return FeaturePacket(full, intr, ext, mask, seg, StageTiming("backbone", start, time.time_ns()))
+
+
+class BevStage:
+    """BEV encoder + video module + heads; owns the temporal state (reset on a new scene)."""
+
+    def __init__(self, model: PerceptionModel, state: Any = None):
+        self.model = model
+        self.state = state if state is not None else model.new_state()
+
+    def run(self, packet: FeaturePacket, meta: TickMeta) -> TickResult:
+        start = time.time_ns()
+        if meta.new_scene:
+            self.state = self.model.new_state()
+        inputs = BevInputs(
+            intrinsics=packet.intrinsics,
+            cam_to_ego=packet.cam_to_ego,
+            camera_mask=packet.camera_mask,
+            ego_to_global=meta.ego_to_global.matrix[None],
+            timestamp_s=np.array([meta.timestamp_us / 1e6], np.float64),
+            kinematics=meta.kinematics[None].astype(np.float32),
+            reset=np.array([meta.new_scene]),
+        )
+        outputs, self.state = self.model.step(packet.feats, inputs, self.state)
+        dets, lines = self.model.decode(outputs)
+        timing = StageTiming("bev", start, time.time_ns())
+        return make_tick_result(meta, packet, dets, lines, timing)
+
+    def checkpoint(self) -> bytes:
+        return self.model.state_to_bytes(self.state)
+
+    def restore(self, data: bytes) -> None:
+        self.state = self.model.state_from_bytes(data)
+
+
+def make_tick_result(meta: TickMeta, packet: FeaturePacket, dets: DetectionArrays, lines: list[Polyline], timing: StageTiming) -> TickResult:
+    """Model output of one tick -> the TickResult message (ego and global frame)."""
+    return TickResult(
+        frame_id=meta.frame_id,
+        scene=meta.scene,
+        timestamp_us=meta.timestamp_us,
+        oldest_timestamp_us=meta.oldest_timestamp_us,
+        sample_token=meta.sample_token,
+        ego_to_global=meta.ego_to_global,
+        detections_ego=dets,
+        detections_global=dets.to_global(meta.ego_to_global),
+        polylines_ego=tuple(lines),
+        polylines_global=tuple(p.to_global(meta.ego_to_global) for p in lines),
+        seg_channels=meta.channels,
+        seg=packet.seg,
+        missing=meta.missing,
+        new_scene=meta.new_scene,
+        timings=meta.timings + (packet.timing, timing),
+        valid=True,
+    )

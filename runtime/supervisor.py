@@ -1,0 +1,97 @@
+"""Starting, placing and stopping the runtime's actors: one place for their lifecycle.
+
+Local by default (a private `ray.init` with explicit CPUs and no dashboard); with `ray.address`
+set it joins an existing cluster, and each stage's `resources` in runtime.yaml decide the node it
+lands on. Actors get `max_restarts` from the config and `max_task_retries=0`: a tick running when
+its actor dies is not silently re-run but becomes a drop record, and the restarted BEV actor
+reloads the last temporal-state checkpoint from the StateStore actor.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import ray
+
+from runtime.actors import BackboneActor, BevActor, SinkActor, StateStore
+from runtime.config import RuntimeConfig, StageConfig
+
+log = logging.getLogger(__name__)
+
+# The pipeline's stages, declared flat: name -> actor class. Lifecycle code below is generic.
+STAGES: dict[str, type] = {"backbone": BackboneActor, "bev": BevActor}
+
+
+def ensure_ray(cfg: RuntimeConfig) -> bool:
+    """Connect to Ray as configured; returns True if this call started it (and should shut it down)."""
+    if ray.is_initialized():
+        return False
+    common = dict(namespace=cfg.ray.namespace, log_to_driver=False, configure_logging=False)
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, **common)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
+                 object_store_memory=cfg.ray.object_store_mb * 1024 * 1024, **common)
+    return True
+
+
+def _options(stage: StageConfig) -> dict[str, Any]:
+    opts: dict[str, Any] = dict(num_cpus=stage.num_cpus, max_restarts=stage.max_restarts, max_task_retries=0)
+    if stage.resources:
+        opts["resources"] = dict(stage.resources)
+    return opts
+
+
+class Supervisor:
+    """Owns the actors of one Runtime: start (and wait until placed), placement, stop."""
+
+    def __init__(self, cfg: RuntimeConfig, model_factory: Callable[[], Any]):
+        self.cfg = cfg
+        self.model_factory = model_factory
+        self.owns_ray = False
+        self.store = None
+        self.backbone = None
+        self.bev = None
+        self.sink = None
+
+    def start(self) -> "Supervisor":
+        self.owns_ray = ensure_ray(self.cfg)
+        st = self.cfg.stages
+        # The checkpoint store lives with the driver's node by default; it must outlive the BEV actor.
+        self.store = ray.remote(StateStore).options(num_cpus=0).remote()
+        self.backbone = ray.remote(BackboneActor).options(**_options(st.backbone)).remote(
+            self.model_factory, st.backbone.torch_threads, self.cfg.pipeline.seg_stride, self.store)
+        self.bev = ray.remote(BevActor).options(**_options(st.bev)).remote(
+            self.model_factory, st.bev.torch_threads, self.store, self.cfg.pipeline.checkpoint_every)
+        ray.get([self.backbone.node_id.remote(), self.bev.node_id.remote()])  # once: actors are up
+        return self
+
+    def start_sink(self, out_dir: str, expected_samples: list[str] | None) -> Any:
+        opts = _options(self.cfg.stages.sink)
+        self.sink = ray.remote(SinkActor).options(**opts).remote(
+            str(out_dir), expected_samples, self.cfg.output.submission_max_boxes)
+        return self.sink
+
+    def placement(self) -> dict[str, str]:
+        """Stage -> Ray node id it runs on."""
+        actors = {"backbone": self.backbone, "bev": self.bev}
+        if self.sink is not None:
+            actors["sink"] = self.sink
+        ids = ray.get([a.node_id.remote() for a in actors.values()])
+        return dict(zip(actors, ids))
+
+    def restarts(self) -> dict[str, int]:
+        return ray.get(self.store.restarts.remote()) if self.store is not None else {}
+
+    def stop(self) -> None:
+        for name in ("sink", "bev", "backbone", "store"):
+            actor = getattr(self, name)
+            if actor is not None:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+                setattr(self, name, None)
+        if self.owns_ray and ray.is_initialized():
+            ray.shutdown()
+            self.owns_ray = False

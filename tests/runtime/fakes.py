@@ -1,0 +1,120 @@
+"""A tiny deterministic model and in-memory sources for the runtime tests (tests only).
+
+`CountingModel` follows runtime.stages.PerceptionModel. Its temporal state is the number of ticks
+since the last reset, and each tick emits one 'car' at x = that count, so a test can tell from the
+output whether the state was reset, kept, or restored from a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pyquaternion import Quaternion
+
+from runtime.messages import CAMERA_CHANNELS, CameraFrame, EgoKinematics, FrameSet, Pose
+from runtime.results import DetectionArrays, Polyline
+
+
+class CountingModel:
+    def __init__(self, size: tuple[int, int] = (16, 32), encode_sleep_s: float = 0.0, step_sleep_s: float = 0.0):
+        self.size = size
+        self.encode_sleep_s = encode_sleep_s
+        self.step_sleep_s = step_sleep_s
+
+    def preprocess(self, images, intrinsics, cam_to_ego):
+        h, w = self.size
+        x = torch.stack([
+            F.interpolate(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0, size=(h, w), mode="bilinear",
+                          align_corners=False)[0] for im in images])[None]  # (1, N, 3, h, w)
+        k = np.array(intrinsics, np.float32)
+        for i, im in enumerate(images):
+            k[i, 0] *= w / im.shape[1]
+            k[i, 1] *= h / im.shape[0]
+        return x, k, np.asarray(cam_to_ego, np.float32)
+
+    def encode(self, x):
+        if self.encode_sleep_s:
+            time.sleep(self.encode_sleep_s)
+        feats = x.mean(dim=(3, 4), keepdim=True).numpy()  # (1, N, 3, 1, 1)
+        seg = (x[0].mean(dim=1)[:, ::2, ::2] > 0.5).to(torch.uint8).numpy()  # (N, h/2, w/2)
+        return feats, seg
+
+    def new_state(self):
+        return {"count": 0}
+
+    def step(self, feats, inputs, state):
+        if self.step_sleep_s:
+            time.sleep(self.step_sleep_s)
+        count = state["count"] + 1
+        return {"count": count, "cams": int(inputs.camera_mask.sum())}, {"count": count}
+
+    def decode(self, outputs):
+        c = float(outputs["count"])
+        dets = DetectionArrays("ego", np.array([[c, 0, 0, 2, 4, 1.5, 0, 1, 0]], np.float32), [0.5], [0], ["car"])
+        return dets, [Polyline("lane_divider", np.array([[0.0, 0.0], [c, 0.0]]))]
+
+    def state_to_bytes(self, state):
+        return json.dumps(state).encode()
+
+    def state_from_bytes(self, data):
+        return json.loads(data.decode())
+
+
+def make_frame_set(frame_id: int, scene: str = "scene-a", size=(24, 40), missing=(), t0_us: int = 1_000_000,
+                   new_scene: bool = False, sample_token: str | None = None, wall_clock: bool = False) -> FrameSet:
+    """A synthetic frame set; ego drives along x at 10 m/s; `wall_clock` stamps it with now."""
+    ts = int(time.time() * 1e6) if wall_clock else t0_us + frame_id * 83_333
+    ego = Pose(np.array([1.0 * frame_id, 2.0, 0.0]), Quaternion(axis=[0, 0, 1], angle=0.1))
+    rng = np.random.default_rng(frame_id)
+    cams = []
+    for ch in CAMERA_CHANNELS:
+        if ch in missing:
+            continue
+        k = np.array([[50.0, 0, size[1] / 2], [0, 50.0, size[0] / 2], [0, 0, 1]])
+        cams.append(CameraFrame(ch, frame_id, ts, rng.integers(0, 255, size + (3,), dtype=np.uint8), k,
+                                Pose(np.array([1.0, 0, 1.5]), Quaternion()), ego, scene,
+                                sample_token=sample_token, is_key_frame=sample_token is not None))
+    return FrameSet(frame_id, scene, ts, tuple(cams), tuple(missing), ego,
+                    EgoKinematics(np.array([10.0, 0, 0]), np.zeros(3), 0.0), sample_token, new_scene)
+
+
+@dataclass
+class ListSource:
+    """A replay-like (or, with is_live, live-like) source over prepared frame sets."""
+
+    sets: list
+    is_live: bool = False
+    period_s: float = 0.0  # live pacing between sets
+
+    def frame_sets(self):
+        for fs in self.sets:
+            if self.period_s:
+                time.sleep(self.period_s)
+            yield fs
+
+    def describe(self) -> dict:
+        return {"kind": "list", "n": len(self.sets), "live": self.is_live}
+
+
+class LiveFakeSource:
+    """Live: frame sets stamped with the wall clock at `rate_hz` (generated on the fly)."""
+
+    is_live = True
+
+    def __init__(self, n: int, rate_hz: float = 12.0, size=(24, 40)):
+        self.n, self.rate_hz, self.size = n, rate_hz, size
+
+    def frame_sets(self):
+        t0 = time.time()
+        for i in range(self.n):
+            delay = t0 + i / self.rate_hz - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            yield make_frame_set(i, size=self.size, wall_clock=True, new_scene=(i == 0))
+
+    def describe(self) -> dict:
+        return {"kind": "live-fake", "n": self.n, "rate_hz": self.rate_hz}
