@@ -170,8 +170,14 @@ def rotated_bev_iou_pairwise(a: Tensor, b: Tensor) -> Tensor:
 def rotated_bev_iou(a: Tensor, b: Tensor) -> Tensor:
     """(N, >=7) and (M, >=7) boxes -> (N, M) exact rotated BEV IoU (all pairs)."""
     n, m = a.shape[0], b.shape[0]
+    out = a.new_zeros((n, m))
     if n == 0 or m == 0:
-        return a.new_zeros((n, m))
-    aa = a[:, None, :7].expand(n, m, 7).reshape(-1, 7)
-    bb = b[None, :, :7].expand(n, m, 7).reshape(-1, 7)
-    return rotated_bev_iou_pairwise(aa, bb).reshape(n, m)
+        return out
+    # only pairs whose circumscribed circles meet can overlap: clip polygons for those alone
+    ra = 0.5 * torch.hypot(a[:, 3], a[:, 4])
+    rb = 0.5 * torch.hypot(b[:, 3], b[:, 4])
+    near = torch.cdist(a[:, :2], b[:, :2]) < ra[:, None] + rb[None, :]  # (N, M)
+    ia, ib = torch.nonzero(near, as_tuple=True)
+    if ia.numel():
+        out[ia, ib] = rotated_bev_iou_pairwise(a[ia, :7], b[ib, :7])
+    return out

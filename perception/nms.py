@@ -1,6 +1,7 @@
 """Greedy non-maximum suppression on rotated BEV boxes, per class (lecture Part 1: NMS is done per class)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,16 +22,13 @@ def nms_bev(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     order = torch.sort(scores, descending=True, stable=True).indices
     iou = rotated_bev_iou(boxes[order], boxes[order]) > iou_threshold  # (N, N), sorted order
     over = iou.cpu().numpy()
-    suppressed = [False] * n
+    suppressed = np.zeros(n, dtype=bool)
     keep = []
     for i in range(n):
         if suppressed[i]:
             continue
         keep.append(i)
-        row = over[i]
-        for j in range(i + 1, n):
-            if row[j]:
-                suppressed[j] = True
+        suppressed |= over[i]  # marks only boxes after i that matter: earlier ones are already decided
     return order[torch.tensor(keep, dtype=torch.int64, device=boxes.device)]
 
 

@@ -84,3 +84,14 @@ def test_nearest_bev_rects_exact_for_axis_yaws():
     b[:, 6] = torch.randint(0, 4, (100,), generator=gen).double() * math.pi / 2
     got = axis_aligned_iou(nearest_bev_rects(a), nearest_bev_rects(b)).diagonal()
     torch.testing.assert_close(got, rotated_bev_iou_pairwise(a, b), atol=1e-6, rtol=0)
+
+
+def test_all_pairs_iou_matches_shapely():
+    """The all-pairs form skips pairs whose circumscribed circles miss; it must still equal shapely everywhere."""
+    gen = torch.Generator().manual_seed(3)
+    a = random_boxes(30, gen, spread=6.0)
+    b = random_boxes(25, gen, spread=6.0)
+    got = rotated_bev_iou(a, b)
+    ref = torch.tensor([[_shapely_iou(x, y) for y in b] for x in a], dtype=torch.float64)
+    assert (ref > 0).sum() > 20 and (ref == 0).sum() > 20
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=0)
