@@ -14,8 +14,8 @@ ego pose) but, as in shared/data/nuscenes-real-scene-0523, no point files: the s
 lidar hits per object (num_lidar_pts) without producing a point cloud.
 
 Each scene is its own World (seed derived from the dataset seed and the scene index), driven for
-`duration_s`; its keyframe annotations are measured at the LIDAR_TOP keyframe timestamps on a
-second World of the same seed (World.state_at wants non-decreasing times per instance). Scenes
+`duration_s`; its keyframe annotations are measured at the LIDAR_TOP keyframe timestamps (the
+sample timestamps, as in nuScenes), their visibility on the keyframe label images. Scenes
 are independent, so they are exported in parallel processes; the tables are merged in scene order,
 and the same config gives byte-identical files.
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from replay.export_map import write_map_mask, write_road_geometry
+from replay.export_map import drivable_mask_from_ground, write_map_mask, write_mask_png, write_road_geometry
 from replay.export_tables import (
     ANNOTATION_RADIUS_M,
     KeyframeTruth,
@@ -186,19 +186,18 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
             agents = _near(cap.state.agents, ego_xy, ANNOTATION_RADIUS_M + VISIBILITY_MARGIN_M)
             visibility[cap.cycle // KEYFRAME_EVERY].add_camera(agents, cap.state.ego_pose, cam, labels)
 
-    # LIDAR_TOP at 20 Hz on a second World of the same seed; every 10th sweep is the keyframe.
-    lidar_world = World(wseed)
+    # LIDAR_TOP at 20 Hz (World.state_at answers any time); every 10th sweep is the keyframe.
     sweeps_per_kf = int(round(LIDAR_HZ / 2.0))
     keyframes: list[KeyframeTruth] = []
     for k in range(sweeps_per_kf * (n_kf - 1) + 1):
         ts = start_us + lidar.time_offset_us + int(round(k * 1e6 / LIDAR_HZ))
-        state = lidar_world.state_at((ts - start_us) / 1e6)
+        state = world.state_at((ts - start_us) / 1e6)
         is_key = k % sweeps_per_kf == 0
         folder = "samples" if is_key else "sweeps"
         filename = f"{folder}/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{ts}.pcd.bin"
         frames.append(SensorFrame(LIDAR_CHANNEL, ts, state.ego_pose, is_key, filename, "pcd"))
         if is_key:
-            counts = lidar_point_counts(lidar_world, state, lidar)
+            counts = lidar_point_counts(world, state, lidar)
             keyframes.append(KeyframeTruth(ts, state, counts, visibility[k // sweeps_per_kf].fractions()))
 
     map_filename = f"maps/{map_token(key)}.png"
@@ -211,9 +210,21 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
         location="bevstream-sim",
         map_filename=map_filename,
     )
-    write_map_mask(root / map_filename, world.road_geometry)
+    _write_world_map(root / map_filename, world)
     write_road_geometry(road_geometry_path(root, job.name), job.name, world.road_geometry)
     return scene_tables(info, calibrations, frames, keyframes)
+
+
+def _write_world_map(path: Path, world) -> None:
+    """Drivable area from the world's ground raster (road + markings), else from its polylines."""
+    ground = getattr(world, "ground", None)
+    if ground is None:
+        write_map_mask(path, world.road_geometry)
+        return
+    from replay.roads import MARK_WHITE, MARK_YELLOW, ROAD
+
+    mask = drivable_mask_from_ground(ground.material, ground.origin, ground.resolution, (ROAD, MARK_WHITE, MARK_YELLOW))
+    write_mask_png(path, mask)
 
 
 def _prepare_out(cfg: ExportConfig) -> Path:

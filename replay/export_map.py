@@ -41,9 +41,44 @@ def drivable_mask(polylines: Sequence[Any], resolution: float = MAP_RESOLUTION_M
     return np.asarray(image)
 
 
-def write_map_mask(path: Path, polylines: Sequence[Any]) -> None:
+def drivable_mask_from_ground(material: np.ndarray, origin: Sequence[float], ground_resolution: float,
+                              drivable_values: Sequence[int], resolution: float = MAP_RESOLUTION_M) -> np.ndarray:
+    """(H, W) uint8 devkit map mask from a top-down material raster (row = y index from `origin`).
+
+    Pixels whose material is one of `drivable_values` (road surface and its markings) are 255.
+    The raster is resampled (nearest) to `resolution` and placed so that the mask's pixel
+    column = x / resolution and row = H - y / resolution, as MapMask reads it.
+    """
+    material = np.asarray(material)
+    if material.ndim != 2:
+        raise ValueError(f"material raster must be (H, W), got {material.shape}")
+    ox, oy = float(origin[0]), float(origin[1])
+    if ox < 0 or oy < 0:
+        raise ValueError(f"the devkit's map mask cannot hold negative coordinates (raster origin {ox}, {oy})")
+    xmax = ox + material.shape[1] * ground_resolution
+    ymax = oy + material.shape[0] * ground_resolution
+    width, height = int(np.ceil(xmax / resolution)), int(np.ceil(ymax / resolution))
+    # global centre of every mask column / row, then the raster cell it falls in
+    x = (np.arange(width) + 0.5) * resolution
+    y = (height - np.arange(height) - 0.5) * resolution
+    col = np.floor((x - ox) / ground_resolution).astype(np.int64)
+    row = np.floor((y - oy) / ground_resolution).astype(np.int64)
+    col_ok = (col >= 0) & (col < material.shape[1])
+    row_ok = (row >= 0) & (row < material.shape[0])
+    drivable = np.isin(material, np.asarray(drivable_values, dtype=material.dtype))
+    mask = np.zeros((height, width), dtype=np.uint8)
+    mask[np.ix_(row_ok, col_ok)] = drivable[np.ix_(row[row_ok], col[col_ok])].astype(np.uint8) * 255
+    return mask
+
+
+def write_mask_png(path: Path, mask: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(drivable_mask(polylines)).save(path, format="PNG", optimize=False)
+    Image.fromarray(mask).save(path, format="PNG", compress_level=6)
+
+
+def write_map_mask(path: Path, polylines: Sequence[Any]) -> None:
+    """Map mask drawn from road polylines (for worlds without a ground raster)."""
+    write_mask_png(path, drivable_mask(polylines))
 
 
 def road_geometry_record(scene_name: str, polylines: Sequence[Any]) -> dict:

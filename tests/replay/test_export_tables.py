@@ -219,3 +219,20 @@ def test_map_mask_pixel_convention_and_road_record():
     assert mask[int(h - 5.0 / 0.1), int(45.0 / 0.1)] == 0  # past the road's end
     rec = road_geometry_record("scene-x", lines)
     assert rec["lane_divider"][0]["dashed"] is True and len(rec["road_edge"]) == 1
+
+
+def test_ground_raster_mask_matches_devkit_map_mask(tmp_path):
+    from nuscenes.utils.map_mask import MapMask
+
+    from replay.export_map import drivable_mask_from_ground, write_mask_png
+
+    material = np.zeros((200, 300), np.uint8)  # 0.2 m cells from (5, 10): covers x 5..65, y 10..50
+    material[50:100, :] = 1  # road: y in [20, 30)
+    material[70:72, 100:200] = 2  # a marking on it
+    mask = drivable_mask_from_ground(material, (5.0, 10.0), 0.2, (1, 2))
+    write_mask_png(tmp_path / "m.png", mask)
+    mm = MapMask(str(tmp_path / "m.png"), resolution=0.1)
+    on = mm.is_on_mask(np.array([6.0, 40.0, 64.0, 30.0, 30.0, 2.0]), np.array([20.5, 24.1, 29.5, 31.0, 19.0, 25.0]))
+    assert on.tolist() == [True, True, True, False, False, False]
+    with pytest.raises(ValueError, match="negative"):
+        drivable_mask_from_ground(material, (-1.0, 0.0), 0.2, (1,))

@@ -1,0 +1,37 @@
+"""A tiny simulated nuScenes dataset, exported once per test session for every test that needs one.
+
+2 scenes x 6 s at 320x180 (scene-0061 in mini_train, scene-0103 in mini_val), seed 0: 12 samples
+per scene, 72 camera cycles per scene. Use it read-only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass(frozen=True)
+class SimDataset:
+    dataroot: Path
+    version: str
+    summary: object  # replay.export.ExportSummary
+
+
+@pytest.fixture(scope="session")
+def sim_dataset(tmp_path_factory) -> SimDataset:
+    """Export the tiny dataset (about 10-20 s on this machine) and return where it is."""
+    from replay.export import ExportConfig, export_dataset
+
+    root = tmp_path_factory.mktemp("sim_dataset")
+    cfg = ExportConfig(out=root, scenes=2, seed=0, version="v1.0-mini", width=320, height=180, duration_s=6.0, workers=2)
+    summary = export_dataset(cfg)
+    return SimDataset(dataroot=root, version=cfg.version, summary=summary)
+
+
+@pytest.fixture(scope="session")
+def sim_nusc(sim_dataset):
+    """The tiny dataset loaded by nuscenes-devkit."""
+    from nuscenes.nuscenes import NuScenes
+
+    return NuScenes(sim_dataset.version, str(sim_dataset.dataroot), verbose=False)

@@ -1,0 +1,133 @@
+"""The exported simulated dataset, checked through nuscenes-devkit: load, geometry, labels, evaluation."""
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from perception.classes import DETECTION_NAMES, DETECTION_TO_SEG, SEG_INDEX
+from replay.layout import label_path, road_geometry_path
+from replay.submission import ground_truth_results, write_submission
+
+pytest.importorskip("nuscenes")
+from nuscenes.eval.detection.utils import category_to_detection_name  # noqa: E402
+from nuscenes.utils.geometry_utils import BoxVisibility, view_points  # noqa: E402
+
+TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
+          "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility")
+
+
+def _tree(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+
+def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
+    from replay.export import ExportConfig, export_dataset
+
+    base = dict(scenes=2, seed=3, version="v1.0-mini", width=160, height=90, duration_s=1.0)
+    a = export_dataset(ExportConfig(out=tmp_path / "a", workers=1, **base)).dataroot
+    b = export_dataset(ExportConfig(out=tmp_path / "b", workers=2, **base)).dataroot
+    files = _tree(a)
+    assert files == _tree(b)
+    assert sum(f.suffix == ".jpg" for f in files) == 2 * 7 * 6  # 7 cycles (2 keyframes) x 6 cameras
+    _, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
+    assert mismatch == [] and errors == []
+    c = export_dataset(ExportConfig(out=tmp_path / "c", workers=1, **{**base, "seed": 4})).dataroot
+    assert (a / "v1.0-mini" / "sample_annotation.json").read_bytes() != (c / "v1.0-mini" / "sample_annotation.json").read_bytes()
+
+
+def test_refuses_to_overwrite_without_flag(tmp_path):
+    from replay.export import ExportConfig, export_dataset
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_dataset(ExportConfig(out=tmp_path / "x", scenes=1, width=64, height=36, duration_s=1.0, workers=1))
+
+
+def test_devkit_loads_all_tables(sim_dataset, sim_nusc):
+    for name in TABLES:
+        assert (sim_dataset.dataroot / sim_dataset.version / f"{name}.json").is_file()
+    nusc = sim_nusc
+    assert [s["name"] for s in nusc.scene] == ["scene-0061", "scene-0103"]
+    assert all(s["nbr_samples"] == 12 for s in nusc.scene)
+    for sample in nusc.sample:  # every keyframe has the six cameras and LIDAR_TOP
+        assert len(sample["data"]) == 7
+        lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        assert lidar["timestamp"] == sample["timestamp"]
+    cams = [r for r in nusc.sample_data if r["sensor_modality"] == "camera"]
+    assert len(cams) == 2 * (11 * 6 + 1) * 6  # 12 Hz cycles up to the last keyframe
+    for r in cams:
+        assert (sim_dataset.dataroot / r["filename"]).is_file()
+        assert nusc.get("ego_pose", r["ego_pose_token"])["timestamp"] == r["timestamp"]
+    assert len(nusc.sample_annotation) > 0
+    for inst in nusc.instance:  # tracks are linked end to end
+        n, tok = 0, inst["first_annotation_token"]
+        while tok:
+            n, last, tok = n + 1, tok, nusc.get("sample_annotation", tok)["next"]
+        assert n == inst["nbr_annotations"] and last == inst["last_annotation_token"]
+
+
+def test_ground_truth_files_at_documented_paths(sim_dataset, sim_nusc):
+    root = sim_dataset.dataroot
+    for scene in sim_nusc.scene:
+        road = json.loads(road_geometry_path(root, scene["name"]).read_text())
+        assert road["scene"] == scene["name"] and road["frame"] == "global"
+        assert road["lane_divider"] and road["road_edge"]
+    cams = [r for r in sim_nusc.sample_data if r["sensor_modality"] == "camera"]
+    for r in cams[::7] + [c for c in cams if c["is_key_frame"]][:12]:
+        label = Image.open(label_path(root, r["filename"]))
+        image = Image.open(root / r["filename"])
+        assert label.mode == "L" and label.size == image.size == (r["width"], r["height"]) == (320, 180)
+        assert np.asarray(label).max() < len(SEG_INDEX)
+
+
+def test_boxes_project_onto_their_class_in_the_label_image(sim_dataset, sim_nusc):
+    nusc = sim_nusc
+    checked, agree = 0, 0
+    for sample in nusc.sample:
+        for channel, sd_token in sample["data"].items():
+            sd = nusc.get("sample_data", sd_token)
+            if sd["sensor_modality"] != "camera":
+                continue
+            labels = np.asarray(Image.open(label_path(sim_dataset.dataroot, sd["filename"])))
+            _, boxes, intrinsic = nusc.get_sample_data(sd_token, box_vis_level=BoxVisibility.ALL)
+            for box in boxes:
+                ann = nusc.get("sample_annotation", box.token)
+                name = category_to_detection_name(ann["category_name"])
+                if ann["visibility_token"] != "4" or ann["num_lidar_pts"] == 0 or box.center[2] > 40.0:
+                    continue
+                corners = view_points(box.corners(), intrinsic, normalize=True)[:2]
+                assert np.all((corners >= 0) & (corners <= [[sd["width"]], [sd["height"]]]))
+                u, v = view_points(box.center[:, None], intrinsic, normalize=True)[:2, 0]
+                checked += 1
+                agree += labels[int(v), int(u)] == SEG_INDEX[DETECTION_TO_SEG[name]]
+    assert checked >= 10, f"only {checked} well-visible boxes to check"
+    assert agree / checked >= 0.95, f"{agree}/{checked} box centres on a pixel of their class"
+
+
+def test_ground_truth_as_predictions_scores_mini_val(sim_nusc, tmp_path):
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    results = ground_truth_results(sim_nusc, "mini_val")
+    assert len(results) == 12 and sum(map(len, results.values())) > 0
+    path = write_submission(tmp_path / "results_nusc.json", results)
+    evaluator = DetectionEval(sim_nusc, config_factory("detection_cvpr_2019"), str(path), eval_set="mini_val",
+                              output_dir=str(tmp_path / "eval"), verbose=False)
+    metrics, _ = evaluator.evaluate()
+    present = {b.detection_name for b in evaluator.gt_boxes.all}
+    for name in present:  # a perfect detector: AP 1 on every class the scene has
+        assert metrics.get_label_ap(name, 2.0) > 0.99, name
+    assert metrics.mean_dist_aps[next(iter(present))] > 0.9
+    aps = [metrics.mean_dist_aps[n] for n in DETECTION_NAMES]
+    # The devkit averages over all ten classes, 0 for a class absent from the split.
+    assert metrics.mean_ap == pytest.approx(np.mean(aps))
+    if present == set(DETECTION_NAMES):
+        assert metrics.mean_ap > 0.9
+    tp = metrics.tp_errors
+    assert tp["trans_err"] < 1e-3 and tp["scale_err"] < 1e-3 and tp["vel_err"] < 1e-3
