@@ -121,3 +121,20 @@ def test_non_increasing_timestamps_are_an_error():
         derive_kinematics([0, 100, 100], [_pose(0, 0, 0)] * 3)
     with pytest.raises(ValueError, match="2 timestamps but 1 poses"):
         derive_kinematics([0, 1], [_pose(0, 0, 0)])
+
+
+def test_against_the_simulators_own_ego_state_through_a_turn():
+    """Poses sampled at 12 Hz through a braking right turn of the simulated world (seed 0, t = 38..50 s)
+    give the world's own ego velocity, acceleration (incl. centripetal) and yaw rate."""
+    world_mod = pytest.importorskip("replay.world")
+    world = world_mod.World(0)
+    ts = (38_000_000 + np.arange(144) * 83_333).astype(np.int64)
+    states = [world.state_at(t * 1e-6) for t in ts]
+    derived = derive_kinematics(ts, [s.ego_pose for s in states])
+    truth = [s.ego_kinematics() for s in states]
+    assert max(abs(k.yaw_rate) for k in truth) > 0.15  # the window really holds a turn
+    assert max(abs(k.acceleration[1]) for k in truth) > 1.0
+    for d, k in zip(derived[1:-1], truth[1:-1]):
+        np.testing.assert_allclose(d.velocity, k.velocity, atol=0.01)
+        np.testing.assert_allclose(d.acceleration, k.acceleration, atol=0.1)
+        assert d.yaw_rate == pytest.approx(k.yaw_rate, abs=0.005)
