@@ -126,3 +126,90 @@ def evaluate_results_file(
     summary["samples_without_predictions"] = missing
     summary["samples_outside_split_dropped"] = extra
     return summary
+
+
+# ---- segmentation and road accumulation ---------------------------------------------------------------
+
+
+class SegmentationAccumulator:
+    """Confusion matrix summed over frames and cameras; scores by perception.metrics.segmentation_scores."""
+
+    def __init__(self, num_classes: int = len(SEG_CLASSES), ignore_index: int = IGNORE_INDEX, class_names: Sequence[str] = SEG_CLASSES):
+        import torch
+
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.class_names = tuple(class_names)
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.images = 0
+
+    def update(self, pred, target) -> None:
+        """pred, target: integer label maps of the same shape, (H, W) or (N, H, W); target may hold ignore_index."""
+        from perception.metrics import confusion_matrix
+
+        self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
+        self.images += 1 if getattr(pred, "ndim", 2) == 2 else int(pred.shape[0])
+
+    def result(self) -> dict | None:
+        """PA, MPA, mIoU, FWIoU and per-class IoU (None for a class absent from labels and predictions); None without labels."""
+        from perception.metrics import segmentation_scores
+
+        if int(self.confusion.sum()) == 0:
+            return None
+        s = segmentation_scores(self.confusion)
+        iou = [None if math.isnan(v) else float(v) for v in s["iou"].tolist()]
+        return {
+            "PA": s["PA"], "MPA": s["MPA"], "mIoU": s["mIoU"], "FWIoU": s["FWIoU"],
+            "per_class_IoU": dict(zip(self.class_names, iou)),
+            "images": self.images,
+            "labelled_pixels": int(self.confusion.sum()),
+        }
+
+
+class RoadAccumulator:
+    """BEV road-mask IoU (intersections and unions summed over frames) and MapTR Chamfer AP over all frames."""
+
+    def __init__(self, classes: Sequence[str] = ROAD_CLASSES, thresholds: Sequence[float] = CHAMFER_THRESHOLDS):
+        self.classes = tuple(classes)
+        self.thresholds = tuple(thresholds)
+        self.intersection = np.zeros(len(self.classes), dtype=np.int64)
+        self.union = np.zeros(len(self.classes), dtype=np.int64)
+        self.pred_lines: list[dict] = []
+        self.gt_lines: list[dict] = []
+
+    def update(self, pred_mask, gt_mask, pred_polylines: Mapping[str, list] | None, gt_polylines: Mapping[str, list] | None) -> None:
+        """pred_mask, gt_mask: (R, H_r, W_r) binary; polylines {class: [(line (N, 2), score)]} and {class: [line (M, 2)]}."""
+        import torch
+
+        p = torch.as_tensor(np.asarray(pred_mask)).bool()
+        g = torch.as_tensor(np.asarray(gt_mask)).bool()
+        if p.shape != g.shape or p.shape[0] != len(self.classes):
+            raise ValueError(f"RoadAccumulator: masks {tuple(p.shape)} / {tuple(g.shape)}, expected ({len(self.classes)}, H, W) each")
+        self.intersection += (p & g).flatten(1).sum(1).numpy()
+        self.union += (p | g).flatten(1).sum(1).numpy()
+        if pred_polylines is not None and gt_polylines is not None:
+            self.pred_lines.append({c: list(pred_polylines.get(c, [])) for c in self.classes})
+            self.gt_lines.append({c: list(gt_polylines.get(c, [])) for c in self.classes})
+
+    @property
+    def frames(self) -> int:
+        return len(self.gt_lines)
+
+    def iou(self) -> dict[str, float | None]:
+        return {c: (float(i / u) if u > 0 else None) for c, i, u in zip(self.classes, self.intersection, self.union)}
+
+    def result(self) -> dict | None:
+        from perception.metrics import chamfer_ap
+
+        if self.frames == 0 and int(self.union.sum()) == 0:
+            return None
+        iou = self.iou()
+        valid = [v for v in iou.values() if v is not None]
+        out: dict[str, Any] = {"IoU": iou, "mIoU": float(np.mean(valid)) if valid else None, "frames": self.frames}
+        if self.frames:
+            ap = chamfer_ap(self.pred_lines, self.gt_lines, self.thresholds, self.classes)
+            nan = lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)  # noqa: E731
+            out["chamfer_AP"] = {c: {str(t): nan(v) for t, v in ap["ap"][c].items()} for c in self.classes}
+            out["chamfer_AP_class_mean"] = {c: nan(v) for c, v in ap["class_ap"].items()}
+            out["chamfer_mAP"] = nan(ap["mAP"])
+        return out

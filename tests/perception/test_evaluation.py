@@ -78,3 +78,66 @@ def test_eval_set_names(nusc):
     assert len(complete_results(nusc, {}, "val")) == 40
     with pytest.raises(ValueError, match="no sample"):
         complete_results(nusc, {}, "train")
+
+
+def test_segmentation_accumulation_equals_the_concatenation():
+    import torch
+
+    from perception.evaluation import SegmentationAccumulator
+    from perception.metrics import confusion_matrix, segmentation_scores
+
+    rng = np.random.default_rng(0)
+    acc = SegmentationAccumulator(num_classes=5, class_names=list("abcde"))
+    preds, targets = [], []
+    for k in range(4):  # frames of different sizes, some with ignored pixels; class 4 never occurs
+        shape = (3, 6 + k, 9) if k % 2 else (7, 5)
+        target = rng.integers(0, 4, size=shape)
+        pred = np.where(rng.random(shape) < 0.7, target, rng.integers(0, 4, size=shape))
+        target[rng.random(shape) < 0.1] = 255
+        acc.update(torch.from_numpy(pred), torch.from_numpy(target))
+        preds.append(pred.reshape(-1))
+        targets.append(target.reshape(-1))
+    ref = segmentation_scores(confusion_matrix(torch.from_numpy(np.concatenate(preds)), torch.from_numpy(np.concatenate(targets)), 5, 255))
+    got = acc.result()
+    for key in ("PA", "MPA", "mIoU", "FWIoU"):
+        assert got[key] == pytest.approx(ref[key], abs=1e-12)
+    assert got["per_class_IoU"]["e"] is None and got["per_class_IoU"]["a"] == pytest.approx(float(ref["iou"][0]))
+    assert got["images"] == 1 + 3 + 1 + 3
+    assert SegmentationAccumulator().result() is None
+
+
+def test_road_accumulation_equals_the_concatenation():
+    import torch
+
+    from perception.evaluation import RoadAccumulator
+    from perception.metrics import chamfer_ap, road_iou
+
+    rng = np.random.default_rng(1)
+    acc = RoadAccumulator()
+    pmasks, gmasks, preds, gts = [], [], [], []
+    for f in range(5):
+        g = rng.random((2, 16, 16)) < 0.2
+        p = np.where(rng.random((2, 16, 16)) < 0.8, g, rng.random((2, 16, 16)) < 0.2)
+        gt_lines = {c: [np.cumsum(rng.normal(size=(6, 2)), 0) * 3 for _ in range(rng.integers(1, 4))] for c in ("lane_divider", "road_edge")}
+        pred_lines = {c: [(l + rng.normal(scale=0.4, size=l.shape), float(rng.random())) for l in ls] + [(rng.normal(size=(4, 2)) * 20, 0.3)]
+                      for c, ls in gt_lines.items()}
+        acc.update(p, g, pred_lines, gt_lines)
+        pmasks.append(p)
+        gmasks.append(g)
+        preds.append(pred_lines)
+        gts.append(gt_lines)
+    # IoU: the same as on the frames concatenated side by side
+    ref_iou = road_iou(torch.from_numpy(np.concatenate(pmasks, axis=2)), torch.from_numpy(np.concatenate(gmasks, axis=2)))
+    got = acc.result()
+    assert [got["IoU"][c] for c in ("lane_divider", "road_edge")] == pytest.approx(ref_iou.tolist())
+    # Chamfer AP: the same as one big frame with the frames placed 10 km apart (no cross-frame matches)
+    shift = lambda f: np.array([10_000.0 * f, 0.0])  # noqa: E731
+    big_pred = {c: [(l + shift(f), s) for f, fr in enumerate(preds) for l, s in fr[c]] for c in ("lane_divider", "road_edge")}
+    big_gt = {c: [l + shift(f) for f, fr in enumerate(gts) for l in fr[c]] for c in ("lane_divider", "road_edge")}
+    ref = chamfer_ap([big_pred], [big_gt])
+    for c in ("lane_divider", "road_edge"):
+        for t in (0.5, 1.0, 1.5):
+            assert got["chamfer_AP"][c][str(t)] == pytest.approx(ref["ap"][c][t], abs=1e-12)
+    assert got["chamfer_mAP"] == pytest.approx(ref["mAP"], abs=1e-12)
+    assert 0.0 < got["chamfer_mAP"] < 1.0
+    assert RoadAccumulator().result() is None
