@@ -7,6 +7,7 @@ probability along its path (what Chamfer-distance AP ranks by).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,34 +89,51 @@ _OFFSETS = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)
 def trace_skeleton(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
     """Boolean (H, W) one-pixel-wide skeleton -> ordered pixel paths covering it.
 
-    Each path starts at the unvisited pixel with the fewest unvisited neighbours (an end point where there
-    is one), walks to unvisited neighbours (4-neighbours before diagonals), and at its end joins a visited
-    neighbour (a junction) so branches stay connected.
+    Start points are taken in order of their neighbour count (end points first); from each unvisited
+    start the path walks both ways to unvisited 8-neighbours (straightest
+    first at a fork, else 4-neighbours before diagonals), and each
+    end joins a visited neighbour (a junction) so branches stay connected. Linear in the pixel count.
     """
-    pixels = set(zip(*np.nonzero(skeleton)))
+    pixels = set(zip(*(a.tolist() for a in np.nonzero(skeleton))))
     visited: set[tuple[int, int]] = set()
-    paths = []
 
     def neighbours(p):
         return [(p[0] + di, p[1] + dj) for di, dj in _OFFSETS if (p[0] + di, p[1] + dj) in pixels]
 
-    while len(visited) < len(pixels):
-        start = min(pixels - visited, key=lambda p: (sum(n not in visited for n in neighbours(p)), p))
-        path = [start]
-        visited.add(start)
+    def walk(p):
+        out, trail = [], [p]
         while True:
-            nxt = [n for n in neighbours(path[-1]) if n not in visited]
-            if not nxt:
-                break
-            path.append(nxt[0])
-            visited.add(nxt[0])
-        for end, inner in ((path[-1], path[-2:]), (path[0], path[:2])):
-            join = [n for n in neighbours(end) if n in visited and n not in path]
-            if join:
-                if end is path[-1]:
-                    path.append(join[0])
+            free = [n for n in neighbours(p) if n not in visited]
+            if not free:
+                return out
+            if len(free) > 1 and len(trail) > 1:  # at a fork, go straightest (heading over the last 3 pixels)
+                back = trail[-min(len(trail), 4)]
+                di, dj = p[0] - back[0], p[1] - back[1]
+                free.sort(key=lambda n: -(di * (n[0] - p[0]) + dj * (n[1] - p[1])) / math.hypot(n[0] - p[0], n[1] - p[1]))
+            nxt = free[0]
+            visited.add(nxt)
+            out.append(nxt)
+            trail.append(nxt)
+            p = nxt
+
+    paths = []
+    for start in sorted(pixels, key=lambda p: (len(neighbours(p)), p)):
+        if start in visited:
+            continue
+        visited.add(start)
+        forward = walk(start)
+        backward = walk(start)
+        path = backward[::-1] + [start] + forward
+        on_path = set(path)
+        for at_end in (True, False):
+            end = path[-1] if at_end else path[0]
+            join = next((n for n in neighbours(end) if n in visited and n not in on_path), None)
+            if join is not None:
+                if at_end:
+                    path.append(join)
                 else:
-                    path.insert(0, join[0])
+                    path.insert(0, join)
+                on_path.add(join)
         paths.append(path)
     return paths
 
@@ -124,11 +142,10 @@ def _smooth(xy: np.ndarray, half_window: int = 2) -> np.ndarray:
     """Moving average along an (N, 2) pixel path (window 2k+1, shrinking at the ends; end points kept):
     removes the pixel staircase so simplification recovers straight runs."""
     n = len(xy)
-    out = xy.copy()
-    for k in range(1, n - 1):
-        w = min(half_window, k, n - 1 - k)
-        out[k] = xy[k - w:k + w + 1].mean(axis=0)
-    return out
+    k = np.arange(n)
+    w = np.minimum(np.minimum(k, n - 1 - k), half_window)  # (N,) window half-width, 0 at the ends
+    c = np.concatenate((np.zeros((1, 2)), np.cumsum(xy, axis=0)))  # c[m] = sum of xy[:m]
+    return (c[k + w + 1] - c[k - w]) / (2 * w + 1)[:, None]
 
 
 def vectorize_mask(prob: np.ndarray, grid: BEVGrid, upsample: int, threshold: float = 0.5,

@@ -8,7 +8,7 @@ from pyquaternion import Quaternion
 from perception.classes import ROAD_CLASSES
 from perception.grid import BEVGrid
 from perception.road import (RoadHead, RoadHeadConfig, polylines_to_global, rasterize_polylines, rasterize_road,
-                             vectorize_mask)
+                             trace_skeleton, vectorize_mask)
 from runtime.messages import Pose
 
 GRID = BEVGrid()
@@ -103,3 +103,22 @@ def test_polylines_to_global():
     c, s = np.cos(0.7), np.sin(0.7)
     ref = np.array([[100 + c, 200 + s], [100 - 2 * s, 200 + 2 * c]])
     np.testing.assert_allclose(got, ref, atol=1e-9)
+
+
+def _contiguous(path):
+    return all(max(abs(a[0] - b[0]), abs(a[1] - b[1])) == 1 for a, b in zip(path[:-1], path[1:]))
+
+
+def test_trace_skeleton_junction_and_loop():
+    sk = np.zeros((30, 30), dtype=bool)
+    sk[5, 2:20] = True  # a T: bar along row 5 ...
+    sk[6:15, 10] = True  # ... and a stem down from its middle
+    paths = trace_skeleton(sk)
+    assert set(p for path in paths for p in path) == set(zip(*np.nonzero(sk)))
+    assert len(paths) == 2 and all(_contiguous(p) for p in paths)
+    stem = min(paths, key=len)
+    assert {stem[0], stem[-1]} == {(5, 10), (14, 10)}  # the branch joins the bar at the junction
+    ring = np.zeros((30, 30), dtype=bool)
+    ring[10, 10:20] = ring[20, 10:20] = ring[10:21, 10] = ring[10:21, 19] = True
+    paths = trace_skeleton(ring)
+    assert len(paths) == 1 and len(paths[0]) == ring.sum() and _contiguous(paths[0])
