@@ -148,11 +148,18 @@ class DetectionHead(nn.Module):
         reg_target = encode_boxes(gt_boxes[matched[pos_idx]], self.anchors[pos_idx], cfg.velocity_scale)
         return AnchorTargets(cls_target, (pos | neg).to(cls_target.dtype), pos, reg_target, matched)
 
-    def loss(self, preds: dict[str, Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor]) -> dict[str, Tensor]:
-        """Focal loss over non-ignored anchors and smooth L1 on positives, both divided by the batch's positives."""
+    def loss(self, preds: dict[str, Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor],
+             gt_velocity_valid: list[Tensor] | None = None) -> dict[str, Tensor]:
+        """Focal loss over non-ignored anchors and smooth L1 on positives, both divided by the batch's positives.
+
+        gt_velocity_valid[b] (N_b,) bool, optional: False drops the velocity terms of anchors matched to that
+        box (nuScenes gives NaN velocity for some annotations; replay.groundtruth stores them as 0).
+        """
         cls_logits, deltas = preds["cls_logits"], preds["box_deltas"]  # (B, NA, C), (B, NA, CODE)
         if len(gt_boxes) != cls_logits.shape[0] or len(gt_labels) != cls_logits.shape[0]:
             raise ValueError(f"DetectionHead.loss: {len(gt_boxes)} gt_boxes / {len(gt_labels)} gt_labels lists for batch {cls_logits.shape[0]}")
+        if gt_velocity_valid is not None and len(gt_velocity_valid) != cls_logits.shape[0]:
+            raise ValueError(f"DetectionHead.loss: {len(gt_velocity_valid)} gt_velocity_valid entries for batch {cls_logits.shape[0]}")
         cfg = self.config
         cls_sum = cls_logits.new_zeros(())
         reg_sum = cls_logits.new_zeros(())
@@ -163,7 +170,12 @@ class DetectionHead(nn.Module):
             cls_sum = cls_sum + (fl.sum(-1) * t.cls_weight).sum()
             if t.reg_target.shape[0]:
                 sl = smooth_l1_loss(deltas[b][t.pos_mask], t.reg_target, beta=cfg.smooth_l1_beta)  # (P, CODE)
-                reg_sum = reg_sum + (sl * self.code_weights).sum()
+                w = self.code_weights.expand_as(sl)
+                if gt_velocity_valid is not None:
+                    valid = torch.as_tensor(gt_velocity_valid[b], device=sl.device).bool()[t.matched_gt[t.pos_mask]]
+                    w = w.clone()
+                    w[:, -2:] *= valid[:, None].to(w.dtype)
+                reg_sum = reg_sum + (sl * w).sum()
             num_pos += int(t.pos_mask.sum())
         norm = max(num_pos, 1)
         return {"det_cls": cfg.cls_weight * cls_sum / norm, "det_reg": cfg.reg_weight * reg_sum / norm}

@@ -144,3 +144,20 @@ def test_to_global_matches_devkit_box():
         np.testing.assert_allclose(rec["velocity"], ref.velocity[:2], atol=1e-5)
         assert abs(abs(np.dot(rec["rotation"], ref.orientation.elements)) - 1) < 1e-9
         assert rec["detection_name"] == name
+
+
+def test_invalid_velocity_drops_only_velocity_terms():
+    torch.manual_seed(1)
+    head = DetectionHead(8, TINY)
+    preds = head(torch.randn(1, 8, 16, 16))
+    boxes, labels = _gt()
+    base = head.loss(preds, [boxes], [labels])["det_reg"]
+    wrong_v = boxes.clone()
+    wrong_v[0, 7:] = torch.tensor([30.0, -20.0])  # a box whose (unknown) velocity was stored wrongly
+    invalid = torch.tensor([False, True, True])
+    assert head.loss(preds, [wrong_v], [labels])["det_reg"] > base + 1
+    masked = head.loss(preds, [wrong_v], [labels], [invalid])["det_reg"]
+    same = head.loss(preds, [boxes], [labels], [invalid])["det_reg"]
+    torch.testing.assert_close(masked, same)  # the stored velocity of the invalid box no longer matters
+    assert same < base  # its velocity terms are gone
+    torch.testing.assert_close(head.loss(preds, [boxes], [labels], [torch.ones(3, dtype=torch.bool)])["det_reg"], base)
