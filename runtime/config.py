@@ -52,7 +52,7 @@ class PipelineConfig(_Strict):
     max_in_flight: int = Field(2, ge=1)  # ticks submitted to the actors and not finished
     live_queue: int = Field(1, ge=0)  # live: frame sets waiting for a slot before the oldest is dropped
     min_cameras: int = Field(1, ge=1, le=6)  # fewer cameras present -> drop record 'late_camera'
-    checkpoint_every: int = Field(12, ge=0)  # ticks between temporal-state checkpoints; 0 = never
+    checkpoint_every: int = Field(24, ge=0)  # ticks between temporal-state checkpoints; 0 = never
     seg_stride: int = Field(1, ge=1)  # keep every n-th pixel of the model's seg maps in results
 
 

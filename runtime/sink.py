@@ -17,11 +17,8 @@ from pyquaternion import Quaternion
 
 from runtime.results import DropRecord, TickResult
 
-SUBMISSION_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
-
-
 def _default_attribute(name: str, speed: float) -> str:
-    """The devkit's usual default attribute per class (attributes are scored only as mAAE)."""
+    """The usual default attribute per class (the model predicts none; attributes only enter mAAE)."""
     moving = speed > 0.2
     if name in ("car", "truck", "bus", "trailer", "construction_vehicle"):
         return "vehicle.moving" if moving else "vehicle.parked"
@@ -33,23 +30,24 @@ def _default_attribute(name: str, speed: float) -> str:
 
 
 def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
-    """A tick's global-frame detections as nuScenes submission boxes (highest scores first)."""
+    """A tick's global-frame detections as official submission boxes (highest scores first)."""
+    from replay.submission import detection_entry
+
     dets = result.detections_global
     order = np.argsort(-dets.scores, kind="stable")[:max_boxes]
     out = []
     for i in order:
         b = dets.boxes[i].astype(np.float64)
-        speed = float(np.hypot(b[7], b[8]))
-        out.append({
-            "sample_token": result.sample_token,
-            "translation": b[0:3].tolist(),
-            "size": np.maximum(b[3:6], 1e-3).tolist(),  # w, l, h (the devkit's wlh)
-            "rotation": Quaternion(axis=[0.0, 0.0, 1.0], angle=float(b[6])).elements.tolist(),
-            "velocity": b[7:9].tolist(),
-            "detection_name": dets.names[i],
-            "detection_score": float(dets.scores[i]),
-            "attribute_name": _default_attribute(dets.names[i], speed),
-        })
+        out.append(detection_entry(
+            result.sample_token,
+            translation=b[0:3],
+            size=np.maximum(b[3:6], 1e-3),  # w, l, h (the devkit's wlh)
+            rotation=Quaternion(axis=[0.0, 0.0, 1.0], angle=float(b[6])).elements,  # global yaw
+            velocity=b[7:9],
+            detection_name=dets.names[i],
+            detection_score=float(dets.scores[i]),
+            attribute_name=_default_attribute(dets.names[i], float(np.hypot(b[7], b[8]))),
+        ))
     return out
 
 
@@ -77,8 +75,9 @@ class ResultSink:
     def close(self, summary: dict | None = None) -> dict:
         """Finish the files; returns the paths written."""
         self._ticks.close()
-        submission = {"meta": dict(SUBMISSION_META), "results": self.results}
-        (self.out_dir / "results_nusc.json").write_text(json.dumps(submission))
+        from replay.submission import write_submission
+
+        write_submission(self.out_dir / "results_nusc.json", self.results)
         paths = {"ticks": str(self.out_dir / "ticks.jsonl"), "results_nusc": str(self.out_dir / "results_nusc.json")}
         if summary is not None:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -22,9 +22,10 @@ NCAM = len(CAMERA_CHANNELS)
 class PerceptionModel(Protocol):
     """What the runtime calls on the model. Tensors are torch, arrays numpy."""
 
-    def preprocess(self, images: list[np.ndarray], intrinsics: np.ndarray, cam_to_ego: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
-        """(H_i, W_i, 3) uint8 images of the present cameras, their (N, 3, 3) intrinsics and (N, 4, 4)
-        camera->ego -> model input (1, N, 3, H, W) float in [0, 1] and the canonical (N, 3, 3), (N, 4, 4)."""
+    def preprocess(self, images: list[np.ndarray], channels: tuple[str, ...], intrinsics: np.ndarray,
+                   cam_to_ego: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        """(H_i, W_i, 3) uint8 images of the present cameras (any size), their channels, (N, 3, 3) intrinsics
+        and (N, 4, 4) camera->ego -> model input (1, N, 3, H, W) float in [0, 1], canonical (N, 3, 3), (N, 4, 4)."""
 
     def encode(self, images: Any) -> tuple[Any, np.ndarray]:
         """(1, N, 3, H, W) -> image features (1, N, C, h, w) float32 numpy, seg labels (N, hs, ws) uint8."""
@@ -113,7 +114,7 @@ class BackboneStage:
 
     def run(self, images: list[np.ndarray], meta: TickMeta) -> FeaturePacket:
         start = time.time_ns()
-        x, k, c2e = self.model.preprocess(list(images), meta.intrinsics, meta.sensor_to_ego)  # (1, N, 3, H, W)
+        x, k, c2e = self.model.preprocess(list(images), meta.channels, meta.intrinsics, meta.sensor_to_ego)  # (1, N, 3, H, W)
         feats, seg = self.model.encode(x)  # (1, N, C, h, w), (N, hs, ws)
         feats = np.asarray(feats, np.float32)
         slots = [CAMERA_CHANNELS.index(c) for c in meta.channels]

@@ -25,7 +25,7 @@ class CountingModel:
         self.encode_sleep_s = encode_sleep_s
         self.step_sleep_s = step_sleep_s
 
-    def preprocess(self, images, intrinsics, cam_to_ego):
+    def preprocess(self, images, channels, intrinsics, cam_to_ego):
         h, w = self.size
         x = torch.stack([
             F.interpolate(torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255.0, size=(h, w), mode="bilinear",

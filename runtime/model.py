@@ -1,0 +1,132 @@
+"""perception/'s BEVStreamModel behind the runtime's PerceptionModel interface, and its factory.
+
+The factory is a small picklable object (options + checkpoint path): each actor builds its own
+model from it, so weights are read where the actor runs and never pickled through Ray.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.results import DetectionArrays, Polyline
+
+log = logging.getLogger(__name__)
+
+
+def random_weights_warning() -> str:
+    return ("WARNING: no model checkpoint configured and no shipped weights found: running with RANDOM weights "
+            "(detections and road lines are meaningless); set model.checkpoint in runtime.yaml or pass --checkpoint")
+
+
+@dataclass(frozen=True)
+class ModelFactory:
+    """Builds the model adapter inside an actor: ModelConfig from `options`, weights from `checkpoint`."""
+
+    options: dict
+    checkpoint: str | None
+
+    @classmethod
+    def from_config(cls, section) -> "ModelFactory":
+        ckpt = section.resolved_checkpoint()
+        return cls(dict(section.options), None if ckpt is None else str(ckpt))
+
+    def model_config(self):
+        try:
+            from perception.config import model_config_from_dict
+        except ImportError:
+            if self.options:
+                raise ValueError(f"model options {sorted(self.options)} given but perception/config.py is missing")
+            from perception.model import ModelConfig
+
+            return ModelConfig()
+        return model_config_from_dict(self.options)
+
+    def build_torch_model(self):
+        """The plain torch model (eval mode, weights loaded): what research code would use directly."""
+        import torch
+
+        from perception.model import BEVStreamModel
+
+        model = BEVStreamModel(self.model_config())
+        if self.checkpoint is not None:
+            from perception.training import load_checkpoint
+
+            state = load_checkpoint(Path(self.checkpoint))
+            model.load_state_dict(state["model"])
+        else:
+            log.warning(random_weights_warning())
+        model.eval()
+        return model
+
+    def __call__(self) -> "BEVStreamAdapter":
+        return BEVStreamAdapter(self.build_torch_model())
+
+
+class BEVStreamAdapter:
+    """runtime.stages.PerceptionModel over a BEVStreamModel (rectify -> encode_images | bev_step -> heads)."""
+
+    def __init__(self, model: Any):
+        from perception.rectify import Rectifier
+
+        self.model = model
+        self._rectifier_cls = Rectifier
+        self._rectifiers: dict[tuple[str, ...], Any] = {}
+
+    def preprocess(self, images, channels, intrinsics, cam_to_ego):
+        import torch
+
+        channels = tuple(channels)
+        rect = self._rectifiers.get(channels)
+        if rect is None:  # one per set of present cameras: its sampling grids are cached inside
+            rect = self._rectifiers[channels] = self._rectifier_cls(self.model.config.rectify, channels)
+        out = rect([torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images],
+                   list(intrinsics), list(cam_to_ego))
+        return out.images[None], out.intrinsics.numpy(), out.cam_to_ego.numpy()  # (1, N, 3, H, W)
+
+    def encode(self, x):
+        import torch
+
+        with torch.no_grad():
+            feats, seg_logits = self.model.encode_images(x)  # (1, N, C, h, w), (1, N, K, H/4, W/4)
+        return feats.numpy(), seg_logits[0].argmax(dim=1).to(torch.uint8).numpy()  # (N, H/4, W/4)
+
+    def step(self, feats, inputs, state):
+        import torch
+
+        from perception.model import ModelInputs
+
+        mi = ModelInputs(
+            images=torch.empty(0),  # bev_step reads features, not images
+            intrinsics=torch.from_numpy(inputs.intrinsics),
+            cam_to_ego=torch.from_numpy(inputs.cam_to_ego),
+            camera_mask=torch.from_numpy(inputs.camera_mask),
+            ego_to_global=torch.from_numpy(inputs.ego_to_global),
+            timestamp_s=torch.from_numpy(inputs.timestamp_s),
+            kinematics=torch.from_numpy(inputs.kinematics),
+            reset=torch.from_numpy(inputs.reset),
+        )
+        with torch.no_grad():
+            return self.model.bev_step(torch.from_numpy(feats), mi, state)
+
+    def decode(self, outputs):
+        """Heads' decoding as in BEVStreamModel.postprocess (minus the image seg, done in encode)."""
+        dets = self.model.detection_head.decode(outputs["detection"])[0]
+        roads = self.model.road_head.vectorize(outputs["road_logits"])[0]
+        arrays = DetectionArrays("ego", dets.boxes.numpy(), dets.scores.numpy(), dets.labels.numpy(), dets.names)
+        lines = [Polyline(cls, line) for cls, items in roads.items() for line in items]
+        return arrays, lines
+
+    def new_state(self):
+        return self.model.initial_state(1)
+
+    def state_to_bytes(self, state) -> bytes:
+        return b"" if state is None else state.to_bytes()
+
+    def state_from_bytes(self, data: bytes):
+        from perception.state import TemporalState
+
+        return None if not data else TemporalState.from_bytes(data)

@@ -1,0 +1,87 @@
+"""Pictures of a tick (PIL only): camera images with projected 3D boxes, and the BEV with boxes and
+road polylines. Small on purpose: for the demo and for looking at what the model saw."""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+from pyquaternion import Quaternion
+
+from perception.classes import DETECTION_NAMES
+from runtime.messages import CAMERA_CHANNELS, FrameSet
+from runtime.results import TickResult
+
+_PALETTE = [(255, 158, 0), (255, 99, 71), (255, 69, 0), (233, 150, 70), (255, 215, 0),
+            (0, 0, 230), (255, 61, 99), (220, 20, 60), (47, 79, 79), (112, 128, 144)]
+_ROAD_COLOURS = {"lane_divider": (255, 255, 255), "road_edge": (0, 200, 255)}
+# (12, 2) corner index pairs of a box's edges, corners in the devkit's Box.corners() order.
+_EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
+
+
+def box_corners_ego(box: np.ndarray) -> np.ndarray:
+    """(9,) x, y, z, w, l, h, yaw, vx, vy -> (3, 8) corners via the devkit's Box (centre at z)."""
+    from nuscenes.utils.data_classes import Box
+
+    return Box(box[:3].tolist(), box[3:6].tolist(), Quaternion(axis=[0, 0, 1], angle=float(box[6]))).corners()
+
+
+def draw_camera(frame_set: FrameSet, channel: str, result: TickResult, width: int = 480) -> Image.Image:
+    """One camera image with the tick's ego-frame boxes projected into it."""
+    from nuscenes.utils.geometry_utils import view_points
+
+    cam = frame_set.camera(channel)
+    img = Image.fromarray(cam.image).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    ego_to_cam = cam.sensor_to_ego.inverse()
+    for box, label in zip(result.detections_ego.boxes, result.detections_ego.labels):
+        corners = ego_to_cam.transform_points(box_corners_ego(box).T).T  # (3, 8) camera frame
+        if np.any(corners[2] < 0.5):
+            continue  # behind (or at) the camera
+        uv = view_points(corners, cam.intrinsic, normalize=True)[:2]  # (2, 8)
+        for a, b in _EDGES:
+            draw.line([tuple(uv[:, a]), tuple(uv[:, b])], fill=_PALETTE[int(label) % 10], width=2)
+    draw.text((4, 4), channel, fill=(255, 255, 0))
+    scale = width / img.width
+    return img.resize((width, max(1, int(img.height * scale))))
+
+
+def draw_cameras(frame_set: FrameSet, result: TickResult, width: int = 400) -> Image.Image:
+    """The six cameras in a 2 x 3 grid (front row, back row); absent cameras are left black."""
+    tiles = {}
+    for ch in CAMERA_CHANNELS:
+        if ch in frame_set.channels:
+            tiles[ch] = draw_camera(frame_set, ch, result, width)
+    h = max((t.height for t in tiles.values()), default=width // 2)
+    canvas = Image.new("RGB", (3 * width, 2 * h))
+    layout = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"]
+    for i, ch in enumerate(layout):
+        if ch in tiles:
+            canvas.paste(tiles[ch], ((i % 3) * width, (i // 3) * h))
+    return canvas
+
+
+def draw_bev(result: TickResult, extent_m: float = 51.2, size: int = 512) -> Image.Image:
+    """Top view of the ego frame (x up, y left): boxes with heading, road polylines, the ego car."""
+    img = Image.new("RGB", (size, size), (20, 20, 20))
+    draw = ImageDraw.Draw(img)
+    s = size / (2 * extent_m)
+
+    def px(x: np.ndarray, y: np.ndarray) -> list[tuple[float, float]]:
+        return list(zip((size / 2 - y * s).tolist(), (size / 2 - x * s).tolist()))
+
+    for r in (10, 20, 30, 40, 50):  # range rings every 10 m
+        draw.ellipse([size / 2 - r * s, size / 2 - r * s, size / 2 + r * s, size / 2 + r * s], outline=(50, 50, 50))
+    for line in result.polylines_ego:
+        if len(line.points) >= 2:
+            draw.line(px(line.points[:, 0], line.points[:, 1]), fill=_ROAD_COLOURS.get(line.cls, (200, 200, 200)), width=2)
+    for box, label in zip(result.detections_ego.boxes, result.detections_ego.labels):
+        c = box_corners_ego(box)[:, [0, 1, 5, 4]]  # bottom-independent footprint: 4 top-view corners
+        colour = _PALETTE[int(label) % 10]
+        draw.polygon(px(c[0], c[1]), outline=colour)
+        head = np.array([box[0], box[1]]) + 0.5 * box[4] * np.array([np.cos(box[6]), np.sin(box[6])])
+        draw.line(px(np.array([box[0], head[0]]), np.array([box[1], head[1]])), fill=colour, width=2)
+    draw.polygon(px(np.array([2.4, 2.4, -2.4, -2.4]), np.array([1.0, -1.0, -1.0, 1.0])), outline=(0, 255, 0))
+    for i, name in enumerate(DETECTION_NAMES):
+        draw.text((4, 4 + 11 * i), name, fill=_PALETTE[i])
+    draw.text((4, size - 14), f"frame {result.frame_id}  {len(result.detections_ego)} boxes  "
+                              f"{len(result.polylines_ego)} road lines", fill=(255, 255, 255))
+    return img

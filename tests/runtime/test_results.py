@@ -1,0 +1,79 @@
+"""TickResult / DropRecord: JSON round trips, ego->global against the devkit's Box, Perfetto trace."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from nuscenes.utils.data_classes import Box
+from pyquaternion import Quaternion
+
+from runtime.messages import Pose, StageTiming
+from runtime.profiling import chrome_trace
+from runtime.report import RunReport
+from runtime.results import DetectionArrays, DropRecord, Polyline, TickResult, record_from_json
+
+
+def _result(frame_id=3) -> TickResult:
+    pose = Pose(np.array([100.0, 50.0, 1.0]), Quaternion(axis=[0, 0, 1], angle=0.7) * Quaternion(axis=[1, 0, 0], angle=0.02))
+    ego = DetectionArrays("ego", np.array([[10, -3, 0.5, 2, 4.5, 1.6, 0.3, 5, 1], [-4, 8, 0, 0.6, 0.7, 1.8, -2.0, 0, 1]]),
+                          [0.9, 0.4], [0, 5], ["car", "pedestrian"])
+    lines = (Polyline("lane_divider", [[0, 0], [10, 1], [20, 3]]),)
+    t0 = 1_000_000_000
+    return TickResult(frame_id, "scene-x", 5_000_000, 4_990_000, "tok", pose, ego, ego.to_global(pose), lines,
+                      tuple(p.to_global(pose) for p in lines), ("CAM_FRONT", "CAM_BACK"),
+                      np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4), ("CAM_FRONT_LEFT",), True,
+                      (StageTiming("ingest", t0, t0 + 1_000_000), StageTiming("submit", t0 + 5_000_000, t0 + 6_000_000),
+                       StageTiming("backbone", t0 + 6_000_000, t0 + 30_000_000), StageTiming("bev", t0 + 31_000_000, t0 + 60_000_000),
+                       StageTiming("deliver", t0 + 60_000_000, t0 + 61_000_000)))
+
+
+def test_to_global_matches_devkit_box():
+    r = _result()
+    for b_ego, b_glob in zip(r.detections_ego.boxes, r.detections_global.boxes):
+        box = Box(b_ego[:3], b_ego[3:6], Quaternion(axis=[0, 0, 1], angle=float(b_ego[6])), velocity=(b_ego[7], b_ego[8], 0))
+        box.rotate(r.ego_to_global.rotation)
+        box.translate(r.ego_to_global.translation)
+        np.testing.assert_allclose(b_glob[:3], box.center, atol=1e-3)
+        np.testing.assert_allclose(b_glob[6], box.orientation.yaw_pitch_roll[0], atol=1e-4)
+        np.testing.assert_allclose(b_glob[7:9], box.velocity[:2], atol=1e-4)
+
+
+def test_json_round_trip():
+    r = _result()
+    back = record_from_json(json.loads(json.dumps(r.to_json(include_seg=True))))
+    assert isinstance(back, TickResult)
+    assert (back.frame_id, back.scene, back.sample_token, back.missing, back.timings) == (
+        r.frame_id, r.scene, r.sample_token, r.missing, r.timings)
+    np.testing.assert_allclose(back.detections_global.boxes, r.detections_global.boxes, atol=1e-3)
+    assert back.detections_ego.names == r.detections_ego.names
+    np.testing.assert_array_equal(back.seg, r.seg)
+    np.testing.assert_allclose(back.polylines_global[0].points, r.polylines_global[0].points, atol=1e-2)
+    d = DropRecord(7, "scene-x", 123, None, "overload", "full", (StageTiming("ingest", 1, 2),), ("CAM_BACK",))
+    assert record_from_json(json.loads(json.dumps(d.to_json()))) == d
+    with pytest.raises(ValueError, match="unknown reason"):
+        DropRecord(1, "s", 1, None, "tired")
+
+
+def test_latency_excludes_backpressure_wait_and_report_percentiles():
+    r = _result()
+    assert r.latency_ms == pytest.approx(1.0 + 56.0)  # ingest 1 ms + submit->deliver 56 ms (the 4 ms wait excluded)
+    rep = RunReport(live=False)
+    for i in range(10):
+        rep.add(_result(i))
+    rep.add(DropRecord(99, "s", 1, None, "bad_input"))
+    s = rep.summary()
+    assert s["ticks"] == 10 and s["drops_by_reason"] == {"bad_input": 1} and s["frame_sets"] == 11
+    assert s["stage_ms"]["backbone"]["p50"] == pytest.approx(24.0)
+
+
+def test_chrome_trace_has_a_slice_per_stage_and_drop_events():
+    recs = [_result(1), DropRecord(2, "s", 1, None, "overload", "", (StageTiming("ingest", 1_000_000_000, 1_000_000_100),))]
+    trace = chrome_trace(recs)
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    assert len(slices) == 5 and all(e["dur"] >= 0 for e in slices)
+    bev = next(e for e in slices if e["args"]["frame_id"] == 1 and e["tid"] == 5)
+    assert bev["dur"] == pytest.approx(29_000.0)  # microseconds
+    assert any(e["ph"] == "i" and "overload" in e["name"] for e in trace["traceEvents"])
+    names = {e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "thread_name"}
+    assert {"backbone", "bev", "drops"} <= names
