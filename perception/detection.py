@@ -3,9 +3,10 @@
 Anchor assignment (documented choice): each anchor is matched only to ground-truth boxes of its own class
 by SECOND's 'nearest BEV' IoU (axis-aligned IoU of the boxes snapped to their nearest axis, exact for
 yaws 0 and pi/2 — the anchors' yaws). IoU >= pos_iou is positive, < neg_iou negative, in between
-ignored. Every ground-truth box inside the grid also gets its best anchor as a positive (highest IoU;
-when no same-class anchor overlaps it, the nearest cell centre with the nearest anchor yaw), so small
-objects such as cones on 1.6 m cells are never left without a positive. NMS uses the exact rotated
+ignored. Every ground-truth box inside the grid also gets its own best anchor as a positive (highest IoU;
+when no same-class anchor overlaps it, the nearest cell centre with the nearest anchor yaw; an anchor
+taken by another box goes to the next best), so small objects such as cones on 1.6 m cells are never
+left without a positive. NMS uses the exact rotated
 BEV IoU (perception.boxes.rotated_bev_iou).
 """
 from __future__ import annotations
@@ -127,13 +128,16 @@ class DetectionHead(nn.Module):
             m, arg = iou.max(dim=1)
             best_iou[a_idx] = m
             matched[a_idx] = torch.where(m > 0, g_idx[arg], matched[a_idx])
-            # best anchor per GT: highest IoU, else nearest centre and yaw
+            # best anchor per GT: highest IoU, else (score <= 0) nearest centre and yaw; one GT per anchor,
+            # so two objects in one cell take different anchors (best-placed GT chooses first)
             dist = torch.cdist(self.anchors[a_idx, :2], gt_boxes[g_idx, :2])  # (Na_c, Ng_c)
             dist = dist + 0.1 * _yaw_distance_mod_pi(self.anchors[a_idx, 6:7], gt_boxes[g_idx, 6][None])
-            gmax, garg = iou.max(dim=0)
-            best = torch.where(gmax > 0, garg, dist.argmin(dim=0))
-            forced_anchor.append(a_idx[best])
-            forced_gt.append(g_idx)
+            score = torch.where(iou > 0, iou, -dist)
+            for g in score.max(dim=0).values.argsort(descending=True).tolist():
+                best = int(score[:, g].argmax())
+                score[best, :] = -float("inf")
+                forced_anchor.append(a_idx[best : best + 1])
+                forced_gt.append(g_idx[g : g + 1])
         pos = best_iou >= cfg.pos_iou
         neg = best_iou < cfg.neg_iou
         if forced_anchor:

@@ -161,3 +161,14 @@ def test_invalid_velocity_drops_only_velocity_terms():
     torch.testing.assert_close(masked, same)  # the stored velocity of the invalid box no longer matters
     assert same < base  # its velocity terms are gone
     torch.testing.assert_close(head.loss(preds, [boxes], [labels], [torch.ones(3, dtype=torch.bool)])["det_reg"], base)
+
+
+def test_every_box_keeps_a_positive_when_boxes_share_a_cell():
+    head = DetectionHead(8, TINY)
+    cone = DETECTION_NAMES.index("traffic_cone")
+    # three cones inside one 1.6 m cell: no anchor overlaps enough, each must still get its own positive
+    boxes = torch.tensor([[0.3, 0.3, 0.5, 0.4, 0.4, 1.0, 0.0, 0, 0], [1.2, 1.1, 0.5, 0.4, 0.4, 1.0, 0.1, 0, 0],
+                          [0.5, 1.3, 0.5, 0.4, 0.4, 1.0, 1.4, 0, 0]])
+    t = head.assign(boxes, torch.full((3,), cone))
+    matched = t.matched_gt[t.pos_mask]
+    assert sorted(matched.tolist()) == [0, 1, 2]
