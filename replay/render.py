@@ -1,0 +1,360 @@
+"""A deterministic numpy ray caster for the simulated cameras: RGB image and semantic labels.
+
+The world is flat and the ego only yaws, so for each camera the ray of every pixel, its hit on
+the ground (in the ego frame), the sky and the haze are constant and precomputed once. Per frame:
+the ground hits are moved into the map by the ego pose and coloured from the world's top-down
+material raster (with a seeded noise texture); then every object part (a few oriented boxes per
+agent: body, cabin, wheels, head, ...) and every structure is ray-cast with a slab test inside
+its projected screen rectangle, keeping the nearest hit per pixel (a depth buffer). Faces are
+shaded by a lambertian term of their normal against the world's sun. Single-threaded float32
+numpy, so the same state gives byte-identical images.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from perception.classes import DETECTION_TO_SEG, SEG_INDEX
+from replay.rig import SensorCalibration
+from replay.roads import CURB, GRASS, MARK_WHITE, MARK_YELLOW, MATERIAL_SEG, ROAD, SIDEWALK
+from replay.world import World, WorldState
+
+NEAR = 0.1  # metres (camera depth)
+FAR = 150.0  # objects beyond this are not drawn
+GROUND_FAR = 400.0  # ground beyond this (along the ray) is haze
+
+MATERIAL_RGB = np.zeros((256, 3), np.float32)
+MATERIAL_RGB[GRASS] = (88, 112, 58)
+MATERIAL_RGB[ROAD] = (84, 84, 87)
+MATERIAL_RGB[MARK_WHITE] = (222, 222, 215)
+MATERIAL_RGB[MARK_YELLOW] = (218, 176, 48)
+MATERIAL_RGB[CURB] = (170, 168, 160)
+MATERIAL_RGB[SIDEWALK] = (148, 142, 134)
+MATERIAL_NOISE = np.zeros(256, np.float32)  # noise amplitude per material
+MATERIAL_NOISE[[GRASS, ROAD, MARK_WHITE, MARK_YELLOW, CURB, SIDEWALK]] = (0.22, 0.10, 0.05, 0.05, 0.06, 0.10)
+MATERIAL_LABEL = np.zeros(256, np.uint8)
+for _m, _name in enumerate(MATERIAL_SEG):
+    MATERIAL_LABEL[_m] = SEG_INDEX[_name]
+HAZE = np.array([196, 208, 222], np.float32)
+ZENITH = np.array([96, 140, 205], np.float32)
+
+# Parts of each class as fractions of the box: x along l in [-.5, .5], y along w in [-.5, .5],
+# z along h in [0, 1]; colour mode 0 body, 1 glass, 2 tyre, 3 dark body, 4 skin, 5 white.
+BODY, GLASS, TYRE, DARK, SKIN, WHITE = range(6)
+PARTS: dict[str, list[tuple[float, float, float, float, float, float, int]]] = {
+    "car": [(-0.5, 0.5, -0.5, 0.5, 0.16, 0.58, BODY), (-0.33, 0.2, -0.45, 0.45, 0.58, 1.0, GLASS),
+            (0.22, 0.40, -0.48, 0.48, 0.0, 0.2, TYRE), (-0.40, -0.22, -0.48, 0.48, 0.0, 0.2, TYRE)],
+    "truck": [(0.28, 0.5, -0.5, 0.5, 0.15, 0.62, BODY), (0.3, 0.48, -0.47, 0.47, 0.62, 0.85, GLASS),
+              (-0.5, 0.26, -0.5, 0.5, 0.2, 1.0, WHITE), (0.3, 0.42, -0.47, 0.47, 0.0, 0.16, TYRE),
+              (-0.4, -0.2, -0.47, 0.47, 0.0, 0.16, TYRE)],
+    "bus": [(-0.5, 0.5, -0.5, 0.5, 0.1, 0.55, BODY), (-0.48, 0.49, -0.49, 0.49, 0.55, 0.86, GLASS),
+            (-0.5, 0.5, -0.5, 0.5, 0.86, 1.0, BODY), (0.28, 0.38, -0.48, 0.48, 0.0, 0.12, TYRE),
+            (-0.36, -0.24, -0.48, 0.48, 0.0, 0.12, TYRE)],
+    "trailer": [(-0.5, 0.5, -0.5, 0.5, 0.27, 1.0, BODY), (-0.42, -0.22, -0.47, 0.47, 0.0, 0.27, TYRE),
+                (0.38, 0.44, -0.1, 0.1, 0.1, 0.27, DARK)],
+    "construction_vehicle": [(-0.5, 0.1, -0.5, 0.5, 0.18, 0.55, BODY), (-0.42, 0.02, -0.42, 0.42, 0.55, 1.0, GLASS),
+                             (0.1, 0.5, -0.15, 0.15, 0.3, 0.7, DARK), (0.3, 0.5, -0.45, 0.45, 0.05, 0.3, BODY),
+                             (-0.45, -0.15, -0.5, 0.5, 0.0, 0.22, TYRE)],
+    "pedestrian": [(-0.22, 0.22, -0.3, 0.3, 0.0, 0.47, DARK), (-0.3, 0.3, -0.5, 0.5, 0.47, 0.86, BODY),
+                   (-0.17, 0.17, -0.17, 0.17, 0.86, 1.0, SKIN)],
+    "bicycle": [(-0.5, 0.5, -0.12, 0.12, 0.0, 0.5, DARK), (-0.25, 0.05, -0.45, 0.45, 0.5, 0.88, BODY),
+                (-0.2, 0.0, -0.22, 0.22, 0.88, 1.0, SKIN)],
+    "motorcycle": [(-0.5, 0.5, -0.3, 0.3, 0.1, 0.55, BODY), (-0.45, 0.45, -0.2, 0.2, 0.0, 0.25, TYRE),
+                   (-0.3, 0.05, -0.5, 0.5, 0.55, 0.88, DARK), (-0.25, 0.0, -0.25, 0.25, 0.88, 1.0, TYRE)],
+    "traffic_cone": [(-0.5, 0.5, -0.5, 0.5, 0.0, 0.07, BODY), (-0.32, 0.32, -0.32, 0.32, 0.07, 0.45, BODY),
+                     (-0.24, 0.24, -0.24, 0.24, 0.45, 0.68, WHITE), (-0.15, 0.15, -0.15, 0.15, 0.68, 1.0, BODY)],
+    "barrier": [(-0.5, 0.5, -0.5, 0.5, 0.0, 0.55, BODY), (-0.45, 0.45, -0.5, 0.5, 0.55, 1.0, WHITE)],
+}
+# Parked bicycles and motorcycles have no rider: just the frame.
+NO_RIDER = [(-0.5, 0.5, -0.2, 0.2, 0.0, 0.75, DARK)]
+_PART_ARRAYS = {k: np.array(v, np.float64) for k, v in PARTS.items()}
+_NO_RIDER = np.array(NO_RIDER, np.float64)
+
+
+def _mode_colors(color: np.ndarray) -> np.ndarray:
+    """(6, 3) float colours of the part modes for one object colour."""
+    c = np.asarray(color, np.float64)
+    return np.array([c, [38, 46, 56], [22, 22, 24], c * 0.45 + 10, [205, 165, 135], [232, 232, 228]])
+
+
+class _CameraCache:
+    """Per-camera constants: pixel rays, ground hits in the ego frame, sky and haze."""
+
+    def __init__(self, cam: SensorCalibration):
+        w, h = cam.width, cam.height
+        kinv = np.linalg.inv(cam.intrinsic)
+        u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+        pix = np.stack([u, v, np.ones_like(u)], axis=-1).reshape(-1, 3)  # (H*W, 3)
+        rays_c = pix @ kinv.T  # camera frame, z = 1: t is camera depth
+        self.xcol = ((np.arange(w) + 0.5 - cam.intrinsic[0, 2]) / cam.intrinsic[0, 0]).astype(np.float32)
+        self.yrow = ((np.arange(h) + 0.5 - cam.intrinsic[1, 2]) / cam.intrinsic[1, 1]).astype(np.float32)
+        r_ce = cam.sensor_to_ego.rotation.rotation_matrix
+        t_ce = cam.sensor_to_ego.translation
+        self.cam_to_ego = cam.sensor_to_ego.matrix
+        rays_e = rays_c @ r_ce.T  # ego frame
+        self.ray_len = np.linalg.norm(rays_e, axis=1).astype(np.float32)
+        dz = rays_e[:, 2]
+        tg = np.where(dz < -1e-9, -t_ce[2] / np.minimum(dz, -1e-9), np.inf)
+        ground = np.isfinite(tg) & (tg * self.ray_len < GROUND_FAR)
+        self.ground_idx = np.flatnonzero(ground)
+        gxy = t_ce[:2] + tg[ground, None] * rays_e[ground, :2]  # (G, 2) ground hits, ego frame
+        self.ground_x, self.ground_y = gxy[:, 0].astype(np.float32), gxy[:, 1].astype(np.float32)
+        dist = tg[ground] * self.ray_len[ground]
+        fog = np.clip((dist - 40.0) / 400.0, 0.0, 0.75).astype(np.float32)
+        self.ground_keep = 1.0 - fog  # (G,) share of the surface colour
+        self.ground_haze = (fog[:, None] * HAZE).astype(np.float32)  # (G, 3) haze added
+        # sky gradient and far haze; labels sky / background
+        elev = np.arcsin(np.clip(dz / np.linalg.norm(rays_e, axis=1), -1, 1))
+        k = np.clip(elev / 0.6, 0, 1)[:, None]
+        base = HAZE * (1 - k) + ZENITH * k
+        self.base_rgb = base.astype(np.float32)
+        self.base_label = np.where(dz >= 0, SEG_INDEX["sky"], SEG_INDEX["background"]).astype(np.uint8)
+        self.base_depth = np.full(w * h, np.inf, np.float32)
+        self.base_depth[self.ground_idx] = tg[ground].astype(np.float32)
+        self.w, self.h = w, h
+        self.k = np.asarray(cam.intrinsic, np.float64)
+
+
+class Renderer:
+    """Renders a WorldState through one camera: ((H, W, 3) uint8 RGB, (H, W) uint8 SEG_CLASSES labels)."""
+
+    def __init__(self, world: World, width: int = 800, height: int = 450):
+        self.world, self.width, self.height = world, int(width), int(height)
+        self._cams: dict[tuple, _CameraCache] = {}
+        rng = np.random.default_rng(np.random.SeedSequence([world.seed, 0x7E47]))
+        fine = rng.uniform(-1, 1, (1024, 1024)).astype(np.float32)
+        coarse = np.kron(rng.uniform(-1, 1, (32, 32)).astype(np.float32), np.ones((32, 32), np.float32))
+        self.noise = (0.6 * fine + 0.4 * coarse).ravel()  # (1024*1024,) tiled every 102 m at 0.1 m/px
+        self.sun = world.sun.astype(np.float64)
+        self._parts_key: tuple | None = None
+        self._parts = None
+        s = world.structures
+        self._struct = self._make_parts(
+            s.boxes[:, :3], s.boxes[:, 6], np.stack([s.boxes[:, 4], s.boxes[:, 3], s.boxes[:, 5]], axis=1),
+            np.ones(len(s.boxes), np.int64) * SEG_INDEX["structure"], s.colors.astype(np.float64))
+
+    # ---- geometry ------------------------------------------------------------------------------------
+    def _make_parts(self, centers, yaws, half_or_full, labels, colors):
+        """Whole boxes as parts: centres (P, 3), yaws (P,), full sizes (l, w, h) (P, 3) -> part arrays."""
+        n = len(centers)
+        shade = self._face_shades(yaws, colors)
+        return dict(center=np.asarray(centers, np.float64).reshape(n, 3), yaw=np.asarray(yaws, np.float64),
+                    half=np.asarray(half_or_full, np.float64).reshape(n, 3) / 2, label=labels.astype(np.uint8),
+                    shade=shade)
+
+    def _face_shades(self, yaws: np.ndarray, colors: np.ndarray) -> np.ndarray:
+        """(P, 6, 3) float32 colour of each face (-x, +x, -y, +y, -z, +z) lit by the sun."""
+        c, s = np.cos(yaws), np.sin(yaws)
+        nx = np.stack([c, s, np.zeros_like(c)], axis=1)
+        ny = np.stack([-s, c, np.zeros_like(c)], axis=1)
+        nz = np.tile([0.0, 0.0, 1.0], (len(yaws), 1))
+        normals = np.stack([-nx, nx, -ny, ny, -nz, nz], axis=1)  # (P, 6, 3)
+        lam = np.clip(normals @ self.sun, 0, None)
+        f = 0.42 + 0.62 * lam
+        return (colors[:, None, :] * f[..., None]).astype(np.float32)
+
+    def _agent_parts(self, state: WorldState):
+        """Global part boxes of every agent of a state (cached for the six cameras of a cycle)."""
+        key = (id(state), state.time_s)
+        if self._parts_key == key:
+            return self._parts
+        centers, yaws, halves, labels, colors = [], [], [], [], []
+        for a in state.agents:
+            name = a.detection_name
+            table = _PART_ARRAYS[name]
+            if name in ("bicycle", "motorcycle") and a.attribute == "cycle.without_rider":
+                table = _NO_RIDER
+            w, l, h = (float(x) for x in a.size)
+            yaw = a.yaw
+            cy, sy = np.cos(yaw), np.sin(yaw)
+            lx = (table[:, 0] + table[:, 1]) / 2 * l
+            ly = (table[:, 2] + table[:, 3]) / 2 * w
+            lz = (table[:, 4] + table[:, 5]) / 2 * h
+            gx = a.center[0] + cy * lx - sy * ly
+            gy = a.center[1] + sy * lx + cy * ly
+            gz = a.center[2] - h / 2 + lz
+            centers.append(np.stack([gx, gy, gz], axis=1))
+            halves.append(np.stack([(table[:, 1] - table[:, 0]) * l, (table[:, 3] - table[:, 2]) * w,
+                                    (table[:, 5] - table[:, 4]) * h], axis=1) / 2)
+            yaws.append(np.full(len(table), yaw))
+            labels.append(np.full(len(table), SEG_INDEX[DETECTION_TO_SEG[name]]))
+            colors.append(_mode_colors(a.color)[table[:, 6].astype(int)])
+        if centers:
+            yaw_all = np.concatenate(yaws)
+            parts = dict(center=np.concatenate(centers), yaw=yaw_all, half=np.concatenate(halves),
+                         label=np.concatenate(labels).astype(np.uint8),
+                         shade=self._face_shades(yaw_all, np.concatenate(colors)))
+        else:
+            parts = None
+        self._parts_key, self._parts = key, parts
+        return parts
+
+    def _camera(self, cam: SensorCalibration) -> _CameraCache:
+        if cam.intrinsic is None:
+            raise ValueError(f"{cam.channel} is not a camera (no intrinsics)")
+        if (cam.width, cam.height) != (self.width, self.height):
+            raise ValueError(f"{cam.channel} is calibrated for {cam.width}x{cam.height} but this renderer "
+                             f"renders {self.width}x{self.height}; use camera_rig({self.width}, {self.height})")
+        key = (cam.channel, cam.width, cam.height, np.asarray(cam.intrinsic).tobytes(),
+               cam.sensor_to_ego.translation.tobytes(), cam.sensor_to_ego.rotation.elements.tobytes())
+        cc = self._cams.get(key)
+        if cc is None:
+            cc = self._cams[key] = _CameraCache(cam)
+        return cc
+
+    # ---- rendering -----------------------------------------------------------------------------------
+    def render(self, state: WorldState, camera: SensorCalibration) -> tuple[np.ndarray, np.ndarray]:
+        """RGB (H, W, 3) uint8 and labels (H, W) uint8 (index into SEG_CLASSES) of one camera."""
+        cc = self._camera(camera)
+        rgb = cc.base_rgb.copy()  # (H*W, 3) float32
+        label = cc.base_label.copy()  # (H*W,) uint8
+        depth = cc.base_depth.copy()  # (H*W,) camera depth
+        self._ground(state, cc, rgb, label)
+        cam_to_global = state.ego_pose.matrix @ cc.cam_to_ego
+        global_to_cam = np.linalg.inv(cam_to_global)
+        origin = cam_to_global[:3, 3]
+        rgb2, label2, depth2 = rgb.reshape(cc.h, cc.w, 3), label.reshape(cc.h, cc.w), depth.reshape(cc.h, cc.w)
+        self._boxes([self._struct, self._agent_parts(state)], global_to_cam, origin, cc, rgb2, label2, depth2)
+        img = np.clip(rgb2, 0, 255).astype(np.uint8)
+        return img, label2
+
+    def _ground(self, state: WorldState, cc: _CameraCache, rgb: np.ndarray, label: np.ndarray) -> None:
+        g = self.world.ground
+        yaw = state.ego_pose.yaw
+        tx, ty = (state.ego_pose.translation[:2] - g.origin) / g.resolution
+        inv_res = 1.0 / g.resolution
+        _shade_ground(cc.ground_idx, cc.ground_x, cc.ground_y, np.cos(yaw) * inv_res, np.sin(yaw) * inv_res,
+                      float(tx), float(ty), g.material, self.noise, MATERIAL_RGB, MATERIAL_NOISE, MATERIAL_LABEL,
+                      cc.ground_keep, cc.ground_haze, rgb, label)
+
+    def _boxes(self, part_sets, global_to_cam, origin, cc, rgb, label, depth) -> None:
+        """Ray-cast every part box near the camera into the (H, W) buffers, nearest first."""
+        part_sets = [p for p in part_sets if p is not None and len(p["center"])]
+        if not part_sets:
+            return
+        center = np.concatenate([p["center"] for p in part_sets])
+        yaw = np.concatenate([p["yaw"] for p in part_sets])
+        half = np.concatenate([p["half"] for p in part_sets])
+        labels = np.concatenate([p["label"] for p in part_sets])
+        shade = np.concatenate([p["shade"] for p in part_sets])
+        near = ((center[:, :2] - origin[:2]) ** 2).sum(axis=1) < (FAR + half.max(axis=1)) ** 2
+        idx = np.flatnonzero(near)
+        if len(idx) == 0:
+            return
+        r_cg, t_cg = global_to_cam[:3, :3], global_to_cam[:3, 3]
+        cy, sy = np.cos(yaw[idx]), np.sin(yaw[idx])
+        zero, one = np.zeros_like(cy), np.ones_like(cy)
+        r_gb = np.stack([np.stack([cy, -sy, zero], 1), np.stack([sy, cy, zero], 1), np.stack([zero, zero, one], 1)], 1)
+        r_cb = np.einsum("ij,pjk->pik", r_cg, r_gb)  # (P, 3, 3) box -> camera
+        c_c = center[idx] @ r_cg.T + t_cg  # (P, 3)
+        corners = c_c[:, None, :] + np.einsum("pij,pcj->pci", r_cb, _SIGNS[None, :, :] * half[idx][:, None, :])
+        z = corners[..., 2]  # (P, 8)
+        zmin, zmax = z.min(axis=1), z.max(axis=1)
+        k, w, h = cc.k, cc.w, cc.h
+        # screen rectangles: all boxes in front at once, boxes across the near plane one by one
+        zc = np.maximum(z, NEAR)
+        u = corners[..., 0] / zc * k[0, 0] + k[0, 2]
+        v = corners[..., 1] / zc * k[1, 1] + k[1, 2]
+        rect = np.stack([u.min(1), v.min(1), u.max(1), v.max(1)], axis=1)
+        for j in np.flatnonzero((zmin <= NEAR) & (zmax > NEAR)):
+            pts = _clip_near(corners[j])
+            uu = pts[:, 0] / pts[:, 2] * k[0, 0] + k[0, 2]
+            vv = pts[:, 1] / pts[:, 2] * k[1, 1] + k[1, 2]
+            rect[j] = (uu.min(), vv.min(), uu.max(), vv.max())
+        x0 = np.clip(np.floor(rect[:, 0]), 0, w).astype(int)
+        y0 = np.clip(np.floor(rect[:, 1]), 0, h).astype(int)
+        x1 = np.clip(np.ceil(rect[:, 2]), 0, w).astype(int)
+        y1 = np.clip(np.ceil(rect[:, 3]), 0, h).astype(int)
+        vis = np.flatnonzero((zmax > NEAR) & (x1 > x0) & (y1 > y0))
+        vis = vis[np.argsort(zmin[vis], kind="stable")]  # nearest first: hidden boxes get culled
+        vis = vis.astype(np.int64)
+        rects = np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
+        r_cb32 = r_cb.astype(np.float32)
+        orig = -np.einsum("pji,pj->pi", r_cb, c_c).astype(np.float32)  # camera centre in each box frame
+        _cast_boxes(vis, rects, r_cb32, orig, half[idx].astype(np.float32), zmin.astype(np.float32),
+                    shade[idx], labels[idx], cc.xcol, cc.yrow, cc.ray_len.reshape(h, w), depth, rgb, label,
+                    np.float32(NEAR), HAZE)
+
+
+@njit(cache=True, nogil=True)
+def _shade_ground(gidx, gx, gy, c, s, tx, ty, material, noise, mat_rgb, mat_noise, mat_label, keep, haze_add,
+                  rgb, label):  # pragma: no cover - compiled
+    """Colour and label the ground pixels from the material raster (nearest texel) and the noise tile."""
+    hh, ww = material.shape
+    for n in range(gidx.shape[0]):
+        fx = c * gx[n] - s * gy[n] + tx
+        fy = s * gx[n] + c * gy[n] + ty
+        fx = min(max(fx, 0.0), ww - 1.0)
+        fy = min(max(fy, 0.0), hh - 1.0)
+        ix, iy = int(fx), int(fy)
+        m = material[iy, ix]
+        sc = (1.0 + mat_noise[m] * noise[((iy & 1023) << 10) | (ix & 1023)]) * keep[n]
+        p = gidx[n]
+        for ch in range(3):
+            rgb[p, ch] = mat_rgb[m, ch] * sc + haze_add[n, ch]
+        label[p] = mat_label[m]
+
+
+@njit(cache=True, nogil=True)
+def _cast_boxes(order, rects, rcb, orig, half, zmin, shade, labels, xcol, yrow, ray_len, depth, rgb, label, near,
+                haze):  # pragma: no cover - compiled
+    """Slab-test every pixel of each box's rectangle; keep the nearest hit (depth buffer) and shade its face."""
+    for n in range(order.shape[0]):
+        j = order[n]
+        x0, y0, x1, y1 = rects[j, 0], rects[j, 1], rects[j, 2], rects[j, 3]
+        hidden = True  # cull boxes whose whole rectangle is already nearer
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                if depth[y, x] > zmin[j]:
+                    hidden = False
+                    break
+            if not hidden:
+                break
+        if hidden:
+            continue
+        for y in range(y0, y1):
+            yy = yrow[y]
+            for x in range(x0, x1):
+                xx = xcol[x]
+                tn, tf, ax, dsel, ok = -1e30, 1e30, 0, 0.0, True
+                for a in range(3):
+                    d = xx * rcb[j, 0, a] + yy * rcb[j, 1, a] + rcb[j, 2, a]
+                    o, hb = orig[j, a], half[j, a]
+                    if abs(d) < 1e-12:
+                        if o < -hb or o > hb:
+                            ok = False
+                            break
+                        continue
+                    t1 = (-hb - o) / d
+                    t2 = (hb - o) / d
+                    if t1 > t2:
+                        t1, t2 = t2, t1
+                    if t1 > tn:
+                        tn, ax, dsel = t1, a, d
+                    if t2 < tf:
+                        tf = t2
+                if not ok or tn > tf or tn <= near or tn >= depth[y, x]:
+                    continue
+                depth[y, x] = tn
+                face = ax * 2 + (1 if dsel < 0 else 0)  # the outward normal opposes the ray
+                fog = min(max((tn * ray_len[y, x] - 40.0) / 400.0, 0.0), 0.75)
+                for ch in range(3):
+                    rgb[y, x, ch] = shade[j, face, ch] * (1.0 - fog) + haze[ch] * fog
+                label[y, x] = labels[j]
+
+
+_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
+
+
+def _clip_near(corners: np.ndarray) -> np.ndarray:
+    """Points of a box (8 corners, camera frame) in front of the near plane, plus edge crossings."""
+    keep = [c for c in corners if c[2] > NEAR]
+    for a in range(8):
+        for b in range(a + 1, 8):
+            if bin(a ^ b).count("1") != 1:
+                continue  # not an edge
+            za, zb = corners[a, 2], corners[b, 2]
+            if (za - NEAR) * (zb - NEAR) < 0:
+                t = (NEAR - za) / (zb - za)
+                keep.append(corners[a] + t * (corners[b] - corners[a]))
+    return np.array(keep)

@@ -1,0 +1,233 @@
+"""The procedural simulated world: roads, structures and traffic, deterministic by seed.
+
+`World(seed)` builds the static map (replay.roads) and the agents (replay.traffic) from one numpy
+Generator; `state_at(t)` returns every agent near the ego and the ego's pose and motion at time t
+(seconds from the scene start). Coordinates are global map metres, positive (like nuScenes maps);
+the ego origin is on the ground below the rear axle, x forward, y left, z up.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyquaternion import Quaternion
+
+from perception.classes import DETECTION_NAMES
+from replay.roads import (GroundRaster, Intersection, Polyline, Road, Structures, build_raster, build_roads,
+                          find_intersections, place_structures, road_polylines)
+from replay.traffic import CLASS_SPECS, EGO_FRONT, Traffic
+from runtime.messages import EgoKinematics, Pose
+
+__all__ = ["WorldConfig", "Polyline", "AgentState", "WorldState", "World", "yaw_quaternion"]
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Every knob of the simulated world (lengths in metres, speeds in m/s, times in seconds)."""
+
+    # road network
+    loop_side_x: tuple[float, float] = (320.0, 440.0)  # straight length of the loop's long sides
+    loop_side_y: tuple[float, float] = (220.0, 320.0)  # straight length of the loop's short sides
+    corner_radius: tuple[float, float] = (45.0, 75.0)  # loop corner radius (clothoid-eased)
+    max_bend_curvature: float = 1 / 250  # gentle S-bends on the straights, 1/m
+    cross_roads: int = 2  # straight roads crossing the loop (0..2); they also cross each other
+    cross_road_extension: float = 90.0  # how far cross roads run beyond the loop
+    lanes_per_direction: int = 2  # on the loop; cross roads get 1..this
+    lane_width: float = 3.5
+    parking_width: float = 2.4  # parking strip beside the curb (loop always, cross roads at random)
+    curb_width: float = 0.3
+    sidewalk_width: float = 3.5
+    map_margin: float = 60.0  # map coordinates start at about this (positive, like nuScenes)
+    raster_resolution: float = 0.1  # metres per pixel of the ground raster the renderer samples
+    # roadside
+    building_fill: float = 0.8  # probability a building slot holds a building
+    pole_spacing: float = 30.0
+    # signals
+    signal_cycle_s: float = 40.0
+    major_green_fraction: float = 0.6  # share of the cycle the major road (the loop) is green
+    clearance_s: float = 4.0  # all-red time after each green
+    # traffic
+    vehicle_spacing: float = 28.0  # mean free gap between moving vehicles in a lane
+    moving_mix: dict = field(default_factory=lambda: {
+        "car": 0.70, "truck": 0.07, "bus": 0.05, "truck_trailer": 0.04, "motorcycle": 0.06, "bicycle": 0.08})
+    parked_occupancy: float = 0.55  # chance a parking slot holds a vehicle
+    parked_mix: dict = field(default_factory=lambda: {
+        "car": 0.82, "truck": 0.05, "trailer": 0.03, "bus": 0.02, "motorcycle": 0.05, "construction_vehicle": 0.03})
+    work_zone_rate: float = 0.012  # chance per parking slot of starting a work zone (cones, barriers)
+    parked_bicycle_rate: float = 0.35  # chance per 60 m of sidewalk of a few parked bicycles
+    pedestrian_spacing: float = 14.0  # mean spacing of pedestrians along each sidewalk
+    standing_fraction: float = 0.25  # share of pedestrians that stand still
+    hidden_return_m: float = 120.0  # open lanes: hidden stretch a vehicle travels before re-entering
+    # ego
+    ego_desired_speed: tuple[float, float] = (8.5, 11.0)
+    # simulation
+    sim_dt: float = 0.1
+    warmup_s: float = 10.0  # traffic runs this long before t = 0
+    agent_radius: float = 120.0  # state_at reports agents within this distance of the ego
+
+
+def yaw_quaternion(yaw: float) -> Quaternion:
+    """Rotation about +z by yaw radians."""
+    return Quaternion(np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """One annotated object at one time (nuScenes conventions)."""
+
+    instance_id: str  # stable for the agent's whole life
+    category: str  # nuScenes category name, e.g. 'vehicle.car'
+    detection_name: str  # one of perception.classes.DETECTION_NAMES
+    size: np.ndarray  # (3,) w, l, h metres (nuScenes order)
+    center: np.ndarray  # (3,) global, box centre (z = h/2 on flat ground)
+    rotation: Quaternion  # yaw about global z
+    velocity: np.ndarray  # (3,) global m/s
+    attribute: str  # nuScenes attribute name, '' for cones/barriers
+    color: tuple[int, int, int]
+
+    @property
+    def yaw(self) -> float:
+        return float(2 * np.arctan2(self.rotation.z, self.rotation.w))
+
+
+@dataclass(frozen=True)
+class WorldState:
+    """The world at one time: the ego and the agents within `agent_radius` of it."""
+
+    time_s: float
+    ego_pose: Pose  # ego -> global
+    ego_velocity: np.ndarray  # (3,) global m/s
+    ego_acceleration: np.ndarray  # (3,) global m/s^2
+    ego_yaw_rate: float  # rad/s
+    agents: tuple[AgentState, ...]
+
+    def ego_kinematics(self) -> EgoKinematics:
+        """Velocity and acceleration rotated into the ego frame, with the yaw rate."""
+        inv = self.ego_pose.rotation.inverse
+        return EgoKinematics(inv.rotate(self.ego_velocity), inv.rotate(self.ego_acceleration), float(self.ego_yaw_rate))
+
+
+class World:
+    """A procedural town and its traffic, a pure function of (seed, config)."""
+
+    def __init__(self, seed: int, config: WorldConfig | None = None):
+        self.seed = int(seed)
+        self.config = cfg = config or WorldConfig()
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0xB3E5]))
+        self.roads: list[Road] = build_roads(rng, cfg)
+        allp = np.concatenate([r.points for r in self.roads])
+        m = cfg.map_margin
+        lo = allp.min(axis=0) - m
+        hi = allp.max(axis=0) + m
+        self._bounds = (float(max(lo[0], 0.0)), float(max(lo[1], 0.0)), float(hi[0]), float(hi[1]))
+        self.intersections: list[Intersection] = find_intersections(rng, self.roads, cfg)
+        self.road_geometry: tuple[Polyline, ...] = road_polylines(self.roads)
+        self.structures: Structures = place_structures(rng, self.roads, cfg, self._bounds)
+        self.traffic = Traffic(rng, self.roads, self.intersections, cfg)
+        self.sun = np.array([0.35, -0.5, 0.8]) + rng.normal(0, 0.1, 3)
+        self.sun /= np.linalg.norm(self.sun)
+        self._raster: GroundRaster | None = None
+        self._id_prefix = hashlib.sha1(f"bevstream-world-{self.seed}".encode()).hexdigest()[:12]
+        self._cache: tuple[float, WorldState] | None = None
+        tr = self.traffic  # flat body tables: driver index, body index, distance back from the front bumper
+        flat = [(i, bi, b.back) for i, bodies in enumerate(tr.d_bodies) for bi, b in enumerate(bodies)]
+        self._body_driver = np.array([f[0] for f in flat], int)
+        self._body_index = np.array([f[1] for f in flat], int)
+        self._body_back = np.array([f[2] for f in flat], float)
+        self._body_lane = tr.d_lane[self._body_driver]
+        self._static_xy = np.array([st.center[:2] for st in tr.statics]).reshape(-1, 2)
+
+    # ---- static ----------------------------------------------------------------------------------
+    def bounds(self) -> tuple[float, float, float, float]:
+        """xmin, ymin, xmax, ymax of the map (global metres)."""
+        return self._bounds
+
+    @property
+    def ground(self) -> GroundRaster:
+        """Top-down material raster of the ground (built on first use: it takes a few seconds)."""
+        if self._raster is None:
+            self._raster = build_raster(self.roads, self._bounds, self.config)
+        return self._raster
+
+    # ---- dynamic ---------------------------------------------------------------------------------
+    def _iid(self, kind: str, index: int, lap: int = 0) -> str:
+        return f"{self._id_prefix}-{kind}{index:05d}-{lap:03d}"
+
+    def state_at(self, time_s: float) -> WorldState:
+        """The world at time_s (seconds; deterministic; any order, later times are cheapest)."""
+        t = float(time_s)
+        if self._cache is not None and self._cache[0] == t:
+            return self._cache[1]
+        cfg, tr = self.config, self.traffic
+        s_front, v, a, lap = tr.drivers_at(t)
+        # ego
+        e = tr.ego
+        epath = tr.lanes[tr.d_lane[e]][0]
+        p, th, kappa = epath.sample(np.array([s_front[e] - EGO_FRONT]))
+        yaw, ve, ae = float(th[0]), float(v[e]), float(a[e])
+        fwd, left = np.array([np.cos(yaw), np.sin(yaw), 0.0]), np.array([-np.sin(yaw), np.cos(yaw), 0.0])
+        ego_pose = Pose(np.array([p[0, 0], p[0, 1], 0.0]), yaw_quaternion(yaw))
+        ego_xy = p[0]
+        agents: list[AgentState] = []
+        r2 = cfg.agent_radius ** 2
+        # drivers and their bodies, sampled lane by lane
+        body_s = s_front[self._body_driver] - self._body_back
+        for k, (path, _, _) in enumerate(tr.lanes):
+            sel = np.flatnonzero(self._body_lane == k)
+            if len(sel) == 0:
+                continue
+            sc = body_s[sel]
+            if not path.closed:  # bodies on the hidden return stretch of an open lane are absent
+                keep = (sc >= 0.0) & (sc <= path.length)
+                sel, sc = sel[keep], sc[keep]
+            q, h, _ = path.sample(sc)
+            near = ((q - ego_xy) ** 2).sum(axis=1) <= r2
+            for b, xy, hy in zip(sel[near], q[near], h[near]):
+                i, bi = int(self._body_driver[b]), int(self._body_index[b])
+                body = tr.d_bodies[i][bi]
+                speed, hy = float(v[i]), float(hy)
+                if body.name in ("bicycle", "motorcycle"):
+                    attr = "cycle.with_rider"
+                else:
+                    attr = "vehicle.moving" if speed > 0.3 else "vehicle.stopped"
+                agents.append(AgentState(
+                    self._iid(f"d{bi}", i, int(lap[i])), body.category, body.name, body.size,
+                    np.array([xy[0], xy[1], body.size[2] / 2]), yaw_quaternion(hy),
+                    np.array([speed * np.cos(hy), speed * np.sin(hy), 0.0]), attr, body.color))
+        # pedestrians, sampled path by path
+        ps, pv, pdir = tr.walkers_at(t)
+        for k, path in enumerate(tr.walks):
+            sel = np.flatnonzero(tr.p_path == k)
+            if len(sel) == 0:
+                continue
+            q, h, _ = path.sample(ps[sel])
+            xy_all = q + tr.p_lat[sel, None] * np.stack([-np.sin(h), np.cos(h)], axis=1)
+            near = ((xy_all - ego_xy) ** 2).sum(axis=1) <= r2
+            for j, xy, hy in zip(sel[near], xy_all[near], h[near]):
+                body = tr.p_bodies[j]
+                hy = float(hy) + (np.pi if pdir[j] < 0 else 0.0)
+                speed = abs(float(pv[j]))
+                agents.append(AgentState(
+                    self._iid("p", int(j)), body.category, "pedestrian", body.size,
+                    np.array([xy[0], xy[1], body.size[2] / 2]), yaw_quaternion(hy),
+                    np.array([speed * np.cos(hy), speed * np.sin(hy), 0.0]),
+                    "pedestrian.moving" if speed > 0.2 else "pedestrian.standing", body.color))
+        # static objects
+        for k in np.flatnonzero(((self._static_xy - ego_xy) ** 2).sum(axis=1) <= r2):
+            st = tr.statics[k]
+            agents.append(AgentState(self._iid("s", int(k)), st.category, st.name, st.size, st.center.copy(),
+                                     yaw_quaternion(st.yaw), np.zeros(3), st.attribute, st.color))
+        state = WorldState(
+            time_s=t,
+            ego_pose=ego_pose,
+            ego_velocity=ve * fwd,
+            ego_acceleration=ae * fwd + ve * ve * float(kappa[0]) * left,
+            ego_yaw_rate=ve * float(kappa[0]),
+            agents=tuple(agents),
+        )
+        self._cache = (t, state)
+        return state
+
+
+assert set(CLASS_SPECS) == set(DETECTION_NAMES)
