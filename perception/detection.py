@@ -6,8 +6,7 @@ yaws 0 and pi/2 — the anchors' yaws). IoU >= pos_iou is positive, < neg_iou ne
 ignored. Every ground-truth box inside the grid also gets its own best anchor as a positive (highest IoU;
 when no same-class anchor overlaps it, the nearest cell centre with the nearest anchor yaw; an anchor
 taken by another box goes to the next best), so small objects such as cones on 1.6 m cells are never
-left without a positive. NMS uses the exact rotated
-BEV IoU (perception.boxes.rotated_bev_iou).
+left without a positive. NMS uses the exact rotated BEV IoU (perception.boxes.rotated_bev_iou).
 """
 from __future__ import annotations
 
