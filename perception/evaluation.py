@@ -72,6 +72,17 @@ def detection_summary(metrics_dict: dict) -> dict:
     }
 
 
+def empty_detection_summary() -> dict:
+    """The scores of a results file without a single box (what DetectionEval would give if it ran)."""
+    return {
+        "NDS": 0.0, "mAP": 0.0, "mATE": 1.0, "mASE": 1.0, "mAOE": 1.0, "mAVE": 1.0, "mAAE": 1.0,
+        "per_class_AP": {name: 0.0 for name in DETECTION_NAMES},
+        "per_class_tp_errors": {name: {} for name in DETECTION_NAMES},
+        "AP_per_distance": {name: {} for name in DETECTION_NAMES},
+        "note": "no predicted box in the results: DetectionEval not run (the devkit fails on empty results); worst scores",
+    }
+
+
 def run_detection_eval(
     nusc: "NuScenes",
     results_path: str | Path,
@@ -83,6 +94,13 @@ def run_detection_eval(
     'num_samples', and writes the devkit's metrics (metrics_details.json, metrics_summary.json) to output_dir."""
     from nuscenes.eval.common.config import config_factory
     from nuscenes.eval.detection.evaluate import DetectionEval
+
+    with open(results_path) as f:
+        num_boxes = sum(len(v) for v in json.load(f).get("results", {}).values())
+    if num_boxes == 0:
+        # The devkit cannot score an empty results file (its class-field lookup fails on no box);
+        # with no prediction every metric is at its worst by definition: AP 0, TP errors 1, NDS 0.
+        return empty_detection_summary()
 
     tmp = None
     if output_dir is None:
@@ -213,3 +231,132 @@ class RoadAccumulator:
             out["chamfer_AP_class_mean"] = {c: nan(v) for c, v in ap["class_ap"].items()}
             out["chamfer_mAP"] = nan(ap["mAP"])
         return out
+
+
+# ---- running a model over a split -----------------------------------------------------------------------
+
+
+def default_attribute(name: str, speed: float) -> str:
+    """The attribute written for a class at a speed (the runtime's own choice, runtime/sink.py)."""
+    from runtime.sink import _default_attribute
+
+    return _default_attribute(name, speed)
+
+
+def submission_entries(dets, sample_token: str, ego_to_global, max_boxes: int = 500) -> list[dict]:
+    """Ego-frame perception.structures.Detections of a keyframe -> official submission boxes (global frame)."""
+    from replay.submission import detection_entry
+
+    order = np.argsort(-dets.scores.detach().cpu().numpy(), kind="stable")[:max_boxes]
+    boxes = dets.to_global(ego_to_global)
+    out = []
+    for box in (boxes[i] for i in order):
+        speed = float(np.hypot(*box["velocity"][:2]))
+        out.append(detection_entry(sample_token, box["translation"], np.maximum(box["size"], 1e-3), box["rotation"],
+                                   box["velocity"], box["detection_name"], box["detection_score"],
+                                   default_attribute(box["detection_name"], speed)))
+    return out
+
+
+@dataclass
+class ModelRun:
+    """What one pass of a model over a split collected."""
+
+    results: dict[str, list[dict]] = field(default_factory=dict)  # sample token -> submission boxes
+    segmentation: SegmentationAccumulator = field(default_factory=SegmentationAccumulator)
+    road: RoadAccumulator = field(default_factory=RoadAccumulator)
+    frames: int = 0
+    keyframes: int = 0
+    wall_s: float = 0.0
+
+
+def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 500) -> ModelRun:
+    """Stream every frame set of `source` through `model` (state reset at each new scene, so sweeps warm
+    the temporal state); at keyframes decode and collect detections, segmentation and road metrics."""
+    import time
+
+    import torch
+
+    from perception.batching import frame_set_inputs, rectify_label
+    from perception.rectify import Rectifier
+    from perception.road import rasterize_road
+    from runtime.messages import CAMERA_CHANNELS
+
+    rect = Rectifier(model.config.rectify)
+    road_cfg = model.road_head.config
+    grid = model.config.grid
+    run = ModelRun()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(source), desc="eval", unit="frame", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    state = None
+    model.eval()
+    with torch.no_grad():
+        for fs in source.frame_sets():
+            x = frame_set_inputs(fs, rect)
+            out, state = model(x, state)
+            run.frames += 1
+            if bar is not None:
+                bar.update(1)
+            if not fs.is_keyframe:
+                continue
+            run.keyframes += 1
+            post = model.postprocess(out)[0]
+            run.results[fs.sample_token] = submission_entries(post["detections"], fs.sample_token, fs.ego_to_global, max_boxes)
+            gt = gt_reader.for_frame_set(fs)
+            for cam, label in zip(fs.cameras, gt.seg_labels):
+                if label is None:
+                    continue
+                target = rectify_label(rect, cam.channel, label, cam.intrinsic, cam.sensor_to_ego.matrix)
+                run.segmentation.update(post["seg"][CAMERA_CHANNELS.index(cam.channel)].long(), target)
+            if gt.road is not None:
+                prob = torch.sigmoid(out.road_logits[0].float())
+                gt_mask = rasterize_road(gt.road, grid, road_cfg.upsample, road_cfg.thickness_m)
+                run.road.update((prob > road_cfg.threshold).numpy(), gt_mask > 0.5,
+                                model.road_head.vectorize_scored(out.road_logits)[0], gt.road)
+    if bar is not None:
+        bar.close()
+    run.wall_s = time.perf_counter() - t0
+    return run
+
+
+def evaluation_report(detection: dict | None, segmentation: dict | None, road: dict | None, meta: dict) -> dict:
+    """The JSON `bevstream eval` writes: each section, or 'not available' with the reason."""
+    return {
+        "meta": meta,
+        "detection": detection if detection is not None else NOT_AVAILABLE,
+        "segmentation": segmentation if segmentation is not None else f"{NOT_AVAILABLE} (no label images in this dataroot)",
+        "road": road if road is not None else f"{NOT_AVAILABLE} (no road geometry in this dataroot)",
+    }
+
+
+def format_report(report: dict) -> str:
+    """A short human-readable table of the report."""
+    lines = []
+    det = report["detection"]
+    if isinstance(det, dict):
+        lines.append("detection (nuScenes DetectionEval, detection_cvpr_2019)")
+        lines.append("  " + "  ".join(f"{k} {det[k]:.4f}" for k in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")))
+        lines.append("  AP " + "  ".join(f"{k} {v:.3f}" for k, v in det["per_class_AP"].items()))
+    else:
+        lines.append(f"detection: {det}")
+    seg = report["segmentation"]
+    if isinstance(seg, dict):
+        lines.append("segmentation  " + "  ".join(f"{k} {seg[k]:.4f}" for k in ("PA", "MPA", "mIoU", "FWIoU")))
+        lines.append("  IoU " + "  ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in seg["per_class_IoU"].items()))
+    else:
+        lines.append(f"segmentation: {seg}")
+    road = report["road"]
+    if isinstance(road, dict):
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append("road  IoU " + "  ".join(f"{k} {fmt(v)}" for k, v in road["IoU"].items()))
+        if "chamfer_AP" in road:
+            for c, aps in road["chamfer_AP"].items():
+                lines.append(f"  Chamfer AP {c}: " + "  ".join(f"@{t}m {fmt(v)}" for t, v in aps.items()))
+            lines.append(f"  Chamfer mAP {fmt(road['chamfer_mAP'])}")
+    else:
+        lines.append(f"road: {road}")
+    return "\n".join(lines)

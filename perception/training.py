@@ -355,3 +355,41 @@ def read_curve(path: str | Path) -> list[dict]:
     """The rows of a curve.jsonl."""
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# ---- trained models -------------------------------------------------------------------------------------
+
+
+def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
+    """Write the small file the runtime ships: model weights + model config (+ step), no optimizer state."""
+    state = load_checkpoint(checkpoint)
+    out = {
+        "format": CHECKPOINT_FORMAT,
+        "model": state["model"],
+        "step": state["step"],
+        "config": {"model": (state.get("config") or {}).get("model"), "train": (state.get("config") or {}).get("train")},
+        "torch_rng": torch.get_rng_state(),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(out, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_trained_model(path: str | Path, options: dict | None = None):
+    """A BEVStreamModel in eval mode with the weights of a checkpoint or exported weights file.
+
+    The model config is the one saved with the weights (model_config_to_dict form); `options`
+    (runtime.yaml's model section) is used only for a file that carries none.
+    """
+    from perception.config import model_config_from_dict
+    from perception.model import BEVStreamModel
+
+    state = load_checkpoint(path)
+    saved = (state.get("config") or {}).get("model")
+    model = BEVStreamModel(model_config_from_dict(saved if saved is not None else options))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model

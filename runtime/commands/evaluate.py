@@ -1,0 +1,108 @@
+"""`bevstream eval`: score a model (or a results file) on a split: nuScenes detection, segmentation, road geometry."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HELP = "Evaluate on a split: the devkit's DetectionEval (NDS, mAP, ...), image segmentation and road-geometry metrics."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataroot")
+    parser.add_argument("--version", default="v1.0-mini", help="devkit table version (default v1.0-mini)")
+    parser.add_argument("--split", default="val", help="'val', 'train' or a devkit split name such as mini_val (default val)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="score this submission JSON (e.g. a replay's results_nusc.json) instead of running the model; "
+                             "detection only")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="model weights (default: model.checkpoint of the config, else the shipped weights)")
+    parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="report and devkit outputs go here (default runs/eval)")
+    parser.add_argument("--keyframes-only", action="store_true",
+                        help="run the model on keyframes only (faster; the temporal state then sees 2 Hz steps)")
+    parser.add_argument("--scenes", nargs="+", default=None, help="only these scenes of the split (detection then scores "
+                                                                   "the other samples as empty)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--config", type=Path, default=None, help="runtime.yaml (model section, checkpoint)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from perception.evaluation import (
+        evaluate_results_file,
+        eval_set_name,
+        evaluation_report,
+        format_report,
+        run_detection_eval,
+    )
+    from replay.clips import load_nusc
+    from runtime.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.config)
+        eval_set = eval_set_name(args.version, args.split)
+        nusc = load_nusc(str(args.dataroot), args.version)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"bevstream eval: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"dataroot": str(args.dataroot), "version": args.version, "eval_set": eval_set}
+    t0 = time.perf_counter()
+
+    if args.results is not None:
+        if not args.results.is_file():
+            print(f"bevstream eval: results file not found: {args.results}", file=sys.stderr)
+            return 2
+        detection = evaluate_results_file(nusc, args.results, eval_set, out / "detection", verbose=False)
+        meta.update(source="results file", results=str(args.results))
+        report = evaluation_report(detection, None, None, meta)
+        report["segmentation"] = report["road"] = "not available (scoring a results file: detection only)"
+    else:
+        import torch
+
+        from perception.evaluation import complete_results
+        from perception.model import BEVStreamModel
+        from perception.training import load_trained_model
+        from replay.groundtruth import GroundTruth
+        from replay.nuscenes_source import NuScenesSource
+        from replay.submission import write_submission
+        from perception.evaluation import run_model
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        ckpt = args.checkpoint if args.checkpoint is not None else cfg.model.resolved_checkpoint()
+        if ckpt is not None:
+            if not Path(ckpt).exists():
+                print(f"bevstream eval: checkpoint not found: {ckpt}", file=sys.stderr)
+                return 2
+            model = load_trained_model(ckpt, cfg.model.options)
+        else:
+            from perception.config import model_config_from_dict
+            from runtime.model import random_weights_warning
+
+            print(random_weights_warning(), file=sys.stderr)
+            model = BEVStreamModel(model_config_from_dict(cfg.model.options)).eval()
+        try:
+            source = NuScenesSource(args.dataroot, args.version, scenes=args.scenes, split=eval_set,
+                                    keyframes_only=args.keyframes_only)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"bevstream eval: {exc}", file=sys.stderr)
+            return 2
+        print(f"bevstream eval: {source.describe()}; checkpoint {ckpt or 'none (random weights)'}", flush=True)
+        gt = GroundTruth(nusc, model.config.grid)
+        mr = run_model(model, source, gt, progress=not args.no_progress)
+        path = write_submission(out / "results_nusc.json", complete_results(nusc, mr.results, eval_set))
+        detection = run_detection_eval(nusc, path, eval_set, out / "detection")
+        detection["samples_without_predictions"] = sum(1 for t in json.loads(path.read_text())["results"] if t not in mr.results)
+        meta.update(source="model", checkpoint=None if ckpt is None else str(ckpt), frames=mr.frames,
+                    keyframes=mr.keyframes, model_wall_s=round(mr.wall_s, 2),
+                    video_module=bool(model.config.video.enabled), results=str(path))
+        report = evaluation_report(detection, mr.segmentation.result(), mr.road.result(), meta)
+    report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(format_report(report))
+    print(f"report: {out / 'report.json'}")
+    return 0
