@@ -1,0 +1,72 @@
+"""`bevstream train` and `bevstream eval` end to end on the real scene with a tiny model (a few steps)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from runtime.cli import main
+
+TINY_MODEL = """
+model:
+  grid: {x_min: -25.6, x_max: 25.6, y_min: -25.6, y_max: 25.6, resolution: 1.6}
+  rectify: {image_size: [64, 112], focal: 92.0}
+  backbone: {widths: [8, 8, 16, 16, 16], out_channels: 16, skip_channels: 8}
+  seg: {channels: 8}
+  bev: {channels: 16, heads: 2}
+  video: {world_cells: 48, hidden_channels: 8, key_channels: 8}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_MODEL)
+    ckpt = tmp_path / "ckpt"
+    common = ["train", "--data", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val", "--keyframes-only",
+              "--allow-missing-road", "--out", str(ckpt), "--steps", "3", "--clip-length", "2", "--workers", "0",
+              "--config", str(cfg), "--no-progress", "--checkpoint-every", "1"]
+    assert main(common + ["--stop-at", "2"]) == 0
+    assert main(common + ["--resume", "--export-weights", str(tmp_path / "w.pt")]) == 0
+    rows = [json.loads(line) for line in (ckpt / "curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["loss"] > 0 for r in rows)
+    saved = torch.load(tmp_path / "w.pt", weights_only=False)
+    assert saved["step"] == 3 and "optimizer" not in saved and saved["config"]["model"]["video"]["enabled"] is True
+    assert json.loads((ckpt / "train_args.json").read_text())["scenes"][0].endswith("scene-0523")
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val",
+                 "--checkpoint", str(tmp_path / "w.pt"), "--out", str(out), "--keyframes-only", "--no-progress",
+                 "--config", str(cfg)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["keyframes"] == 40 and report["meta"]["checkpoint"] == str(tmp_path / "w.pt")
+    assert set(report["detection"]) >= {"NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "per_class_AP"}
+    assert report["segmentation"].startswith("not available") and report["road"].startswith("not available")
+    results = json.loads((out / "results_nusc.json").read_text())
+    assert len(results["results"]) == 40  # every sample of the split, as the devkit requires
+    assert "NDS" in capsys.readouterr().out
+
+
+def test_eval_of_a_results_file_and_bad_input(real_scene_root, tmp_path, capsys):
+    from nuscenes.nuscenes import NuScenes
+
+    from replay.submission import ground_truth_results, write_submission
+
+    nusc = NuScenes("v1.0-trainval", str(real_scene_root), verbose=False)
+    path = write_submission(tmp_path / "gt.json", ground_truth_results(nusc, "val"))
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val",
+                 "--results", str(path), "--out", str(tmp_path / "e")]) == 0
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["detection"]["NDS"] == pytest.approx(1.0, abs=1e-3)  # the visible annotations score perfectly
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "nope",
+                 "--results", str(path), "--out", str(tmp_path / "e")]) == 2
+    assert "unknown split" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
