@@ -1,0 +1,244 @@
+"""Transformer BEV encoder: learned BEV queries cross-attend to the features of all cameras (seed Part 2).
+
+Each BEV cell owns a learned query plus a 2D sinusoidal **raster positional encoding** of its (i, j).
+Keys carry a **camera-aware positional encoding**: the ego-frame direction of each feature pixel's ray
+(from intrinsics and extrinsics) and the camera centre, through an MLP; so the attention learns the
+image-to-BEV relation instead of assuming flat ground.
+
+Two attention modes:
+- ``"sampled"`` (default, cheap): each cell's pillar is sampled at a few heights; every (height, camera)
+  point that projects inside an image becomes one key/value, read with bilinear ``grid_sample`` from the
+  projected key/value maps (projection commutes with bilinear sampling). A cell attends only to its own
+  few keys (BEVFormer-style spatial cross-attention). The sampling layout depends only on the
+  calibration and is cached; with rectified (canonical) cameras it never changes.
+- ``"dense"``: every cell attends to every pixel of every camera (masked for missing cameras).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from perception.grid import BEVGrid
+
+
+@dataclass(frozen=True)
+class BEVEncoderConfig:
+    channels: int = 64  # BEV feature channels
+    heads: int = 4
+    attention: str = "sampled"  # "sampled" (pillar points) or "dense" (all pixels of all cameras)
+    pillar_heights: tuple[float, ...] = (-0.5, 0.5, 1.5, 2.5)  # ego z (m) of the sampled pillar points
+    num_layers: int = 1  # cross-attention layers (queries refined, same keys)
+    ffn_ratio: int = 2
+    context_blocks: int = 1  # separable residual conv blocks on the BEV raster after attention
+
+    def __post_init__(self) -> None:
+        if self.attention not in ("sampled", "dense"):
+            raise ValueError(f"BEVEncoderConfig.attention must be 'sampled' or 'dense', got {self.attention!r}")
+        if self.channels % self.heads or self.channels % 4:
+            raise ValueError(f"BEVEncoderConfig.channels ({self.channels}) must divide by heads ({self.heads}) and 4")
+        if not self.pillar_heights:
+            raise ValueError("BEVEncoderConfig.pillar_heights must not be empty")
+
+
+def raster_encoding(h: int, w: int, channels: int) -> torch.Tensor:
+    """(channels, h, w) 2D sinusoidal encoding: channels/4 frequencies per axis, sin and cos."""
+    f = channels // 4
+    freqs = torch.exp(-math.log(1000.0) * torch.arange(f, dtype=torch.float32) / max(f, 1))  # (f,)
+    i = torch.arange(h, dtype=torch.float32)[:, None] * freqs  # (h, f)
+    j = torch.arange(w, dtype=torch.float32)[:, None] * freqs  # (w, f)
+    ei = torch.cat([i.sin(), i.cos()], dim=1)  # (h, 2f)
+    ej = torch.cat([j.sin(), j.cos()], dim=1)  # (w, 2f)
+    enc = torch.cat([ei[:, None, :].expand(h, w, 2 * f), ej[None, :, :].expand(h, w, 2 * f)], dim=-1)
+    return enc.permute(2, 0, 1).contiguous()
+
+
+def pixel_rays(intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, feat_size: tuple[int, int], stride: int) -> torch.Tensor:
+    """(..., 3, 3), (..., 4, 4) -> (..., Hf, Wf, 3) unit ego-frame ray of each feature pixel's centre."""
+    hf, wf = feat_size
+    dev, dt = intrinsics.device, intrinsics.dtype
+    v = torch.arange(hf, device=dev, dtype=dt) * stride + (stride - 1) / 2.0
+    u = torch.arange(wf, device=dev, dtype=dt) * stride + (stride - 1) / 2.0
+    vv, uu = torch.meshgrid(v, u, indexing="ij")
+    pix = torch.stack([uu, vv, torch.ones_like(uu)], dim=-1)  # (Hf, Wf, 3)
+    kinv = torch.linalg.inv(intrinsics)  # (..., 3, 3)
+    rot = cam_to_ego[..., :3, :3] @ kinv  # (..., 3, 3)
+    rays = torch.einsum("...ij,hwj->...hwi", rot, pix)
+    return F.normalize(rays, dim=-1)
+
+
+@dataclass
+class SampledLayout:
+    """Which camera pixels each BEV cell reads: built once per calibration."""
+
+    grid: torch.Tensor  # (Ncam, 1, Nmax, 2) grid_sample coords of every camera's points
+    index: torch.Tensor  # (HW, K) index into the flattened (Ncam*Nmax + 1) samples; last = zero pad
+    cam: torch.Tensor  # (HW, K) camera of each slot (0 for padding)
+    valid: torch.Tensor  # (HW, K) bool
+
+
+def build_sampled_layout(
+    grid: BEVGrid, heights: tuple[float, ...], intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, image_size: tuple[int, int]
+) -> SampledLayout:
+    """Project every cell's pillar points into every camera; keep those in front and inside the image."""
+    h_img, w_img = image_size
+    ncam = intrinsics.shape[0]
+    centers = grid.cell_centers(dtype=torch.float64).reshape(-1, 2)  # (HW, 2)
+    hw, nz = centers.shape[0], len(heights)
+    z = torch.tensor(heights, dtype=torch.float64)
+    pts = torch.cat([centers[:, None, :].expand(hw, nz, 2), z[None, :, None].expand(hw, nz, 1)], dim=-1)  # (HW, Z, 3)
+    k = intrinsics.double()
+    t = cam_to_ego.double()
+    cam_pts = torch.einsum("cji,cpzj->cpzi", t[:, :3, :3], pts[None] - t[:, None, None, :3, 3])  # R^T (X - t): (Ncam, HW, Z, 3)
+    depth = cam_pts[..., 2]
+    uvw = torch.einsum("cij,cpzj->cpzi", k, cam_pts)
+    uv = uvw[..., :2] / depth.clamp(min=1e-6)[..., None]
+    valid = (depth > 0.1) & (uv[..., 0] >= -0.5) & (uv[..., 0] <= w_img - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= h_img - 0.5)
+    gxy = torch.stack([(2 * uv[..., 0] + 1) / w_img - 1, (2 * uv[..., 1] + 1) / h_img - 1], dim=-1)  # (Ncam, HW, Z, 2)
+    # Per camera: the list of its valid points, padded to the longest list.
+    per_cam = [valid[c].reshape(-1).nonzero().squeeze(1) for c in range(ncam)]  # flat (cell*Z + z) indices
+    nmax = max(1, max(len(p) for p in per_cam))
+    sample_grid = torch.full((ncam, 1, nmax, 2), -4.0, dtype=torch.float32)
+    flat_of = torch.full((ncam, hw * nz), -1, dtype=torch.long)  # (cam, cell*Z+z) -> flat sample index
+    for c, idx in enumerate(per_cam):
+        sample_grid[c, 0, : len(idx)] = gxy[c].reshape(-1, 2)[idx].float()
+        flat_of[c, idx] = c * nmax + torch.arange(len(idx))
+    slots = flat_of.reshape(ncam, hw, nz).permute(1, 0, 2).reshape(hw, ncam * nz)  # (HW, Ncam*Z)
+    slot_cam = torch.arange(ncam)[None, :, None].expand(hw, ncam, nz).reshape(hw, ncam * nz)
+    ok = slots >= 0
+    kmax = max(1, int(ok.sum(1).max()))
+    # Compact each row's valid slots to the front (stable sort on "invalid").
+    order = torch.sort((~ok).to(torch.int8), dim=1, stable=True).indices[:, :kmax]
+    index = torch.gather(slots, 1, order)
+    cam = torch.gather(slot_cam, 1, order)
+    valid_k = torch.gather(ok, 1, order)
+    pad = ncam * nmax
+    return SampledLayout(grid=sample_grid, index=torch.where(valid_k, index, pad), cam=torch.where(valid_k, cam, 0), valid=valid_k)
+
+
+class CrossAttentionLayer(nn.Module):
+    """Pre-norm multi-head cross-attention of BEV tokens over per-token key sets, then an FFN."""
+
+    def __init__(self, channels: int, heads: int, ffn_ratio: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm_q = nn.LayerNorm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.out = nn.Linear(channels, channels)
+        self.norm_f = nn.LayerNorm(channels)
+        self.ffn = nn.Sequential(nn.Linear(channels, channels * ffn_ratio), nn.GELU(), nn.Linear(channels * ffn_ratio, channels))
+
+    def attend_sampled(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T, C); keys/values (B, T, K, C); mask (B, T, K) bool -> (B, T, C)."""
+        b, t, k, c = keys.shape
+        h, d = self.heads, c // self.heads
+        q = self.q(self.norm_q(tokens)).view(b, t, 1, h, d)
+        scores = (q * keys.view(b, t, k, h, d)).sum(-1) / math.sqrt(d)  # (B, T, K, h)
+        scores = scores.masked_fill(~mask[..., None], float("-inf"))
+        attn = torch.softmax(scores, dim=2).nan_to_num(0.0)  # cells with no visible key read nothing
+        ctx = (attn[..., None] * values.view(b, t, k, h, d)).sum(2).reshape(b, t, c)
+        return self.finish(tokens, ctx)
+
+    def attend_dense(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T, C); keys/values (B, S, C); mask (B, S) bool -> (B, T, C)."""
+        b, t, c = tokens.shape
+        h, d = self.heads, c // self.heads
+        q = self.q(self.norm_q(tokens)).view(b, t, h, d).transpose(1, 2)
+        kk = keys.view(b, -1, h, d).transpose(1, 2)
+        vv = values.view(b, -1, h, d).transpose(1, 2)
+        bias = torch.zeros(mask.shape, dtype=tokens.dtype, device=tokens.device).masked_fill(~mask, float("-inf"))
+        ctx = F.scaled_dot_product_attention(q, kk, vv, attn_mask=bias[:, None, None, :])
+        ctx = ctx.nan_to_num(0.0).transpose(1, 2).reshape(b, t, c)
+        return self.finish(tokens, ctx)
+
+    def finish(self, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+        x = tokens + self.out(ctx)
+        return x + self.ffn(self.norm_f(x))
+
+
+class SeparableBlock(nn.Module):
+    """Residual depthwise 3x3 + pointwise MLP on the BEV raster: spreads context between cells."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels)
+        self.pw1 = nn.Conv2d(channels, channels, 1)
+        self.pw2 = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pw2(F.gelu(self.pw1(self.dw(x))))
+
+
+class BEVEncoder(nn.Module):
+    """Camera features (B, Ncam, Cimg, Hf, Wf) + calibration -> BEV feature (B, C, H, W) over `grid`."""
+
+    def __init__(self, in_channels: int, grid: BEVGrid, image_size: tuple[int, int], stride: int = 16, config: BEVEncoderConfig = BEVEncoderConfig()) -> None:
+        super().__init__()
+        self.config, self.grid, self.image_size, self.stride = config, grid, tuple(image_size), stride
+        c = config.channels
+        h, w = grid.shape
+        self.queries = nn.Parameter(torch.randn(c, h, w) * 0.02)
+        self.register_buffer("raster_pe", raster_encoding(h, w, c), persistent=False)
+        self.pe_proj = nn.Conv2d(c, c, 1)
+        self.key_proj = nn.Conv2d(in_channels, c, 1)
+        self.value_proj = nn.Conv2d(in_channels, c, 1)
+        self.ray_mlp = nn.Sequential(nn.Linear(6, c), nn.ReLU(inplace=True), nn.Linear(c, c))
+        self.layers = nn.ModuleList([CrossAttentionLayer(c, config.heads, config.ffn_ratio) for _ in range(config.num_layers)])
+        self.context = nn.Sequential(*[SeparableBlock(c) for _ in range(config.context_blocks)])
+        self._layouts: dict[bytes, SampledLayout] = {}
+
+    def camera_encoding(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, feat_size: tuple[int, int]) -> torch.Tensor:
+        """(B, Ncam, 3, 3), (B, Ncam, 4, 4) -> (B, Ncam, C, Hf, Wf) ray + camera-centre encoding."""
+        rays = pixel_rays(intrinsics.float(), cam_to_ego.float(), feat_size, self.stride)  # (B, Ncam, Hf, Wf, 3)
+        centre = (cam_to_ego[..., :3, 3].float() / 5.0)[:, :, None, None, :].expand_as(rays)
+        enc = self.ray_mlp(torch.cat([rays, centre], dim=-1))  # (B, Ncam, Hf, Wf, C)
+        return enc.permute(0, 1, 4, 2, 3)
+
+    def layout(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor) -> SampledLayout:
+        """Cached per calibration (Ncam, 3, 3) + (Ncam, 4, 4)."""
+        key = intrinsics.detach().cpu().double().numpy().tobytes() + cam_to_ego.detach().cpu().double().numpy().tobytes()
+        lay = self._layouts.get(key)
+        if lay is None:
+            if len(self._layouts) > 32:
+                self._layouts.clear()
+            lay = build_sampled_layout(self.grid, self.config.pillar_heights, intrinsics.detach().cpu(), cam_to_ego.detach().cpu(), self.image_size)
+            self._layouts[key] = lay
+        return lay
+
+    def forward(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor) -> torch.Tensor:
+        b, ncam, _, hf, wf = feats.shape
+        c = self.config.channels
+        h, w = self.grid.shape
+        flat = feats.reshape(b * ncam, *feats.shape[2:])
+        keys = self.key_proj(flat).view(b, ncam, c, hf, wf) + self.camera_encoding(intrinsics, cam_to_ego, (hf, wf))
+        values = self.value_proj(flat).view(b, ncam, c, hf, wf)
+        query = self.queries[None] + self.pe_proj(self.raster_pe[None])  # (1, C, H, W)
+        tokens = query.flatten(2).transpose(1, 2).expand(b, h * w, c)  # (B, HW, C)
+        if self.config.attention == "dense":
+            k = keys.permute(0, 1, 3, 4, 2).reshape(b, ncam * hf * wf, c)
+            v = values.permute(0, 1, 3, 4, 2).reshape(b, ncam * hf * wf, c)
+            m = camera_mask[:, :, None].expand(b, ncam, hf * wf).reshape(b, -1)
+            for layer in self.layers:
+                tokens = layer.attend_dense(tokens, k, v, m)
+        else:
+            ks, vs, ms = [], [], []
+            for i in range(b):
+                lay = self.layout(intrinsics[i], cam_to_ego[i])
+                kv = torch.cat([keys[i], values[i]], dim=1)  # (Ncam, 2C, Hf, Wf)
+                samp = F.grid_sample(kv, lay.grid.to(kv.device), mode="bilinear", padding_mode="zeros", align_corners=False)
+                samp = samp[:, :, 0].permute(0, 2, 1).reshape(-1, 2 * c)  # (Ncam*Nmax, 2C)
+                samp = torch.cat([samp, samp.new_zeros(1, 2 * c)], dim=0)
+                g = samp[lay.index.to(kv.device)]  # (HW, K, 2C)
+                ks.append(g[..., :c])
+                vs.append(g[..., c:])
+                ms.append(lay.valid.to(kv.device) & camera_mask[i][lay.cam.to(kv.device)])
+            kmax = max(x.shape[1] for x in ks)
+            pad = lambda x: F.pad(x, (0, 0, 0, kmax - x.shape[1])) if x.ndim == 3 else F.pad(x, (0, kmax - x.shape[1]))
+            k, v, m = torch.stack([pad(x) for x in ks]), torch.stack([pad(x) for x in vs]), torch.stack([pad(x) for x in ms])
+            for layer in self.layers:
+                tokens = layer.attend_sampled(tokens, k, v, m)
+        bev = tokens.transpose(1, 2).reshape(b, c, h, w)
+        return self.context(bev)  # (B, C, H, W)

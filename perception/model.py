@@ -1,0 +1,214 @@
+"""BEVStreamModel: six cameras in, BEV detections + road geometry + per-camera segmentation out, streaming.
+
+    images (B, Ncam, 3, H, W) --Backbone (shared, cameras batched)--> feats (B, Ncam, C, H/16, W/16)
+                                +--SegmentationHead--> seg logits (B, Ncam, K, H/4, W/4)
+    feats + calibration --BEVEncoder--> bev (B, C, Hb, Wb)
+    bev + poses/time/kinematics + TemporalState --VideoModule--> fused bev, new state
+    fused bev --DetectionHead / RoadHead--> detections, road masks
+
+`forward(inputs, state) -> (outputs, state)` is the streaming entry point; the runtime may run its two
+halves in different actors: `encode_images` (per-camera work) and `bev_step` (BEV + temporal + heads).
+`forward_clip` trains over consecutive frames, carrying the state through the clip.
+Images reach the model already rectified and resized (perception.rectify.Rectifier).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from perception.backbone import Backbone, BackboneConfig
+from perception.bev_encoder import BEVEncoder, BEVEncoderConfig
+from perception.detection import DetectionHead, DetectionHeadConfig
+from perception.grid import BEVGrid
+from perception.rectify import RectifyConfig
+from perception.road import RoadHead, RoadHeadConfig
+from perception.segmentation import SegHeadConfig, SegmentationHead, upsample_logits
+from perception.state import TemporalState
+from perception.video import VideoConfig, VideoModule
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    seg: float = 1.0
+    det_cls: float = 1.0
+    det_reg: float = 1.0
+    road: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    grid: BEVGrid = BEVGrid()
+    rectify: RectifyConfig = RectifyConfig()  # its image_size is the model input size
+    backbone: BackboneConfig = BackboneConfig()
+    seg: SegHeadConfig = SegHeadConfig()
+    bev: BEVEncoderConfig = BEVEncoderConfig()
+    video: VideoConfig = VideoConfig()
+    # Heads slimmed from their own defaults to fit the 50 ms tick (bench/model.py): ~0.25 + ~0.2 GFLOP.
+    detection: DetectionHeadConfig = DetectionHeadConfig(hidden_channels=32)
+    road: RoadHeadConfig = RoadHeadConfig(hidden_channels=16)
+    loss: LossWeights = LossWeights()
+    num_cameras: int = 6
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.rectify.image_size)
+
+
+@dataclass
+class ModelInputs:
+    """One tick for B streams. Images already rectified/resized to the model input size."""
+
+    images: torch.Tensor  # (B, Ncam, 3, H, W) float in [0, 1]
+    intrinsics: torch.Tensor  # (B, Ncam, 3, 3)
+    cam_to_ego: torch.Tensor  # (B, Ncam, 4, 4)
+    camera_mask: torch.Tensor  # (B, Ncam) bool; False: camera missing this tick
+    ego_to_global: torch.Tensor  # (B, 4, 4) float64
+    timestamp_s: torch.Tensor  # (B,) float64
+    kinematics: torch.Tensor  # (B, 7) EgoKinematics.as_array
+    reset: torch.Tensor  # (B,) bool: new scene, forget the temporal state
+
+    def validate(self, num_cameras: int, image_size: tuple[int, int]) -> None:
+        b = self.images.shape[0]
+        expect = {
+            "images": (b, num_cameras, 3, *image_size),
+            "intrinsics": (b, num_cameras, 3, 3),
+            "cam_to_ego": (b, num_cameras, 4, 4),
+            "camera_mask": (b, num_cameras),
+            "ego_to_global": (b, 4, 4),
+            "timestamp_s": (b,),
+            "kinematics": (b, 7),
+            "reset": (b,),
+        }
+        for name, shape in expect.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise ValueError(f"ModelInputs.{name} has shape {got}, expected {shape}")
+
+
+@dataclass
+class Targets:
+    """Training targets of one tick."""
+
+    gt_boxes: list[torch.Tensor]  # B x (N_b, 9) ego x, y, z, w, l, h, yaw, vx, vy
+    gt_labels: list[torch.Tensor]  # B x (N_b,) int64 into DETECTION_NAMES
+    road_masks: torch.Tensor  # (B, 2, H_r, W_r) float {0, 1}, ROAD_CLASSES
+    seg_labels: torch.Tensor  # (B, Ncam, H, W) int64 into SEG_CLASSES, 255 = ignore
+
+
+@dataclass
+class ModelOutputs:
+    detection: dict[str, torch.Tensor]  # DetectionHead.forward output
+    road_logits: torch.Tensor  # (B, 2, H_r, W_r)
+    seg_logits: torch.Tensor  # (B, Ncam, K, H/4, W/4)
+    bev: torch.Tensor  # (B, C, Hb, Wb) fused BEV feature the heads read
+
+
+class BEVStreamModel(nn.Module):
+    def __init__(self, config: ModelConfig = ModelConfig(), detection_head: nn.Module | None = None, road_head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        bb = config.backbone
+        self.backbone = Backbone(bb)
+        self.seg_head = SegmentationHead(bb.out_channels, bb.skip_channels, bb.widths[1], config.seg)
+        self.bev_encoder = BEVEncoder(bb.out_channels, config.grid, config.image_size, Backbone.stride, config.bev)
+        c = config.bev.channels
+        self.video = VideoModule(c, config.grid, config.video) if config.video.enabled else None
+        # Heads may be injected (tests, experiments); by default those of perception.detection / perception.road.
+        self.detection_head = detection_head if detection_head is not None else DetectionHead(c, config.grid, config.detection)
+        self.road_head = road_head if road_head is not None else RoadHead(c, config.grid, config.road)
+
+    # ------------------------------------------------------------ stages
+    def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, Ncam, 3, H, W) -> feats (B, Ncam, C, H/16, W/16), seg logits (B, Ncam, K, H/4, W/4)."""
+        if images.ndim != 5:
+            raise ValueError(f"encode_images expects (B, Ncam, 3, H, W), got {tuple(images.shape)}")
+        b, n = images.shape[:2]
+        f = self.backbone(images.reshape(b * n, *images.shape[2:]))
+        seg = self.seg_head(f)
+        s16 = f["s16"]
+        return s16.view(b, n, *s16.shape[1:]), seg.view(b, n, *seg.shape[1:])
+
+    def initial_state(self, batch: int, device=None) -> TemporalState | None:
+        return self.video.initial_state(batch, device) if self.video is not None else None
+
+    def bev_step(self, feats: torch.Tensor, inputs: ModelInputs, state: TemporalState | None) -> tuple[dict, TemporalState | None]:
+        """Camera features + calibration + ego motion + state -> head outputs and the next state.
+
+        Returns ({'detection', 'road_logits', 'bev'}, state). With the video module off, state passes through.
+        """
+        mask = inputs.camera_mask.to(feats.device).bool()
+        feats = feats * mask[:, :, None, None, None].to(feats.dtype)  # missing cameras: zero features
+        bev = self.bev_encoder(feats, inputs.intrinsics, inputs.cam_to_ego, mask)  # (B, C, Hb, Wb)
+        if self.video is not None:
+            bev, state = self.video(bev, inputs.ego_to_global, inputs.timestamp_s, inputs.kinematics, inputs.reset, state)
+        return {"detection": self.detection_head(bev), "road_logits": self.road_head(bev), "bev": bev}, state
+
+    def forward(self, inputs: ModelInputs, state: TemporalState | None = None) -> tuple[ModelOutputs, TemporalState | None]:
+        inputs.validate(self.config.num_cameras, self.config.image_size)
+        feats, seg = self.encode_images(inputs.images)
+        out, state = self.bev_step(feats, inputs, state)
+        return ModelOutputs(detection=out["detection"], road_logits=out["road_logits"], seg_logits=seg, bev=out["bev"]), state
+
+    # ------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def postprocess(self, outputs: ModelOutputs, seg_size: tuple[int, int] | None = None) -> list[dict]:
+        """Per item: {'detections': Detections (ego), 'road': {'lane_divider': [(N,2)], 'road_edge': [...]} (ego),
+        'seg': (Ncam, H, W) uint8 label maps at `seg_size` (default: the model input size)}."""
+        dets = self.detection_head.decode(outputs.detection)
+        roads = self.road_head.vectorize(outputs.road_logits)
+        size = seg_size or self.config.image_size
+        labels = upsample_logits(outputs.seg_logits, size).argmax(dim=2).to(torch.uint8)  # (B, Ncam, H, W)
+        return [{"detections": d, "road": r, "seg": s} for d, r, s in zip(dets, roads, labels)]
+
+    # ------------------------------------------------------------ training
+    def losses(self, outputs: ModelOutputs, targets: Targets, camera_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-tick losses: CE on segmentation (logits upsampled to the labels), detection and road heads'."""
+        labels = targets.seg_labels.long()
+        if camera_mask is not None:  # no supervision for a camera the model did not see
+            labels = labels.masked_fill(~camera_mask.bool()[:, :, None, None], IGNORE_INDEX)
+        logits = upsample_logits(outputs.seg_logits, tuple(labels.shape[-2:]))  # (B, Ncam, K, H, W)
+        if (labels != IGNORE_INDEX).any():
+            seg = F.cross_entropy(logits.flatten(0, 1), labels.flatten(0, 1), ignore_index=IGNORE_INDEX)
+        else:
+            seg = logits.sum() * 0.0
+        out = {"seg": seg}
+        out.update(self.detection_head.loss(outputs.detection, targets.gt_boxes, targets.gt_labels))
+        out.update(self.road_head.loss(outputs.road_logits, targets.road_masks))
+        return out
+
+    def forward_clip(self, clip: list[ModelInputs], targets: list[Targets], state: TemporalState | None = None) -> dict[str, torch.Tensor]:
+        """Run consecutive ticks carrying the state; mean per-tick losses and their weighted 'total'."""
+        if len(clip) != len(targets) or not clip:
+            raise ValueError(f"forward_clip: {len(clip)} inputs and {len(targets)} targets (need equal, >= 1)")
+        sums: dict[str, torch.Tensor] = {}
+        for inp, tgt in zip(clip, targets):
+            out, state = self(inp, state)
+            for k, v in self.losses(out, tgt, inp.camera_mask).items():
+                sums[k] = sums.get(k, 0.0) + v
+        mean = {k: v / len(clip) for k, v in sums.items()}
+        w = self.config.loss
+        weights = {"seg": w.seg, "det_cls": w.det_cls, "det_reg": w.det_reg, "road": w.road}
+        mean["total"] = sum(weights.get(k, 1.0) * v for k, v in mean.items())
+        return mean
+
+
+def inputs_from_numpy(
+    images: np.ndarray, intrinsics: np.ndarray, cam_to_ego: np.ndarray, camera_mask: np.ndarray,
+    ego_to_global: np.ndarray, timestamp_s: float, kinematics: np.ndarray, reset: bool,
+) -> ModelInputs:
+    """One stream's tick (no batch dim; images (Ncam, 3, H, W) float [0,1]) -> batched ModelInputs (B=1)."""
+    return ModelInputs(
+        images=torch.as_tensor(images, dtype=torch.float32)[None],
+        intrinsics=torch.as_tensor(intrinsics, dtype=torch.float32)[None],
+        cam_to_ego=torch.as_tensor(cam_to_ego, dtype=torch.float32)[None],
+        camera_mask=torch.as_tensor(camera_mask, dtype=torch.bool)[None],
+        ego_to_global=torch.as_tensor(ego_to_global, dtype=torch.float64)[None],
+        timestamp_s=torch.tensor([timestamp_s], dtype=torch.float64),
+        kinematics=torch.as_tensor(kinematics, dtype=torch.float32)[None],
+        reset=torch.tensor([reset]),
+    )

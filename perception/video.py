@@ -1,0 +1,274 @@
+"""Video module (seed Part 2): feature queues, ego-motion alignment, fusion, and a world-fixed spatial GRU.
+
+Per tick, with the current single-frame BEV feature x (B, C, H, W):
+1. every queue entry is warped into the current ego frame from the two poses (2D rigid motion:
+   `affine_grid` + `grid_sample` on the BEV raster);
+2. fusion: each cell attends over its warped entries (keys carry encodings of the entry's time and
+   distance offset and which queue it came from; a learned "nothing" key lets it ignore them all),
+   plus an encoding of the ego kinematics;
+3. spatial GRU: its hidden state is a raster fixed to the world (a rolling window, re-centred by whole
+   cells when the ego nears its edge). The hidden state is read into the ego frame, updated by a
+   separable ConvGRU with the fused feature, and written back only into the world cells inside the
+   BEV window (optionally within `update_radius_m`): cells far from the car keep their memory untouched;
+4. the current x is pushed into the time queue (every `push_period_ms`) and the space queue (every
+   `push_distance_m` travelled; never while standing still).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from perception.grid import BEVGrid
+from perception.state import FeatureQueue, TemporalState
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    enabled: bool = True  # False: single-frame model (BEVFormer-S style ablation)
+    time_queue_length: int = 4
+    space_queue_length: int = 4
+    push_period_ms: float = 27.0
+    push_distance_m: float = 1.0
+    key_channels: int = 16  # fusion attention key size
+    hidden_channels: int = 32  # spatial GRU hidden raster channels
+    world_cells: int = 128  # side of the world-fixed hidden raster (cells of the BEV grid's resolution)
+    recenter_cells: int = 16  # re-centre the raster when the ego is this many cells off its centre
+    update_radius_m: float | None = None  # None: update every cell inside the BEV window
+
+    def __post_init__(self) -> None:
+        for name in ("time_queue_length", "space_queue_length", "key_channels", "hidden_channels", "world_cells"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"VideoConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.push_period_ms < 0 or self.push_distance_m <= 0:
+            raise ValueError(f"VideoConfig: push_period_ms >= 0 and push_distance_m > 0, got {self.push_period_ms}, {self.push_distance_m}")
+
+
+# ---------------------------------------------------------------- 2D rigid geometry (float64)
+
+
+def pose_to_2d(m: torch.Tensor) -> torch.Tensor:
+    """(..., 4, 4) ego->global -> (..., 3, 3) planar transform (yaw about z, x/y translation)."""
+    yaw = torch.atan2(m[..., 1, 0], m[..., 0, 0])
+    c, s = torch.cos(yaw), torch.sin(yaw)
+    out = torch.zeros(*m.shape[:-2], 3, 3, dtype=torch.float64, device=m.device)
+    out[..., 0, 0], out[..., 0, 1], out[..., 1, 0], out[..., 1, 1] = c, -s, s, c
+    out[..., 0, 2], out[..., 1, 2], out[..., 2, 2] = m[..., 0, 3], m[..., 1, 3], 1.0
+    return out
+
+
+def metric_to_norm(x_min, x_max, y_min, y_max) -> torch.Tensor:
+    """(..., 3, 3) map metric (x, y, 1) -> grid_sample coords (col, row, 1) of a raster whose rows run
+    along x and columns along y (align_corners=False: -1 and +1 are the raster's outer edges)."""
+    x_min, x_max, y_min, y_max = (torch.as_tensor(v, dtype=torch.float64) for v in (x_min, x_max, y_min, y_max))
+    x_min, x_max, y_min, y_max = torch.broadcast_tensors(x_min, x_max, y_min, y_max)
+    xr, yr = x_max - x_min, y_max - y_min
+    out = torch.zeros(*x_min.shape, 3, 3, dtype=torch.float64)
+    out[..., 0, 1] = 2.0 / yr
+    out[..., 0, 2] = -1.0 - 2.0 * y_min / yr
+    out[..., 1, 0] = 2.0 / xr
+    out[..., 1, 2] = -1.0 - 2.0 * x_min / xr
+    out[..., 2, 2] = 1.0
+    return out
+
+
+def grid_norm(grid: BEVGrid) -> torch.Tensor:
+    return metric_to_norm(grid.x_min, grid.x_max, grid.y_min, grid.y_max)
+
+
+def warp_raster(src: torch.Tensor, src_from_dst: torch.Tensor, norm_src: torch.Tensor, norm_dst: torch.Tensor, out_hw: tuple[int, int], padding_mode: str = "zeros") -> torch.Tensor:
+    """Resample raster `src` (N, C, Hs, Ws) onto a destination raster (N, C, out_hw).
+
+    src_from_dst (N, 3, 3) maps destination metric coords to source metric coords; norm_* (N or 1, 3, 3)
+    map each raster's metric coords to its grid_sample coords.
+    """
+    theta = norm_src.to(src_from_dst.device) @ src_from_dst @ torch.linalg.inv(norm_dst.to(src_from_dst.device))
+    theta = theta[:, :2, :].to(src.dtype)
+    g = F.affine_grid(theta, [src.shape[0], src.shape[1], *out_hw], align_corners=False)
+    return F.grid_sample(src, g, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+
+
+def sinusoid(x: torch.Tensor, n: int, scale: float) -> torch.Tensor:
+    """(...,) -> (..., 2n) sin/cos of x/scale at n geometric frequencies."""
+    freqs = torch.exp(-math.log(100.0) * torch.arange(n, dtype=torch.float32, device=x.device) / max(n, 1))
+    a = (x.float() / scale)[..., None] * freqs * math.pi
+    return torch.cat([a.sin(), a.cos()], dim=-1)
+
+
+# ---------------------------------------------------------------- modules
+
+
+class SpatialGRUCell(nn.Module):
+    """ConvGRU with separable convolutions (depthwise 3x3 then pointwise): h' = (1-z) h + z tanh(W[x, r*h])."""
+
+    def __init__(self, in_channels: int, hidden_channels: int) -> None:
+        super().__init__()
+        c = in_channels + hidden_channels
+        self.dw_gates = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.pw_gates = nn.Conv2d(c, 2 * hidden_channels, 1)
+        self.dw_cand = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.pw_cand = nn.Conv2d(c, hidden_channels, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        z, r = torch.sigmoid(self.pw_gates(self.dw_gates(torch.cat([x, h], dim=1)))).chunk(2, dim=1)
+        cand = torch.tanh(self.pw_cand(self.dw_cand(torch.cat([x, r * h], dim=1))))
+        return (1 - z) * h + z * cand
+
+
+class VideoModule(nn.Module):
+    """(x (B, C, H, W), poses, times, kinematics, reset, state) -> (fused BEV (B, C, H, W), new state)."""
+
+    def __init__(self, channels: int, grid: BEVGrid, config: VideoConfig = VideoConfig()) -> None:
+        super().__init__()
+        self.channels, self.grid, self.config = channels, grid, config
+        kc, nf = config.key_channels, 8
+        self.q = nn.Conv2d(channels, kc, 1)
+        self.k = nn.Conv2d(channels, kc, 1)
+        self.offset_mlp = nn.Sequential(nn.Linear(4 * nf + 2, 32), nn.ReLU(inplace=True), nn.Linear(32, kc))
+        self.null_key = nn.Parameter(torch.zeros(kc))
+        self.out = nn.Conv2d(channels, channels, 1)
+        self.kin_mlp = nn.Sequential(nn.Linear(7, 32), nn.ReLU(inplace=True), nn.Linear(32, channels))
+        self.gru = SpatialGRUCell(channels, config.hidden_channels)
+        self.read = nn.Conv2d(config.hidden_channels, channels, 1)
+        self._nf = nf
+
+    # ------------------------------------------------------------ state helpers
+    def initial_state(self, batch: int, device=None) -> TemporalState:
+        c, hw, cfg = self.channels, self.grid.shape, self.config
+        n = cfg.world_cells
+        return TemporalState(
+            time_queue=FeatureQueue.empty(batch, cfg.time_queue_length, c, hw, device),
+            space_queue=FeatureQueue.empty(batch, cfg.space_queue_length, c, hw, device),
+            hidden=torch.zeros(batch, cfg.hidden_channels, n, n, device=device),
+            anchor_xy=torch.zeros(batch, 2, dtype=torch.float64, device=device),
+            odometer_m=torch.zeros(batch, dtype=torch.float64, device=device),
+            last_ego_to_global=torch.eye(4, dtype=torch.float64, device=device).expand(batch, 4, 4).clone(),
+            started=torch.zeros(batch, dtype=torch.bool, device=device),
+        )
+
+    def world_norm(self, anchor_xy: torch.Tensor) -> torch.Tensor:
+        """(B, 2) raster corners -> (B, 3, 3) global metric -> hidden raster grid coords."""
+        size = self.config.world_cells * self.grid.resolution
+        a = anchor_xy.cpu()
+        return metric_to_norm(a[:, 0], a[:, 0] + size, a[:, 1], a[:, 1] + size)
+
+    def snapped_anchor(self, xy: torch.Tensor) -> torch.Tensor:
+        """(B, 2) ego global xy -> raster corner on the world lattice, ego in the centre cell."""
+        res, n = self.grid.resolution, self.config.world_cells
+        return (torch.floor(xy / res) - n // 2) * res
+
+    def recenter(self, hidden: torch.Tensor, anchor: torch.Tensor, ego_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shift the raster by whole cells when the ego drifted more than recenter_cells from its centre."""
+        res, n = self.grid.resolution, self.config.world_cells
+        target = self.snapped_anchor(ego_xy)
+        shift = torch.round((target - anchor) / res).long()  # (B, 2) cells
+        far = (shift.abs() > self.config.recenter_cells).any(dim=1)
+        if not bool(far.any()):
+            return hidden, anchor
+        hidden = hidden.clone()
+        anchor = anchor.clone()
+        for b in far.nonzero().flatten().tolist():
+            si, sj = shift[b].tolist()
+            new = torch.zeros_like(hidden[b])
+            i0, i1 = max(0, -si), min(n, n - si)
+            j0, j1 = max(0, -sj), min(n, n - sj)
+            if i0 < i1 and j0 < j1:
+                new[:, i0:i1, j0:j1] = hidden[b, :, i0 + si : i1 + si, j0 + sj : j1 + sj]
+            hidden[b] = new
+            anchor[b] = anchor[b] + shift[b].double() * res
+        return hidden, anchor
+
+    def update_mask(self, anchor: torch.Tensor, ego2d: torch.Tensor) -> torch.Tensor:
+        """(B, 1, Hw, Ww) bool: world cells whose centre lies inside the BEV window (and update radius)."""
+        res, n, g = self.grid.resolution, self.config.world_cells, self.grid
+        idx = (torch.arange(n, dtype=torch.float64) + 0.5) * res
+        gx = anchor[:, 0, None, None] + idx[None, :, None]  # (B, n, 1)
+        gy = anchor[:, 1, None, None] + idx[None, None, :]  # (B, 1, n)
+        inv = torch.linalg.inv(ego2d)  # global -> ego
+        ex = inv[:, 0, 0, None, None] * gx + inv[:, 0, 1, None, None] * gy + inv[:, 0, 2, None, None]
+        ey = inv[:, 1, 0, None, None] * gx + inv[:, 1, 1, None, None] * gy + inv[:, 1, 2, None, None]
+        half = 0.5 * res
+        m = (ex >= g.x_min + half) & (ex <= g.x_max - half) & (ey >= g.y_min + half) & (ey <= g.y_max - half)
+        if self.config.update_radius_m is not None:
+            m = m & (ex * ex + ey * ey <= self.config.update_radius_m**2)
+        return m[:, None]
+
+    # ------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
+        b, c, h, w = x.shape
+        cfg, dev = self.config, x.device
+        pose = ego_to_global.double().cpu()
+        t = timestamp_s.double().cpu()
+        if state is None:
+            state = self.initial_state(b, dev)
+        if state.batch_size != b:
+            raise ValueError(f"VideoModule: state holds {state.batch_size} streams, inputs {b}")
+        fresh = reset.cpu().bool() | ~state.started.cpu()
+        state = state.reset(fresh)
+        # Odometry: planar distance since the previous tick (0 on a fresh start).
+        step = torch.linalg.norm(pose[:, :2, 3] - state.last_ego_to_global[:, :2, 3].cpu(), dim=1)
+        odometer = state.odometer_m.cpu() + torch.where(fresh, torch.zeros_like(step), step)
+        ego2d = pose_to_2d(pose)  # (B, 3, 3)
+
+        # 1. Warp every queue entry into the current ego frame.
+        queues = (state.time_queue, state.space_queue)
+        feats = torch.cat([q.feats for q in queues], dim=1)  # (B, L, C, H, W)
+        valid = torch.cat([q.valid for q in queues], dim=1).to(dev)  # (B, L)
+        entry_pose = torch.cat([q.ego_to_global for q in queues], dim=1).cpu()  # (B, L, 4, 4)
+        L = feats.shape[1]
+        entry_from_cur = torch.linalg.inv(pose_to_2d(entry_pose)) @ ego2d[:, None]  # (B, L, 3, 3)
+        n = grid_norm(self.grid)[None]
+        ones = torch.ones(b * L, 1, h, w, dtype=x.dtype, device=dev)
+        warped = warp_raster(torch.cat([feats.reshape(b * L, c, h, w), ones], 1), entry_from_cur.reshape(b * L, 3, 3).to(dev), n, n, (h, w))
+        warped = warped.view(b, L, c + 1, h, w)
+        inside = warped[:, :, c] > 0.5  # (B, L, H, W): the entry saw this cell
+        warped = warped[:, :, :c]
+
+        # 2. Fusion: attention over the entries, with offset encodings; a null key to ignore them all.
+        dt = t[:, None] - torch.cat([q.timestamp_s for q in queues], 1).cpu()  # (B, L) s
+        dd = odometer[:, None] - torch.cat([q.odometer_m for q in queues], 1).cpu()  # (B, L) m
+        which = torch.cat([torch.zeros(cfg.time_queue_length), torch.ones(cfg.space_queue_length)])[None].expand(b, L)
+        off = torch.cat([sinusoid(dt, self._nf, 1.0), sinusoid(dd, self._nf, 10.0), which[..., None], torch.ones(b, L, 1)], -1).to(dev)
+        kin = kinematics.float().to(dev)
+        xk = x + self.kin_mlp(kin)[:, :, None, None]
+        q = self.q(xk)  # (B, Kc, H, W)
+        k = self.k(warped.reshape(b * L, c, h, w)).view(b, L, -1, h, w) + self.offset_mlp(off)[..., None, None]
+        scores = (q[:, None] * k).sum(2) / math.sqrt(q.shape[1])  # (B, L, H, W)
+        scores = scores.masked_fill(~(inside & valid[:, :, None, None]), float("-inf"))
+        null = (q * self.null_key[None, :, None, None]).sum(1, keepdim=True) / math.sqrt(q.shape[1])  # (B, 1, H, W)
+        attn = torch.softmax(torch.cat([null, scores], 1), dim=1)[:, 1:]  # (B, L, H, W)
+        ctx = (attn[:, :, None] * warped).sum(1)  # (B, C, H, W)
+        fused = xk + self.out(ctx)
+
+        # 3. Spatial GRU on the world-fixed hidden raster.
+        hidden, anchor = state.hidden, state.anchor_xy.cpu()
+        anchor = torch.where(fresh[:, None], self.snapped_anchor(pose[:, :2, 3]), anchor)
+        hidden, anchor = self.recenter(hidden, anchor, pose[:, :2, 3])
+        wn = self.world_norm(anchor)
+        h_ego = warp_raster(hidden, ego2d.to(dev), wn, n, (h, w))  # world -> ego window
+        h_new = self.gru(fused, h_ego)  # (B, Ch, H, W)
+        nw = cfg.world_cells
+        written = warp_raster(h_new, torch.linalg.inv(ego2d).to(dev), n, wn, (nw, nw), padding_mode="border")
+        hidden = torch.where(self.update_mask(anchor, ego2d).to(dev), written, hidden)
+        out = fused + self.read(h_new)
+
+        # 4. Push the current single-frame feature.
+        kin_cpu = kinematics.float()
+        tq, sq = state.time_queue, state.space_queue
+        push_t = (t - tq.last_push_s.cpu()) >= cfg.push_period_ms / 1000.0 - 1e-6
+        push_s = (odometer - sq.last_push_odometer_m.cpu()) >= cfg.push_distance_m - 1e-9
+        tq = tq.push(push_t.to(dev), x, pose.to(dev), t.to(dev), odometer.to(dev), kin_cpu.to(dev))
+        sq = sq.push(push_s.to(dev), x, pose.to(dev), t.to(dev), odometer.to(dev), kin_cpu.to(dev))
+        new_state = TemporalState(
+            time_queue=tq,
+            space_queue=sq,
+            hidden=hidden,
+            anchor_xy=anchor.to(dev),
+            odometer_m=odometer.to(dev),
+            last_ego_to_global=pose.to(dev),
+            started=torch.ones(b, dtype=torch.bool, device=dev),
+        )
+        return out, new_state

@@ -1,0 +1,60 @@
+"""Backbone: conv/deconv sizes follow the lecture's formulas; cameras share weights in one batch."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from perception.backbone import Backbone, BackboneConfig, conv_out_size, deconv_out_size
+
+
+@pytest.mark.parametrize("size,k,s,p,d", list(itertools.product([7, 16, 23], [1, 3, 5], [1, 2, 3], [0, 1, 2], [1, 2]))[::3])
+def test_conv_output_size_formula(size, k, s, p, d):
+    if size + 2 * p - d * (k - 1) - 1 < 0:
+        pytest.skip("kernel larger than padded input")
+    out = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)(torch.zeros(1, 1, size, size))
+    assert out.shape[-1] == conv_out_size(size, k, s, p, d)
+
+
+@pytest.mark.parametrize("size,k,s,p,d,op", [(5, 4, 2, 1, 1, 0), (5, 3, 2, 1, 1, 1), (7, 3, 1, 0, 2, 0), (4, 2, 2, 0, 1, 0), (6, 5, 3, 2, 1, 2)])
+def test_deconv_output_size_formula(size, k, s, p, d, op):
+    out = nn.ConvTranspose2d(1, 1, k, stride=s, padding=p, dilation=d, output_padding=op)(torch.zeros(1, 1, size, size))
+    assert out.shape[-1] == deconv_out_size(size, k, s, p, d, op)
+
+
+def _expected(size: int) -> dict[str, int]:
+    s2 = conv_out_size(size, 3, 2, 1)  # stem
+    s4 = conv_out_size(s2, 3, 2, 1)  # stage1
+    s8 = conv_out_size(s4, 3, 2, 1)  # stage2
+    s16 = conv_out_size(conv_out_size(s8, 3, 2, 1), 3, 1, 2, 2)  # stage3, dilated stage4 (p = d keeps size)
+    return {"s4": s4, "s8": s8, "s16": s16}
+
+
+def test_backbone_shapes_follow_the_formulas():
+    cfg = BackboneConfig(widths=(8, 8, 16, 16, 16), out_channels=24, skip_channels=12)
+    net = Backbone(cfg).eval()
+    out = net(torch.rand(2, 3, 96, 176))
+    eh, ew = _expected(96), _expected(176)
+    assert out["s16"].shape == (2, 24, eh["s16"], ew["s16"]) == (2, 24, 6, 11)
+    assert out["s8"].shape == (2, 12, eh["s8"], ew["s8"])
+    assert out["s4"].shape == (2, 8, eh["s4"], ew["s4"])
+
+
+def test_cameras_batched_equal_cameras_alone():
+    torch.manual_seed(0)
+    net = Backbone(BackboneConfig(widths=(8, 8, 16, 16, 16), out_channels=16, skip_channels=8)).eval()
+    x = torch.rand(6, 3, 64, 96)
+    with torch.no_grad():
+        batched = net(x)["s16"]
+        alone = torch.cat([net(x[i : i + 1])["s16"] for i in range(6)])
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_rejects_bad_sizes():
+    net = Backbone(BackboneConfig(widths=(8, 8, 16, 16, 16), out_channels=16, skip_channels=8))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        net(torch.rand(1, 3, 100, 96))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        net(torch.rand(3, 64, 96))

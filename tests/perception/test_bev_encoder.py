@@ -1,0 +1,122 @@
+"""BEV encoder: raster encoding, camera rays, sampled layout vs a slow projection, attention locality."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from perception.bev_encoder import BEVEncoder, BEVEncoderConfig, build_sampled_layout, pixel_rays, raster_encoding
+from tests.perception.model_fixtures import TINY_GRID, canonical_rig, tiny_config
+
+IMG = (48, 96)
+
+
+def test_raster_encoding_is_distinct_per_cell():
+    enc = raster_encoding(16, 16, 32)
+    flat = enc.flatten(1).T  # (HW, C)
+    d = torch.cdist(flat, flat)
+    assert enc.shape == (32, 16, 16)
+    assert (d + torch.eye(256) * 10).min() > 1e-3
+
+
+def test_pixel_rays_project_back_to_their_pixels():
+    intr, ext = canonical_rig(tiny_config())
+    rays = pixel_rays(intr.double(), ext.double(), (3, 6), 16)  # (6, 3, 6, 3)
+    for c in range(6):
+        cam = rays[c].reshape(-1, 3) @ ext[c, :3, :3].double()  # R^T ray
+        uvw = cam @ intr[c].double().T
+        uv = uvw[:, :2] / uvw[:, 2:]
+        v, u = torch.meshgrid(torch.arange(3) * 16 + 7.5, torch.arange(6) * 16 + 7.5, indexing="ij")
+        torch.testing.assert_close(uv, torch.stack([u, v], -1).reshape(-1, 2).double(), atol=1e-6, rtol=0)
+        assert torch.allclose(rays[c].norm(dim=-1), torch.ones(3, 6, dtype=torch.float64))
+
+
+def test_sampled_layout_matches_a_slow_projection():
+    intr, ext = canonical_rig(tiny_config())
+    heights = (0.0, 1.5)
+    lay = build_sampled_layout(TINY_GRID, heights, intr, ext, IMG)
+    centres = TINY_GRID.cell_centers(dtype=torch.float64).reshape(-1, 2)
+    flat_grid = lay.grid[:, 0].reshape(-1, 2)
+    rng = np.random.default_rng(0)
+    for cell in rng.choice(len(centres), 40, replace=False):
+        expected = set()
+        for c in range(6):
+            r, t, k = ext[c, :3, :3].double(), ext[c, :3, 3].double(), intr[c].double()
+            for z in heights:
+                p = r.T @ (torch.tensor([*centres[cell].tolist(), z], dtype=torch.float64) - t)
+                if p[2] <= 0.1:
+                    continue
+                u, v = (k @ p)[:2] / p[2]
+                if -0.5 <= u <= IMG[1] - 0.5 and -0.5 <= v <= IMG[0] - 0.5:
+                    expected.add((c, round((2 * float(u) + 1) / IMG[1] - 1, 4), round((2 * float(v) + 1) / IMG[0] - 1, 4)))
+        got = set()
+        for slot in range(lay.index.shape[1]):
+            if lay.valid[cell, slot]:
+                gx, gy = flat_grid[lay.index[cell, slot]].tolist()
+                got.add((int(lay.cam[cell, slot]), round(gx, 4), round(gy, 4)))
+        assert got == expected, cell
+
+
+def _encoder(attention: str) -> BEVEncoder:
+    torch.manual_seed(0)
+    return BEVEncoder(16, TINY_GRID, IMG, 16, BEVEncoderConfig(channels=16, heads=2, attention=attention, pillar_heights=(0.0, 1.5), context_blocks=0)).eval()
+
+
+@torch.no_grad()
+def test_sampled_attention_only_reads_cameras_that_see_the_cell():
+    enc = _encoder("sampled")
+    intr, ext = canonical_rig(tiny_config())
+    feats = torch.rand(1, 6, 16, 3, 6)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    base = enc(feats, intr[None], ext[None], mask)
+    changed = feats.clone()
+    changed[0, 3] = torch.rand(16, 3, 6)  # CAM_BACK
+    out = enc(changed, intr[None], ext[None], mask)
+    lay = enc.layout(intr, ext)
+    sees_back = ((lay.cam == 3) & lay.valid).any(1).reshape(TINY_GRID.shape)
+    diff = (out - base).abs().amax(1)[0]
+    assert sees_back.any() and (~sees_back).any()
+    assert torch.all(diff[~sees_back] == 0)
+    assert torch.all(diff[sees_back] > 0)
+
+
+@torch.no_grad()
+def test_missing_camera_is_masked_in_both_modes():
+    intr, ext = canonical_rig(tiny_config())
+    for mode in ("sampled", "dense"):
+        enc = _encoder(mode)
+        feats = torch.rand(1, 6, 16, 3, 6)
+        mask = torch.ones(1, 6, dtype=torch.bool)
+        mask[0, 2] = False
+        a = enc(feats, intr[None], ext[None], mask)
+        feats[0, 2] = torch.rand(16, 3, 6) * 10
+        b = enc(feats, intr[None], ext[None], mask)
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+        assert a.shape == (1, 16, *TINY_GRID.shape)
+
+
+@torch.no_grad()
+def test_dense_attention_equals_a_slow_softmax_reference():
+    enc = _encoder("dense")
+    enc.layers[0].ffn = torch.nn.Identity()  # isolate the attention: the layer ends x + norm_f(x)
+    intr, ext = canonical_rig(tiny_config())
+    feats = torch.rand(1, 6, 16, 3, 6)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    c = 16
+    keys = enc.key_proj(feats[0]) + enc.camera_encoding(intr[None], ext[None], (3, 6))[0]  # (6, C, 3, 6)
+    vals = enc.value_proj(feats[0])
+    k = keys.permute(0, 2, 3, 1).reshape(-1, c)
+    v = vals.permute(0, 2, 3, 1).reshape(-1, c)
+    q0 = (enc.queries[None] + enc.pe_proj(enc.raster_pe[None])).flatten(2)[0].T  # (HW, C)
+    layer = enc.layers[0]
+    q = layer.q(layer.norm_q(q0))
+    outs = []
+    for hd in range(2):
+        sl = slice(hd * 8, hd * 8 + 8)
+        a = torch.softmax(q[:, sl] @ k[:, sl].T / math.sqrt(8), dim=1)
+        outs.append(a @ v[:, sl])
+    x = q0 + layer.out(torch.cat(outs, 1))
+    expected = (x + layer.norm_f(x)).T.reshape(1, c, *TINY_GRID.shape)
+    got = enc(feats, intr[None], ext[None], mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
