@@ -68,6 +68,38 @@ class _Pending:
     late: bool = field(compare=False, default=False)
 
 
+@dataclass(frozen=True)
+class BusDecision:
+    drop: bool
+    late: bool
+    due_us: int  # when the frame is delivered, on the sensor clock
+
+
+class BusModel:
+    """Seeded per-frame fate on the camera bus: dropped, late (+late_ms), delivery jitter |N(0, jitter_ms)|.
+
+    Three draws per frame in a fixed order, whatever happens to the frame, so the n-th frame's fate
+    depends only on (seed, n): the same seed gives the same drops and lates on every run and pace.
+    """
+
+    def __init__(self, seed: int, jitter_ms: float = 2.0, late_prob: float = 0.0, late_ms: float = 60.0,
+                 drop_prob: float = 0.0):
+        for name, p in (("late_prob", late_prob), ("drop_prob", drop_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if jitter_ms < 0 or late_ms < 0:
+            raise ValueError(f"jitter_ms and late_ms must be >= 0, got {jitter_ms}, {late_ms}")
+        self.jitter_ms, self.late_prob, self.late_ms, self.drop_prob = jitter_ms, late_prob, late_ms, drop_prob
+        self._rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x11FE]))
+
+    def decide(self, timestamp_us: int) -> BusDecision:
+        drop = self._rng.random() < self.drop_prob
+        late = self._rng.random() < self.late_prob
+        jitter = abs(self._rng.normal())
+        due = int(timestamp_us + jitter * self.jitter_ms * 1e3 + (self.late_ms * 1e3 if late else 0.0))
+        return BusDecision(bool(drop), bool(late), due)
+
+
 class SimulatedVehicle:
     """A live source: the simulated world rendered and delivered on the wall clock at 12 Hz."""
 
@@ -88,14 +120,19 @@ class SimulatedVehicle:
         scene_name: str | None = None,
         start_us: int | None = None,
         render_ahead: int = 6,
+        preroll: bool = False,
         world_config=None,
+        world=None,
     ):
-        for name, p in (("late_prob", late_prob), ("drop_prob", drop_prob)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
-        if rate_hz <= 0 or jitter_ms < 0 or late_ms < 0 or (duration_s is not None and duration_s <= 0):
-            raise ValueError(f"need rate_hz > 0, jitter_ms >= 0, late_ms >= 0, duration_s > 0 or None; "
-                             f"got {rate_hz}, {jitter_ms}, {late_ms}, {duration_s}")
+        """start_us: the sensor clock of the first cycle (default: the wall clock when the stream
+        starts if realtime, else a fixed origin). render_ahead: frames rendered ahead of delivery
+        (bounded buffer). preroll: fill that buffer before the clock starts (short demos on a slow
+        machine); without it, frames rendered too slowly are simply delivered late. world: a prebuilt
+        replay.world.World to drive through instead of World(seed, world_config) (building one takes
+        seconds); `seed` still seeds the bus model."""
+        BusModel(seed, jitter_ms, late_prob, late_ms, drop_prob)  # validates the bus settings
+        if rate_hz <= 0 or (duration_s is not None and duration_s <= 0):
+            raise ValueError(f"need rate_hz > 0 and duration_s > 0 or None; got {rate_hz}, {duration_s}")
         from replay.rig import camera_rig
 
         self.seed = int(seed)
@@ -108,12 +145,17 @@ class SimulatedVehicle:
         self.scene_name = scene_name or f"live-seed{self.seed}"
         self.start_us = start_us
         self.render_ahead = max(int(render_ahead), 1)
+        self.preroll = bool(preroll)
         self.world_config = world_config
         self.rig = camera_rig(self.width, self.height)
         self.channel_offsets_us = {c: int(self.rig[c].time_offset_us) for c in CAMERA_CHANNELS}
         self.stats = LiveStats()
         self.sync_stats: SyncStats | None = None
-        self._world = None
+        self._world = world
+
+    def bus_model(self) -> BusModel:
+        """A fresh bus model with this vehicle's seed and settings (the fate of every frame)."""
+        return BusModel(self.seed, self.jitter_ms, self.late_prob, self.late_ms, self.drop_prob)
 
     # -- the world and its captures -------------------------------------------------------------
     @property
@@ -126,23 +168,29 @@ class SimulatedVehicle:
         return self._world
 
     def _captures(self, start_us: int) -> Iterator:
-        from replay.drive import iter_captures
+        """replay.drive captures of the whole drive (world time = (timestamp - start_us) s); an endless
+        drive is laid out chunk by chunk on the same cycle grid."""
+        from replay.drive import Capture, capture_times, iter_captures
 
         if self.duration_s is not None:
             yield from iter_captures(self.world, self.rig, start_us, self.duration_s, rate_hz=self.rate_hz)
             return
         chunk_cycles = int(round(_CHUNK_S * self.rate_hz))
         k = 0
-        while True:  # an endless drive, drawn chunk by chunk on the same cycle grid
-            chunk_start = start_us + k * chunk_cycles * self.period_us
-            for cap in iter_captures(self.world, self.rig, chunk_start, _CHUNK_S, rate_hz=self.rate_hz):
-                yield cap, k * chunk_cycles
+        while True:
+            chunk_start = start_us + int(round(k * chunk_cycles * 1e6 / self.rate_hz))
+            for ts, cycle, ch in capture_times(self.rig, chunk_start, chunk_cycles / self.rate_hz, self.rate_hz):
+                yield Capture(cycle + k * chunk_cycles, ch, ts, self.world.state_at((ts - start_us) / 1e6))
             k += 1
 
     def _make_renderer(self):
+        """The renderer, warmed up (the world's ground raster and first-call caches are built here,
+        before the clock starts, not during the first frames)."""
         from replay.render import Renderer
 
-        return Renderer(self.world, self.width, self.height)
+        renderer = Renderer(self.world, self.width, self.height)
+        renderer.render(self.world.state_at(0.0), self.rig[CAMERA_CHANNELS[0]])
+        return renderer
 
     def _produce(self, start_us: int, renderer, out: "queue.Queue", stop: threading.Event) -> None:
         """Background thread: bus model + rendering, in capture order; announces each timestamp."""
@@ -156,15 +204,13 @@ class SimulatedVehicle:
             return False
 
         try:
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x11FE]))
-            for seq, item in enumerate(self._captures(start_us)):
-                cap, cycle_base = item if isinstance(item, tuple) else (item, 0)
-                # one fixed draw order per capture, so drops/lates are the same whatever the pacing
-                drop, late, jitter = rng.random() < self.drop_prob, rng.random() < self.late_prob, abs(rng.normal())
+            bus = self.bus_model()
+            for seq, cap in enumerate(self._captures(start_us)):
+                fate = bus.decide(cap.timestamp_us)
                 self.stats.generated += 1
                 if not put(("ts", cap.timestamp_us)):
                     return
-                if drop:
+                if fate.drop:
                     self.stats.dropped += 1
                     self.stats.dropped_by_channel[cap.channel] += 1
                     continue
@@ -174,7 +220,7 @@ class SimulatedVehicle:
                 self.stats.render_ms.append((time.perf_counter() - t0) * 1e3)
                 frame = CameraFrame(
                     channel=cap.channel,
-                    frame_id=int(cap.cycle) + cycle_base,
+                    frame_id=int(cap.cycle),
                     timestamp_us=int(cap.timestamp_us),
                     image=rgb,
                     intrinsic=cam.intrinsic,
@@ -182,8 +228,7 @@ class SimulatedVehicle:
                     ego_to_global=cap.state.ego_pose,
                     scene=self.scene_name,
                 )
-                due = int(cap.timestamp_us + jitter * self.jitter_ms * 1e3 + (self.late_ms * 1e3 if late else 0))
-                if not put(("frame", _Pending(due, seq, frame, late))):
+                if not put(("frame", _Pending(fate.due_us, seq, frame, fate.late))):
                     return
             put(("end", None))
         except BaseException as e:  # hand the failure to the consumer
@@ -194,15 +239,10 @@ class SimulatedVehicle:
         """Frames in arrival order with arrival_ns set; paced by the wall clock if realtime."""
         self.stats = LiveStats()
         renderer = self._make_renderer()  # world and renderer are built before the clock starts
-        if self.start_us is not None:
-            start_us = int(self.start_us)
-        elif self.realtime:
-            start_us = time.time_ns() // 1000 + self.period_us  # sensor clock = wall clock
-        else:
-            start_us = FIXED_START_US
-        # the wall clock (monotonic) reaches sensor time t at mono0 + (t - anchor_us) * 1e-6:
-        # the first cycle is due one period from now
-        mono0, anchor_us = time.monotonic(), start_us - self.period_us
+        # The producer works in stream time from start_us; the consumer maps it onto the sensor
+        # clock: + shift, where shift makes sensor time = wall-clock time in real time (unless start_us
+        # was given). World time is unchanged by the shift: (timestamp - first cycle) stays the same.
+        start_us = int(self.start_us) if self.start_us is not None else FIXED_START_US
         q: queue.Queue = queue.Queue(maxsize=2 * self.render_ahead)
         stop = threading.Event()
         worker = threading.Thread(target=self._produce, args=(start_us, renderer, q, stop), daemon=True,
@@ -211,30 +251,44 @@ class SimulatedVehicle:
         heap: list[_Pending] = []
         bound = None  # no future frame can be due before this (the newest announced timestamp)
         done = False
+        clock_started = False
+        mono0 = shift = 0
+
+        def take() -> None:
+            nonlocal bound, done
+            kind, value = q.get()
+            if kind == "ts":
+                bound = value
+            elif kind == "frame":
+                heapq.heappush(heap, value)
+            elif kind == "end":
+                done = True
+            else:
+                raise RuntimeError("the live vehicle's render thread failed") from value
+
         try:
+            while self.preroll and not done and len(heap) < self.render_ahead:
+                take()
             while True:
                 while heap and (done or heap[0].due_us <= bound):
                     p = heapq.heappop(heap)
                     if self.realtime:
-                        scheduled = mono0 + (p.due_us - anchor_us) * 1e-6
+                        if not clock_started:  # the first cycle is due one period from now
+                            mono0 = time.monotonic() + self.period_us * 1e-6
+                            if self.start_us is None:
+                                shift = time.time_ns() // 1000 + self.period_us - start_us
+                            clock_started = True
+                        scheduled = mono0 + (p.due_us - start_us) * 1e-6
                         delay = scheduled - time.monotonic()
                         if delay > 0:
                             time.sleep(delay)
                         self.stats.pacing_error_ms.append((time.monotonic() - scheduled) * 1e3)
                     self.stats.delivered += 1
                     self.stats.late += p.late
-                    yield replace(p.frame, arrival_ns=time.time_ns())
+                    yield replace(p.frame, timestamp_us=p.frame.timestamp_us + shift, arrival_ns=time.time_ns())
                 if done:
                     return
-                kind, value = q.get()
-                if kind == "ts":
-                    bound = value
-                elif kind == "frame":
-                    heapq.heappush(heap, value)
-                elif kind == "end":
-                    done = True
-                else:
-                    raise RuntimeError("the live vehicle's render thread failed") from value
+                take()
         finally:
             stop.set()
             worker.join(timeout=5.0)
