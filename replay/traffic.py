@@ -398,6 +398,36 @@ class Traffic:
         self._walk_closed = np.array([p.closed for p in self.walks])
         self._inter_off = np.array([it.phase_offset_s for it in self.inters])
         self._inter_major = np.array([it.major for it in self.inters])
+        self._lane_road_ego = self.lanes[self.d_lane[self.ego]][1]
+        self._ped_block = np.zeros(len(self.inters), bool)
+
+    def _hold_for_ego(self, s: np.ndarray, t: float) -> None:
+        """Signal priority for the ego (like a bus-priority signal), so scenes keep moving.
+
+        While the ego is within `ego_signal_hold_m` of a stop line on its road, that road's green
+        is held, or if it is red, the other road's green is cut short (through the all-red
+        clearance). Pedestrians do not start crossing the ego's road while the ego is within a
+        longer distance, so nobody is caught on the crossing when the green returns.
+        """
+        cfg = self.cfg
+        self._ped_block = np.zeros(len(self.inters), bool)
+        path, road, _ = self.lanes[self.d_lane[self.ego]]
+        if len(path.stops) == 0:
+            return
+        dist = np.mod(path.stops - s[self.ego] + 40.0, path.ring) - 40.0  # (K,) ahead > 0, inside < 0
+        self._ped_block[path.stop_inter[(dist < cfg.ego_signal_hold_m + 300.0) & (dist > -40.0)]] = True
+        near = np.unique(path.stop_inter[(dist < cfg.ego_signal_hold_m) & (dist > -40.0)])
+        if len(near) == 0:
+            return
+        green, left = self._green(near, np.full(len(near), road), t)
+        hold = near[green & (left < 1.0)]
+        self._inter_off[hold] -= cfg.sim_dt  # freeze the phase just before the end of green
+        c = cfg.signal_cycle_s
+        for it in near[~green]:
+            phase = np.mod(t + self._inter_off[it], c)
+            target = c - cfg.clearance_s  # the all-red clearance before the major green
+            if phase < target and road == self._inter_major[it]:
+                self._inter_off[it] += target - phase
 
     def _green(self, inter: np.ndarray, road: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Vectorised signal_green: (green, seconds left) per (intersection, road) pair."""
@@ -414,6 +444,7 @@ class Traffic:
         cfg, dt = self.cfg, self.cfg.sim_dt
         s, v = self.hist_s[-1], self.hist_v[-1]
         rings = self._rings
+        self._hold_for_ego(s, t)
         # leaders: sort by (lane, s); the leader is the next in the lane, wrapping to the first
         order = np.lexsort((s, self.d_lane))
         pos = np.arange(len(order))
@@ -461,6 +492,7 @@ class Traffic:
             dist = np.mod((entry - ps[:, None]) * d, plen)
             sp = np.maximum(self.p_speed, 1e-6)[:, None]
             ok = green[None, :] & (left[None, :] > (self._cr_b - self._cr_a)[None, :] / sp + 1.0)
+            ok &= ~self._ped_block[self._cr_inter][None, :] | (self._cr_road == self._lane_road_ego)[None, :]
             wait = (same & (dist <= sp * dt + 0.3) & ~ok).any(axis=1) & (self.p_speed > 0)
             pv = np.where(wait, 0.0, pv)
         s_new = ps + pv * dt

@@ -44,8 +44,8 @@ class WorldConfig:
     building_fill: float = 0.8  # probability a building slot holds a building
     pole_spacing: float = 30.0
     # signals
-    signal_cycle_s: float = 40.0
-    major_green_fraction: float = 0.6  # share of the cycle the major road (the loop) is green
+    signal_cycle_s: float = 36.0
+    major_green_fraction: float = 0.65  # share of the cycle the major road (the loop) is green
     clearance_s: float = 4.0  # all-red time after each green
     # traffic
     vehicle_spacing: float = 28.0  # mean free gap between moving vehicles in a lane
@@ -60,6 +60,7 @@ class WorldConfig:
     standing_fraction: float = 0.25  # share of pedestrians that stand still
     hidden_return_m: float = 120.0  # open lanes: hidden stretch a vehicle travels before re-entering
     # ego
+    ego_signal_hold_m: float = 250.0  # signal priority for the ego within this distance of a stop line
     ego_desired_speed: tuple[float, float] = (8.5, 11.0)
     # simulation
     sim_dt: float = 0.1
