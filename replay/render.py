@@ -358,3 +358,47 @@ def _clip_near(corners: np.ndarray) -> np.ndarray:
                 t = (NEAR - za) / (zb - za)
                 keep.append(corners[a] + t * (corners[b] - corners[a]))
     return np.array(keep)
+
+
+def render_labels_reference(renderer: Renderer, state: WorldState, camera: SensorCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """Slow, obvious numpy reference of the label image and camera depth, for tests and the benchmark.
+
+    Every pixel ray is intersected in float64 with the ground plane and with every part box near
+    the camera (a full-image slab test per box, no screen rectangles, no culling by occlusion).
+    Returns ((H, W) uint8 labels, (H, W) float64 camera depth, inf for sky).
+    """
+    cc = renderer._camera(camera)
+    g = renderer.world.ground
+    u, v = np.meshgrid(np.arange(cc.w) + 0.5, np.arange(cc.h) + 0.5)
+    rays_c = np.stack([u, v, np.ones_like(u)], -1).reshape(-1, 3) @ np.linalg.inv(cc.k).T  # z = 1
+    cam_to_global = state.ego_pose.matrix @ cc.cam_to_ego
+    rot, origin = cam_to_global[:3, :3], cam_to_global[:3, 3]
+    rays = rays_c @ rot.T  # (N, 3) global directions
+    label = np.where(rays[:, 2] >= 0, SEG_INDEX["sky"], SEG_INDEX["background"]).astype(np.uint8)
+    depth = np.full(len(rays), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tg = np.where(rays[:, 2] < 0, -origin[2] / rays[:, 2], np.inf)
+    ground = np.isfinite(tg) & (tg * np.linalg.norm(rays, axis=1) < GROUND_FAR)
+    pts = origin[:2] + tg[ground, None] * rays[ground, :2]
+    ij = np.floor((pts - g.origin) / g.resolution).astype(np.int64)
+    ij[:, 0] = np.clip(ij[:, 0], 0, g.material.shape[1] - 1)
+    ij[:, 1] = np.clip(ij[:, 1], 0, g.material.shape[0] - 1)
+    label[ground] = MATERIAL_LABEL[g.material[ij[:, 1], ij[:, 0]]]
+    depth[ground] = tg[ground]
+    for parts in (renderer._struct, renderer._agent_parts(state)):
+        if parts is None:
+            continue
+        for c, yaw, half, lab in zip(parts["center"], parts["yaw"], parts["half"], parts["label"]):
+            if ((c[:2] - origin[:2]) ** 2).sum() >= (FAR + half.max()) ** 2:
+                continue
+            cy, sy = np.cos(yaw), np.sin(yaw)
+            r_gb = np.array([[cy, -sy, 0.0], [sy, cy, 0.0], [0.0, 0.0, 1.0]])
+            o = r_gb.T @ (origin - c)
+            d = rays @ r_gb  # rows: r_gb.T @ ray
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t1, t2 = (-half - o) / d, (half - o) / d
+            tn = np.nanmax(np.minimum(t1, t2), axis=1)
+            tf = np.nanmin(np.maximum(t1, t2), axis=1)
+            hit = (tn <= tf) & (tn > NEAR) & (tn < depth)
+            depth[hit], label[hit] = tn[hit], lab
+    return label.reshape(cc.h, cc.w), depth.reshape(cc.h, cc.w)
