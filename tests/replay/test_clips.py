@@ -86,3 +86,68 @@ def test_real_scene_cycles(real_scene_root):
     assert [c.sample_token for c in present] == [c.sample_token for c in keyframes]
     (sc,) = scenes_of_dataroots([(str(real_scene_root), "v1.0-trainval")], keyframes_only=True)
     assert len(sc.cycles) == 40 and ClipIndex([sc], length=4).clip(0).cycles == (0, 1, 2, 3)
+
+
+# ---- clips through the training data path on the simulator's export (sim_dataset: tests/replay/conftest.py) ----
+
+TINY_MODEL = {
+    "grid": {"x_min": -25.6, "x_max": 25.6, "y_min": -25.6, "y_max": 25.6, "resolution": 1.6},
+    "rectify": {"image_size": [64, 112], "focal": 92.0},
+    "backbone": {"widths": [8, 8, 16, 16, 16], "out_channels": 16, "skip_channels": 8},
+    "seg": {"channels": 8},
+    "bev": {"channels": 16, "heads": 2},
+    "video": {"world_cells": 48, "hidden_channels": 8, "key_channels": 8},
+}
+
+
+def test_sim_cycles_match_the_replay_and_clip_targets_are_complete(sim_dataset):
+    import torch
+
+    from perception.batching import ClipDataset, scenes_from_source
+    from perception.config import model_config_from_dict
+    from perception.model import IGNORE_INDEX
+    from replay.nuscenes_source import NuScenesSource
+
+    torch.set_num_threads(1)
+    src = NuScenesSource(sim_dataset.dataroot, sim_dataset.version)
+    scenes = scenes_from_source(src)
+    assert [s.scene for s in scenes] == src.scene_names
+    replayed = [fs.timestamp_us for fs in src.frame_sets() if fs.scene == scenes[0].scene]
+    assert [c.timestamp_us for c in scenes[0].cycles] == replayed, "training cycles are the replay's frame sets"
+    keyframes = [c for c in scenes[0].cycles if c.is_keyframe]
+    assert len(keyframes) == len([s for s in src.nusc.sample if s["scene_token"] == src.scene_records[0]["token"]])
+
+    index = ClipIndex(scenes, length=3, stride=20, drop_prob=0.3, seed=1)
+    cfg = model_config_from_dict(TINY_MODEL)
+    ds = ClipDataset(index, [(str(sim_dataset.dataroot), sim_dataset.version)], cfg)
+    clip = ds[(1, 0, 5)]
+    assert len(clip) == 3
+    for x, t in clip:
+        x.validate(6, cfg.image_size)
+        assert float(t.road_masks.sum()) > 0, "the export's road geometry reaches the road targets"
+        assert float((t.seg_labels != IGNORE_INDEX).float().mean()) > 0.5, "label images reach the seg targets"
+        assert t.gt_boxes[0].shape[0] > 0 and t.gt_boxes[0].shape[1] == 9
+
+
+def test_real_model_overfits_one_sim_clip(sim_dataset, tmp_path):
+    """The whole data path + BEVStreamModel.forward_clip + the loop: a tiny model's loss falls on one repeated clip."""
+    import torch
+
+    from perception.batching import AugmentConfig, ClipDataset, collate_clips, scenes_from_source
+    from perception.config import model_config_from_dict
+    from perception.model import BEVStreamModel
+    from perception.training import TrainConfig, read_curve, train
+    from replay.nuscenes_source import NuScenesSource
+
+    torch.set_num_threads(1)
+    src = NuScenesSource(sim_dataset.dataroot, sim_dataset.version, scenes=[sim_dataset.summary.scenes[0][0]])
+    index = ClipIndex(scenes_from_source(src)[:1], length=2, stride=1000)  # a single clip
+    cfg = model_config_from_dict(TINY_MODEL)
+    ds = ClipDataset(index, [(str(sim_dataset.dataroot), sim_dataset.version)], cfg, augment=AugmentConfig(photometric=None))
+    torch.manual_seed(0)
+    train(BEVStreamModel(cfg), ds, collate_clips,
+          TrainConfig(steps=25, lr=3e-3, warmup_steps=2, num_workers=0, progress=False, schedule="constant"), tmp_path)
+    rows = read_curve(tmp_path / "curve.jsonl")
+    first, last = rows[0], rows[-1]
+    assert last["total"] < 0.8 * first["total"], (first, last)
+    assert last["seg"] < first["seg"] and last["road"] < first["road"]

@@ -172,3 +172,72 @@ def test_seg_label_read_from_layout(tmp_path):
     Image.fromarray(labels, mode="L").save(path)
     nusc = SimpleNamespace(dataroot=str(tmp_path), scene=[], get=lambda table, token: {"filename": filename})
     np.testing.assert_array_equal(GroundTruth(nusc).seg_label("tok"), labels)
+
+
+# ---- on the simulator's export (sim_dataset: tests/replay/conftest.py) ----------------------------------
+
+
+def test_sim_export_ground_truth(sim_dataset, sim_nusc):
+    from perception.classes import SEG_CLASSES
+    from replay.nuscenes_source import NuScenesSource
+
+    grid = BEVGrid()
+    reader = GroundTruth(sim_nusc, grid)
+    src = NuScenesSource(sim_dataset.dataroot, sim_dataset.version, scenes=[sim_nusc.scene[0]["name"]])
+    road_json = json.loads(road_geometry_path(sim_dataset.dataroot, sim_nusc.scene[0]["name"]).read_text())
+    checked_sweeps = 0
+    for fs in src.frame_sets():
+        gt = reader.for_frame_set(fs)
+        # boxes: keyframes as the devkit's own, sweeps as the devkit's interpolation at the reference camera's time
+        if fs.is_keyframe:
+            lidar = sim_nusc.get("sample", fs.sample_token)["data"]["LIDAR_TOP"]
+            _check_equal(gt.boxes, _devkit_ego_boxes(sim_nusc, lidar, grid))
+        elif checked_sweeps < 6:
+            ref_cam = min(fs.cameras, key=lambda c: c.timestamp_us)
+            if ref_cam.timestamp_us == fs.timestamp_us:
+                _check_equal(reader.boxes_at(sim_nusc.scene[0]["token"], fs.timestamp_us, fs.ego_to_global),
+                             _devkit_ego_boxes_at_pose(sim_nusc, ref_cam.sample_data_token, fs.ego_to_global, grid))
+                checked_sweeps += 1
+        # road: polylines inside the grid, each point back in global lies on a polyline of the file
+        assert set(gt.road) == {"lane_divider", "road_edge"} and sum(len(v) for v in gt.road.values()) > 0
+        for cls, lines in gt.road.items():
+            ref = [np.asarray(item["points"]) for item in road_json[cls]]
+            for line in lines[:3]:
+                assert np.all(np.abs(line) <= 51.2 + 1e-3)
+                back = _ego_to_global_2d(line, fs.ego_to_global)
+                for p in back[:: max(1, len(back) // 4)]:
+                    assert min(_dist_to_polyline(p, r) for r in ref) < 1e-2
+        # labels: one per camera, image-sized, values in SEG_CLASSES
+        for cam, label in zip(fs.cameras, gt.seg_labels):
+            assert label is not None and label.shape == cam.image.shape[:2] and int(label.max()) < len(SEG_CLASSES)
+        if fs.frame_id > 30:
+            break
+    assert checked_sweeps > 0
+
+
+def _devkit_ego_boxes_at_pose(nusc, sd_token, pose, grid):
+    from nuscenes.eval.detection.utils import category_to_detection_name
+
+    out = {}
+    for box in nusc.get_boxes(sd_token):
+        name = category_to_detection_name(box.name)
+        if name is None:
+            continue
+        box.translate(-pose.translation)
+        box.rotate(pose.rotation.inverse)
+        if grid.x_min <= box.center[0] < grid.x_max and grid.y_min <= box.center[1] < grid.y_max:
+            out[nusc.get("sample_annotation", box.token)["instance_token"]] = (box, DETECTION_NAMES.index(name))
+    return out
+
+
+def _ego_to_global_2d(points, pose):
+    yaw = pose.yaw
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.stack([c * points[:, 0] - s * points[:, 1], s * points[:, 0] + c * points[:, 1]], 1) + pose.translation[:2]
+
+
+def _dist_to_polyline(p, line):
+    a, b = line[:-1], line[1:]
+    d = b - a
+    t = np.clip(((p - a) * d).sum(1) / np.maximum((d * d).sum(1), 1e-12), 0, 1)
+    return float(np.min(np.linalg.norm(a + t[:, None] * d - p, axis=1)))
