@@ -67,14 +67,17 @@ PARTS: dict[str, list[tuple[float, float, float, float, float, float, int]]] = {
 }
 # Parked bicycles and motorcycles have no rider: just the frame.
 NO_RIDER = [(-0.5, 0.5, -0.2, 0.2, 0.0, 0.75, DARK)]
-_PART_ARRAYS = {k: np.array(v, np.float64) for k, v in PARTS.items()}
-_NO_RIDER = np.array(NO_RIDER, np.float64)
-
-
-def _mode_colors(color: np.ndarray) -> np.ndarray:
-    """(6, 3) float colours of the part modes for one object colour."""
-    c = np.asarray(color, np.float64)
-    return np.array([c, [38, 46, 56], [22, 22, 24], c * 0.45 + 10, [205, 165, 135], [232, 232, 228]])
+# Padded part tables indexed by kind (the detection classes, then the riderless cycle).
+_KINDS = list(PARTS) + ["no_rider"]
+_KIND_INDEX = {k: i for i, k in enumerate(_KINDS)}
+_NO_RIDER_KIND = _KIND_INDEX["no_rider"]
+_MAXP = max(len(v) for v in list(PARTS.values()) + [NO_RIDER])
+_PART_TABLE = np.zeros((len(_KINDS), _MAXP, 7))
+_PART_VALID = np.zeros((len(_KINDS), _MAXP), bool)
+for _k, _rows in enumerate(list(PARTS.values()) + [NO_RIDER]):
+    _PART_TABLE[_k, :len(_rows)] = _rows
+    _PART_VALID[_k, :len(_rows)] = True
+_KIND_LABEL = np.array([SEG_INDEX[DETECTION_TO_SEG[k]] for k in PARTS] + [SEG_INDEX["cyclist"]], np.uint8)
 
 
 class _CameraCache:
@@ -154,38 +157,38 @@ class Renderer:
         return (colors[:, None, :] * f[..., None]).astype(np.float32)
 
     def _agent_parts(self, state: WorldState):
-        """Global part boxes of every agent of a state (cached for the six cameras of a cycle)."""
+        """Global part boxes of every agent of a state (cached for the last state), vectorised."""
         key = (id(state), state.time_s)
         if self._parts_key == key:
             return self._parts
-        centers, yaws, halves, labels, colors = [], [], [], [], []
-        for a in state.agents:
-            name = a.detection_name
-            table = _PART_ARRAYS[name]
-            if name in ("bicycle", "motorcycle") and a.attribute == "cycle.without_rider":
-                table = _NO_RIDER
-            w, l, h = (float(x) for x in a.size)
-            yaw = a.yaw
-            cy, sy = np.cos(yaw), np.sin(yaw)
-            lx = (table[:, 0] + table[:, 1]) / 2 * l
-            ly = (table[:, 2] + table[:, 3]) / 2 * w
-            lz = (table[:, 4] + table[:, 5]) / 2 * h
-            gx = a.center[0] + cy * lx - sy * ly
-            gy = a.center[1] + sy * lx + cy * ly
-            gz = a.center[2] - h / 2 + lz
-            centers.append(np.stack([gx, gy, gz], axis=1))
-            halves.append(np.stack([(table[:, 1] - table[:, 0]) * l, (table[:, 3] - table[:, 2]) * w,
-                                    (table[:, 5] - table[:, 4]) * h], axis=1) / 2)
-            yaws.append(np.full(len(table), yaw))
-            labels.append(np.full(len(table), SEG_INDEX[DETECTION_TO_SEG[name]]))
-            colors.append(_mode_colors(a.color)[table[:, 6].astype(int)])
-        if centers:
-            yaw_all = np.concatenate(yaws)
-            parts = dict(center=np.concatenate(centers), yaw=yaw_all, half=np.concatenate(halves),
-                         label=np.concatenate(labels).astype(np.uint8),
-                         shade=self._face_shades(yaw_all, np.concatenate(colors)))
-        else:
-            parts = None
+        parts = None
+        if state.agents:
+            n = len(state.agents)
+            kind = np.array([_KIND_INDEX[a.detection_name] if not (a.attribute == "cycle.without_rider")
+                             else _NO_RIDER_KIND for a in state.agents])
+            wlh = np.array([a.size for a in state.agents], np.float64)  # (n, 3)
+            ctr = np.array([a.center for a in state.agents], np.float64)  # (n, 3)
+            yaw = np.array([2 * np.arctan2(a.rotation.z, a.rotation.w) for a in state.agents])
+            col = np.array([a.color for a in state.agents], np.float64)  # (n, 3)
+            tab = _PART_TABLE[kind]  # (n, MAXP, 7)
+            valid = _PART_VALID[kind]  # (n, MAXP)
+            w, l, h = wlh[:, 0:1], wlh[:, 1:2], wlh[:, 2:3]
+            lx = (tab[..., 0] + tab[..., 1]) / 2 * l
+            ly = (tab[..., 2] + tab[..., 3]) / 2 * w
+            lz = (tab[..., 4] + tab[..., 5]) / 2 * h
+            cy, sy = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+            center = np.stack([ctr[:, 0:1] + cy * lx - sy * ly, ctr[:, 1:2] + sy * lx + cy * ly,
+                               ctr[:, 2:3] - h / 2 + lz], axis=-1)
+            half = np.stack([(tab[..., 1] - tab[..., 0]) * l, (tab[..., 3] - tab[..., 2]) * w,
+                             (tab[..., 5] - tab[..., 4]) * h], axis=-1) / 2
+            modes = np.stack([col, np.broadcast_to([38.0, 46, 56], (n, 3)), np.broadcast_to([22.0, 22, 24], (n, 3)),
+                              col * 0.45 + 10, np.broadcast_to([205.0, 165, 135], (n, 3)),
+                              np.broadcast_to([232.0, 232, 228], (n, 3))], axis=1)  # (n, 6, 3)
+            colors = np.take_along_axis(modes, tab[..., 6].astype(np.int64)[..., None], axis=1)  # (n, MAXP, 3)
+            labels = np.broadcast_to(_KIND_LABEL[kind][:, None], valid.shape)
+            yaws = np.broadcast_to(yaw[:, None], valid.shape)
+            parts = dict(center=center[valid], yaw=yaws[valid], half=half[valid], label=labels[valid].astype(np.uint8),
+                         shade=self._face_shades(yaws[valid], colors[valid]))
         self._parts_key, self._parts = key, parts
         return parts
 
@@ -211,11 +214,13 @@ class Renderer:
         depth = cc.base_depth.copy()  # (H*W,) camera depth
         self._ground(state, cc, rgb, label)
         cam_to_global = state.ego_pose.matrix @ cc.cam_to_ego
-        global_to_cam = np.linalg.inv(cam_to_global)
+        global_to_cam = np.eye(4)
+        global_to_cam[:3, :3] = cam_to_global[:3, :3].T
+        global_to_cam[:3, 3] = -cam_to_global[:3, :3].T @ cam_to_global[:3, 3]
         origin = cam_to_global[:3, 3]
         rgb2, label2, depth2 = rgb.reshape(cc.h, cc.w, 3), label.reshape(cc.h, cc.w), depth.reshape(cc.h, cc.w)
         self._boxes([self._struct, self._agent_parts(state)], global_to_cam, origin, cc, rgb2, label2, depth2)
-        img = np.clip(rgb2, 0, 255).astype(np.uint8)
+        img = _to_uint8(rgb2)
         return img, label2
 
     def _ground(self, state: WorldState, cc: _CameraCache, rgb: np.ndarray, label: np.ndarray) -> None:
@@ -346,18 +351,39 @@ def _cast_boxes(order, rects, rcb, orig, half, zmin, shade, labels, xcol, yrow, 
 _SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
 
 
-def _clip_near(corners: np.ndarray) -> np.ndarray:
-    """Points of a box (8 corners, camera frame) in front of the near plane, plus edge crossings."""
-    keep = [c for c in corners if c[2] > NEAR]
+@njit(cache=True, nogil=True)
+def _clip_near(corners: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Points of a box (8 corners, camera frame) in front of the near plane, plus its edges' crossings."""
+    out = np.empty((20, 3))
+    n = 0
     for a in range(8):
-        for b in range(a + 1, 8):
-            if bin(a ^ b).count("1") != 1:
-                continue  # not an edge
+        if corners[a, 2] > NEAR:
+            out[n] = corners[a]
+            n += 1
+    for a in range(8):
+        for bit in (1, 2, 4):  # corners differing in one sign bit share an edge
+            b = a ^ bit
+            if b < a:
+                continue
             za, zb = corners[a, 2], corners[b, 2]
             if (za - NEAR) * (zb - NEAR) < 0:
                 t = (NEAR - za) / (zb - za)
-                keep.append(corners[a] + t * (corners[b] - corners[a]))
-    return np.array(keep)
+                out[n] = corners[a] + t * (corners[b] - corners[a])
+                n += 1
+    return out[:n]
+
+
+@njit(cache=True, nogil=True)
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """(H, W, 3) float32 -> uint8 with clipping (truncation, like astype)."""
+    h, w, _ = rgb.shape
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(h):
+        for x in range(w):
+            for c in range(3):
+                v = rgb[y, x, c]
+                out[y, x, c] = 0 if v < 0 else (255 if v > 255 else np.uint8(v))
+    return out
 
 
 def render_labels_reference(renderer: Renderer, state: WorldState, camera: SensorCalibration) -> tuple[np.ndarray, np.ndarray]:
