@@ -52,7 +52,9 @@ def load_image(path: str | Path) -> np.ndarray:
 
     with Image.open(path) as im:
         im.load()
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        if im.mode != "RGB":  # convert() copies even when nothing changes
+            im = im.convert("RGB")
+        return np.asarray(im, dtype=np.uint8)
 
 
 class NuScenesSource:
