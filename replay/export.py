@@ -9,9 +9,9 @@ writes, under `out`:
     sweeps/CAM_*/<log>__CAM_*__<ts>.jpg    the other camera frames of the 12 Hz cycles
     bevstream/road_geometry/<scene>.json   and bevstream/labels/...png (replay/layout.py)
     bevstream/manifest.json           how the dataset was made
-LIDAR_TOP has sample_data rows (keyframes in samples/, 20 Hz sweeps in sweeps/, each with its
-ego pose) but, as in shared/data/nuscenes-real-scene-0523, no point files: the simulator counts
-lidar hits per object (num_lidar_pts) without producing a point cloud.
+LIDAR_TOP has a sample_data row and ego pose at every keyframe (the devkit's evaluation reads the
+ego pose through it) but no 20 Hz sweeps and, as in shared/data/nuscenes-real-scene-0523, no point
+files: the simulator counts lidar hits per object (num_lidar_pts) without producing a point cloud.
 
 Each scene is its own World (seed derived from the dataset seed and the scene index), driven for
 `duration_s`; its keyframe annotations are measured at the LIDAR_TOP keyframe timestamps (the
@@ -45,14 +45,13 @@ from replay.export_tables import (
     scene_tables,
     static_tables,
 )
-from replay.export_visibility import VisibilityAccumulator
+from replay.export_visibility import VisibilityAccumulator, fill_factors
 from replay.layout import BEVSTREAM_DIR, label_path, road_geometry_path
 from replay.splits import VERSIONS, scene_names
 from runtime.messages import CAMERA_CHANNELS
 
 CAMERA_HZ = 12.0
 KEYFRAME_EVERY = 6  # 12 Hz camera cycles per 2 Hz keyframe
-LIDAR_HZ = 20.0
 LIDAR_CHANNEL = "LIDAR_TOP"
 TABLE_NAMES = (
     "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
@@ -168,8 +167,9 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
     world = World(wseed)
     renderer = Renderer(world, cfg.width, cfg.height)
     frames: list[SensorFrame] = []
-    visibility = [VisibilityAccumulator() for _ in range(n_kf)]
-    drive_s = (last_cycle + 0.5) / CAMERA_HZ
+    fill = _class_fill(world, renderer, rig["CAM_FRONT"])
+    visibility = [VisibilityAccumulator(fill) for _ in range(n_kf)]
+    drive_s = (last_cycle + 1.5) / CAMERA_HZ  # whatever the end rule, cycle last_cycle is included
     for cap in iter_captures(world, rig, start_us, drive_s, rate_hz=CAMERA_HZ):
         if cap.cycle > last_cycle:
             break
@@ -186,19 +186,15 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
             agents = _near(cap.state.agents, ego_xy, ANNOTATION_RADIUS_M + VISIBILITY_MARGIN_M)
             visibility[cap.cycle // KEYFRAME_EVERY].add_camera(agents, cap.state.ego_pose, cam, labels)
 
-    # LIDAR_TOP at 20 Hz (World.state_at answers any time); every 10th sweep is the keyframe.
-    sweeps_per_kf = int(round(LIDAR_HZ / 2.0))
+    # LIDAR_TOP keyframes (the sample timestamps). 20 Hz lidar sweeps are not written: they would
+    # cost a World.state_at each for an ego pose nobody reads (no point files exist).
     keyframes: list[KeyframeTruth] = []
-    for k in range(sweeps_per_kf * (n_kf - 1) + 1):
-        ts = start_us + lidar.time_offset_us + int(round(k * 1e6 / LIDAR_HZ))
+    for k in range(n_kf):
+        ts = start_us + lidar.time_offset_us + int(round(k * 1e6 * KEYFRAME_EVERY / CAMERA_HZ))
         state = world.state_at((ts - start_us) / 1e6)
-        is_key = k % sweeps_per_kf == 0
-        folder = "samples" if is_key else "sweeps"
-        filename = f"{folder}/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{ts}.pcd.bin"
-        frames.append(SensorFrame(LIDAR_CHANNEL, ts, state.ego_pose, is_key, filename, "pcd"))
-        if is_key:
-            counts = lidar_point_counts(world, state, lidar)
-            keyframes.append(KeyframeTruth(ts, state, counts, visibility[k // sweeps_per_kf].fractions()))
+        filename = f"samples/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{ts}.pcd.bin"
+        frames.append(SensorFrame(LIDAR_CHANNEL, ts, state.ego_pose, True, filename, "pcd"))
+        keyframes.append(KeyframeTruth(ts, state, lidar_point_counts(world, state, lidar), visibility[k].fractions()))
 
     map_filename = f"maps/{map_token(key)}.png"
     info = SceneInfo(
@@ -213,6 +209,32 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
     _write_world_map(root / map_filename, world)
     write_road_geometry(road_geometry_path(root, job.name), job.name, world.road_geometry)
     return scene_tables(info, calibrations, frames, keyframes)
+
+
+def _class_fill(world, renderer, camera) -> dict:
+    """Per-class share of the box hull an unoccluded object covers (export_visibility.fill_factors)."""
+    from dataclasses import replace
+
+    from pyquaternion import Quaternion
+
+    from replay.traffic import CLASS_SPECS
+    from replay.world import AgentState
+
+    state0 = world.state_at(0.0)
+    protos = []
+    for name, (category, size, _) in sorted(CLASS_SPECS.items()):
+        riders = ("cycle.with_rider", "cycle.without_rider") if name in ("bicycle", "motorcycle") else ("",)
+        for attr in riders:
+            protos.append(AgentState(f"fill-{name}-{attr}", category, name, np.array(size, dtype=np.float64),
+                                     np.zeros(3), Quaternion(), np.zeros(3), attr, (128, 128, 128)))
+    counter = iter(range(10**6))
+
+    def render_one(agent):
+        # a distinct, impossible time for every synthetic state: the renderer caches per state and time
+        state = replace(state0, time_s=-1e6 - next(counter), agents=(agent,))
+        return renderer.render(state, camera)[1]
+
+    return fill_factors(render_one, protos, state0.ego_pose, camera)
 
 
 def _write_world_map(path: Path, world) -> None:

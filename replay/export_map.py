@@ -65,9 +65,18 @@ def drivable_mask_from_ground(material: np.ndarray, origin: Sequence[float], gro
     row = np.floor((y - oy) / ground_resolution).astype(np.int64)
     col_ok = (col >= 0) & (col < material.shape[1])
     row_ok = (row >= 0) & (row < material.shape[0])
-    drivable = np.isin(material, np.asarray(drivable_values, dtype=material.dtype))
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[np.asarray(drivable_values, dtype=np.int64)] = 255
     mask = np.zeros((height, width), dtype=np.uint8)
-    mask[np.ix_(row_ok, col_ok)] = drivable[np.ix_(row[row_ok], col[col_ok])].astype(np.uint8) * 255
+    c0, r0 = ox / resolution, oy / resolution
+    if abs(ground_resolution - resolution) < 1e-12 and c0 == round(c0) and r0 == round(r0):
+        # same grid: flip rows (the mask's row 0 is the top) and shift; no resampling
+        c0, r0 = int(round(c0)), int(round(r0))
+        mask[height - r0 - material.shape[0]:height - r0, c0:c0 + material.shape[1]] = lut[material[::-1]]
+        return mask
+    rows = material.take(row[row_ok], axis=0)  # (h', W_raster)
+    mask[np.flatnonzero(row_ok)[0]:np.flatnonzero(row_ok)[-1] + 1, np.flatnonzero(col_ok)[0]:np.flatnonzero(col_ok)[-1] + 1] = \
+        lut[rows.take(col[col_ok], axis=1)]
     return mask
 
 

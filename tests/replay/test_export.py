@@ -28,7 +28,7 @@ def _tree(root: Path) -> list[Path]:
 def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     from replay.export import ExportConfig, export_dataset
 
-    base = dict(scenes=2, seed=3, version="v1.0-mini", width=160, height=90, duration_s=1.0)
+    base = dict(scenes=2, seed=3, version="v1.0-mini", width=96, height=54, duration_s=1.0)
     a = export_dataset(ExportConfig(out=tmp_path / "a", workers=1, **base)).dataroot
     b = export_dataset(ExportConfig(out=tmp_path / "b", workers=2, **base)).dataroot
     files = _tree(a)
@@ -36,8 +36,14 @@ def test_same_seed_same_bytes_whatever_the_worker_count(tmp_path):
     assert sum(f.suffix == ".jpg" for f in files) == 2 * 7 * 6  # 7 cycles (2 keyframes) x 6 cameras
     _, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
     assert mismatch == [] and errors == []
-    c = export_dataset(ExportConfig(out=tmp_path / "c", workers=1, **{**base, "seed": 4})).dataroot
-    assert (a / "v1.0-mini" / "sample_annotation.json").read_bytes() != (c / "v1.0-mini" / "sample_annotation.json").read_bytes()
+    # the two scenes are different worlds (seeds derived per scene)
+    anns = json.loads((a / "v1.0-mini" / "sample_annotation.json").read_text())
+    scene_of = {s["token"]: s["scene_token"] for s in json.loads((a / "v1.0-mini" / "sample.json").read_text())}
+    sizes = {}
+    for ann in anns:
+        sizes.setdefault(scene_of[ann["sample_token"]], set()).add(tuple(ann["size"]))
+    first, second = sizes.values()
+    assert first != second
 
 
 def test_refuses_to_overwrite_without_flag(tmp_path):
@@ -121,13 +127,11 @@ def test_ground_truth_as_predictions_scores_mini_val(sim_nusc, tmp_path):
                               output_dir=str(tmp_path / "eval"), verbose=False)
     metrics, _ = evaluator.evaluate()
     present = {b.detection_name for b in evaluator.gt_boxes.all}
-    for name in present:  # a perfect detector: AP 1 on every class the scene has
+    for name in present:  # a perfect detector: AP 1 on every class the split has
         assert metrics.get_label_ap(name, 2.0) > 0.99, name
-    assert metrics.mean_dist_aps[next(iter(present))] > 0.9
-    aps = [metrics.mean_dist_aps[n] for n in DETECTION_NAMES]
-    # The devkit averages over all ten classes, 0 for a class absent from the split.
-    assert metrics.mean_ap == pytest.approx(np.mean(aps))
-    if present == set(DETECTION_NAMES):
-        assert metrics.mean_ap > 0.9
+    # The devkit averages over all ten classes (0 for a class absent from the split); the fixture's
+    # seed is chosen so that its mini_val scene shows all ten.
+    assert present == set(DETECTION_NAMES), f"fixture lacks {set(DETECTION_NAMES) - present}: pick another seed"
+    assert metrics.mean_ap > 0.9
     tp = metrics.tp_errors
     assert tp["trans_err"] < 1e-3 and tp["scale_err"] < 1e-3 and tp["vel_err"] < 1e-3

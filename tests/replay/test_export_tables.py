@@ -236,3 +236,83 @@ def test_ground_raster_mask_matches_devkit_map_mask(tmp_path):
     assert on.tolist() == [True, True, True, False, False, False]
     with pytest.raises(ValueError, match="negative"):
         drivable_mask_from_ground(material, (-1.0, 0.0), 0.2, (1,))
+
+
+def _front_camera(width=400, height=225):
+    from replay.rig import camera_rig
+
+    return camera_rig(width, height)["CAM_FRONT"]
+
+
+def test_box_corners_match_devkit_box_and_view_points():
+    from nuscenes.utils.data_classes import Box
+    from nuscenes.utils.geometry_utils import view_points
+
+    from replay.export_visibility import box_corners_global, corners_in_camera
+
+    st = state_at(0.7)
+    cam = _front_camera()
+    ego = Pose(st.ego_pose.translation + [0.0, 0.0, 0.2], Quaternion(axis=[0.1, 0.0, 1.0], angle=0.3))
+    ours = corners_in_camera(box_corners_global(st.agents), ego, cam)
+    for agent, corners in zip(st.agents, ours):
+        box = Box(agent.center, agent.size, agent.rotation)  # the devkit's get_sample_data transform chain
+        box.translate(-ego.translation)
+        box.rotate(ego.rotation.inverse)
+        box.translate(-cam.sensor_to_ego.translation)
+        box.rotate(cam.sensor_to_ego.rotation.inverse)
+        np.testing.assert_allclose(corners, box.corners().T, atol=1e-9)
+        if np.all(corners[:, 2] > 0.1):
+            uv = corners @ cam.intrinsic.T
+            np.testing.assert_allclose(uv[:, :2] / uv[:, 2:], view_points(box.corners(), cam.intrinsic, True)[:2].T, atol=1e-6)
+
+
+def test_visible_fraction_counts_class_pixels_inside_the_projected_box():
+    from replay.export_visibility import VisibilityAccumulator, box_corners_global, corners_in_camera, seg_label_of
+
+    cam = _front_camera()
+    ego = Pose(np.zeros(3), Quaternion())
+    car = Agent("c", "vehicle.car", "car", np.array([2.0, 4.0, 1.5]), np.array([15.0, 0.0, 0.75]), Quaternion(), np.zeros(3), "")
+    behind = Agent("b", "vehicle.car", "car", np.array([2.0, 4.0, 1.5]), np.array([-15.0, 0.0, 0.75]), Quaternion(), np.zeros(3), "")
+    corners = corners_in_camera(box_corners_global([car]), ego, cam)[0]
+    uv = corners @ cam.intrinsic.T
+    uv = uv[:, :2] / uv[:, 2:]
+    x0, y0 = np.floor(uv.min(0)).astype(int)
+    x1, y1 = np.ceil(uv.max(0)).astype(int)
+    vehicle = seg_label_of("car")
+    labels = np.zeros((cam.height, cam.width), np.uint8)
+    labels[y0:y1 + 1, x0:x1 + 1] = vehicle  # whole silhouette (and a bit more) painted
+    acc = VisibilityAccumulator()
+    acc.add_camera([car, behind], ego, cam, labels)
+    assert acc.fractions() == {"b": 0.0, "c": 1.0}
+    labels[:, (x0 + x1) // 2:] = 0  # right half hidden
+    acc = VisibilityAccumulator()
+    acc.add_camera([car], ego, cam, labels)
+    assert 0.4 < acc.fractions()["c"] < 0.6
+    with pytest.raises(ValueError, match="does not match"):
+        acc.add_camera([car], ego, cam, labels[:-1])
+
+
+def test_fill_factor_rescales_visible_fraction():
+    from replay.export_visibility import (VisibilityAccumulator, box_corners_global, corners_in_camera,
+                                          fill_factors, seg_label_of)
+
+    cam = _front_camera()
+    ego = Pose(np.array([50.0, 20.0, 0.0]), Quaternion(axis=[0, 0, 1], angle=0.4))
+    ped = Agent("p", "human.pedestrian.adult", "pedestrian", np.array([0.7, 0.7, 1.8]), np.zeros(3), Quaternion(), np.zeros(3), "")
+
+    def half_silhouette(agent):  # a class that covers the left half of its box hull
+        uv = corners_in_camera(box_corners_global([agent]), ego, cam)[0] @ cam.intrinsic.T
+        uv = uv[:, :2] / uv[:, 2:]
+        x0, y0 = np.floor(uv.min(0)).astype(int)
+        x1, y1 = np.ceil(uv.max(0)).astype(int)
+        labels = np.zeros((cam.height, cam.width), np.uint8)
+        labels[y0:y1 + 1, x0:(x0 + x1) // 2] = seg_label_of("pedestrian")
+        return labels
+
+    fill = fill_factors(half_silhouette, [ped], ego, cam)
+    assert 0.4 < fill[("pedestrian", False)] < 0.6
+    placed = Agent("p", ped.category, "pedestrian", ped.size, ego.transform_points(np.array([[12.0, 0, 0]]))[0] + [0, 0, 0.9],
+                   ego.rotation, np.zeros(3), "")
+    acc = VisibilityAccumulator(fill)
+    acc.add_camera([placed], ego, cam, half_silhouette(placed))
+    assert acc.fractions()["p"] > 0.95  # the whole silhouette is visible
