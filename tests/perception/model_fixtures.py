@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from perception.backbone import BackboneConfig
@@ -87,3 +88,12 @@ def synthetic_targets(cfg: ModelConfig, inputs: ModelInputs, k: int) -> Targets:
     road[:, 0, :, 5 + (k % 2)] = 1.0
     road[:, 1, :, 12] = 1.0
     return Targets(gt_boxes=[boxes] * b, gt_labels=[labels] * b, road_masks=road, seg_labels=seg.long())
+
+
+@pytest.fixture(autouse=False)
+def one_thread():
+    """Run a test on one torch thread: on a shared, loaded 2-core machine two threads are far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

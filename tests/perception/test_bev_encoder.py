@@ -4,10 +4,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from perception.bev_encoder import BEVEncoder, BEVEncoderConfig, build_sampled_layout, pixel_rays, raster_encoding
 from tests.perception.model_fixtures import TINY_GRID, canonical_rig, tiny_config
+from tests.perception.model_fixtures import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 IMG = (48, 96)
 

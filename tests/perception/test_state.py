@@ -1,11 +1,15 @@
 """TemporalState: reset forgets, serialise/restore continues bit-identically, queue masks per stream."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from perception.model import BEVStreamModel
 from perception.state import FeatureQueue, TemporalState
 from tests.perception.model_fixtures import synthetic_tick, tiny_config
+from tests.perception.model_fixtures import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model() -> BEVStreamModel:

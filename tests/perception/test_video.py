@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from perception.grid import BEVGrid
 from perception.video import VideoConfig, VideoModule, grid_norm, pose_to_2d, warp_raster
+from tests.perception.model_fixtures import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 GRID = BEVGrid(-12.8, 12.8, -12.8, 12.8, 0.8)  # 32 x 32
 
