@@ -311,6 +311,16 @@ class Traffic:
                         if rng.random() < cfg.work_zone_rate:
                             s = self._work_zone(rng, road, side, s, heading, others)
                             continue
+                        if rng.random() < cfg.cone_group_rate:  # a few cones or a barrier blocking a slot
+                            nrm = np.array([-np.sin(th[0]), np.cos(th[0])])
+                            if rng.random() < 0.5:
+                                for j in range(int(rng.integers(1, 4))):
+                                    pj, _ = road.sample(np.array([s + 1.5 * j]))
+                                    self._static(rng, "traffic_cone", pj[0] + d_park * nrm, th[0], "")
+                            else:
+                                self._static(rng, "barrier", p[0] + d_park * nrm, th[0], "")
+                            s += 5.0
+                            continue
                         if rng.random() < cfg.parked_occupancy:
                             name = parked_names[rng.choice(len(parked_names), p=parked_w / parked_w.sum())]
                             size = draw_size(rng, name)
@@ -382,6 +392,8 @@ class Traffic:
         ends = np.searchsorted(self._lane_sorted, self._lane_sorted, side="right")
         self._grp_start, self._grp_end = starts, ends
         self._rings = np.array([p.ring for p, _, _ in self.lanes])[self.d_lane]
+        # a new life (instance) begins when a driver re-enters an open lane; loops never renew
+        self._open = ~np.array([p.closed for p, _, _ in self.lanes])[self.d_lane]
         st_lane, st_s, st_inter, st_road = [], [], [], []
         for k, (path, road, _) in enumerate(self.lanes):
             for stop, it in zip(path.stops, path.stop_inter):
@@ -474,7 +486,7 @@ class Traffic:
         v_new = np.maximum(v + acc * dt, 0.0)
         a_eff = (v_new - v) / dt
         s_raw = s + v * dt + 0.5 * a_eff * dt * dt
-        lap = self.hist_lap[-1] + (s_raw >= rings)
+        lap = self.hist_lap[-1] + ((s_raw >= rings) & self._open)
         self.hist_a.append(a_eff)
         self.hist_s.append(np.mod(s_raw, rings))
         self.hist_v.append(v_new)
@@ -521,7 +533,7 @@ class Traffic:
         a = self.hist_a[k]
         rings = self._rings
         s_raw = self.hist_s[k] + self.hist_v[k] * tau + 0.5 * a * tau * tau
-        lap = self.hist_lap[k] + (s_raw >= rings)
+        lap = self.hist_lap[k] + ((s_raw >= rings) & self._open)
         return np.mod(s_raw, rings), self.hist_v[k] + a * tau, a, lap
 
     def walkers_at(self, t: float):

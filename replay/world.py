@@ -54,7 +54,8 @@ class WorldConfig:
     parked_occupancy: float = 0.55  # chance a parking slot holds a vehicle
     parked_mix: dict = field(default_factory=lambda: {
         "car": 0.82, "truck": 0.05, "trailer": 0.03, "bus": 0.02, "motorcycle": 0.05, "construction_vehicle": 0.03})
-    work_zone_rate: float = 0.012  # chance per parking slot of starting a work zone (cones, barriers)
+    work_zone_rate: float = 0.02  # chance per parking slot of starting a work zone (cones, barriers)
+    cone_group_rate: float = 0.03  # chance per parking slot of a few cones or a barrier
     parked_bicycle_rate: float = 0.35  # chance per 60 m of sidewalk of a few parked bicycles
     pedestrian_spacing: float = 14.0  # mean spacing of pedestrians along each sidewalk
     standing_fraction: float = 0.25  # share of pedestrians that stand still
