@@ -248,6 +248,7 @@ class NuScenesSource:
                 if fs is None:
                     continue
                 yield fs
+                del fs  # do not hold the last set (26 MB at 1600x900) while decoding the next
                 frame_id += 1
                 first = False
 
