@@ -135,3 +135,11 @@ def test_ground_truth_as_predictions_scores_mini_val(sim_nusc, tmp_path):
     assert metrics.mean_ap > 0.9
     tp = metrics.tp_errors
     assert tp["trans_err"] < 1e-3 and tp["scale_err"] < 1e-3 and tp["vel_err"] < 1e-3
+
+
+def test_sim_command_rejects_too_many_mini_scenes(tmp_path, capsys):
+    from runtime.cli import main
+
+    assert main(["sim", "--out", str(tmp_path / "x"), "--scenes", "11"]) == 2
+    assert "v1.0-trainval" in capsys.readouterr().out
+    assert not (tmp_path / "x").exists()
