@@ -225,7 +225,7 @@ class Traffic:
         amax.append(1.2), bcomf.append(1.8), headway.append(1.5), length.append(EGO_LENGTH)
         bodies.append([])
         is_ego.append(True)
-        mix = cfg.moving_mix
+        mix = dict(cfg.moving_mix)
         names, weights = list(mix), np.array(list(mix.values()), float)
         for k, (path, road, i) in enumerate(self.lanes):
             outer = i == self.roads[road].lanes_per_dir - 1
@@ -294,8 +294,8 @@ class Traffic:
 
     def _place_statics(self, rng: np.random.Generator) -> None:
         cfg = self.cfg
-        parked_names = list(cfg.parked_mix)
-        parked_w = np.array(list(cfg.parked_mix.values()), float)
+        parked_names = [k for k, _ in cfg.parked_mix]
+        parked_w = np.array([w for _, w in cfg.parked_mix], float)
         for road in self.roads:
             others = [o for o in self.roads if o.index != road.index]
             for side in (-1.0, 1.0):

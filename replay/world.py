@@ -8,7 +8,7 @@ the ego origin is on the ground below the rear axle, x forward, y left, z up.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pyquaternion import Quaternion
@@ -49,11 +49,11 @@ class WorldConfig:
     clearance_s: float = 4.0  # all-red time after each green
     # traffic
     vehicle_spacing: float = 28.0  # mean free gap between moving vehicles in a lane
-    moving_mix: dict = field(default_factory=lambda: {
-        "car": 0.70, "truck": 0.07, "bus": 0.05, "truck_trailer": 0.04, "motorcycle": 0.06, "bicycle": 0.08})
+    moving_mix: tuple = (("car", 0.70), ("truck", 0.07), ("bus", 0.05), ("truck_trailer", 0.04),
+                         ("motorcycle", 0.06), ("bicycle", 0.08))  # (kind, weight) of lane traffic
     parked_occupancy: float = 0.55  # chance a parking slot holds a vehicle
-    parked_mix: dict = field(default_factory=lambda: {
-        "car": 0.82, "truck": 0.05, "trailer": 0.03, "bus": 0.02, "motorcycle": 0.05, "construction_vehicle": 0.03})
+    parked_mix: tuple = (("car", 0.82), ("truck", 0.05), ("trailer", 0.03), ("bus", 0.02), ("motorcycle", 0.05),
+                         ("construction_vehicle", 0.03))  # (class, weight) of parked vehicles
     work_zone_rate: float = 0.02  # chance per parking slot of starting a work zone (cones, barriers)
     cone_group_rate: float = 0.03  # chance per parking slot of a few cones or a barrier
     parked_bicycle_rate: float = 0.35  # chance per 60 m of sidewalk of a few parked bicycles
@@ -70,8 +70,14 @@ class WorldConfig:
 
 
 def yaw_quaternion(yaw: float) -> Quaternion:
-    """Rotation about +z by yaw radians."""
-    return Quaternion(np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+    """Rotation about +z by yaw radians.
+
+    Built without pyquaternion's argument validation (a pyquaternion Quaternion is just its `q`
+    array), which is the hot spot of state_at with a few hundred agents per call.
+    """
+    q = Quaternion.__new__(Quaternion)
+    q.q = np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)])
+    return q
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,8 @@ class World:
         self._raster: GroundRaster | None = None
         self._id_prefix = hashlib.sha1(f"bevstream-world-{self.seed}".encode()).hexdigest()[:12]
         self._cache: tuple[float, WorldState] | None = None
+        self._iids: dict[tuple, str] = {}
+        self._statics: dict[int, AgentState] = {}
         tr = self.traffic  # flat body tables: driver index, body index, distance back from the front bumper
         flat = [(i, bi, b.back) for i, bodies in enumerate(tr.d_bodies) for bi, b in enumerate(bodies)]
         self._body_driver = np.array([f[0] for f in flat], int)
@@ -154,7 +162,20 @@ class World:
 
     # ---- dynamic ---------------------------------------------------------------------------------
     def _iid(self, kind: str, index: int, lap: int = 0) -> str:
-        return f"{self._id_prefix}-{kind}{index:05d}-{lap:03d}"
+        key = (kind, index, lap)
+        iid = self._iids.get(key)
+        if iid is None:
+            iid = self._iids[key] = f"{self._id_prefix}-{kind}{index:05d}-{lap:03d}"
+        return iid
+
+    def _static_state(self, k: int) -> AgentState:
+        """Static agents never change: build each AgentState once."""
+        a = self._statics.get(k)
+        if a is None:
+            st = self.traffic.statics[k]
+            a = self._statics[k] = AgentState(self._iid("s", k), st.category, st.name, st.size, st.center.copy(),
+                                              yaw_quaternion(st.yaw), np.zeros(3), st.attribute, st.color)
+        return a
 
     def state_at(self, time_s: float) -> WorldState:
         """The world at time_s (seconds; deterministic; any order, later times are cheapest)."""
@@ -217,9 +238,7 @@ class World:
                     "pedestrian.moving" if speed > 0.2 else "pedestrian.standing", body.color))
         # static objects
         for k in np.flatnonzero(((self._static_xy - ego_xy) ** 2).sum(axis=1) <= r2):
-            st = tr.statics[k]
-            agents.append(AgentState(self._iid("s", int(k)), st.category, st.name, st.size, st.center.copy(),
-                                     yaw_quaternion(st.yaw), np.zeros(3), st.attribute, st.color))
+            agents.append(self._static_state(int(k)))
         state = WorldState(
             time_s=t,
             ego_pose=ego_pose,
