@@ -9,13 +9,15 @@ Two attention modes:
 - ``"sampled"`` (default, cheap): each cell's pillar is sampled at a few heights; every (height, camera)
   point that projects inside an image becomes one key/value, read with bilinear ``grid_sample`` from the
   projected key/value maps (projection commutes with bilinear sampling). A cell attends only to its own
-  few keys (BEVFormer-style spatial cross-attention). The sampling layout depends only on the
+  few keys (BEVFormer-style spatial cross-attention); the softmax is grouped per cell with scatter ops
+  over a flat list of points, so no padding to the busiest cell. The sampling layout depends only on the
   calibration and is cached; with rectified (canonical) cameras it never changes.
 - ``"dense"``: every cell attends to every pixel of every camera (masked for missing cameras).
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -72,16 +74,49 @@ def pixel_rays(intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, feat_size: tu
 
 @dataclass
 class SampledLayout:
-    """Which camera pixels each BEV cell reads: built once per calibration."""
+    """Which camera pixels each BEV cell reads: built once per calibration.
 
-    grid: torch.Tensor  # (Ncam, 1, Nmax, 2) grid_sample coords of every camera's points
-    index: torch.Tensor  # (HW, K) index into the flattened (Ncam*Nmax + 1) samples; last = zero pad
-    cam: torch.Tensor  # (HW, K) camera of each slot (0 for padding)
-    valid: torch.Tensor  # (HW, K) bool
+    Every (cell, pillar height, camera) point that lands inside an image is one key; points are stored
+    per camera (padded to the longest camera list) so one batched grid_sample reads them all.
+    """
+
+    grid: torch.Tensor  # (Ncam, 1, Nmax, 2) grid_sample coords of every camera's points (padding outside)
+    sampler: torch.Tensor  # (Ncam*Nmax, Ncam*Hf*Wf) sparse CSR: the same bilinear sampling as one matmul
+    point_cell: torch.Tensor  # (Ncam*Nmax,) long: BEV cell (i*W + j) of each point; HW for padding
+    point_cam: torch.Tensor  # (Ncam*Nmax,) long: camera of each point
+
+
+def bilinear_matrix(grid: torch.Tensor, feat_size: tuple[int, int]) -> torch.Tensor:
+    """(Ncam, 1, N, 2) grid_sample coords -> sparse CSR (Ncam*N, Ncam*Hf*Wf) doing
+    F.grid_sample(bilinear, zeros padding, align_corners=False) as a matmul on (Ncam*Hf*Wf, C) features."""
+    ncam, _, n, _ = grid.shape
+    hf, wf = feat_size
+    g = grid[:, 0].double()  # (Ncam, N, 2)
+    x = ((g[..., 0] + 1) * wf - 1) / 2
+    y = ((g[..., 1] + 1) * hf - 1) / 2
+    x0, y0 = torch.floor(x), torch.floor(y)
+    rows, cols, vals = [], [], []
+    row = torch.arange(ncam * n).view(ncam, n)
+    cam = torch.arange(ncam).view(ncam, 1)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            wgt = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
+            ok = (xi >= 0) & (xi < wf) & (yi >= 0) & (yi < hf) & (wgt > 0)
+            col = cam * hf * wf + yi.clamp(0, hf - 1).long() * wf + xi.clamp(0, wf - 1).long()
+            rows.append(row[ok])
+            cols.append(col[ok])
+            vals.append(wgt[ok])
+    idx = torch.stack([torch.cat(rows), torch.cat(cols)])
+    coo = torch.sparse_coo_tensor(idx, torch.cat(vals).float(), (ncam * n, ncam * hf * wf), check_invariants=True).coalesce()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return coo.to_sparse_csr()
 
 
 def build_sampled_layout(
-    grid: BEVGrid, heights: tuple[float, ...], intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, image_size: tuple[int, int]
+    grid: BEVGrid, heights: tuple[float, ...], intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, image_size: tuple[int, int],
+    feat_size: tuple[int, int] | None = None,
 ) -> SampledLayout:
     """Project every cell's pillar points into every camera; keep those in front and inside the image."""
     h_img, w_img = image_size
@@ -98,25 +133,16 @@ def build_sampled_layout(
     uv = uvw[..., :2] / depth.clamp(min=1e-6)[..., None]
     valid = (depth > 0.1) & (uv[..., 0] >= -0.5) & (uv[..., 0] <= w_img - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= h_img - 0.5)
     gxy = torch.stack([(2 * uv[..., 0] + 1) / w_img - 1, (2 * uv[..., 1] + 1) / h_img - 1], dim=-1)  # (Ncam, HW, Z, 2)
-    # Per camera: the list of its valid points, padded to the longest list.
     per_cam = [valid[c].reshape(-1).nonzero().squeeze(1) for c in range(ncam)]  # flat (cell*Z + z) indices
     nmax = max(1, max(len(p) for p in per_cam))
     sample_grid = torch.full((ncam, 1, nmax, 2), -4.0, dtype=torch.float32)
-    flat_of = torch.full((ncam, hw * nz), -1, dtype=torch.long)  # (cam, cell*Z+z) -> flat sample index
+    point_cell = torch.full((ncam, nmax), hw, dtype=torch.long)
     for c, idx in enumerate(per_cam):
         sample_grid[c, 0, : len(idx)] = gxy[c].reshape(-1, 2)[idx].float()
-        flat_of[c, idx] = c * nmax + torch.arange(len(idx))
-    slots = flat_of.reshape(ncam, hw, nz).permute(1, 0, 2).reshape(hw, ncam * nz)  # (HW, Ncam*Z)
-    slot_cam = torch.arange(ncam)[None, :, None].expand(hw, ncam, nz).reshape(hw, ncam * nz)
-    ok = slots >= 0
-    kmax = max(1, int(ok.sum(1).max()))
-    # Compact each row's valid slots to the front (stable sort on "invalid").
-    order = torch.sort((~ok).to(torch.int8), dim=1, stable=True).indices[:, :kmax]
-    index = torch.gather(slots, 1, order)
-    cam = torch.gather(slot_cam, 1, order)
-    valid_k = torch.gather(ok, 1, order)
-    pad = ncam * nmax
-    return SampledLayout(grid=sample_grid, index=torch.where(valid_k, index, pad), cam=torch.where(valid_k, cam, 0), valid=valid_k)
+        point_cell[c, : len(idx)] = idx // nz
+    point_cam = torch.arange(ncam)[:, None].expand(ncam, nmax)
+    feat_size = feat_size or (h_img // 16, w_img // 16)
+    return SampledLayout(grid=sample_grid, sampler=bilinear_matrix(sample_grid, feat_size), point_cell=point_cell.reshape(-1), point_cam=point_cam.reshape(-1).clone())
 
 
 class CrossAttentionLayer(nn.Module):
@@ -131,16 +157,23 @@ class CrossAttentionLayer(nn.Module):
         self.norm_f = nn.LayerNorm(channels)
         self.ffn = nn.Sequential(nn.Linear(channels, channels * ffn_ratio), nn.GELU(), nn.Linear(channels * ffn_ratio, channels))
 
-    def attend_sampled(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T, C); keys/values (B, T, K, C); mask (B, T, K) bool -> (B, T, C)."""
-        b, t, k, c = keys.shape
+    def attend_points(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, point_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each token attends over its own points only (softmax grouped by token, no padding).
+
+        tokens (T, C); keys/values (P, C) of P sampled points; point_token (P,) long in [0, T); mask (P,) bool.
+        """
+        t, c = tokens.shape
         h, d = self.heads, c // self.heads
-        q = self.q(self.norm_q(tokens)).view(b, t, 1, h, d)
-        scores = (q * keys.view(b, t, k, h, d)).sum(-1) / math.sqrt(d)  # (B, T, K, h)
-        scores = scores.masked_fill(~mask[..., None], float("-inf"))
-        attn = torch.softmax(scores, dim=2).nan_to_num(0.0)  # cells with no visible key read nothing
-        ctx = (attn[..., None] * values.view(b, t, k, h, d)).sum(2).reshape(b, t, c)
-        return self.finish(tokens, ctx)
+        q = self.q(self.norm_q(tokens))  # (T, C)
+        scores = (q[point_token] * keys).view(-1, h, d).sum(-1) / math.sqrt(d)  # (P, h)
+        scores = scores.masked_fill(~mask[:, None], float("-inf"))
+        idx = point_token[:, None].expand(-1, h)
+        top = torch.full((t, h), float("-inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(0, idx, scores, "amax")
+        e = torch.exp(scores - top[point_token]).nan_to_num(0.0)  # masked points: exp(-inf) = 0
+        denom = torch.zeros(t, h, dtype=scores.dtype, device=scores.device).index_add_(0, point_token, e)
+        attn = e / denom[point_token].clamp_min(1e-20)  # (P, h)
+        ctx = torch.zeros(t, c, dtype=values.dtype, device=values.device).index_add_(0, point_token, (attn[:, :, None] * values.view(-1, h, d)).reshape(-1, c))
+        return self.finish(tokens, ctx)  # tokens seeing no point read nothing (ctx 0)
 
     def attend_dense(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """tokens (B, T, C); keys/values (B, S, C); mask (B, S) bool -> (B, T, C)."""
@@ -159,6 +192,12 @@ class CrossAttentionLayer(nn.Module):
         return x + self.ffn(self.norm_f(x))
 
 
+def depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A depthwise conv run channels-last: on CPU the contiguous-layout depthwise kernel is ~20x slower."""
+    cl = torch.channels_last
+    return F.conv2d(x.contiguous(memory_format=cl), conv.weight.contiguous(memory_format=cl), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 class SeparableBlock(nn.Module):
     """Residual depthwise 3x3 + pointwise MLP on the BEV raster: spreads context between cells."""
 
@@ -169,7 +208,7 @@ class SeparableBlock(nn.Module):
         self.pw2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.pw2(F.gelu(self.pw1(self.dw(x))))
+        return x + self.pw2(F.gelu(self.pw1(depthwise(self.dw, x))))
 
 
 class BEVEncoder(nn.Module):
@@ -198,13 +237,14 @@ class BEVEncoder(nn.Module):
         return enc.permute(0, 1, 4, 2, 3)
 
     def layout(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor) -> SampledLayout:
-        """Cached per calibration (Ncam, 3, 3) + (Ncam, 4, 4)."""
+        """Cached per calibration (Ncam, 3, 3) + (Ncam, 4, 4) (feature size = image size / stride)."""
         key = intrinsics.detach().cpu().double().numpy().tobytes() + cam_to_ego.detach().cpu().double().numpy().tobytes()
         lay = self._layouts.get(key)
         if lay is None:
             if len(self._layouts) > 32:
                 self._layouts.clear()
-            lay = build_sampled_layout(self.grid, self.config.pillar_heights, intrinsics.detach().cpu(), cam_to_ego.detach().cpu(), self.image_size)
+            feat_size = (self.image_size[0] // self.stride, self.image_size[1] // self.stride)
+            lay = build_sampled_layout(self.grid, self.config.pillar_heights, intrinsics.detach().cpu(), cam_to_ego.detach().cpu(), self.image_size, feat_size)
             self._layouts[key] = lay
         return lay
 
@@ -224,21 +264,22 @@ class BEVEncoder(nn.Module):
             for layer in self.layers:
                 tokens = layer.attend_dense(tokens, k, v, m)
         else:
-            ks, vs, ms = [], [], []
+            # All points of all batch items in one flat list; item b's tokens are rows b*HW ... (b+1)*HW - 1.
+            hw = h * w
+            pk, pv, pt, pm = [], [], [], []
             for i in range(b):
                 lay = self.layout(intrinsics[i], cam_to_ego[i])
-                kv = torch.cat([keys[i], values[i]], dim=1)  # (Ncam, 2C, Hf, Wf)
-                samp = F.grid_sample(kv, lay.grid.to(kv.device), mode="bilinear", padding_mode="zeros", align_corners=False)
-                samp = samp[:, :, 0].permute(0, 2, 1).reshape(-1, 2 * c)  # (Ncam*Nmax, 2C)
-                samp = torch.cat([samp, samp.new_zeros(1, 2 * c)], dim=0)
-                g = samp[lay.index.to(kv.device)]  # (HW, K, 2C)
-                ks.append(g[..., :c])
-                vs.append(g[..., c:])
-                ms.append(lay.valid.to(kv.device) & camera_mask[i][lay.cam.to(kv.device)])
-            kmax = max(x.shape[1] for x in ks)
-            pad = lambda x: F.pad(x, (0, 0, 0, kmax - x.shape[1])) if x.ndim == 3 else F.pad(x, (0, kmax - x.shape[1]))
-            k, v, m = torch.stack([pad(x) for x in ks]), torch.stack([pad(x) for x in vs]), torch.stack([pad(x) for x in ms])
+                kv = torch.cat([keys[i], values[i]], dim=1).permute(0, 2, 3, 1).reshape(-1, 2 * c)  # (Ncam*Hf*Wf, 2C)
+                samp = torch.sparse.mm(lay.sampler.to(kv.device), kv)  # (Ncam*Nmax, 2C): bilinear grid_sample as a matmul
+                cell = lay.point_cell.to(kv.device)
+                pk.append(samp[:, :c])
+                pv.append(samp[:, c:])
+                pt.append(cell.clamp(max=hw - 1) + i * hw)
+                pm.append((cell < hw) & camera_mask[i][lay.point_cam.to(kv.device)])
+            k, v, pt, pm = torch.cat(pk), torch.cat(pv), torch.cat(pt), torch.cat(pm)
+            flat = tokens.reshape(b * hw, c)
             for layer in self.layers:
-                tokens = layer.attend_sampled(tokens, k, v, m)
+                flat = layer.attend_points(flat, k, v, pt, pm)
+            tokens = flat.view(b, hw, c)
         bev = tokens.transpose(1, 2).reshape(b, c, h, w)
         return self.context(bev)  # (B, C, H, W)

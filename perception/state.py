@@ -17,7 +17,7 @@ import torch
 class FeatureQueue:
     """A fixed-capacity queue per stream; slot 0 is the newest entry."""
 
-    feats: torch.Tensor  # (B, L, C, H, W) BEV features (detached)
+    feats: torch.Tensor  # (B, L, Cq, H, W) BEV features (compressed by the video module)
     ego_to_global: torch.Tensor  # (B, L, 4, 4) float64, ego pose at push
     timestamp_s: torch.Tensor  # (B, L) float64
     odometer_m: torch.Tensor  # (B, L) float64, distance travelled at push
@@ -48,13 +48,18 @@ class FeatureQueue:
     def push(self, mask: torch.Tensor, feat: torch.Tensor, pose: torch.Tensor, t: torch.Tensor, odo: torch.Tensor, kin: torch.Tensor) -> "FeatureQueue":
         """New queue with (feat, pose, t, odo, kin) pushed at slot 0 for the items where mask (B,) is True."""
 
+        every, none = bool(mask.all()), not bool(mask.any())
+
         def shift(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            if none:
+                return old
             rolled = torch.cat([new[:, None].to(old.dtype), old[:, :-1]], dim=1)
-            m = mask.view(-1, *([1] * (old.ndim - 1)))
-            return torch.where(m, rolled, old)
+            if every:
+                return rolled
+            return torch.where(mask.view(-1, *([1] * (old.ndim - 1))), rolled, old)
 
         return FeatureQueue(
-            feats=shift(self.feats, feat.detach()),
+            feats=shift(self.feats, feat),
             ego_to_global=shift(self.ego_to_global, pose),
             timestamp_s=shift(self.timestamp_s, t),
             odometer_m=shift(self.odometer_m, odo),

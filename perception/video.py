@@ -10,7 +10,7 @@ Per tick, with the current single-frame BEV feature x (B, C, H, W):
    cells when the ego nears its edge). The hidden state is read into the ego frame, updated by a
    separable ConvGRU with the fused feature, and written back only into the world cells inside the
    BEV window (optionally within `update_radius_m`): cells far from the car keep their memory untouched;
-4. the current x is pushed into the time queue (every `push_period_ms`) and the space queue (every
+4. the current x, compressed by a 1x1 conv, is pushed into the time queue (every `push_period_ms`) and the space queue (every
    `push_distance_m` travelled; never while standing still).
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from perception.bev_encoder import depthwise
 from perception.grid import BEVGrid
 from perception.state import FeatureQueue, TemporalState
 
@@ -33,6 +34,7 @@ class VideoConfig:
     space_queue_length: int = 4
     push_period_ms: float = 27.0
     push_distance_m: float = 1.0
+    queue_channels: int = 32  # queue entries hold the BEV feature compressed to this many channels (1x1 conv)
     key_channels: int = 16  # fusion attention key size
     hidden_channels: int = 32  # spatial GRU hidden raster channels
     world_cells: int = 128  # side of the world-fixed hidden raster (cells of the BEV grid's resolution)
@@ -40,7 +42,7 @@ class VideoConfig:
     update_radius_m: float | None = None  # None: update every cell inside the BEV window
 
     def __post_init__(self) -> None:
-        for name in ("time_queue_length", "space_queue_length", "key_channels", "hidden_channels", "world_cells"):
+        for name in ("time_queue_length", "space_queue_length", "queue_channels", "key_channels", "hidden_channels", "world_cells"):
             if getattr(self, name) < 1:
                 raise ValueError(f"VideoConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.push_period_ms < 0 or self.push_distance_m <= 0:
@@ -113,8 +115,8 @@ class SpatialGRUCell(nn.Module):
         self.pw_cand = nn.Conv2d(c, hidden_channels, 1)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        z, r = torch.sigmoid(self.pw_gates(self.dw_gates(torch.cat([x, h], dim=1)))).chunk(2, dim=1)
-        cand = torch.tanh(self.pw_cand(self.dw_cand(torch.cat([x, r * h], dim=1))))
+        z, r = torch.sigmoid(self.pw_gates(depthwise(self.dw_gates, torch.cat([x, h], dim=1)))).chunk(2, dim=1)
+        cand = torch.tanh(self.pw_cand(depthwise(self.dw_cand, torch.cat([x, r * h], dim=1))))
         return (1 - z) * h + z * cand
 
 
@@ -124,12 +126,13 @@ class VideoModule(nn.Module):
     def __init__(self, channels: int, grid: BEVGrid, config: VideoConfig = VideoConfig()) -> None:
         super().__init__()
         self.channels, self.grid, self.config = channels, grid, config
-        kc, nf = config.key_channels, 8
+        kc, nf, cq = config.key_channels, 8, config.queue_channels
+        self.compress = nn.Conv2d(channels, cq, 1)  # what a queue entry stores
         self.q = nn.Conv2d(channels, kc, 1)
-        self.k = nn.Conv2d(channels, kc, 1)
+        self.k = nn.Conv2d(cq, kc, 1)
         self.offset_mlp = nn.Sequential(nn.Linear(4 * nf + 2, 32), nn.ReLU(inplace=True), nn.Linear(32, kc))
         self.null_key = nn.Parameter(torch.zeros(kc))
-        self.out = nn.Conv2d(channels, channels, 1)
+        self.out = nn.Conv2d(cq, channels, 1)
         self.kin_mlp = nn.Sequential(nn.Linear(7, 32), nn.ReLU(inplace=True), nn.Linear(32, channels))
         self.gru = SpatialGRUCell(channels, config.hidden_channels)
         self.read = nn.Conv2d(config.hidden_channels, channels, 1)
@@ -137,7 +140,7 @@ class VideoModule(nn.Module):
 
     # ------------------------------------------------------------ state helpers
     def initial_state(self, batch: int, device=None) -> TemporalState:
-        c, hw, cfg = self.channels, self.grid.shape, self.config
+        c, hw, cfg = self.config.queue_channels, self.grid.shape, self.config
         n = cfg.world_cells
         return TemporalState(
             time_queue=FeatureQueue.empty(batch, cfg.time_queue_length, c, hw, device),
@@ -198,8 +201,9 @@ class VideoModule(nn.Module):
 
     # ------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         cfg, dev = self.config, x.device
+        c = cfg.queue_channels
         pose = ego_to_global.double().cpu()
         t = timestamp_s.double().cpu()
         if state is None:
@@ -240,7 +244,7 @@ class VideoModule(nn.Module):
         scores = scores.masked_fill(~(inside & valid[:, :, None, None]), float("-inf"))
         null = (q * self.null_key[None, :, None, None]).sum(1, keepdim=True) / math.sqrt(q.shape[1])  # (B, 1, H, W)
         attn = torch.softmax(torch.cat([null, scores], 1), dim=1)[:, 1:]  # (B, L, H, W)
-        ctx = (attn[:, :, None] * warped).sum(1)  # (B, C, H, W)
+        ctx = (attn[:, :, None] * warped).sum(1)  # (B, Cq, H, W)
         fused = xk + self.out(ctx)
 
         # 3. Spatial GRU on the world-fixed hidden raster.
@@ -255,13 +259,14 @@ class VideoModule(nn.Module):
         hidden = torch.where(self.update_mask(anchor, ego2d).to(dev), written, hidden)
         out = fused + self.read(h_new)
 
-        # 4. Push the current single-frame feature.
+        # 4. Push the current single-frame feature (compressed; the graph is kept within a training clip).
+        entry = self.compress(x)  # (B, Cq, H, W)
         kin_cpu = kinematics.float()
         tq, sq = state.time_queue, state.space_queue
         push_t = (t - tq.last_push_s.cpu()) >= cfg.push_period_ms / 1000.0 - 1e-6
         push_s = (odometer - sq.last_push_odometer_m.cpu()) >= cfg.push_distance_m - 1e-9
-        tq = tq.push(push_t.to(dev), x, pose.to(dev), t.to(dev), odometer.to(dev), kin_cpu.to(dev))
-        sq = sq.push(push_s.to(dev), x, pose.to(dev), t.to(dev), odometer.to(dev), kin_cpu.to(dev))
+        tq = tq.push(push_t.to(dev), entry, pose.to(dev), t.to(dev), odometer.to(dev), kin_cpu.to(dev))
+        sq = sq.push(push_s.to(dev), entry, pose.to(dev), t.to(dev), odometer.to(dev), kin_cpu.to(dev))
         new_state = TemporalState(
             time_queue=tq,
             space_queue=sq,

@@ -43,6 +43,7 @@ def test_sampled_layout_matches_a_slow_projection():
     centres = TINY_GRID.cell_centers(dtype=torch.float64).reshape(-1, 2)
     flat_grid = lay.grid[:, 0].reshape(-1, 2)
     rng = np.random.default_rng(0)
+    assert int((lay.point_cell < len(centres)).sum()) > 0
     for cell in rng.choice(len(centres), 40, replace=False):
         expected = set()
         for c in range(6):
@@ -55,10 +56,9 @@ def test_sampled_layout_matches_a_slow_projection():
                 if -0.5 <= u <= IMG[1] - 0.5 and -0.5 <= v <= IMG[0] - 0.5:
                     expected.add((c, round((2 * float(u) + 1) / IMG[1] - 1, 4), round((2 * float(v) + 1) / IMG[0] - 1, 4)))
         got = set()
-        for slot in range(lay.index.shape[1]):
-            if lay.valid[cell, slot]:
-                gx, gy = flat_grid[lay.index[cell, slot]].tolist()
-                got.add((int(lay.cam[cell, slot]), round(gx, 4), round(gy, 4)))
+        for point in (lay.point_cell == cell).nonzero().flatten().tolist():
+            gx, gy = flat_grid[point].tolist()
+            got.add((int(lay.point_cam[point]), round(gx, 4), round(gy, 4)))
         assert got == expected, cell
 
 
@@ -78,11 +78,44 @@ def test_sampled_attention_only_reads_cameras_that_see_the_cell():
     changed[0, 3] = torch.rand(16, 3, 6)  # CAM_BACK
     out = enc(changed, intr[None], ext[None], mask)
     lay = enc.layout(intr, ext)
-    sees_back = ((lay.cam == 3) & lay.valid).any(1).reshape(TINY_GRID.shape)
+    hw = TINY_GRID.shape[0] * TINY_GRID.shape[1]
+    sees_back = torch.zeros(hw + 1, dtype=torch.bool).index_fill_(0, lay.point_cell[lay.point_cam == 3], True)[:hw].reshape(TINY_GRID.shape)
     diff = (out - base).abs().amax(1)[0]
     assert sees_back.any() and (~sees_back).any()
     assert torch.all(diff[~sees_back] == 0)
     assert torch.all(diff[sees_back] > 0)
+
+
+@torch.no_grad()
+def test_sampled_attention_equals_a_per_cell_softmax_reference():
+    enc = _encoder("sampled")
+    enc.layers[0].ffn = torch.nn.Identity()
+    intr, ext = canonical_rig(tiny_config())
+    feats = torch.rand(1, 6, 16, 3, 6)
+    keys = enc.key_proj(feats[0]) + enc.camera_encoding(intr[None], ext[None], (3, 6))[0]  # (6, C, 3, 6)
+    vals = enc.value_proj(feats[0])
+    lay = enc.layout(intr, ext)
+    layer = enc.layers[0]
+    q0 = (enc.queries[None] + enc.pe_proj(enc.raster_pe[None])).flatten(2)[0].T  # (HW, C)
+    q = layer.q(layer.norm_q(q0))
+    samp_k = torch.nn.functional.grid_sample(keys, lay.grid, align_corners=False)[:, :, 0]  # (6, C, Nmax)
+    samp_v = torch.nn.functional.grid_sample(vals, lay.grid, align_corners=False)[:, :, 0]
+    nmax = lay.grid.shape[2]
+    ctx = torch.zeros_like(q0)
+    for cell in range(q0.shape[0]):  # slow: one softmax per cell over its own points
+        pts = (lay.point_cell == cell).nonzero().flatten()
+        if len(pts) == 0:
+            continue
+        kk = torch.stack([samp_k[p // nmax, :, p % nmax] for p in pts.tolist()])  # (n, C)
+        vv = torch.stack([samp_v[p // nmax, :, p % nmax] for p in pts.tolist()])
+        for hd in range(2):
+            sl = slice(hd * 8, hd * 8 + 8)
+            a = torch.softmax(kk[:, sl] @ q[cell, sl] / math.sqrt(8), dim=0)
+            ctx[cell, sl] = a @ vv[:, sl]
+    x = q0 + layer.out(ctx)
+    expected = (x + layer.norm_f(x)).T.reshape(1, 16, *TINY_GRID.shape)
+    got = enc(feats, intr[None], ext[None], torch.ones(1, 6, dtype=torch.bool))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
 @torch.no_grad()
