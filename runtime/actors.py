@@ -64,6 +64,9 @@ class BackboneActor:
     def run(self, images: list, meta: TickMeta) -> FeaturePacket:
         return self.stage.run(images, meta)
 
+    def warmup(self) -> FeaturePacket:
+        return self.stage.warmup()
+
 
 class BevActor:
     """BEV encoder + video module + heads; holds the temporal state, checkpointed every N ticks."""
@@ -89,6 +92,10 @@ class BevActor:
 
     def status(self) -> dict:
         return {"ticks": self.ticks, "starts": self.start_count, "restored_from": self.restored_from}
+
+    def warmup(self, packet: FeaturePacket) -> None:
+        if self.restored_from is None:  # never on a restart: the restored state must stay
+            self.stage.warmup(packet)
 
     def run(self, packet: FeaturePacket, meta: TickMeta):
         result = self.stage.run(packet, meta)

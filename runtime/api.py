@@ -90,6 +90,7 @@ class Runtime:
                 late_or_rejected_frames=late[0],
                 actor_restarts=self.supervisor.restarts(),
                 max_in_flight_seen=pipeline.max_seen_in_flight,
+                actor_restart_wait_s=round(pipeline.restart_wait_s, 3),
                 wall_s=round(time.time() - started, 3),
             )
             if sink is not None:

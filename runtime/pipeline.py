@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from runtime.config import PipelineConfig, SyncConfig
 from runtime.messages import FrameSet, StageTiming
@@ -148,6 +148,26 @@ class TickPipeline:
         self.live = live
         self.submitted = 0
         self.max_seen_in_flight = 0
+        self.recovering = False  # an actor died: submit nothing until Ray has it back
+        self.restart_wait_s = 0.0
+
+    async def _await_actors(self, timeout_s: float = 300.0) -> None:
+        """Wait until Ray has restarted the dead actor(s), so the ticks submitted next do not fail too."""
+        start = time.monotonic()
+        for actor in (self.backbone, self.bev):
+            while True:
+                try:
+                    await asyncio.wrap_future(actor.node_id.remote().future())
+                    break
+                except ActorUnavailableError:  # restarting
+                    pass
+                except RayActorError as exc:
+                    if time.monotonic() - start > timeout_s:
+                        raise RuntimeError(f"a pipeline actor died and was not restarted within {timeout_s:.0f} s "
+                                           f"(stages.*.max_restarts exhausted?): {exc}") from exc
+                await asyncio.sleep(0.1)
+        self.recovering = False
+        self.restart_wait_s += time.monotonic() - start
 
     def _submit(self, fs: FrameSet) -> _InFlight:
         start = time.time_ns()
@@ -165,6 +185,8 @@ class TickPipeline:
             result: TickResult = job.fut.result()
         except Exception as exc:  # noqa: BLE001 - every failure becomes a drop record
             reason, detail = classify_failure(exc)
+            if reason == "actor_restart":
+                self.recovering = True
             record = drop_for(job.meta, reason, detail)
             if self.sink is not None:
                 self.sink.write.remote(record)
@@ -188,7 +210,9 @@ class TickPipeline:
         cap = self.cfg.max_in_flight
         try:
             while True:
-                while waiting and len(inflight) < cap:
+                if self.recovering and not inflight:  # the ticks sent to the dead actor have all failed
+                    await self._await_actors()
+                while waiting and len(inflight) < cap and not self.recovering:
                     inflight.append(self._submit(waiting.popleft()))
                     self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
                 if self.live:
@@ -199,7 +223,7 @@ class TickPipeline:
                     return
                 wait_set: set = set()
                 # Replay reads the source only when a slot is free (backpressure); live always reads.
-                if not source_done and (self.live or len(inflight) < cap):
+                if not source_done and (self.live or len(inflight) + len(waiting) < cap):
                     if get_task is None:
                         get_task = asyncio.ensure_future(feeder.queue.get())
                     wait_set.add(get_task)

@@ -105,12 +105,35 @@ class BevInputs:
     reset: np.ndarray  # (1,) bool
 
 
+def warmup_meta(size: tuple[int, int] = (198, 352)) -> TickMeta:
+    """A synthetic six-camera tick (level cameras around the rig) to run once before the stream:
+    first calls allocate and plan, and should not land on the first real tick's latency."""
+    h, w = size
+    k = np.array([[w / 2.0, 0, w / 2.0], [0, w / 2.0, h / 2.0], [0, 0, 1]])
+    base = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # optical -> ego, looking forward
+    exts = []
+    for i in range(NCAM):
+        yaw = -i * np.pi / 3
+        rz = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+        e = np.eye(4)
+        e[:3, :3] = rz @ base
+        e[:3, 3] = [1.0, 0.0, 1.5]
+        exts.append(e)
+    return TickMeta(frame_id=-1, scene="warmup", timestamp_us=0, oldest_timestamp_us=0, sample_token=None,
+                    channels=CAMERA_CHANNELS, missing=(), intrinsics=np.stack([k] * NCAM), sensor_to_ego=np.stack(exts),
+                    ego_to_global=Pose.identity(), kinematics=np.zeros(7, np.float32), new_scene=True, timings=())
+
+
 class BackboneStage:
     """Preprocessing + per-camera backbone + image segmentation, all present cameras in one call."""
 
     def __init__(self, model: PerceptionModel, seg_stride: int = 1):
         self.model = model
         self.seg_stride = seg_stride
+
+    def warmup(self, size: tuple[int, int] = (198, 352)) -> FeaturePacket:
+        meta = warmup_meta(size)
+        return self.run([np.full(size + (3,), 128, np.uint8)] * NCAM, meta)
 
     def run(self, images: list[np.ndarray], meta: TickMeta) -> FeaturePacket:
         start = time.time_ns()
@@ -154,6 +177,11 @@ class BevStage:
         dets, lines = self.model.decode(outputs)
         timing = StageTiming("bev", start, time.time_ns())
         return make_tick_result(meta, packet, dets, lines, timing)
+
+    def warmup(self, packet: FeaturePacket) -> None:
+        """One step on a warm-up packet; the temporal state is fresh afterwards."""
+        self.run(packet, warmup_meta())
+        self.state = self.model.new_state()
 
     def checkpoint(self) -> bytes:
         return self.model.state_to_bytes(self.state)

@@ -63,7 +63,8 @@ class Supervisor:
             self.model_factory, st.backbone.torch_threads, self.cfg.pipeline.seg_stride, self.store)
         self.bev = ray.remote(BevActor).options(**_options(st.bev)).remote(
             self.model_factory, st.bev.torch_threads, self.store, self.cfg.pipeline.checkpoint_every)
-        ray.get([self.backbone.node_id.remote(), self.bev.node_id.remote()])  # once: actors are up
+        # Once, before the stream: the actors are up and have run one synthetic tick (warm-up).
+        ray.get(self.bev.warmup.remote(self.backbone.warmup.remote()))
         return self
 
     def start_sink(self, out_dir: str, expected_samples: list[str] | None) -> Any:

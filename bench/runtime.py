@@ -1,0 +1,200 @@
+"""Benchmark: the Ray runtime against the plain offline loop research code uses, same weights, same frames.
+
+    python bench/runtime.py            # 24 ticks of the real nuScenes scene (keyframes, 1600x900) if present
+    python bench/runtime.py --quick    # 8 ticks
+    python bench/runtime.py --source sim   # simulated vehicle frames (352x198), preloaded
+
+Baseline (same run, same process start): one process, one tick after another: load the frame set,
+rectify, `BEVStreamModel.forward`, `postprocess`, boxes to global (torch threads = all cores).
+Runtime: the default runtime.yaml pipeline (backbone actor + BEV actor, 1 CPU / 1 torch thread
+each, `max_in_flight` 2) on the same frames from the same source, with the same weights (a seeded
+random-init checkpoint written once and loaded by both, or the configured/shipped weights).
+Reports throughput (ticks/s over the measured ticks) and per-tick latency (median): for the loop,
+load + compute of a tick; for the runtime, TickResult.latency_ms (load + submit -> result in hand).
+Writes bench/results/runtime.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+REAL_SCENE = ROOT.parent / "shared" / "data" / "nuscenes-real-scene-0523"
+
+
+def frame_source(kind: str, n: int):
+    """A fresh iterator of the first n frame sets (loading happens as it is iterated)."""
+    import itertools
+
+    if kind == "nuscenes":
+        from replay.nuscenes_source import NuScenesSource
+
+        src = NuScenesSource(REAL_SCENE, "v1.0-trainval", keyframes_only=True)
+        return src.describe(), (lambda: itertools.islice(src.frame_sets(), n))
+    from replay.live import SimulatedVehicle
+
+    veh = SimulatedVehicle(seed=0, width=352, height=198, duration_s=n / 12.0 + 1.0, realtime=False)
+    sets = list(itertools.islice(veh.frame_sets(), n))  # preloaded: rendering is not what is measured
+    return veh.describe() + " (preloaded)", (lambda: iter(sets))
+
+
+def offline_loop(factory, make_iter, warmup: int, threads: int) -> dict:
+    """The research loop: everything in this process, one tick after another."""
+    import numpy as np
+    import torch
+
+    from perception.model import inputs_from_numpy
+    from perception.rectify import Rectifier
+    from runtime.messages import CAMERA_CHANNELS
+    from runtime.results import DetectionArrays
+
+    torch.set_num_threads(threads)
+    model = factory.build_torch_model()
+    rect = Rectifier(model.config.rectify)
+    state = model.initial_state(1)
+    lat, counts, t_start = [], [], None
+    it = make_iter()
+    i = 0
+    while True:
+        t0 = time.perf_counter()
+        fs = next(it, None)
+        if fs is None:
+            break
+        if i == warmup:
+            t_start = t0
+        frames = {c.channel: c for c in fs.cameras}
+        # Missing cameras: a black image with the nominal calibration of a present one, masked out.
+        ref = fs.cameras[0]
+        imgs = [torch.from_numpy(np.array(frames.get(ch, ref).image)).permute(2, 0, 1) for ch in CAMERA_CHANNELS]
+        out = rect(imgs, [frames.get(ch, ref).intrinsic for ch in CAMERA_CHANNELS],
+                   [frames.get(ch, ref).sensor_to_ego.matrix for ch in CAMERA_CHANNELS])
+        mask = np.array([ch in frames for ch in CAMERA_CHANNELS])
+        inputs = inputs_from_numpy(out.images.numpy(), out.intrinsics.numpy(), out.cam_to_ego.numpy(), mask,
+                                   fs.ego_to_global.matrix, fs.timestamp_us / 1e6, fs.kinematics.as_array(), fs.new_scene)
+        with torch.no_grad():
+            outputs, state = model(inputs, state)
+            post = model.postprocess(outputs)[0]
+        d = post["detections"]
+        DetectionArrays("ego", d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(), d.names).to_global(fs.ego_to_global)
+        if i >= warmup:
+            lat.append((time.perf_counter() - t0) * 1e3)
+            counts.append(len(d))
+        i += 1
+    wall = time.perf_counter() - t_start
+    return {"threads": threads, "ticks": len(lat), "throughput_hz": len(lat) / wall, "latency_ms_median": statistics.median(lat),
+            "latency_ms_p90": sorted(lat)[int(0.9 * (len(lat) - 1))], "detections": counts}
+
+
+def runtime_run(cfg, make_iter, warmup: int) -> dict:
+    from runtime.api import Runtime
+    from runtime.results import TickResult
+
+    class _Src:
+        is_live = False
+
+        def frame_sets(self):
+            return make_iter()
+
+        def describe(self):
+            return "bench frames"
+
+    with Runtime(cfg) as rt:
+        records = list(rt.iterate(_Src()))
+    ticks = [r for r in records if isinstance(r, TickResult)]
+    measured = ticks[warmup:]
+    start = min(t.start_ns for t in measured[0].timings)  # the first measured tick starts loading
+    end = max(t.end_ns for t in measured[-1].timings)
+    lat = [r.latency_ms for r in measured]
+    return {"ticks": len(measured), "dropped": len(records) - len(ticks),
+            "throughput_hz": len(measured) / ((end - start) / 1e9), "latency_ms_median": statistics.median(lat),
+            "latency_ms_p90": sorted(lat)[int(0.9 * (len(lat) - 1))],
+            "detections": [len(r.detections_ego) for r in measured],
+            "stage_ms_median": {s: statistics.median(t.duration_ms for r in measured for t in r.timings if t.stage == s)
+                                for s in ("ingest", "submit", "backbone", "bev", "deliver")}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--source", choices=("nuscenes", "sim"), default=None)
+    ap.add_argument("--ticks", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None, help="alternating loop/runtime runs (median reported)")
+    args = ap.parse_args()
+    kind = args.source or ("nuscenes" if (REAL_SCENE / "v1.0-trainval").is_dir() else "sim")
+    n = args.ticks or (8 if args.quick else 24)
+    repeats = args.repeats or (1 if args.quick else 2)
+    warmup = 2
+
+    import torch
+
+    from runtime.config import load_config
+    from runtime.model import ModelFactory
+
+    cfg = load_config()
+    tmp = tempfile.TemporaryDirectory()
+    factory = ModelFactory.from_config(cfg.model)
+    if factory.checkpoint is None:  # same random weights for both sides: one seeded checkpoint
+        torch.manual_seed(0)
+        model = ModelFactory(factory.options, None).build_torch_model()
+        ckpt = Path(tmp.name) / "bench_weights.pt"
+        torch.save({"model": model.state_dict(), "step": 0}, ckpt)
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"checkpoint": ckpt})})
+        factory = ModelFactory.from_config(cfg.model)
+        weights = "random init (seed 0), shared checkpoint"
+    else:
+        weights = str(factory.checkpoint)
+    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"progress": False})})
+    desc, make_iter = frame_source(kind, n + warmup)
+    print(f"frames: {desc}; {n} measured ticks after {warmup} warm-up; weights: {weights}; {repeats} repeat(s)", file=sys.stderr)
+
+    loops, runs = [], []
+    thread_options = [1] if args.quick else sorted({1, os.cpu_count() or 1})
+    for r in range(repeats):
+        # The baseline gets its best torch thread count (1 or all cores) in each repeat.
+        tries = [offline_loop(factory, make_iter, warmup, t) for t in thread_options]
+        for t in tries:
+            print(f"  loop    #{r} ({t['threads']} thread(s)): {t['throughput_hz']:.2f} ticks/s, "
+                  f"median {t['latency_ms_median']:.0f} ms", file=sys.stderr)
+        loops.append(max(tries, key=lambda t: t["throughput_hz"]))
+        runs.append(runtime_run(cfg, make_iter, warmup))
+        print(f"  runtime #{r}: {runs[-1]['throughput_hz']:.2f} ticks/s, median {runs[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
+
+    def med(xs, k):
+        return statistics.median(x[k] for x in xs)
+
+    loop_tp, rt_tp = med(loops, "throughput_hz"), med(runs, "throughput_hz")
+    loop_lat, rt_lat = med(loops, "latency_ms_median"), med(runs, "latency_ms_median")
+    same_outputs = all(a["detections"] == b["detections"] for a, b in zip(loops, runs))
+    result = {
+        "frames": desc, "ticks": n, "warmup": warmup, "repeats": repeats, "weights": weights,
+        "offline_loop": {"throughput_hz": loop_tp, "latency_ms_median": loop_lat,
+                         "torch_threads_best": [x["threads"] for x in loops]},
+        "runtime": {"throughput_hz": rt_tp, "latency_ms_median": rt_lat, "dropped": sum(x["dropped"] for x in runs),
+                    "stage_ms_median": runs[-1]["stage_ms_median"]},
+        "throughput_ratio": rt_tp / loop_tp,
+        "median_latency_overhead": rt_lat / loop_lat - 1.0,
+        "same_detection_counts": same_outputs,
+        "config": {"pipeline": cfg.pipeline.model_dump(), "stages": cfg.stages.model_dump(mode="json")},
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
+    }
+    print(f"{'':<14}{'ticks/s':>10}{'median ms':>12}")
+    print(f"{'offline loop':<14}{loop_tp:>10.2f}{loop_lat:>12.1f}")
+    print(f"{'runtime':<14}{rt_tp:>10.2f}{rt_lat:>12.1f}")
+    print(f"throughput ratio {result['throughput_ratio']:.2f}, median latency overhead {100 * result['median_latency_overhead']:+.1f} %, "
+          f"same detections per tick: {same_outputs}; {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
+    out = ROOT / "bench" / "results" / "runtime.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
