@@ -113,8 +113,9 @@ class BEVStreamModel(nn.Module):
         super().__init__()
         self.config = config
         bb = config.backbone
-        self.backbone = Backbone(bb)
-        self.seg_head = SegmentationHead(bb.out_channels, bb.skip_channels, bb.widths[1], config.seg)
+        # Per-camera convs run channels-last (faster oneDNN kernels on CPU); weights stored to match.
+        self.backbone = Backbone(bb).to(memory_format=torch.channels_last)
+        self.seg_head = SegmentationHead(bb.out_channels, bb.skip_channels, bb.widths[1], config.seg).to(memory_format=torch.channels_last)
         self.bev_encoder = BEVEncoder(bb.out_channels, config.grid, config.image_size, Backbone.stride, config.bev)
         c = config.bev.channels
         self.video = VideoModule(c, config.grid, config.video) if config.video.enabled else None
@@ -128,10 +129,10 @@ class BEVStreamModel(nn.Module):
         if images.ndim != 5:
             raise ValueError(f"encode_images expects (B, Ncam, 3, H, W), got {tuple(images.shape)}")
         b, n = images.shape[:2]
-        f = self.backbone(images.reshape(b * n, *images.shape[2:]))
+        f = self.backbone(images.reshape(b * n, *images.shape[2:]).contiguous(memory_format=torch.channels_last))
         seg = self.seg_head(f)
-        s16 = f["s16"]
-        return s16.view(b, n, *s16.shape[1:]), seg.view(b, n, *seg.shape[1:])
+        s16 = f["s16"].contiguous()
+        return s16.view(b, n, *s16.shape[1:]), seg.contiguous().view(b, n, *seg.shape[1:])
 
     def initial_state(self, batch: int, device=None) -> TemporalState | None:
         return self.video.initial_state(batch, device) if self.video is not None else None

@@ -165,14 +165,17 @@ class Rectifier:
         return plan
 
     def rectify_one(self, channel: str, image: torch.Tensor, intrinsic: np.ndarray, cam_to_ego: np.ndarray):
-        """image (3, H, W) uint8 or float in [0, 1] -> ((3, h, w) float, (3, 3) K, (3, 3) R)."""
+        """image (3, H, W) uint8 or float in [0, 1] -> ((3, h, w) float, (3, 3) K, (3, 3) R).
+
+        A CameraFrame's (H, W, 3) uint8 array passes as `torch.from_numpy(a).permute(2, 0, 1)`: that
+        channels-last view is the fastest input for the anti-aliased shrink."""
         if image.ndim != 3 or image.shape[0] != 3:
             raise ValueError(f"Rectifier: image of {channel} must be (3, H, W), got {tuple(image.shape)}")
-        img = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
-        grid, pre_size, k_out, r_out = self._plan(channel, np.asarray(intrinsic), np.asarray(cam_to_ego), tuple(img.shape[-2:]))
-        x = img[None]  # (1, 3, H, W)
+        grid, pre_size, k_out, r_out = self._plan(channel, np.asarray(intrinsic), np.asarray(cam_to_ego), tuple(image.shape[-2:]))
+        x = image[None]  # (1, 3, H, W); uint8 stays uint8 through the shrink (torch's fast anti-aliased path)
         if tuple(x.shape[-2:]) != pre_size:
             x = F.interpolate(x, size=pre_size, mode="bilinear", align_corners=False, antialias=True)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
         if grid is not None:
             x = F.grid_sample(x, grid[None], mode="bilinear", padding_mode="zeros", align_corners=False)
         return x[0].clamp_(0.0, 1.0), k_out, r_out
