@@ -41,13 +41,10 @@ def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int]
     """The frame sets of a source; a live source's raw camera frames go through the synchroniser
     configured in runtime.yaml (late frames are counted in `late_counter[0]`)."""
     if getattr(source, "is_live", False) and hasattr(source, "camera_frames"):
-        from runtime.sync import CameraSynchronizer
+        from replay.source import make_synchronizer
 
-        sync = CameraSynchronizer(
-            tolerance_us=int(sync_cfg.tolerance_ms * 1000),
-            max_wait_us=int(sync_cfg.max_wait_ms * 1000),
-            offsets_us=getattr(source, "channel_offsets_us", None),
-        )
+        sync = make_synchronizer(source, tolerance_us=int(sync_cfg.tolerance_ms * 1000),
+                                 max_wait_us=int(sync_cfg.max_wait_ms * 1000))
         for frame in source.camera_frames():
             out = sync.feed(frame)
             late_counter[0] += len(out.late) + len(out.rejected)

@@ -1,0 +1,40 @@
+"""Ingest of a live source: its raw camera frames go through the synchroniser configured in
+runtime.yaml (the source's own period and firing offsets), missing cameras give degraded sets."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from runtime.config import SyncConfig
+from runtime.messages import CAMERA_CHANNELS
+from runtime.pipeline import source_frame_sets
+from tests.runtime.fakes import make_frame_set
+
+
+class _LiveFrames:
+    is_live = True
+    period_us = 83_333
+    channel_offsets_us = {c: 5_000 * i for i, c in enumerate(CAMERA_CHANNELS)}
+
+    def __init__(self, n: int, drop: dict[int, str]):
+        self.n, self.drop = n, drop
+
+    def camera_frames(self):
+        for i in range(self.n):
+            fs = make_frame_set(i)
+            for c in fs.cameras:
+                if self.drop.get(i) == c.channel:
+                    continue
+                yield replace(c, timestamp_us=c.timestamp_us + self.channel_offsets_us[c.channel])
+
+    def frame_sets(self):  # pragma: no cover - the runtime must use camera_frames + its own sync
+        raise AssertionError("a live source's raw frames are synchronised by the runtime")
+
+
+def test_live_frames_are_synchronised_with_the_configured_tolerance():
+    late = [0]
+    sets = list(source_frame_sets(_LiveFrames(5, {2: "CAM_BACK"}), SyncConfig(tolerance_ms=20, max_wait_ms=40), late))
+    assert len(sets) == 5
+    assert [s.degraded for s in sets] == [False, False, True, False, False]
+    assert sets[2].missing == ("CAM_BACK",) and len(sets[2].cameras) == 5
+    assert sets[0].new_scene and not any(s.new_scene for s in sets[1:])
+    assert [s.frame_id for s in sets] == sorted(s.frame_id for s in sets) and late == [0]
