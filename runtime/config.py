@@ -196,7 +196,7 @@ def validate_model_options(cfg: RuntimeConfig) -> None:
     try:
         model_config_from_dict(cfg.model.options)
     except (TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"runtime.yaml: model: {exc}") from None
+        raise ConfigError(f"runtime.yaml: {exc}") from None
 
 
 def config_from_dict(raw: dict | None, origin: str = "runtime.yaml", overrides: dict[str, Any] | None = None) -> RuntimeConfig:

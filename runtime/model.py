@@ -46,21 +46,18 @@ class ModelFactory:
         return model_config_from_dict(self.options)
 
     def build_torch_model(self):
-        """The plain torch model (eval mode, weights loaded): what research code would use directly."""
-        import torch
+        """The plain torch model in eval mode with its weights: what research code would use directly.
 
+        With a checkpoint, the model config saved with the weights wins (perception.training.
+        load_trained_model); `options` apply to a file that carries none, and to random weights."""
+        if self.checkpoint is not None:
+            from perception.training import load_trained_model
+
+            return load_trained_model(Path(self.checkpoint), self.options)
         from perception.model import BEVStreamModel
 
-        model = BEVStreamModel(self.model_config())
-        if self.checkpoint is not None:
-            from perception.training import load_checkpoint
-
-            state = load_checkpoint(Path(self.checkpoint))
-            model.load_state_dict(state["model"])
-        else:
-            log.warning(random_weights_warning())
-        model.eval()
-        return model
+        log.warning(random_weights_warning())
+        return BEVStreamModel(self.model_config()).eval()
 
     def __call__(self) -> "BEVStreamAdapter":
         return BEVStreamAdapter(self.build_torch_model())

@@ -89,3 +89,10 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
     cfg = load_config(_write(tmp_path, {"source": {"nuscenes": {"dataroot": "data"}}, "output": {"out_dir": "runs/x"}}))
     assert cfg.source.nuscenes.dataroot == tmp_path / "data"
     assert cfg.output.out_dir == tmp_path / "runs" / "x"
+
+
+def test_model_options_are_checked_by_perception_config(tmp_path, capsys):
+    cfg = _write(tmp_path, {"model": {"bev": {"chanels": 8}}})
+    assert main(["stream", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "model.bev.chanels: unknown key" in err and err.count("config error") == 1
