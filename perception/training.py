@@ -271,6 +271,12 @@ def train(
         saved_model = (state.get("config") or {}).get("model")
         if model_config is not None and saved_model is not None and saved_model != model_config:
             raise ValueError(f"--resume: the checkpoint's model config differs from this run's:\n{saved_model}\nvs\n{model_config}")
+        saved_extra = {k: v for k, v in (state.get("config") or {}).items() if k not in ("train", "model")}
+        if extra_config and saved_extra and saved_extra != extra_config:
+            import warnings
+
+            warnings.warn(f"--resume: the data settings differ from the checkpoint's ({saved_extra} vs {extra_config}); "
+                          "the continuation will not match an uninterrupted run", stacklevel=2)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

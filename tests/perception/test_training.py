@@ -145,3 +145,9 @@ def test_bad_config():
         TrainConfig(steps=0)
     with pytest.raises(ValueError, match="unknown training option"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_resume_warns_when_the_data_settings_changed(tmp_path):
+    train(TinyClipModel(), ToyClips(), collate, _cfg(steps=2), tmp_path, extra_config={"data": ["a"]})
+    with pytest.warns(UserWarning, match="data settings differ"):
+        train(TinyClipModel(), ToyClips(), collate, _cfg(steps=3), tmp_path, resume=True, extra_config={"data": ["b"]})
