@@ -11,9 +11,8 @@ second one), the ground truth through replay.groundtruth, and applies perception
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

@@ -19,7 +19,7 @@ import bisect
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pyquaternion import Quaternion
@@ -318,6 +318,3 @@ def boxes_to_global(boxes: np.ndarray, ego_to_global: Pose) -> list[Box]:
         out.append(box)
     return out
 
-
-def scene_names(nusc: "NuScenes") -> Sequence[str]:
-    return [s["name"] for s in nusc.scene]
