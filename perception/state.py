@@ -71,6 +71,8 @@ class FeatureQueue:
 
     def reset(self, mask: torch.Tensor) -> "FeatureQueue":
         """Drop every entry of the items where mask (B,) is True."""
+        if not bool(mask.any()):
+            return self
         return FeatureQueue(
             feats=torch.where(mask.view(-1, 1, 1, 1, 1), torch.zeros_like(self.feats), self.feats),
             ego_to_global=self.ego_to_global,
@@ -103,6 +105,8 @@ class TemporalState:
         """Forget everything for the items where mask (B,) is True (all items if None): a new scene."""
         if mask is None:
             mask = torch.ones_like(self.started)
+        if not bool(mask.any()):
+            return self
         return TemporalState(
             time_queue=self.time_queue.reset(mask),
             space_queue=self.space_queue.reset(mask),

@@ -81,16 +81,25 @@ def grid_norm(grid: BEVGrid) -> torch.Tensor:
     return metric_to_norm(grid.x_min, grid.x_max, grid.y_min, grid.y_max)
 
 
-def warp_raster(src: torch.Tensor, src_from_dst: torch.Tensor, norm_src: torch.Tensor, norm_dst: torch.Tensor, out_hw: tuple[int, int], padding_mode: str = "zeros") -> torch.Tensor:
+def affine_theta(src_from_dst: torch.Tensor, norm_src: torch.Tensor, norm_dst: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) affine_grid theta: destination grid coords -> source grid coords (float64)."""
+    theta = norm_src.to(src_from_dst.device) @ src_from_dst @ torch.linalg.inv(norm_dst.to(src_from_dst.device))
+    return theta[:, :2, :]
+
+
+def warp_raster(src: torch.Tensor, src_from_dst: torch.Tensor, norm_src: torch.Tensor, norm_dst: torch.Tensor, out_hw: tuple[int, int], padding_mode: str = "zeros", return_inside: bool = False):
     """Resample raster `src` (N, C, Hs, Ws) onto a destination raster (N, C, out_hw).
 
     src_from_dst (N, 3, 3) maps destination metric coords to source metric coords; norm_* (N or 1, 3, 3)
-    map each raster's metric coords to its grid_sample coords.
+    map each raster's metric coords to its grid_sample coords. With return_inside, also (N, out_hw) bool:
+    the destination cell centre falls inside the source raster.
     """
-    theta = norm_src.to(src_from_dst.device) @ src_from_dst @ torch.linalg.inv(norm_dst.to(src_from_dst.device))
-    theta = theta[:, :2, :].to(src.dtype)
+    theta = affine_theta(src_from_dst, norm_src, norm_dst).to(src.dtype)
     g = F.affine_grid(theta, [src.shape[0], src.shape[1], *out_hw], align_corners=False)
-    return F.grid_sample(src, g, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    out = F.grid_sample(src, g, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    if return_inside:
+        return out, (g.abs() <= 1.0).all(dim=-1)
+    return out
 
 
 def sinusoid(x: torch.Tensor, n: int, scale: float) -> torch.Tensor:
@@ -225,11 +234,9 @@ class VideoModule(nn.Module):
         L = feats.shape[1]
         entry_from_cur = torch.linalg.inv(pose_to_2d(entry_pose)) @ ego2d[:, None]  # (B, L, 3, 3)
         n = grid_norm(self.grid)[None]
-        ones = torch.ones(b * L, 1, h, w, dtype=x.dtype, device=dev)
-        warped = warp_raster(torch.cat([feats.reshape(b * L, c, h, w), ones], 1), entry_from_cur.reshape(b * L, 3, 3).to(dev), n, n, (h, w))
-        warped = warped.view(b, L, c + 1, h, w)
-        inside = warped[:, :, c] > 0.5  # (B, L, H, W): the entry saw this cell
-        warped = warped[:, :, :c]
+        warped, inside = warp_raster(feats.reshape(b * L, c, h, w), entry_from_cur.reshape(b * L, 3, 3).to(dev), n, n, (h, w), return_inside=True)
+        warped = warped.view(b, L, c, h, w)
+        inside = inside.view(b, L, h, w)  # the entry saw this cell
 
         # 2. Fusion: attention over the entries, with offset encodings; a null key to ignore them all.
         dt = t[:, None] - torch.cat([q.timestamp_s for q in queues], 1).cpu()  # (B, L) s

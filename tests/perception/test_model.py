@@ -121,3 +121,83 @@ def test_overfits_a_few_frames():
     assert set(last) >= {"seg", "det_cls", "det_reg", "road", "total"}
     assert last["total"] < first["total"] / 10, (first, last, step)
     assert all(last[k] < first[k] / 5 for k in ("det_cls", "det_reg", "road")) and last["seg"] < first["seg"] / 3, (first, last)
+
+
+def _simulated_clip(cfg, ticks: int):
+    """Render `ticks` consecutive 12 Hz frames of the simulated world (seed 0) into ModelInputs + Targets."""
+    import math
+
+    import numpy as np
+
+    from perception.classes import DETECTION_NAMES
+    from perception.model import ModelInputs, Targets
+    from perception.rectify import Rectifier
+    from replay.render import Renderer
+    from replay.rig import camera_rig
+    from replay.world import World
+    from runtime.messages import CAMERA_CHANNELS
+
+    world = World(0)
+    renderer, rig = Renderer(world, 352, 198), camera_rig(352, 198)
+    rect = Rectifier(cfg.rectify)
+    half = cfg.grid.x_max
+    clip, targets = [], []
+    for k in range(ticks):
+        st = world.state_at(k / 12.0)
+        frames = [renderer.render(st, rig[ch]) for ch in CAMERA_CHANNELS]
+        out = rect([torch.from_numpy(rgb).permute(2, 0, 1) for rgb, _ in frames], [rig[c].intrinsic for c in CAMERA_CHANNELS], [rig[c].sensor_to_ego.matrix for c in CAMERA_CHANNELS])
+        labels = torch.stack([torch.from_numpy(lab.astype(np.int64))[None, None].float() for _, lab in frames])
+        labels = torch.nn.functional.interpolate(labels.flatten(0, 1), size=cfg.image_size, mode="nearest").long().view(1, 6, *cfg.image_size)
+        inv, yaw = st.ego_pose.inverse(), st.ego_pose.yaw
+        boxes, names = [], []
+        for a in st.agents:
+            c = inv.transform_points(a.center[None])[0]
+            if abs(c[0]) < half - 1 and abs(c[1]) < half - 1:
+                v = inv.rotation.rotate(a.velocity)
+                boxes.append([*c, *a.size, a.yaw - yaw, v[0], v[1]])
+                names.append(DETECTION_NAMES.index(a.detection_name))
+        kin = st.ego_kinematics().as_array()
+        clip.append(ModelInputs(
+            images=out.images[None], intrinsics=out.intrinsics[None], cam_to_ego=out.cam_to_ego[None],
+            camera_mask=torch.ones(1, 6, dtype=torch.bool), ego_to_global=torch.from_numpy(st.ego_pose.matrix)[None],
+            timestamp_s=torch.tensor([k / 12.0], dtype=torch.float64), kinematics=torch.from_numpy(kin)[None], reset=torch.tensor([k == 0]),
+        ))
+        bx = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 9)
+        bx[:, 6] = torch.atan2(torch.sin(bx[:, 6]), torch.cos(bx[:, 6]))
+        road = torch.zeros(1, 2, *cfg.grid.shape)
+        road[0, 0, :, cfg.grid.shape[1] // 2] = 1.0  # a lane divider under the ego (the sim drives in a lane)
+        targets.append(Targets(gt_boxes=[bx], gt_labels=[torch.tensor(names, dtype=torch.int64)], road_masks=road, seg_labels=labels))
+        assert math.isfinite(float(bx.sum()))
+    return clip, targets
+
+
+def test_overfits_simulated_frames():
+    """Three frames rendered by the simulator (six cameras, its labels and boxes): the loss falls by 10x."""
+    pytest.importorskip("replay.render")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        import dataclasses
+
+        from perception.rectify import RectifyConfig
+
+        # Rectification off: images and label maps are both plain resizes, so they stay aligned.
+        cfg = dataclasses.replace(tiny_config(), rectify=RectifyConfig(enabled=False, image_size=(48, 96)))
+        clip, targets = _simulated_clip(cfg, 3)
+        assert sum(len(t.gt_labels[0]) for t in targets) > 0, "no object near the ego in the simulated frames"
+        model = BEVStreamModel(cfg).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        first = None
+        for step in range(200):
+            losses = model.forward_clip(clip, targets)
+            last = {k: float(v.detach()) for k, v in losses.items()}
+            first = first or last
+            if last["total"] < first["total"] / 10:
+                break
+            opt.zero_grad()
+            losses["total"].backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    assert last["total"] < first["total"] / 10, (first, last, step)
