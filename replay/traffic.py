@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replay.roads import Intersection, Road, _run_starts, zone_mask
+from replay.roads import DS, Intersection, Road, _run_starts, zone_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from replay.world import WorldConfig
@@ -203,13 +203,16 @@ class Traffic:
         self.lanes, self.walks = build_paths(roads, inters, cfg)
         self._place_ego_and_drivers(rng)
         self._place_pedestrians(rng)
-        self.statics: list[StaticAgent] = []
-        self._place_statics(rng)
         # history: one row per step, from t = -warmup
         self.t0 = -cfg.warmup_s
         self.hist_s, self.hist_v, self.hist_a, self.hist_lap = [self.d_s.copy()], [self.d_v.copy()], [], [self.d_lap.copy()]
         self.hist_ps, self.hist_pv, self.hist_pdir = [self.p_s.copy()], [], []
         self._prepare()
+        # static objects do not affect the moving ones: place them after the warm-up, knowing where
+        # the ego is at t = 0
+        self.advance_to(0.0)
+        self.statics: list[StaticAgent] = []
+        self._place_statics(rng)
 
     # ---- placement -------------------------------------------------------------------------------
     def _place_ego_and_drivers(self, rng: np.random.Generator) -> None:
@@ -296,6 +299,7 @@ class Traffic:
         cfg = self.cfg
         parked_names = [k for k, _ in cfg.parked_mix]
         parked_w = np.array([w for _, w in cfg.parked_mix], float)
+        reserved = self._showcase(rng) if cfg.ego_showcase else []
         for road in self.roads:
             others = [o for o in self.roads if o.index != road.index]
             for side in (-1.0, 1.0):
@@ -303,6 +307,10 @@ class Traffic:
                     d_park = side * (road.lanes_per_dir * road.lane_width + road.parking_width / 2)
                     s = float(rng.uniform(0, 8))
                     while s < road.length - 20:
+                        taken = [b for r, sd, a, b in reserved if r == road.index and sd == side and a <= s < b]
+                        if taken:
+                            s = taken[0]
+                            continue
                         p, th = road.sample(np.array([s]))
                         if any(zone_mask(p, o, o.outer + 8.0)[0] for o in others):
                             s += 4.0
@@ -349,6 +357,75 @@ class Traffic:
                         nj = np.array([-np.sin(tj[0]), np.cos(tj[0])])
                         c = pj[0] + side * nj * (road.outer - 0.45)
                         self._static(rng, "bicycle", c, tj[0] + side * np.pi / 2, "cycle.without_rider")
+
+    def _showcase(self, rng: np.random.Generator) -> list[tuple[int, float, float, float]]:
+        """Rare classes parked just ahead of the ego's start, so every scene shows all ten classes.
+
+        A work zone (construction vehicle, cones, barriers) on the ego's side and a parked bus,
+        truck, trailer and motorcycle across the road, 25-110 m ahead. Returns the parking
+        stretches used: (road, side, s from, s to).
+        """
+        path, road_idx, _ = self.lanes[self.d_lane[self.ego]]
+        road = self.roads[road_idx]
+        if road.parking_width <= 0:
+            return []
+        others = [o for o in self.roads if o.index != road.index]
+        s_front0 = self.drivers_at(0.0)[0][self.ego]  # the ego at t = 0
+        p_ego, h_ego, _ = path.sample(np.array([s_front0 - EGO_FRONT]))
+        _, i = road.tree.query(p_ego[0])
+        s_ego = i * DS
+        forward = np.cos(h_ego[0] - road.heading[i]) > 0
+        ahead = 1.0 if forward else -1.0
+        right = -1.0 if forward else 1.0
+        reserved: list[tuple[int, float, float, float]] = []
+
+        def free(a: float, b: float) -> bool:
+            if a < 5 or b > road.length - 25:
+                return False
+            pts, _ = road.sample(np.linspace(a, b, 8))
+            return not any(zone_mask(pts, o, o.outer + 8.0).any() for o in others)
+
+        offsets = [float(rng.uniform(20, 35)) + d for d in (0.0, -15.0, 15.0, 30.0, -30.0, 45.0, 60.0, 75.0, 90.0)]
+        for off in offsets:  # the work zone on the ego's side, nearest free stretch ahead first
+            start = s_ego + ahead * off
+            start = start if ahead > 0 else start - 26.0
+            if road.closed:
+                start %= road.length
+            if not free(start - 1.0, start + 27.0):
+                continue
+            n = len(self.statics)
+            _, th = road.sample(np.array([start]))
+            end = self._work_zone(rng, road, right, start, th[0] if right < 0 else th[0] + np.pi, others)
+            if len(self.statics) > n:
+                reserved.append((road.index, right, start - 1.0, end))
+                for j in range(2):  # parked bicycles on the sidewalk by the work zone
+                    pj, tj = road.sample(np.array([start + 0.8 * j]))
+                    nj = np.array([-np.sin(tj[0]), np.cos(tj[0])])
+                    self._static(rng, "bicycle", pj[0] + right * nj * (road.outer - 0.45), tj[0] + right * np.pi / 2,
+                                 "cycle.without_rider")
+                break
+        far = -right
+        d_park = far * (road.lanes_per_dir * road.lane_width + road.parking_width / 2)
+        sizes = [(name, draw_size(rng, name)) for name in ("bus", "truck", "trailer", "motorcycle")]
+        total = sum(sz[1] + 2.0 for _, sz in sizes)
+        offsets = [float(rng.uniform(20, 35)) + d for d in (0.0, -15.0, 15.0, 30.0, -30.0, 45.0, 60.0, 75.0, 90.0)]
+        for off in offsets:  # big parked vehicles across the road
+            start = s_ego + ahead * off
+            start = start if ahead > 0 else start - total
+            if road.closed:
+                start %= road.length
+            if not free(start - 1.0, start + total + 1.0):
+                continue
+            u = start
+            for name, sz in sizes:
+                pc, tc = road.sample(np.array([u + sz[1] / 2]))
+                nrm = np.array([-np.sin(tc[0]), np.cos(tc[0])])
+                attr = "cycle.without_rider" if name == "motorcycle" else "vehicle.parked"
+                self._static(rng, name, pc[0] + d_park * nrm, tc[0] if far < 0 else tc[0] + np.pi, attr, sz)
+                u += sz[1] + 2.0
+            reserved.append((road.index, far, start - 1.0, u + 1.0))
+            break
+        return reserved
 
     def _work_zone(self, rng, road: Road, side: float, s: float, heading: float, others) -> float:
         """A construction vehicle in the parking strip behind cones and barriers; returns the next free s."""

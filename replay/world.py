@@ -60,6 +60,7 @@ class WorldConfig:
     pedestrian_spacing: float = 14.0  # mean spacing of pedestrians along each sidewalk
     standing_fraction: float = 0.25  # share of pedestrians that stand still
     hidden_return_m: float = 120.0  # open lanes: hidden stretch a vehicle travels before re-entering
+    ego_showcase: bool = True  # park one of each rare class just ahead of the ego's start (all ten classes per scene)
     # ego
     ego_signal_hold_m: float = 250.0  # signal priority for the ego within this distance of a stop line
     ego_desired_speed: tuple[float, float] = (8.5, 11.0)
