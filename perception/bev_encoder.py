@@ -7,17 +7,17 @@ image-to-BEV relation instead of assuming flat ground.
 
 Two attention modes:
 - ``"sampled"`` (default, cheap): each cell's pillar is sampled at a few heights; every (height, camera)
-  point that projects inside an image becomes one key/value, read with bilinear ``grid_sample`` from the
+  point that projects inside an image becomes one key/value, read by bilinear interpolation from the
   projected key/value maps (projection commutes with bilinear sampling). A cell attends only to its own
   few keys (BEVFormer-style spatial cross-attention); the softmax is grouped per cell with scatter ops
-  over a flat list of points, so no padding to the busiest cell. The sampling layout depends only on the
+  over a flat list of points (no padding to the busiest cell), and the bilinear reads are one
+  ``embedding_bag`` with per-point tap weights. The sampling layout depends only on the
   calibration and is cached; with rectified (canonical) cameras it never changes.
 - ``"dense"``: every cell attends to every pixel of every camera (masked for missing cameras).
 """
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -76,42 +76,35 @@ def pixel_rays(intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, feat_size: tu
 class SampledLayout:
     """Which camera pixels each BEV cell reads: built once per calibration.
 
-    Every (cell, pillar height, camera) point that lands inside an image is one key; points are stored
-    per camera (padded to the longest camera list) so one batched grid_sample reads them all.
+    Every (cell, pillar height, camera) point that lands inside an image is one key. Points are sorted
+    by cell; each reads its feature by bilinear interpolation, stored as 4 taps into the flattened
+    (Ncam*Hf*Wf) feature pixels so one `embedding_bag` gathers them all (zeros padding: weight 0).
     """
 
-    grid: torch.Tensor  # (Ncam, 1, Nmax, 2) grid_sample coords of every camera's points (padding outside)
-    sampler: torch.Tensor  # (Ncam*Nmax, Ncam*Hf*Wf) sparse CSR: the same bilinear sampling as one matmul
-    point_cell: torch.Tensor  # (Ncam*Nmax,) long: BEV cell (i*W + j) of each point; HW for padding
-    point_cam: torch.Tensor  # (Ncam*Nmax,) long: camera of each point
+    point_cell: torch.Tensor  # (P,) long, sorted: BEV cell (i*W + j) of each point
+    point_cam: torch.Tensor  # (P,) long: camera of each point
+    point_grid: torch.Tensor  # (P, 2) grid_sample coords (align_corners=False) in its camera's image
+    taps: torch.Tensor  # (P, 4) long: flattened feature pixels (cam*Hf*Wf + y*Wf + x)
+    weights: torch.Tensor  # (P, 4) float: bilinear weights of the taps
 
 
-def bilinear_matrix(grid: torch.Tensor, feat_size: tuple[int, int]) -> torch.Tensor:
-    """(Ncam, 1, N, 2) grid_sample coords -> sparse CSR (Ncam*N, Ncam*Hf*Wf) doing
-    F.grid_sample(bilinear, zeros padding, align_corners=False) as a matmul on (Ncam*Hf*Wf, C) features."""
-    ncam, _, n, _ = grid.shape
+def bilinear_taps(cam: torch.Tensor, grid_xy: torch.Tensor, feat_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P,) cameras, (P, 2) grid_sample coords -> (P, 4) tap indices and weights reproducing
+    F.grid_sample(bilinear, padding_mode='zeros', align_corners=False) on (Ncam, C, Hf, Wf) features."""
     hf, wf = feat_size
-    g = grid[:, 0].double()  # (Ncam, N, 2)
-    x = ((g[..., 0] + 1) * wf - 1) / 2
-    y = ((g[..., 1] + 1) * hf - 1) / 2
+    g = grid_xy.double()
+    x = ((g[:, 0] + 1) * wf - 1) / 2
+    y = ((g[:, 1] + 1) * hf - 1) / 2
     x0, y0 = torch.floor(x), torch.floor(y)
-    rows, cols, vals = [], [], []
-    row = torch.arange(ncam * n).view(ncam, n)
-    cam = torch.arange(ncam).view(ncam, 1)
-    for dx in (0, 1):
-        for dy in (0, 1):
+    taps, weights = [], []
+    for dy in (0, 1):
+        for dx in (0, 1):
             xi, yi = x0 + dx, y0 + dy
             wgt = (1 - (x - xi).abs()) * (1 - (y - yi).abs())
-            ok = (xi >= 0) & (xi < wf) & (yi >= 0) & (yi < hf) & (wgt > 0)
-            col = cam * hf * wf + yi.clamp(0, hf - 1).long() * wf + xi.clamp(0, wf - 1).long()
-            rows.append(row[ok])
-            cols.append(col[ok])
-            vals.append(wgt[ok])
-    idx = torch.stack([torch.cat(rows), torch.cat(cols)])
-    coo = torch.sparse_coo_tensor(idx, torch.cat(vals).float(), (ncam * n, ncam * hf * wf), check_invariants=True).coalesce()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return coo.to_sparse_csr()
+            ok = (xi >= 0) & (xi < wf) & (yi >= 0) & (yi < hf)
+            taps.append(torch.where(ok, cam * hf * wf + yi.clamp(0, hf - 1).long() * wf + xi.clamp(0, wf - 1).long(), 0))
+            weights.append(torch.where(ok, wgt, 0.0))
+    return torch.stack(taps, 1), torch.stack(weights, 1).float()
 
 
 def build_sampled_layout(
@@ -133,16 +126,13 @@ def build_sampled_layout(
     uv = uvw[..., :2] / depth.clamp(min=1e-6)[..., None]
     valid = (depth > 0.1) & (uv[..., 0] >= -0.5) & (uv[..., 0] <= w_img - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= h_img - 0.5)
     gxy = torch.stack([(2 * uv[..., 0] + 1) / w_img - 1, (2 * uv[..., 1] + 1) / h_img - 1], dim=-1)  # (Ncam, HW, Z, 2)
-    per_cam = [valid[c].reshape(-1).nonzero().squeeze(1) for c in range(ncam)]  # flat (cell*Z + z) indices
-    nmax = max(1, max(len(p) for p in per_cam))
-    sample_grid = torch.full((ncam, 1, nmax, 2), -4.0, dtype=torch.float32)
-    point_cell = torch.full((ncam, nmax), hw, dtype=torch.long)
-    for c, idx in enumerate(per_cam):
-        sample_grid[c, 0, : len(idx)] = gxy[c].reshape(-1, 2)[idx].float()
-        point_cell[c, : len(idx)] = idx // nz
-    point_cam = torch.arange(ncam)[:, None].expand(ncam, nmax)
+    cam_i, cell_i, _ = valid.nonzero(as_tuple=True)
+    order = torch.sort(cell_i, stable=True).indices
+    point_cam, point_cell = cam_i[order], cell_i[order]
+    point_grid = gxy[valid][order].float()
     feat_size = feat_size or (h_img // 16, w_img // 16)
-    return SampledLayout(grid=sample_grid, sampler=bilinear_matrix(sample_grid, feat_size), point_cell=point_cell.reshape(-1), point_cam=point_cam.reshape(-1).clone())
+    taps, weights = bilinear_taps(point_cam, point_grid, feat_size)
+    return SampledLayout(point_cell=point_cell, point_cam=point_cam, point_grid=point_grid, taps=taps, weights=weights)
 
 
 class CrossAttentionLayer(nn.Module):
@@ -165,14 +155,15 @@ class CrossAttentionLayer(nn.Module):
         t, c = tokens.shape
         h, d = self.heads, c // self.heads
         q = self.q(self.norm_q(tokens))  # (T, C)
-        scores = (q[point_token] * keys).view(-1, h, d).sum(-1) / math.sqrt(d)  # (P, h)
+        scores = (q.index_select(0, point_token) * keys).view(-1, h, d).sum(-1) / math.sqrt(d)  # (P, h)
         scores = scores.masked_fill(~mask[:, None], float("-inf"))
         idx = point_token[:, None].expand(-1, h)
         top = torch.full((t, h), float("-inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(0, idx, scores, "amax")
-        e = torch.exp(scores - top[point_token]).nan_to_num(0.0)  # masked points: exp(-inf) = 0
+        e = torch.exp(scores - top.index_select(0, point_token)).nan_to_num(0.0)  # masked points: exp(-inf) = 0
         denom = torch.zeros(t, h, dtype=scores.dtype, device=scores.device).index_add_(0, point_token, e)
-        attn = e / denom[point_token].clamp_min(1e-20)  # (P, h)
-        ctx = torch.zeros(t, c, dtype=values.dtype, device=values.device).index_add_(0, point_token, (attn[:, :, None] * values.view(-1, h, d)).reshape(-1, c))
+        attn = e / denom.index_select(0, point_token).clamp_min(1e-20)  # (P, h)
+        weighted = (attn[:, :, None] * values.view(-1, h, d)).reshape(-1, c)
+        ctx = torch.zeros(t, c, dtype=values.dtype, device=values.device).index_add_(0, point_token, weighted)
         return self.finish(tokens, ctx)  # tokens seeing no point read nothing (ctx 0)
 
     def attend_dense(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -270,12 +261,13 @@ class BEVEncoder(nn.Module):
             for i in range(b):
                 lay = self.layout(intrinsics[i], cam_to_ego[i])
                 kv = torch.cat([keys[i], values[i]], dim=1).permute(0, 2, 3, 1).reshape(-1, 2 * c)  # (Ncam*Hf*Wf, 2C)
-                samp = torch.sparse.mm(lay.sampler.to(kv.device), kv)  # (Ncam*Nmax, 2C): bilinear grid_sample as a matmul
-                cell = lay.point_cell.to(kv.device)
+                dev = kv.device
+                # Bilinear sampling of every point as one weighted gather (== grid_sample, zeros padding).
+                samp = F.embedding_bag(lay.taps.to(dev), kv, per_sample_weights=lay.weights.to(dev).to(kv.dtype), mode="sum")  # (P, 2C)
                 pk.append(samp[:, :c])
                 pv.append(samp[:, c:])
-                pt.append(cell.clamp(max=hw - 1) + i * hw)
-                pm.append((cell < hw) & camera_mask[i][lay.point_cam.to(kv.device)])
+                pt.append(lay.point_cell.to(dev) + i * hw)
+                pm.append(camera_mask[i].index_select(0, lay.point_cam.to(dev)))
             k, v, pt, pm = torch.cat(pk), torch.cat(pv), torch.cat(pt), torch.cat(pm)
             flat = tokens.reshape(b * hw, c)
             for layer in self.layers:
