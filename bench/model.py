@@ -4,7 +4,8 @@
 
 One tick = six rectified cameras at the model input size through `forward(inputs, state)` (B = 1,
 torch.inference_mode), the ego driving at 10 m/s so both queues and the spatial GRU work every tick.
-FLOPs are counted with torch.utils.flop_counter.FlopCounterMode (convolutions, matmuls, attention;
+The machine is shared: the load average is recorded, and the process CPU time per tick is reported
+beside the wall-clock latency (less sensitive to other processes). FLOPs are counted with torch.utils.flop_counter.FlopCounterMode (convolutions, matmuls, attention;
 elementwise ops and grid_sample are not counted). The baseline measured in the same run is this
 machine's fp32 matmul peak: the median time of a large torch.mm at the same thread count.
 Also timed: the two stages (`encode_images`, `bev_step`), the rectifier on 1600x900 uint8 images (runs
@@ -82,7 +83,8 @@ def matmul_peak(n: int, reps: int) -> float:
     return 2.0 * n**3 / (ms / 1e3)
 
 
-def stream_latency(model: BEVStreamModel, cfg: ModelConfig, ticks: int, warmup: int) -> list[float]:
+def stream_latency(model: BEVStreamModel, cfg: ModelConfig, ticks: int, warmup: int, cpu: list[float] | None = None) -> list[float]:
+    """Wall-clock ms of each streaming forward after warm-up; `cpu` receives the process CPU ms (all threads)."""
     rig = canonical_rig(cfg)
     images = torch.rand(1, 6, 3, *cfg.image_size, generator=torch.Generator().manual_seed(0))
     state = None
@@ -90,10 +92,12 @@ def stream_latency(model: BEVStreamModel, cfg: ModelConfig, ticks: int, warmup: 
     with torch.inference_mode():
         for k in range(warmup + ticks):
             tick = make_tick(cfg, k, images, rig)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             _, state = model(tick, state)
             if k >= warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
+                if cpu is not None:
+                    cpu.append((time.process_time() - c0) * 1e3)
     return times
 
 
@@ -133,7 +137,8 @@ def main() -> int:
     params = sum(p.numel() for p in model.parameters())
     total_flops, per_module = flops_per_tick(model, cfg)
     peak = matmul_peak(1024 if args.quick else 2048, 5 if args.quick else 15)
-    lat = stream_latency(model, cfg, ticks, warmup)
+    cpu_ms: list[float] = []
+    lat = stream_latency(model, cfg, ticks, warmup, cpu_ms)
 
     # Stages separately (what two runtime actors would each spend).
     rig = canonical_rig(cfg)
@@ -157,6 +162,7 @@ def main() -> int:
 
     rows = {
         "forward (default)": lat,
+        "  (process CPU ms, all threads)": cpu_ms,
         "  encode_images": enc,
         "  bev_step": bev,
         "postprocess": post,
