@@ -7,8 +7,13 @@ submission order), which is what keeps the BEV actor's temporal state in frame o
 from __future__ import annotations
 
 import os
+import queue
+import threading
+import time
+from dataclasses import replace
 from typing import Any, Callable
 
+import numpy as np
 import ray
 
 from runtime.stages import BackboneStage, BevStage, FeaturePacket, TickMeta
@@ -45,6 +50,75 @@ class StateStore:
 
     def restarts(self) -> dict[str, int]:
         return {k: v - 1 for k, v in self.starts.items()}
+
+
+INGEST_END = "__end__"
+_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)  # frame sets leave the ingest actor without pixels: those go by reference
+
+
+class IngestActor:
+    """A live source's camera bus + synchroniser in its own process. Each frame set is checked, its
+    images are `ray.put` once here, and the driver receives (frame set without pixels, images ref)."""
+
+    def __init__(self, source: Any, sync_cfg: Any, min_cameras: int) -> None:
+        self.source, self.sync_cfg, self.min_cameras = source, sync_cfg, min_cameras
+        self.q: queue.Queue = queue.Queue()
+        self.late = [0]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bevstream-ingest", daemon=True)
+
+    def node_id(self) -> str:
+        return _node_id()
+
+    def start(self) -> str:
+        self._thread.start()
+        return _node_id()
+
+    def _run(self) -> None:
+        from runtime.messages import StageTiming
+        from runtime.pipeline import Staged, drop_for, source_frame_sets
+        from runtime.validate import check_frame_set
+
+        try:
+            for fs in source_frame_sets(self.source, self.sync_cfg, self.late):
+                if self._stop.is_set():
+                    break
+                start = time.time_ns()
+                problem = check_frame_set(fs, self.min_cameras)
+                if problem is not None:
+                    self.q.put(drop_for(fs.with_timing(StageTiming("ingest", start, time.time_ns())), *problem))
+                    continue
+                ref = ray.put([c.image for c in fs.cameras])  # the only copy of the pixels
+                light = replace(fs, cameras=tuple(replace(c, image=_NO_IMAGE) for c in fs.cameras))
+                self.q.put(Staged(light.with_timing(StageTiming("ingest", start, time.time_ns())), ref))
+        except BaseException as exc:  # noqa: BLE001 - reported to the driver, which raises it
+            self.q.put(("__error__", f"{type(exc).__name__}: {exc}"))
+        self.q.put(INGEST_END)
+
+    def next(self, max_items: int = 16, timeout_s: float = 0.2) -> list:
+        """What is ready (waits up to timeout_s for the first item)."""
+        try:
+            items = [self.q.get(timeout=timeout_s)]
+        except queue.Empty:
+            return []
+        while len(items) < max_items:
+            try:
+                items.append(self.q.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def late_frames(self) -> int:
+        return self.late[0]
+
+    def source_stats(self) -> dict:
+        """The source's own statistics (e.g. the vehicle's pacing), where it keeps any."""
+        stats = getattr(self.source, "stats", None)
+        summary = getattr(stats, "summary", None)
+        return summary() if callable(summary) else {}
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class BackboneActor:

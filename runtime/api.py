@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import ray
 
 from runtime.config import RuntimeConfig
-from runtime.pipeline import SourceFeeder, TickPipeline, source_frame_sets
+from runtime.pipeline import ActorFeeder, SourceFeeder, TickPipeline, source_frame_sets
 from runtime.report import RunReport
 from runtime.results import DropRecord, TickResult
 from runtime.supervisor import Supervisor
@@ -76,7 +76,12 @@ class Runtime:
         self.report = report
         sink = self.supervisor.start_sink(str(out_dir), expected_samples) if out_dir is not None else None
         late = [0]
-        feeder = SourceFeeder(source_frame_sets(source, self.cfg.sync, late), live, asyncio.get_running_loop())
+        if live and self.cfg.pipeline.live_ingest == "actor":
+            ingest = self.supervisor.start_ingest(source)
+            feeder = ActorFeeder(ingest)
+        else:
+            ingest = None
+            feeder = SourceFeeder(source_frame_sets(source, self.cfg.sync, late), live, asyncio.get_running_loop())
         pipeline = TickPipeline(self.supervisor.backbone, self.supervisor.bev, self.cfg.pipeline, live, sink)
         started = time.time()
         try:
@@ -86,6 +91,12 @@ class Runtime:
                 yield record
         finally:
             feeder.stop()
+            if ingest is not None:
+                try:
+                    late[0] = await ingest.late_frames.remote()
+                    report.extra["source_stats"] = await ingest.source_stats.remote()
+                except Exception:  # noqa: BLE001 - the ingest actor died: its count is lost
+                    pass
             report.extra.update(
                 late_or_rejected_frames=late[0],
                 actor_restarts=self.supervisor.restarts(),
@@ -98,6 +109,13 @@ class Runtime:
                 await sink.close.remote(summary)
                 ray.kill(sink)
                 self.supervisor.sink = None
+            if ingest is None:
+                stats = getattr(getattr(source, "stats", None), "summary", None)
+                if callable(stats):
+                    report.extra["source_stats"] = stats()
+            else:
+                ray.kill(ingest)
+                self.supervisor.ingest = None
 
     def summary(self, source: Any = None) -> dict:
         """The last run's report plus where it ran and with what configuration (summary.json)."""

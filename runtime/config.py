@@ -43,6 +43,7 @@ class StageConfig(_Strict):
 
 
 class StagesConfig(_Strict):
+    ingest: StageConfig = StageConfig(num_cpus=0, max_restarts=0)
     backbone: StageConfig = StageConfig()
     bev: StageConfig = StageConfig()
     sink: StageConfig = StageConfig(num_cpus=0, max_restarts=0)
@@ -54,6 +55,7 @@ class PipelineConfig(_Strict):
     min_cameras: int = Field(1, ge=1, le=6)  # fewer cameras present -> drop record 'late_camera'
     checkpoint_every: int = Field(24, ge=0)  # ticks between temporal-state checkpoints; 0 = never
     seg_stride: int = Field(1, ge=1)  # keep every n-th pixel of the model's seg maps in results
+    live_ingest: Literal["actor", "thread"] = "actor"  # where a live source runs and is synchronised
 
 
 class SyncConfig(_Strict):

@@ -113,6 +113,58 @@ class SourceFeeder:
 
 
 @dataclass
+class Staged:
+    """A frame set whose images are already in the object store (from the ingest actor)."""
+
+    fs: FrameSet  # cameras carry no pixels
+    images_ref: Any  # ObjectRef of the list of (H, W, 3) images, CAMERA_CHANNELS order of fs.cameras
+
+    @property
+    def frame_id(self) -> int:
+        return self.fs.frame_id
+
+
+class ActorFeeder:
+    """Pulls ready frame sets from the ingest actor into the event loop (live sources)."""
+
+    def __init__(self, ingest: Any):
+        self.ingest = ingest
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> "ActorFeeder":
+        self._task = asyncio.ensure_future(self._run())
+        return self
+
+    async def _run(self) -> None:
+        from runtime.actors import INGEST_END
+
+        try:
+            await self.ingest.start.remote()
+            while True:
+                for item in await self.ingest.next.remote(16, 0.2):
+                    if isinstance(item, str) and item == INGEST_END:
+                        self.queue.put_nowait(_END)
+                        return
+                    if isinstance(item, tuple) and item and item[0] == "__error__":
+                        self.queue.put_nowait(_SourceError(RuntimeError(f"live source failed in the ingest actor: {item[1]}")))
+                        return
+                    self.queue.put_nowait(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the ingest actor died
+            self.queue.put_nowait(_SourceError(exc))
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        try:
+            self.ingest.stop.remote()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+@dataclass
 class _InFlight:
     meta: TickMeta
     ref: Any  # ObjectRef of the TickResult
@@ -166,9 +218,13 @@ class TickPipeline:
         self.recovering = False
         self.restart_wait_s += time.monotonic() - start
 
-    def _submit(self, fs: FrameSet) -> _InFlight:
+    def _submit(self, item: FrameSet | Staged) -> _InFlight:
         start = time.time_ns()
-        images_ref = ray.put([c.image for c in fs.cameras])  # once; both stages see it by reference
+        if isinstance(item, Staged):  # the ingest actor already put the images
+            fs, images_ref = item.fs, item.images_ref
+        else:
+            fs = item
+            images_ref = ray.put([c.image for c in fs.cameras])  # once; the backbone gets it by reference
         meta = TickMeta.from_frame_set(fs)
         meta = TickMeta(**{**meta.__dict__, "timings": meta.timings + (StageTiming("submit", start, time.time_ns()),)})
         packet_ref = self.backbone.run.remote(images_ref, meta)
@@ -199,8 +255,8 @@ class TickPipeline:
             self.sink.write.remote(record)
         return record
 
-    async def run(self, feeder: SourceFeeder) -> AsyncIterator[TickResult | DropRecord]:
-        waiting: deque[FrameSet] = deque()
+    async def run(self, feeder: "SourceFeeder | ActorFeeder") -> AsyncIterator[TickResult | DropRecord]:
+        waiting: deque[FrameSet | Staged] = deque()
         inflight: deque[_InFlight] = deque()
         source_done = False
         get_task: asyncio.Task | None = None
@@ -215,6 +271,7 @@ class TickPipeline:
                 if self.live:
                     while len(waiting) > self.cfg.live_queue:
                         old = waiting.popleft()
+                        old = old.fs if isinstance(old, Staged) else old
                         yield self._drop(drop_for(old, "overload", f"{cap} ticks in flight and {len(waiting)} waiting"))
                 if source_done and not waiting and not inflight:
                     return
@@ -236,6 +293,10 @@ class TickPipeline:
                         source_done = True
                     elif isinstance(item, _SourceError):
                         raise item.exc
+                    elif isinstance(item, DropRecord):  # refused at ingest (checked there)
+                        yield self._drop(item)
+                    elif isinstance(item, Staged):
+                        waiting.append(item)
                     else:
                         problem = check_frame_set(item, self.cfg.min_cameras)
                         if problem is not None:

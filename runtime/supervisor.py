@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import ray
 
-from runtime.actors import BackboneActor, BevActor, SinkActor, StateStore
+from runtime.actors import BackboneActor, BevActor, IngestActor, SinkActor, StateStore
 from runtime.config import RuntimeConfig, StageConfig
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Supervisor:
         self.backbone = None
         self.bev = None
         self.sink = None
+        self.ingest = None
 
     def start(self) -> "Supervisor":
         self.owns_ray = ensure_ray(self.cfg)
@@ -73,11 +74,18 @@ class Supervisor:
             str(out_dir), expected_samples, self.cfg.output.submission_max_boxes)
         return self.sink
 
+    def start_ingest(self, source: Any) -> Any:
+        """The ingest actor of a live source (the source object is shipped to it; it runs there)."""
+        self.ingest = ray.remote(IngestActor).options(**_options(self.cfg.stages.ingest)).remote(
+            source, self.cfg.sync, self.cfg.pipeline.min_cameras)
+        return self.ingest
+
     def placement(self) -> dict[str, str]:
         """Stage -> Ray node id it runs on."""
         actors = {"backbone": self.backbone, "bev": self.bev}
-        if self.sink is not None:
-            actors["sink"] = self.sink
+        for name in ("ingest", "sink"):
+            if getattr(self, name) is not None:
+                actors[name] = getattr(self, name)
         ids = ray.get([a.node_id.remote() for a in actors.values()])
         return dict(zip(actors, ids))
 
@@ -85,7 +93,7 @@ class Supervisor:
         return ray.get(self.store.restarts.remote()) if self.store is not None else {}
 
     def stop(self) -> None:
-        for name in ("sink", "bev", "backbone", "store"):
+        for name in ("ingest", "sink", "bev", "backbone", "store"):
             actor = getattr(self, name)
             if actor is not None:
                 try:

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = live_overrides(args)
     if args.seconds is None:
         overrides["source.live.duration_s"] = 6.0
+    overrides["pipeline.live_ingest"] = "thread"  # the pictures need the images in this process
     cfg = load(args, overrides)
     if cfg is None:
         return 2
