@@ -138,7 +138,7 @@ def _loop_curvature(rng: np.random.Generator, cfg: "WorldConfig") -> tuple[np.nd
     return np.concatenate([half, half]), info  # point-symmetric: closes exactly
 
 
-def _run_starts(mask: np.ndarray) -> list[tuple[int, int]]:
+def mask_runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index runs where mask is True (no wrap)."""
     if not mask.any():
         return []
@@ -196,7 +196,7 @@ def find_intersections(rng: np.random.Generator, roads: list[Road], cfg: "WorldC
     for a in range(len(roads)):
         for b in range(a + 1, len(roads)):
             inside = zone_mask(roads[a].points, roads[b], roads[b].half_width)
-            for s0, s1 in _run_starts(inside):
+            for s0, s1 in mask_runs(inside):
                 c = roads[a].points[s0:s1].mean(axis=0)
                 out.append(Intersection(len(out), c, a, b, float(rng.uniform(0, cfg.signal_cycle_s))))
     return out
@@ -211,8 +211,8 @@ def _cut_runs(keep: np.ndarray, closed: bool) -> list[np.ndarray]:
     if closed:
         first_cut = int(np.flatnonzero(~keep)[0])
         order = np.roll(np.arange(n), -first_cut)
-        return [order[s:e] for s, e in _run_starts(keep[order])]
-    return [np.arange(s, e) for s, e in _run_starts(keep)]
+        return [order[s:e] for s, e in mask_runs(keep[order])]
+    return [np.arange(s, e) for s, e in mask_runs(keep)]
 
 
 def road_polylines(roads: list[Road], step: float = 2.0) -> tuple[Polyline, ...]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from replay.roads import DS, Intersection, Road, _run_starts, zone_mask
+from replay.roads import DS, Intersection, Road, mask_runs, zone_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from replay.world import WorldConfig
@@ -120,16 +120,6 @@ class Path:
         return np.stack([x, y], axis=1), h, kappa[i]
 
 
-def signal_green(inter: Intersection, road: int, t: float, cfg: "WorldConfig") -> tuple[bool, float]:
-    """(green?, seconds of green left) for `road` at an intersection at time t."""
-    c = cfg.signal_cycle_s
-    g, clr = c * cfg.major_green_fraction, cfg.clearance_s
-    phase = (t + inter.phase_offset_s) % c
-    if road == inter.major:
-        return phase < g, g - phase
-    return (g + clr) <= phase < (c - clr), c - clr - phase
-
-
 def _nearest_inter(p: np.ndarray, inters: list[Intersection]) -> int:
     return int(np.argmin([np.linalg.norm(p - it.center) for it in inters]))
 
@@ -148,7 +138,7 @@ def build_paths(roads: list[Road], inters: list[Intersection], cfg: "WorldConfig
                 path = Path.from_curve(road.index, "lane", pts, th, road.closed, cfg.hidden_return_m)
                 stops, sinter = [], []
                 for o in others:
-                    for a, _ in _run_starts(zone_mask(pts, o, o.outer + 1.0)):
+                    for a, _ in mask_runs(zone_mask(pts, o, o.outer + 1.0)):
                         if a > 0:
                             stops.append(path.s[a])
                             sinter.append(_nearest_inter(pts[a], inters))
@@ -164,7 +154,7 @@ def build_paths(roads: list[Road], inters: list[Intersection], cfg: "WorldConfig
             path = Path.from_curve(road.index, "sidewalk", pts, road.heading.copy(), road.closed, 0.0)
             ca, cb, ci = [], [], []
             for o in others:
-                for a, b in _run_starts(zone_mask(pts, o, o.half_width + o.curb_width)):
+                for a, b in mask_runs(zone_mask(pts, o, o.half_width + o.curb_width)):
                     ca.append(path.s[max(a - 1, 0)])
                     cb.append(path.s[min(b, len(pts) - 1)])
                     ci.append(_nearest_inter(pts[(a + b) // 2], inters))
@@ -519,7 +509,10 @@ class Traffic:
                 self._inter_off[it] += target - phase
 
     def _green(self, inter: np.ndarray, road: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Vectorised signal_green: (green, seconds left) per (intersection, road) pair."""
+        """(green, seconds of green left) per (intersection, road) pair at time t.
+
+        Each intersection cycles: major road green, all-red clearance, minor road green, all-red.
+        """
         cfg = self.cfg
         c = cfg.signal_cycle_s
         g, clr = c * cfg.major_green_fraction, cfg.clearance_s
