@@ -6,9 +6,9 @@ cuboid) is rasterised in each camera and we count the pixels inside it that the 
 with the object's class; visible fraction = sum over cameras of those pixels / sum of the hull's
 area inside each image, divided by the class's fill factor: the share of its box hull that an
 unoccluded object of that class covers (a pedestrian or a cone fills far less of its box than a
-car). `fill_factors` measures it once per export by rendering each class alone. An occluder of
-the same class counts as visible (a documented approximation: the label image has classes, not
-instances).
+car). `fill_factors` measures it once per export by rendering each class alone. The label
+image has classes, not instances, so boxes are visited near to far and a class pixel counts for
+the nearest box whose hull covers it only: a car behind a car is occluded, not visible.
 
 The corners are computed for all boxes at once in numpy with the devkit's corner order and
 transforms (tests compare them with nuscenes Box.corners + view_points); the devkit itself is not
@@ -60,11 +60,14 @@ def corners_in_camera(corners_global: np.ndarray, ego_to_global: Any, camera: An
     return (ego - camera.sensor_to_ego.translation) @ r_c
 
 
-def projected_pixels(corners_cam: np.ndarray, intrinsic: np.ndarray, labels: np.ndarray, label_value: int) -> tuple[int, int]:
+def projected_pixels(corners_cam: np.ndarray, intrinsic: np.ndarray, labels: np.ndarray, label_value: int,
+                     claimed: np.ndarray | None = None) -> tuple[int, int]:
     """(pixels of `label_value` inside one projected box, area of the projected box in the image).
 
     `corners_cam` is (8, 3) in the camera frame. (0, 0) when a corner is behind the camera
-    (near-plane clipping is not attempted) or the box projects outside the image.
+    (near-plane clipping is not attempted) or the box projects outside the image. With `claimed`
+    (an (H, W) bool image), pixels already claimed by a nearer box do not count as visible, and
+    the pixels counted here are claimed in turn.
     """
     if np.any(corners_cam[:, 2] < MIN_DEPTH_M):
         return 0, 0
@@ -81,8 +84,12 @@ def projected_pixels(corners_cam: np.ndarray, intrinsic: np.ndarray, labels: np.
     cv2.fillConvexPoly(mask, hull, 1)
     inside = mask.astype(bool)
     area = int(inside.sum())
-    visible = int(np.count_nonzero(labels[y0 : y1 + 1, x0 : x1 + 1][inside] == label_value))
-    return visible, area
+    mine = inside & (labels[y0 : y1 + 1, x0 : x1 + 1] == label_value)
+    if claimed is not None:
+        window = claimed[y0 : y1 + 1, x0 : x1 + 1]
+        mine &= ~window
+        window |= mine
+    return int(np.count_nonzero(mine)), area
 
 
 def fill_key(agent: Any) -> tuple[str, bool]:
@@ -136,8 +143,10 @@ class VisibilityAccumulator:
                              f"({camera.height}, {camera.width})")
         agents = list(agents)
         cam = corners_in_camera(box_corners_global(agents), ego_to_global, camera)  # (N, 8, 3)
-        for agent, corners in zip(agents, cam):
-            vis, area = projected_pixels(corners, camera.intrinsic, labels, seg_label_of(agent.detection_name))
+        claimed = np.zeros(labels.shape, dtype=bool)  # class pixels already given to a nearer box
+        for i in np.argsort(cam[:, :, 2].mean(axis=1), kind="stable") if len(agents) else []:
+            agent = agents[i]
+            vis, area = projected_pixels(cam[i], camera.intrinsic, labels, seg_label_of(agent.detection_name), claimed)
             self.visible[agent.instance_id] = self.visible.get(agent.instance_id, 0) + vis
             self.area[agent.instance_id] = self.area.get(agent.instance_id, 0) + area
             self.keys[agent.instance_id] = fill_key(agent)

@@ -316,3 +316,18 @@ def test_fill_factor_rescales_visible_fraction():
     acc = VisibilityAccumulator(fill)
     acc.add_camera([placed], ego, cam, half_silhouette(placed))
     assert acc.fractions()["p"] > 0.95  # the whole silhouette is visible
+
+
+def test_nearer_box_of_the_same_class_occludes():
+    from replay.export_visibility import VisibilityAccumulator, seg_label_of
+
+    cam = _front_camera()
+    ego = Pose(np.zeros(3), Quaternion())
+    size = np.array([2.0, 4.0, 1.5])
+    near = Agent("near", "vehicle.car", "car", size, np.array([10.0, 0.0, 0.75]), Quaternion(), np.zeros(3), "")
+    far = Agent("far", "vehicle.car", "car", size, np.array([20.0, 0.0, 0.75]), Quaternion(), np.zeros(3), "")
+    labels = np.full((cam.height, cam.width), seg_label_of("car"), np.uint8)  # everything is 'vehicle'
+    acc = VisibilityAccumulator()
+    acc.add_camera([far, near], ego, cam, labels)  # order given does not matter
+    frac = acc.fractions()
+    assert frac["near"] == 1.0 and frac["far"] < 0.05  # the far car lies wholly behind the near one
