@@ -34,7 +34,7 @@ class BEVEncoderConfig:
     attention: str = "sampled"  # "sampled" (pillar points) or "dense" (all pixels of all cameras)
     pillar_heights: tuple[float, ...] = (-0.5, 0.5, 1.5, 2.5)  # ego z (m) of the sampled pillar points
     num_layers: int = 1  # cross-attention layers (queries refined, same keys)
-    ffn_ratio: int = 2
+    ffn_ratio: int = 0  # hidden size / channels of the per-layer FFN; 0 = none (the context block's MLP follows)
     context_blocks: int = 1  # separable residual conv blocks on the BEV raster after attention
 
     def __post_init__(self) -> None:
@@ -144,8 +144,8 @@ class CrossAttentionLayer(nn.Module):
         self.norm_q = nn.LayerNorm(channels)
         self.q = nn.Linear(channels, channels)
         self.out = nn.Linear(channels, channels)
-        self.norm_f = nn.LayerNorm(channels)
-        self.ffn = nn.Sequential(nn.Linear(channels, channels * ffn_ratio), nn.GELU(), nn.Linear(channels * ffn_ratio, channels))
+        self.norm_f = nn.LayerNorm(channels) if ffn_ratio > 0 else None
+        self.ffn = nn.Sequential(nn.Linear(channels, channels * ffn_ratio), nn.GELU(), nn.Linear(channels * ffn_ratio, channels)) if ffn_ratio > 0 else None
 
     def attend_points(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, point_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Each token attends over its own points only (softmax grouped by token, no padding).
@@ -180,7 +180,7 @@ class CrossAttentionLayer(nn.Module):
 
     def finish(self, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         x = tokens + self.out(ctx)
-        return x + self.ffn(self.norm_f(x))
+        return x if self.ffn is None else x + self.ffn(self.norm_f(x))
 
 
 def depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -268,7 +268,10 @@ class BEVEncoder(nn.Module):
                 pv.append(samp[:, c:])
                 pt.append(lay.point_cell.to(dev) + i * hw)
                 pm.append(camera_mask[i].index_select(0, lay.point_cam.to(dev)))
-            k, v, pt, pm = torch.cat(pk), torch.cat(pv), torch.cat(pt), torch.cat(pm)
+            if b == 1:  # the streaming case: no copies
+                k, v, pt, pm = pk[0], pv[0], pt[0], pm[0]
+            else:
+                k, v, pt, pm = torch.cat(pk), torch.cat(pv), torch.cat(pt), torch.cat(pm)
             flat = tokens.reshape(b * hw, c)
             for layer in self.layers:
                 flat = layer.attend_points(flat, k, v, pt, pm)

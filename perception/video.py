@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ class VideoConfig:
     space_queue_length: int = 4
     push_period_ms: float = 27.0
     push_distance_m: float = 1.0
-    queue_channels: int = 32  # queue entries hold the BEV feature compressed to this many channels (1x1 conv)
+    queue_channels: int = 16  # queue entries hold the BEV feature compressed to this many channels (1x1 conv)
     key_channels: int = 16  # fusion attention key size
     hidden_channels: int = 32  # spatial GRU hidden raster channels
     world_cells: int = 128  # side of the world-fixed hidden raster (cells of the BEV grid's resolution)
@@ -49,26 +50,27 @@ class VideoConfig:
             raise ValueError(f"VideoConfig: push_period_ms >= 0 and push_distance_m > 0, got {self.push_period_ms}, {self.push_distance_m}")
 
 
-# ---------------------------------------------------------------- 2D rigid geometry (float64)
+# ---------------------------------------------------------------- 2D rigid geometry (numpy float64)
+# Tiny per-tick matrices live in numpy: a few dozen torch ops on 3x3 tensors cost more than the warps.
 
 
-def pose_to_2d(m: torch.Tensor) -> torch.Tensor:
+def pose_to_2d(m: np.ndarray) -> np.ndarray:
     """(..., 4, 4) ego->global -> (..., 3, 3) planar transform (yaw about z, x/y translation)."""
-    yaw = torch.atan2(m[..., 1, 0], m[..., 0, 0])
-    c, s = torch.cos(yaw), torch.sin(yaw)
-    out = torch.zeros(*m.shape[:-2], 3, 3, dtype=torch.float64, device=m.device)
+    m = np.asarray(m, dtype=np.float64)
+    yaw = np.arctan2(m[..., 1, 0], m[..., 0, 0])
+    c, s = np.cos(yaw), np.sin(yaw)
+    out = np.zeros(m.shape[:-2] + (3, 3))
     out[..., 0, 0], out[..., 0, 1], out[..., 1, 0], out[..., 1, 1] = c, -s, s, c
     out[..., 0, 2], out[..., 1, 2], out[..., 2, 2] = m[..., 0, 3], m[..., 1, 3], 1.0
     return out
 
 
-def metric_to_norm(x_min, x_max, y_min, y_max) -> torch.Tensor:
+def metric_to_norm(x_min, x_max, y_min, y_max) -> np.ndarray:
     """(..., 3, 3) map metric (x, y, 1) -> grid_sample coords (col, row, 1) of a raster whose rows run
     along x and columns along y (align_corners=False: -1 and +1 are the raster's outer edges)."""
-    x_min, x_max, y_min, y_max = (torch.as_tensor(v, dtype=torch.float64) for v in (x_min, x_max, y_min, y_max))
-    x_min, x_max, y_min, y_max = torch.broadcast_tensors(x_min, x_max, y_min, y_max)
+    x_min, x_max, y_min, y_max = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x_min, x_max, y_min, y_max)))
     xr, yr = x_max - x_min, y_max - y_min
-    out = torch.zeros(*x_min.shape, 3, 3, dtype=torch.float64)
+    out = np.zeros(x_min.shape + (3, 3))
     out[..., 0, 1] = 2.0 / yr
     out[..., 0, 2] = -1.0 - 2.0 * y_min / yr
     out[..., 1, 0] = 2.0 / xr
@@ -77,24 +79,23 @@ def metric_to_norm(x_min, x_max, y_min, y_max) -> torch.Tensor:
     return out
 
 
-def grid_norm(grid: BEVGrid) -> torch.Tensor:
+def grid_norm(grid: BEVGrid) -> np.ndarray:
     return metric_to_norm(grid.x_min, grid.x_max, grid.y_min, grid.y_max)
 
 
-def affine_theta(src_from_dst: torch.Tensor, norm_src: torch.Tensor, norm_dst: torch.Tensor) -> torch.Tensor:
-    """(N, 2, 3) affine_grid theta: destination grid coords -> source grid coords (float64)."""
-    theta = norm_src.to(src_from_dst.device) @ src_from_dst @ torch.linalg.inv(norm_dst.to(src_from_dst.device))
-    return theta[:, :2, :]
+def affine_theta(src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.ndarray) -> np.ndarray:
+    """(N, 2, 3) affine_grid theta: destination grid coords -> source grid coords."""
+    return (norm_src @ src_from_dst @ np.linalg.inv(norm_dst))[:, :2, :]
 
 
-def warp_raster(src: torch.Tensor, src_from_dst: torch.Tensor, norm_src: torch.Tensor, norm_dst: torch.Tensor, out_hw: tuple[int, int], padding_mode: str = "zeros", return_inside: bool = False):
+def warp_raster(src: torch.Tensor, src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.ndarray, out_hw: tuple[int, int], padding_mode: str = "zeros", return_inside: bool = False):
     """Resample raster `src` (N, C, Hs, Ws) onto a destination raster (N, C, out_hw).
 
     src_from_dst (N, 3, 3) maps destination metric coords to source metric coords; norm_* (N or 1, 3, 3)
     map each raster's metric coords to its grid_sample coords. With return_inside, also (N, out_hw) bool:
     the destination cell centre falls inside the source raster.
     """
-    theta = affine_theta(src_from_dst, norm_src, norm_dst).to(src.dtype)
+    theta = torch.from_numpy(np.ascontiguousarray(affine_theta(src_from_dst, norm_src, norm_dst))).to(device=src.device, dtype=src.dtype)
     g = F.affine_grid(theta, [src.shape[0], src.shape[1], *out_hw], align_corners=False)
     out = F.grid_sample(src, g, mode="bilinear", padding_mode=padding_mode, align_corners=False)
     if return_inside:
@@ -161,45 +162,42 @@ class VideoModule(nn.Module):
             started=torch.zeros(batch, dtype=torch.bool, device=device),
         )
 
-    def world_norm(self, anchor_xy: torch.Tensor) -> torch.Tensor:
+    def world_norm(self, anchor_xy: np.ndarray) -> np.ndarray:
         """(B, 2) raster corners -> (B, 3, 3) global metric -> hidden raster grid coords."""
         size = self.config.world_cells * self.grid.resolution
-        a = anchor_xy.cpu()
-        return metric_to_norm(a[:, 0], a[:, 0] + size, a[:, 1], a[:, 1] + size)
+        return metric_to_norm(anchor_xy[:, 0], anchor_xy[:, 0] + size, anchor_xy[:, 1], anchor_xy[:, 1] + size)
 
-    def snapped_anchor(self, xy: torch.Tensor) -> torch.Tensor:
+    def snapped_anchor(self, xy: np.ndarray) -> np.ndarray:
         """(B, 2) ego global xy -> raster corner on the world lattice, ego in the centre cell."""
         res, n = self.grid.resolution, self.config.world_cells
-        return (torch.floor(xy / res) - n // 2) * res
+        return (np.floor(xy / res) - n // 2) * res
 
-    def recenter(self, hidden: torch.Tensor, anchor: torch.Tensor, ego_xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def recenter(self, hidden: torch.Tensor, anchor: np.ndarray, ego_xy: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
         """Shift the raster by whole cells when the ego drifted more than recenter_cells from its centre."""
         res, n = self.grid.resolution, self.config.world_cells
-        target = self.snapped_anchor(ego_xy)
-        shift = torch.round((target - anchor) / res).long()  # (B, 2) cells
-        far = (shift.abs() > self.config.recenter_cells).any(dim=1)
-        if not bool(far.any()):
+        shift = np.round((self.snapped_anchor(ego_xy) - anchor) / res).astype(np.int64)  # (B, 2) cells
+        far = (np.abs(shift) > self.config.recenter_cells).any(axis=1)
+        if not far.any():
             return hidden, anchor
-        hidden = hidden.clone()
-        anchor = anchor.clone()
-        for b in far.nonzero().flatten().tolist():
-            si, sj = shift[b].tolist()
+        hidden, anchor = hidden.clone(), anchor.copy()
+        for b in np.nonzero(far)[0].tolist():
+            si, sj = int(shift[b, 0]), int(shift[b, 1])
             new = torch.zeros_like(hidden[b])
             i0, i1 = max(0, -si), min(n, n - si)
             j0, j1 = max(0, -sj), min(n, n - sj)
             if i0 < i1 and j0 < j1:
                 new[:, i0:i1, j0:j1] = hidden[b, :, i0 + si : i1 + si, j0 + sj : j1 + sj]
             hidden[b] = new
-            anchor[b] = anchor[b] + shift[b].double() * res
+            anchor[b] = anchor[b] + shift[b] * res
         return hidden, anchor
 
-    def update_mask(self, anchor: torch.Tensor, ego2d: torch.Tensor) -> torch.Tensor:
+    def update_mask(self, anchor: np.ndarray, ego2d: np.ndarray) -> np.ndarray:
         """(B, 1, Hw, Ww) bool: world cells whose centre lies inside the BEV window (and update radius)."""
         res, n, g = self.grid.resolution, self.config.world_cells, self.grid
-        idx = (torch.arange(n, dtype=torch.float64) + 0.5) * res
+        idx = (np.arange(n, dtype=np.float64) + 0.5) * res
         gx = anchor[:, 0, None, None] + idx[None, :, None]  # (B, n, 1)
         gy = anchor[:, 1, None, None] + idx[None, None, :]  # (B, 1, n)
-        inv = torch.linalg.inv(ego2d)  # global -> ego
+        inv = np.linalg.inv(ego2d)  # global -> ego
         ex = inv[:, 0, 0, None, None] * gx + inv[:, 0, 1, None, None] * gy + inv[:, 0, 2, None, None]
         ey = inv[:, 1, 0, None, None] * gx + inv[:, 1, 1, None, None] * gy + inv[:, 1, 2, None, None]
         half = 0.5 * res
@@ -213,34 +211,35 @@ class VideoModule(nn.Module):
         b, _, h, w = x.shape
         cfg, dev = self.config, x.device
         c = cfg.queue_channels
-        pose = ego_to_global.double().cpu()
-        t = timestamp_s.double().cpu()
+        pose = ego_to_global.detach().double().cpu().numpy()  # (B, 4, 4)
+        t = timestamp_s.detach().double().cpu().numpy()  # (B,)
         if state is None:
             state = self.initial_state(b, dev)
         if state.batch_size != b:
             raise ValueError(f"VideoModule: state holds {state.batch_size} streams, inputs {b}")
-        fresh = reset.cpu().bool() | ~state.started.cpu()
-        state = state.reset(fresh)
+        fresh_t = reset.detach().cpu().bool() | ~state.started.cpu()
+        fresh = fresh_t.numpy()
+        state = state.reset(fresh_t.to(dev))
         # Odometry: planar distance since the previous tick (0 on a fresh start).
-        step = torch.linalg.norm(pose[:, :2, 3] - state.last_ego_to_global[:, :2, 3].cpu(), dim=1)
-        odometer = state.odometer_m.cpu() + torch.where(fresh, torch.zeros_like(step), step)
+        step = np.linalg.norm(pose[:, :2, 3] - state.last_ego_to_global.cpu().numpy()[:, :2, 3], axis=1)
+        odometer = state.odometer_m.cpu().numpy() + np.where(fresh, 0.0, step)
         ego2d = pose_to_2d(pose)  # (B, 3, 3)
 
         # 1. Warp every queue entry into the current ego frame.
         queues = (state.time_queue, state.space_queue)
         feats = torch.cat([q.feats for q in queues], dim=1)  # (B, L, C, H, W)
         valid = torch.cat([q.valid for q in queues], dim=1).to(dev)  # (B, L)
-        entry_pose = torch.cat([q.ego_to_global for q in queues], dim=1).cpu()  # (B, L, 4, 4)
+        entry_pose = np.concatenate([q.ego_to_global.cpu().numpy() for q in queues], axis=1)  # (B, L, 4, 4)
         L = feats.shape[1]
-        entry_from_cur = torch.linalg.inv(pose_to_2d(entry_pose)) @ ego2d[:, None]  # (B, L, 3, 3)
+        entry_from_cur = np.linalg.inv(pose_to_2d(entry_pose)) @ ego2d[:, None]  # (B, L, 3, 3)
         n = grid_norm(self.grid)[None]
-        warped, inside = warp_raster(feats.reshape(b * L, c, h, w), entry_from_cur.reshape(b * L, 3, 3).to(dev), n, n, (h, w), return_inside=True)
+        warped, inside = warp_raster(feats.reshape(b * L, c, h, w), entry_from_cur.reshape(b * L, 3, 3), n, n, (h, w), return_inside=True)
         warped = warped.view(b, L, c, h, w)
         inside = inside.view(b, L, h, w)  # the entry saw this cell
 
         # 2. Fusion: attention over the entries, with offset encodings; a null key to ignore them all.
-        dt = t[:, None] - torch.cat([q.timestamp_s for q in queues], 1).cpu()  # (B, L) s
-        dd = odometer[:, None] - torch.cat([q.odometer_m for q in queues], 1).cpu()  # (B, L) m
+        dt = torch.from_numpy(t[:, None] - np.concatenate([q.timestamp_s.cpu().numpy() for q in queues], 1))  # (B, L) s
+        dd = torch.from_numpy(odometer[:, None] - np.concatenate([q.odometer_m.cpu().numpy() for q in queues], 1))  # (B, L) m
         which = torch.cat([torch.zeros(cfg.time_queue_length), torch.ones(cfg.space_queue_length)])[None].expand(b, L)
         off = torch.cat([sinusoid(dt, self._nf, 1.0), sinusoid(dd, self._nf, 10.0), which[..., None], torch.ones(b, L, 1)], -1).to(dev)
         kin = kinematics.float().to(dev)
@@ -255,32 +254,33 @@ class VideoModule(nn.Module):
         fused = xk + self.out(ctx)
 
         # 3. Spatial GRU on the world-fixed hidden raster.
-        hidden, anchor = state.hidden, state.anchor_xy.cpu()
-        anchor = torch.where(fresh[:, None], self.snapped_anchor(pose[:, :2, 3]), anchor)
+        hidden, anchor = state.hidden, state.anchor_xy.cpu().numpy()
+        anchor = np.where(fresh[:, None], self.snapped_anchor(pose[:, :2, 3]), anchor)
         hidden, anchor = self.recenter(hidden, anchor, pose[:, :2, 3])
         wn = self.world_norm(anchor)
-        h_ego = warp_raster(hidden, ego2d.to(dev), wn, n, (h, w))  # world -> ego window
+        h_ego = warp_raster(hidden, ego2d, wn, n, (h, w))  # world -> ego window
         h_new = self.gru(fused, h_ego)  # (B, Ch, H, W)
         nw = cfg.world_cells
-        written = warp_raster(h_new, torch.linalg.inv(ego2d).to(dev), n, wn, (nw, nw), padding_mode="border")
-        hidden = torch.where(self.update_mask(anchor, ego2d).to(dev), written, hidden)
+        written = warp_raster(h_new, np.linalg.inv(ego2d), n, wn, (nw, nw), padding_mode="border")
+        hidden = torch.where(torch.from_numpy(self.update_mask(anchor, ego2d)).to(dev), written, hidden)
         out = fused + self.read(h_new)
 
         # 4. Push the current single-frame feature (compressed; the graph is kept within a training clip).
         entry = self.compress(x)  # (B, Cq, H, W)
-        kin_cpu = kinematics.float()
         tq, sq = state.time_queue, state.space_queue
-        push_t = (t - tq.last_push_s.cpu()) >= cfg.push_period_ms / 1000.0 - 1e-6
-        push_s = (odometer - sq.last_push_odometer_m.cpu()) >= cfg.push_distance_m - 1e-9
-        tq = tq.push(push_t.to(dev), entry, pose.to(dev), t.to(dev), odometer.to(dev), kin_cpu.to(dev))
-        sq = sq.push(push_s.to(dev), entry, pose.to(dev), t.to(dev), odometer.to(dev), kin_cpu.to(dev))
+        push_t = torch.from_numpy(t - tq.last_push_s.cpu().numpy() >= cfg.push_period_ms / 1000.0 - 1e-6).to(dev)
+        push_s = torch.from_numpy(odometer - sq.last_push_odometer_m.cpu().numpy() >= cfg.push_distance_m - 1e-9).to(dev)
+        pose_t, t_t, odo_t = (torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in (pose, t, odometer))
+        kin_t = kinematics.detach().float().to(dev)
+        tq = tq.push(push_t, entry, pose_t, t_t, odo_t, kin_t)
+        sq = sq.push(push_s, entry, pose_t, t_t, odo_t, kin_t)
         new_state = TemporalState(
             time_queue=tq,
             space_queue=sq,
             hidden=hidden,
-            anchor_xy=anchor.to(dev),
-            odometer_m=odometer.to(dev),
-            last_ego_to_global=pose.to(dev),
+            anchor_xy=torch.from_numpy(np.ascontiguousarray(anchor)).to(dev),
+            odometer_m=odo_t,
+            last_ego_to_global=pose_t,
             started=torch.ones(b, dtype=torch.bool, device=dev),
         )
         return out, new_state

@@ -61,9 +61,10 @@ def test_sampled_layout_matches_a_slow_projection():
         assert got == expected, cell
 
 
-def _encoder(attention: str) -> BEVEncoder:
+def _encoder(attention: str, ffn_ratio: int = 0) -> BEVEncoder:
     torch.manual_seed(0)
-    return BEVEncoder(16, TINY_GRID, IMG, 16, BEVEncoderConfig(channels=16, heads=2, attention=attention, pillar_heights=(0.0, 1.5), context_blocks=0)).eval()
+    cfg = BEVEncoderConfig(channels=16, heads=2, attention=attention, pillar_heights=(0.0, 1.5), context_blocks=0, ffn_ratio=ffn_ratio)
+    return BEVEncoder(16, TINY_GRID, IMG, 16, cfg).eval()
 
 
 @torch.no_grad()
@@ -87,8 +88,7 @@ def test_sampled_attention_only_reads_cameras_that_see_the_cell():
 
 @torch.no_grad()
 def test_sampled_attention_equals_a_per_cell_softmax_reference():
-    enc = _encoder("sampled")
-    enc.layers[0].ffn = torch.nn.Identity()
+    enc = _encoder("sampled")  # no FFN: the layer ends x = tokens + out(ctx)
     intr, ext = canonical_rig(tiny_config())
     feats = torch.rand(1, 6, 16, 3, 6)
     keys = enc.key_proj(feats[0]) + enc.camera_encoding(intr[None], ext[None], (3, 6))[0]  # (6, C, 3, 6)
@@ -116,7 +116,7 @@ def test_sampled_attention_equals_a_per_cell_softmax_reference():
             a = torch.softmax(kk[:, sl] @ q[cell, sl] / math.sqrt(8), dim=0)
             ctx[cell, sl] = a @ vv[:, sl]
     x = q0 + layer.out(ctx)
-    expected = (x + layer.norm_f(x)).T.reshape(1, 16, *TINY_GRID.shape)
+    expected = x.T.reshape(1, 16, *TINY_GRID.shape)
     got = enc(feats, intr[None], ext[None], torch.ones(1, 6, dtype=torch.bool))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
@@ -138,8 +138,7 @@ def test_missing_camera_is_masked_in_both_modes():
 
 @torch.no_grad()
 def test_dense_attention_equals_a_slow_softmax_reference():
-    enc = _encoder("dense")
-    enc.layers[0].ffn = torch.nn.Identity()  # isolate the attention: the layer ends x + norm_f(x)
+    enc = _encoder("dense", ffn_ratio=2)  # with the FFN: the layer ends x + ffn(norm_f(x))
     intr, ext = canonical_rig(tiny_config())
     feats = torch.rand(1, 6, 16, 3, 6)
     mask = torch.ones(1, 6, dtype=torch.bool)
@@ -157,6 +156,7 @@ def test_dense_attention_equals_a_slow_softmax_reference():
         a = torch.softmax(q[:, sl] @ k[:, sl].T / math.sqrt(8), dim=1)
         outs.append(a @ v[:, sl])
     x = q0 + layer.out(torch.cat(outs, 1))
-    expected = (x + layer.norm_f(x)).T.reshape(1, c, *TINY_GRID.shape)
+    x = x + layer.ffn[2](torch.nn.functional.gelu(layer.ffn[0](torch.nn.functional.layer_norm(x, (c,), layer.norm_f.weight, layer.norm_f.bias))))
+    expected = x.T.reshape(1, c, *TINY_GRID.shape)
     got = enc(feats, intr[None], ext[None], mask)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -24,7 +26,7 @@ def pose(x: float, y: float, yaw: float) -> torch.Tensor:
 
 
 def warp_entry(feat: torch.Tensor, entry_pose: torch.Tensor, cur_pose: torch.Tensor) -> torch.Tensor:
-    entry_from_cur = torch.linalg.inv(pose_to_2d(entry_pose[None])) @ pose_to_2d(cur_pose[None])
+    entry_from_cur = np.linalg.inv(pose_to_2d(entry_pose[None].numpy())) @ pose_to_2d(cur_pose[None].numpy())
     n = grid_norm(GRID)[None]
     return warp_raster(feat, entry_from_cur, n, n, GRID.shape)
 
@@ -126,12 +128,14 @@ def test_hidden_raster_recentres_by_whole_cells_keeping_world_content():
     _, state = mod(torch.rand(1, 4, *GRID.shape), p0[None], torch.tensor([0.0], dtype=torch.float64), torch.zeros(1, 7), torch.tensor([False]), None)
     n, res = mod.config.world_cells, GRID.resolution
     a0 = state.anchor_xy[0].clone()
+    anchor0 = state.anchor_xy.numpy().copy()
     # Paint the hidden raster with a function of the world cell index.
     gi = torch.round(a0[0] / res) + torch.arange(n)
     gj = torch.round(a0[1] / res) + torch.arange(n)
     paint = (gi[:, None] * 1000 + gj[None, :]).float() + 1e6  # never 0 (0 = fresh cell)
     hidden = paint[None, None].expand(1, 4, n, n).clone()
-    moved, anchor = mod.recenter(hidden, state.anchor_xy, torch.tensor([[8.0, -5.6]], dtype=torch.float64))
+    moved, anchor = mod.recenter(hidden, anchor0, np.array([[8.0, -5.6]]))
+    anchor = torch.from_numpy(anchor)
     shift = torch.round((anchor[0] - a0) / res).long()
     assert shift.abs().max() > 0 and torch.allclose(anchor[0] / res, torch.round(anchor[0] / res))
     si, sj = shift.tolist()
