@@ -144,7 +144,10 @@ def main() -> int:
         torch.manual_seed(0)
         model = ModelFactory(factory.options, None).build_torch_model()
         ckpt = Path(tmp.name) / "bench_weights.pt"
-        torch.save({"model": model.state_dict(), "step": 0}, ckpt)
+        from perception.config import model_config_to_dict
+
+        # With its model config, so every process builds the same architecture (load_trained_model).
+        torch.save({"model": model.state_dict(), "step": 0, "config": {"model": model_config_to_dict(model.config)}}, ckpt)
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"checkpoint": ckpt})})
         factory = ModelFactory.from_config(cfg.model)
         weights = "random init (seed 0), shared checkpoint"

@@ -63,6 +63,21 @@ class ModelFactory:
         return BEVStreamAdapter(self.build_torch_model())
 
 
+def check_checkpoint(section) -> None:
+    """Load the configured weights once at start, so a file that is not a checkpoint of this model
+    stops the run with one message naming model.checkpoint (instead of failing inside the actors)."""
+    from runtime.config import ConfigError
+
+    factory = ModelFactory.from_config(section)
+    if factory.checkpoint is None:
+        return
+    try:
+        factory.build_torch_model()
+    except Exception as exc:  # noqa: BLE001 - any load failure is a configuration problem here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"runtime.yaml: model.checkpoint: cannot load {factory.checkpoint}: {first}") from None
+
+
 class BEVStreamAdapter:
     """runtime.stages.PerceptionModel over a BEVStreamModel (rectify -> encode_images | bev_step -> heads)."""
 

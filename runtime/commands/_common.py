@@ -37,6 +37,9 @@ def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
     try:
         cfg = load_config(args.config, common)
         validate_model_options(cfg)
+        from runtime.model import check_checkpoint
+
+        check_checkpoint(cfg.model)
         return cfg
     except ConfigError as exc:
         print(f"bevstream: config error: {exc}", file=sys.stderr)

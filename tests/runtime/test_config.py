@@ -96,3 +96,12 @@ def test_model_options_are_checked_by_perception_config(tmp_path, capsys):
     assert main(["stream", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "model.bev.chanels: unknown key" in err and err.count("config error") == 1
+
+
+def test_cli_checkpoint_that_is_not_a_model_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "notweights.pt"
+    bad.write_bytes(b"not a torch file")
+    cfg = _write(tmp_path, {})
+    assert main(["stream", "--config", str(cfg), "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "model.checkpoint: cannot load" in err and err.count("config error") == 1
