@@ -8,7 +8,7 @@ Per tick, with the current single-frame BEV feature x (B, C, H, W):
    plus an encoding of the ego kinematics;
 3. spatial GRU: its hidden state is a raster fixed to the world (a rolling window, re-centred by whole
    cells when the ego nears its edge). The hidden state is read into the ego frame, updated by a
-   separable ConvGRU with the fused feature, and written back only into the world cells inside the
+   ConvGRU with the fused feature, and written back only into the world cells inside the
    BEV window (optionally within `update_radius_m`): cells far from the car keep their memory untouched;
 4. the current x, compressed by a 1x1 conv, is pushed into the time queue (every `push_period_ms`) and the space queue (every
    `push_distance_m` travelled; never while standing still).
@@ -23,7 +23,6 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from perception.bev_encoder import depthwise
 from perception.grid import BEVGrid
 from perception.state import FeatureQueue, TemporalState
 
@@ -114,19 +113,22 @@ def sinusoid(x: torch.Tensor, n: int, scale: float) -> torch.Tensor:
 
 
 class SpatialGRUCell(nn.Module):
-    """ConvGRU with separable convolutions (depthwise 3x3 then pointwise): h' = (1-z) h + z tanh(W[x, r*h])."""
+    """ConvGRU: 1x1 convs on the input, 3x3 convs on the hidden state (its spatial memory mixes locally).
+
+    z = sigmoid(Wz x + Uz * h), r = sigmoid(Wr x + Ur * h), h' = (1 - z) h + z tanh(Wc x + Uc * (r h)).
+    """
 
     def __init__(self, in_channels: int, hidden_channels: int) -> None:
         super().__init__()
-        c = in_channels + hidden_channels
-        self.dw_gates = nn.Conv2d(c, c, 3, padding=1, groups=c)
-        self.pw_gates = nn.Conv2d(c, 2 * hidden_channels, 1)
-        self.dw_cand = nn.Conv2d(c, c, 3, padding=1, groups=c)
-        self.pw_cand = nn.Conv2d(c, hidden_channels, 1)
+        self.wx = nn.Conv2d(in_channels, 3 * hidden_channels, 1)
+        self.u_gates = nn.Conv2d(hidden_channels, 2 * hidden_channels, 3, padding=1, bias=False)
+        self.u_cand = nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        z, r = torch.sigmoid(self.pw_gates(depthwise(self.dw_gates, torch.cat([x, h], dim=1)))).chunk(2, dim=1)
-        cand = torch.tanh(self.pw_cand(depthwise(self.dw_cand, torch.cat([x, r * h], dim=1))))
+        xz, xr, xc = self.wx(x).chunk(3, dim=1)
+        hz, hr = self.u_gates(h).chunk(2, dim=1)
+        z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
+        cand = torch.tanh(xc + self.u_cand(r * h))
         return (1 - z) * h + z * cand
 
 
