@@ -58,3 +58,20 @@ def test_rejects_bad_sizes():
         net(torch.rand(1, 3, 100, 96))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         net(torch.rand(3, 64, 96))
+
+
+def test_folded_batchnorm_in_eval_equals_conv_then_bn():
+    from perception.backbone import conv_bn
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(4, 6, 3, padding=1, bias=True), nn.BatchNorm2d(6)
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 2)
+    bn.bias.data.uniform_(-1, 1)
+    bn.eval()
+    x = torch.randn(2, 4, 9, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_bn(conv, bn, x), bn(conv(x)), atol=1e-5, rtol=1e-5)
+    bn.train()
+    torch.testing.assert_close(conv_bn(conv, bn, x), bn(conv(x)))
