@@ -10,7 +10,7 @@ elementwise ops and grid_sample are not counted). The baseline measured in the s
 machine's fp32 matmul peak: the median time of a large torch.mm at the same thread count.
 Also timed: the two stages (`encode_images`, `bev_step`), the rectifier on 1600x900 uint8 images (runs
 before the model, outside its budget), and the ablations single-frame (video off) and dense attention.
-Writes bench/results/model.json.
+Writes bench/results/model.json (model_threadsN.json for --threads N other than 2).
 """
 from __future__ import annotations
 
@@ -213,7 +213,7 @@ def main() -> int:
         "within_budget": med <= BUDGET_MS,
         "config": model_config_to_dict(cfg),
     }
-    path = ROOT / "bench" / "results" / "model.json"
+    path = ROOT / "bench" / "results" / ("model.json" if args.threads == 2 else f"model_threads{args.threads}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {path.relative_to(ROOT)}")

@@ -58,7 +58,8 @@ class SegmentationHead(nn.Module):
         self.up8 = nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, bias=False)
         self.skip8 = nn.Conv2d(skip8_channels, c, 1)
         self.fuse8 = conv_bn_relu(c, c, 3)
-        self.up4 = nn.ConvTranspose2d(c, c, 4, stride=2, padding=1, bias=False)
+        # k=2, s=2, p=0: out = (in-1)*2 + 1*(2-1) + 1 = 2*in; non-overlapping, 4x cheaper at the largest map.
+        self.up4 = nn.ConvTranspose2d(c, c, 2, stride=2, bias=False)
         self.skip4 = nn.Conv2d(skip4_channels, c, 1)
         self.fuse4 = conv_bn_relu(c, c, 1)  # 1x1 at stride 4: a 3x3 here would cost more than the rest of the head
         self.classifier = nn.Conv2d(c, config.num_classes, 1)

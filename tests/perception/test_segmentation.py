@@ -13,7 +13,7 @@ def test_head_output_size_and_classes():
     net, head = Backbone(bb), SegmentationHead(16, 8, 8, SegHeadConfig(channels=8))
     logits = head(net(torch.rand(2, 3, 96, 176)))
     s16 = (6, 11)
-    up = tuple(deconv_out_size(deconv_out_size(s, 4, 2, 1), 4, 2, 1) for s in s16)  # two transposed convs
+    up = tuple(deconv_out_size(deconv_out_size(s, 4, 2, 1), 2, 2, 0) for s in s16)  # two transposed convs
     assert logits.shape == (2, len(SEG_CLASSES), *up) == (2, 11, 24, 44)  # stride 4
 
 
