@@ -135,8 +135,11 @@ class BackboneActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, images: list, meta: TickMeta) -> FeaturePacket:
-        return self.stage.run(images, meta)
+    def run(self, images: list, meta: TickMeta):
+        """-> (packet, its timing): called with num_returns=2, so the driver can await the small
+        second return to learn the stage is free, without fetching the features."""
+        packet = self.stage.run(images, meta)
+        return packet, packet.timing
 
     def warmup(self) -> FeaturePacket:
         return self.stage.warmup()

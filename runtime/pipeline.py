@@ -169,6 +169,7 @@ class _InFlight:
     meta: TickMeta
     ref: Any  # ObjectRef of the TickResult
     fut: asyncio.Future
+    first_stage: asyncio.Future  # done when the backbone has finished this tick
 
 
 def drop_for(fs: FrameSet | TickMeta, reason: str, detail: str, extra: tuple[StageTiming, ...] = ()) -> DropRecord:
@@ -227,10 +228,11 @@ class TickPipeline:
             images_ref = ray.put([c.image for c in fs.cameras])  # once; the backbone gets it by reference
         meta = TickMeta.from_frame_set(fs)
         meta = TickMeta(**{**meta.__dict__, "timings": meta.timings + (StageTiming("submit", start, time.time_ns()),)})
-        packet_ref = self.backbone.run.remote(images_ref, meta)
+        packet_ref, backbone_done = self.backbone.run.options(num_returns=2).remote(images_ref, meta)
         result_ref = self.bev.run.remote(packet_ref, meta)
         self.submitted += 1
-        return _InFlight(meta, result_ref, asyncio.wrap_future(result_ref.future()))
+        return _InFlight(meta, result_ref, asyncio.wrap_future(result_ref.future()),
+                         asyncio.wrap_future(backbone_done.future()))
 
     def _finish(self, job: _InFlight) -> TickResult | DropRecord:
         now = time.time_ns()
@@ -265,7 +267,10 @@ class TickPipeline:
             while True:
                 if self.recovering and not inflight:  # the ticks sent to the dead actor have all failed
                     await self._await_actors()
-                while waiting and len(inflight) < cap and not self.recovering:
+                # Submit when the first stage is free (and under the cap): a tick never queues at the
+                # backbone, so the newest waiting set goes next (live) and latency is the stages' sum.
+                while (waiting and len(inflight) < cap and not self.recovering
+                       and all(job.first_stage.done() for job in inflight)):
                     inflight.append(self._submit(waiting.popleft()))
                     self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
                 if self.live:
@@ -277,12 +282,15 @@ class TickPipeline:
                     return
                 wait_set: set = set()
                 # Replay reads the source only when a slot is free (backpressure); live always reads.
-                if not source_done and (self.live or len(inflight) + len(waiting) < cap):
+                if not source_done and (self.live or (len(inflight) + len(waiting) < cap and not waiting)):
                     if get_task is None:
                         get_task = asyncio.ensure_future(feeder.queue.get())
                     wait_set.add(get_task)
                 if inflight:
                     wait_set.add(inflight[0].fut)
+                    busy = [job.first_stage for job in inflight if not job.first_stage.done()]
+                    if busy and waiting:
+                        wait_set.add(busy[0])
                 await asyncio.wait(wait_set, return_when=asyncio.FIRST_COMPLETED)
                 while inflight and inflight[0].fut.done():
                     yield self._finish(inflight.popleft())
