@@ -157,7 +157,8 @@ def main() -> int:
     desc, make_iter = frame_source(kind, n + warmup)
     print(f"frames: {desc}; {n} measured ticks after {warmup} warm-up; weights: {weights}; {repeats} repeat(s)", file=sys.stderr)
 
-    loops, runs = [], []
+    loops, runs, serial = [], [], []
+    cfg1 = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"max_in_flight": 1})})
     thread_options = [1] if args.quick else sorted({1, os.cpu_count() or 1})
     for r in range(repeats):
         # The baseline gets its best torch thread count (1 or all cores) in each repeat.
@@ -168,6 +169,10 @@ def main() -> int:
         loops.append(max(tries, key=lambda t: t["throughput_hz"]))
         runs.append(runtime_run(cfg, make_iter, warmup))
         print(f"  runtime #{r}: {runs[-1]['throughput_hz']:.2f} ticks/s, median {runs[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
+        if not args.quick:  # the same runtime without pipelining: one tick in flight
+            serial.append(runtime_run(cfg1, make_iter, warmup))
+            print(f"  runtime max_in_flight=1 #{r}: {serial[-1]['throughput_hz']:.2f} ticks/s, "
+                  f"median {serial[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
 
     def med(xs, k):
         return statistics.median(x[k] for x in xs)
@@ -181,6 +186,11 @@ def main() -> int:
                          "torch_threads_best": [x["threads"] for x in loops]},
         "runtime": {"throughput_hz": rt_tp, "latency_ms_median": rt_lat, "dropped": sum(x["dropped"] for x in runs),
                     "stage_ms_median": runs[-1]["stage_ms_median"]},
+        "runtime_max_in_flight_1": ({"throughput_hz": med(serial, "throughput_hz"),
+                                     "latency_ms_median": med(serial, "latency_ms_median"),
+                                     "throughput_ratio": med(serial, "throughput_hz") / loop_tp,
+                                     "median_latency_overhead": med(serial, "latency_ms_median") / loop_lat - 1.0}
+                                    if serial else None),
         "throughput_ratio": rt_tp / loop_tp,
         "median_latency_overhead": rt_lat / loop_lat - 1.0,
         "same_detection_counts": same_outputs,
@@ -190,7 +200,11 @@ def main() -> int:
     }
     print(f"{'':<14}{'ticks/s':>10}{'median ms':>12}")
     print(f"{'offline loop':<14}{loop_tp:>10.2f}{loop_lat:>12.1f}")
-    print(f"{'runtime':<14}{rt_tp:>10.2f}{rt_lat:>12.1f}")
+    print(f"{'runtime':<14}{rt_tp:>10.2f}{rt_lat:>12.1f}   (default: pipelined, max_in_flight {cfg.pipeline.max_in_flight})")
+    if serial:
+        s_tp, s_lat = med(serial, "throughput_hz"), med(serial, "latency_ms_median")
+        print(f"{'runtime, 1':<14}{s_tp:>10.2f}{s_lat:>12.1f}   (max_in_flight 1: ratio {s_tp / loop_tp:.2f}, "
+              f"latency overhead {100 * (s_lat / loop_lat - 1):+.1f} %)")
     print(f"throughput ratio {result['throughput_ratio']:.2f}, median latency overhead {100 * result['median_latency_overhead']:+.1f} %, "
           f"same detections per tick: {same_outputs}; {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
     out = ROOT / "bench" / "results" / "runtime.json"
