@@ -72,7 +72,7 @@ class BasicBlock(nn.Module):
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    widths: tuple[int, int, int, int, int] = (16, 24, 48, 64, 64)  # stem /2, stage /4, /8, /16, dilated /16
+    widths: tuple[int, int, int, int, int] = (16, 16, 48, 64, 64)  # stem /2, stage /4, /8, /16, dilated /16 (16 at /4: the costliest map)
     out_channels: int = 64  # stride-16 feature channels (the BEV encoder's keys/values)
     skip_channels: int = 32  # stride-8 FPN map for the segmentation head
     dilation: int = 2  # of the last stage
