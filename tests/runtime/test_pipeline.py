@@ -9,7 +9,7 @@ import pytest
 from pyquaternion import Quaternion
 
 from runtime.api import Runtime
-from runtime.messages import CameraFrame, Pose
+from runtime.messages import Pose
 from runtime.results import DropRecord, TickResult
 from tests.runtime.conftest import small_config
 from tests.runtime.fakes import CountingModel, ListSource, LiveFakeSource, make_frame_set
