@@ -59,5 +59,8 @@ def test_sim_ground_truth_as_predictions_scores_perfectly(sim_dataset, sim_nusc,
         assert ap == pytest.approx(1.0 if name in present else 0.0, abs=1e-6), name
     for name in present:
         errs = summary["per_class_tp_errors"][name]
-        assert errs["trans_err"] < 1e-6 and errs["scale_err"] < 1e-6 and errs["vel_err"] < 1e-6
+        assert errs["trans_err"] < 1e-6 and errs["scale_err"] < 1e-6
+        # the devkit does not score velocity for cones and barriers: their vel_err is NaN
+        if name not in ("traffic_cone", "barrier"):
+            assert errs["vel_err"] < 1e-6, name
     assert summary["mAP"] == pytest.approx(len(present) / 10, abs=1e-6)
