@@ -260,12 +260,13 @@ class BEVEncoder(nn.Module):
             pk, pv, pt, pm = [], [], [], []
             for i in range(b):
                 lay = self.layout(intrinsics[i], cam_to_ego[i])
-                kv = torch.cat([keys[i], values[i]], dim=1).permute(0, 2, 3, 1).reshape(-1, 2 * c)  # (Ncam*Hf*Wf, 2C)
-                dev = kv.device
-                # Bilinear sampling of every point as one weighted gather (== grid_sample, zeros padding).
-                samp = F.embedding_bag(lay.taps.to(dev), kv, per_sample_weights=lay.weights.to(dev).to(kv.dtype), mode="sum")  # (P, 2C)
-                pk.append(samp[:, :c])
-                pv.append(samp[:, c:])
+                dev = keys.device
+                taps, wts = lay.taps.to(dev), lay.weights.to(dev).to(keys.dtype)
+                # Bilinear sampling of every point as one weighted gather (== grid_sample, zeros padding);
+                # keys and values gathered apart so both come out contiguous (P, C).
+                for src, dst in ((keys[i], pk), (values[i], pv)):
+                    flat = src.permute(0, 2, 3, 1).reshape(-1, c)  # (Ncam*Hf*Wf, C)
+                    dst.append(F.embedding_bag(taps, flat, per_sample_weights=wts, mode="sum"))
                 pt.append(lay.point_cell.to(dev) + i * hw)
                 pm.append(camera_mask[i].index_select(0, lay.point_cam.to(dev)))
             if b == 1:  # the streaming case: no copies
