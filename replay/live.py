@@ -169,18 +169,21 @@ class SimulatedVehicle:
 
     def _captures(self, start_us: int) -> Iterator:
         """replay.drive captures of the whole drive (world time = (timestamp - start_us) s); an endless
-        drive is laid out chunk by chunk on the same cycle grid."""
-        from replay.drive import Capture, capture_times, iter_captures
+        drive is laid out chunk by chunk on the same cycle grid. The states are World.light_state_at
+        (agents as arrays: what the renderer needs, without an AgentState object per agent)."""
+        from replay.drive import Capture, capture_times
 
+        world = self.world
         if self.duration_s is not None:
-            yield from iter_captures(self.world, self.rig, start_us, self.duration_s, rate_hz=self.rate_hz)
+            for ts, cycle, ch in capture_times(self.rig, start_us, self.duration_s, self.rate_hz):
+                yield Capture(cycle, ch, ts, world.light_state_at((ts - start_us) / 1e6))
             return
         chunk_cycles = int(round(_CHUNK_S * self.rate_hz))
         k = 0
         while True:
             chunk_start = start_us + int(round(k * chunk_cycles * 1e6 / self.rate_hz))
             for ts, cycle, ch in capture_times(self.rig, chunk_start, chunk_cycles / self.rate_hz, self.rate_hz):
-                yield Capture(cycle + k * chunk_cycles, ch, ts, self.world.state_at((ts - start_us) / 1e6))
+                yield Capture(cycle + k * chunk_cycles, ch, ts, world.light_state_at((ts - start_us) / 1e6))
             k += 1
 
     def _make_renderer(self):
@@ -189,7 +192,7 @@ class SimulatedVehicle:
         from replay.render import Renderer
 
         renderer = Renderer(self.world, self.width, self.height)
-        renderer.render(self.world.state_at(0.0), self.rig[CAMERA_CHANNELS[0]])
+        renderer.render(self.world.light_state_at(0.0), self.rig[CAMERA_CHANNELS[0]])
         return renderer
 
     def _produce(self, start_us: int, renderer, out: "queue.Queue", stop: threading.Event) -> None:

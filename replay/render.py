@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from perception.classes import DETECTION_TO_SEG, SEG_INDEX
+from perception.classes import DETECTION_NAMES, DETECTION_TO_SEG, SEG_INDEX
 from replay.rig import SensorCalibration
 from replay.roads import CURB, GRASS, MARK_WHITE, MARK_YELLOW, MATERIAL_SEG, ROAD, SIDEWALK
-from replay.world import World, WorldState
+from replay.world import AgentArrays, World, WorldState
 
 NEAR = 0.1  # metres (camera depth)
 FAR = 150.0  # objects beyond this are not drawn
@@ -77,6 +77,7 @@ _PART_VALID = np.zeros((len(_KINDS), _MAXP), bool)
 for _k, _rows in enumerate(list(PARTS.values()) + [NO_RIDER]):
     _PART_TABLE[_k, :len(_rows)] = _rows
     _PART_VALID[_k, :len(_rows)] = True
+_CLASS_KIND = np.array([_KIND_INDEX[n] for n in DETECTION_NAMES], np.int64)  # DETECTION_NAMES index -> kind
 _KIND_LABEL = np.array([SEG_INDEX[DETECTION_TO_SEG[k]] for k in PARTS] + [SEG_INDEX["cyclist"]], np.uint8)
 
 
@@ -162,14 +163,13 @@ class Renderer:
         if self._parts_key == key:
             return self._parts
         parts = None
-        if state.agents:
-            n = len(state.agents)
-            kind = np.array([_KIND_INDEX[a.detection_name] if not (a.attribute == "cycle.without_rider")
-                             else _NO_RIDER_KIND for a in state.agents])
-            wlh = np.array([a.size for a in state.agents], np.float64)  # (n, 3)
-            ctr = np.array([a.center for a in state.agents], np.float64)  # (n, 3)
-            yaw = np.array([2 * np.arctan2(a.rotation.z, a.rotation.w) for a in state.agents])
-            col = np.array([a.color for a in state.agents], np.float64)  # (n, 3)
+        arrays = getattr(state, "agent_arrays", None)  # a LightState carries them ready-made
+        if arrays is None and state.agents:
+            arrays = AgentArrays.of(state.agents)
+        if arrays is not None and len(arrays.class_index):
+            n = len(arrays.class_index)
+            kind = np.where(arrays.without_rider, _NO_RIDER_KIND, _CLASS_KIND[arrays.class_index])
+            wlh, ctr, yaw, col = arrays.size, arrays.center, arrays.yaw, arrays.color  # (n, 3), (n, 3), (n,), (n, 3)
             tab = _PART_TABLE[kind]  # (n, MAXP, 7)
             valid = _PART_VALID[kind]  # (n, MAXP)
             w, l, h = wlh[:, 0:1], wlh[:, 1:2], wlh[:, 2:3]

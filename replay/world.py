@@ -19,7 +19,8 @@ from replay.roads import (GroundRaster, Intersection, Polyline, Road, Structures
 from replay.traffic import CLASS_SPECS, EGO_FRONT, Traffic
 from runtime.messages import EgoKinematics, Pose
 
-__all__ = ["WorldConfig", "Polyline", "AgentState", "WorldState", "World", "yaw_quaternion"]
+__all__ = ["WorldConfig", "Polyline", "AgentState", "WorldState", "World", "yaw_quaternion", "AgentArrays",
+           "LightState"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,10 @@ class World:
         self._body_back = np.array([f[2] for f in flat], float)
         self._body_lane = tr.d_lane[self._body_driver]
         self._static_xy = np.array([st.center[:2] for st in tr.statics]).reshape(-1, 2)
+        self._lane_bodies = [np.flatnonzero(self._body_lane == k) for k in range(len(tr.lanes))]
+        self._walk_peds = [np.flatnonzero(tr.p_path == k) for k in range(len(tr.walks))]
+        self._snap: _Snapshot | None = None
+        self._prepare_arrays()
 
     # ---- static ----------------------------------------------------------------------------------
     def bounds(self) -> tuple[float, float, float, float]:
@@ -178,11 +183,10 @@ class World:
                                               yaw_quaternion(st.yaw), np.zeros(3), st.attribute, st.color)
         return a
 
-    def state_at(self, time_s: float) -> WorldState:
-        """The world at time_s (seconds; deterministic; any order, later times are cheapest)."""
-        t = float(time_s)
-        if self._cache is not None and self._cache[0] == t:
-            return self._cache[1]
+    def _snapshot(self, t: float) -> "_Snapshot":
+        """Ego and agents near it at t as arrays (vectorised; shared by state_at and light_state_at)."""
+        if self._snap is not None and self._snap.time_s == t:
+            return self._snap
         cfg, tr = self.config, self.traffic
         s_front, v, a, lap = tr.drivers_at(t)
         # ego
@@ -193,63 +197,185 @@ class World:
         fwd, left = np.array([np.cos(yaw), np.sin(yaw), 0.0]), np.array([-np.sin(yaw), np.cos(yaw), 0.0])
         ego_pose = Pose(np.array([p[0, 0], p[0, 1], 0.0]), yaw_quaternion(yaw))
         ego_xy = p[0]
-        agents: list[AgentState] = []
         r2 = cfg.agent_radius ** 2
         # drivers and their bodies, sampled lane by lane
         body_s = s_front[self._body_driver] - self._body_back
-        for k, (path, _, _) in enumerate(tr.lanes):
-            sel = np.flatnonzero(self._body_lane == k)
+        d_sel, d_xy, d_h = [], [], []
+        for k, sel in enumerate(self._lane_bodies):
             if len(sel) == 0:
                 continue
             sc = body_s[sel]
+            path = tr.lanes[k][0]
             if not path.closed:  # bodies on the hidden return stretch of an open lane are absent
                 keep = (sc >= 0.0) & (sc <= path.length)
                 sel, sc = sel[keep], sc[keep]
             q, h, _ = path.sample(sc)
             near = ((q - ego_xy) ** 2).sum(axis=1) <= r2
-            for b, xy, hy in zip(sel[near], q[near], h[near]):
-                i, bi = int(self._body_driver[b]), int(self._body_index[b])
-                body = tr.d_bodies[i][bi]
-                speed, hy = float(v[i]), float(hy)
-                if body.name in ("bicycle", "motorcycle"):
-                    attr = "cycle.with_rider"
-                else:
-                    attr = "vehicle.moving" if speed > 0.3 else "vehicle.stopped"
-                agents.append(AgentState(
-                    self._iid(f"d{bi}", i, int(lap[i])), body.category, body.name, body.size,
-                    np.array([xy[0], xy[1], body.size[2] / 2]), yaw_quaternion(hy),
-                    np.array([speed * np.cos(hy), speed * np.sin(hy), 0.0]), attr, body.color))
+            d_sel.append(sel[near]), d_xy.append(q[near]), d_h.append(h[near])
         # pedestrians, sampled path by path
         ps, pv, pdir = tr.walkers_at(t)
+        p_sel, p_xy, p_h = [], [], []
         for k, path in enumerate(tr.walks):
-            sel = np.flatnonzero(tr.p_path == k)
+            sel = self._walk_peds[k]
             if len(sel) == 0:
                 continue
             q, h, _ = path.sample(ps[sel])
             xy_all = q + tr.p_lat[sel, None] * np.stack([-np.sin(h), np.cos(h)], axis=1)
             near = ((xy_all - ego_xy) ** 2).sum(axis=1) <= r2
-            for j, xy, hy in zip(sel[near], xy_all[near], h[near]):
-                body = tr.p_bodies[j]
-                hy = float(hy) + (np.pi if pdir[j] < 0 else 0.0)
-                speed = abs(float(pv[j]))
-                agents.append(AgentState(
-                    self._iid("p", int(j)), body.category, "pedestrian", body.size,
-                    np.array([xy[0], xy[1], body.size[2] / 2]), yaw_quaternion(hy),
-                    np.array([speed * np.cos(hy), speed * np.sin(hy), 0.0]),
-                    "pedestrian.moving" if speed > 0.2 else "pedestrian.standing", body.color))
-        # static objects
-        for k in np.flatnonzero(((self._static_xy - ego_xy) ** 2).sum(axis=1) <= r2):
+            p_sel.append(sel[near]), p_xy.append(xy_all[near]), p_h.append(h[near])
+        cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape)  # noqa: E731
+        d_sel, p_sel = cat(d_sel, (0,)).astype(int), cat(p_sel, (0,)).astype(int)
+        p_h = cat(p_h, (0,))
+        p_h = p_h + np.where(pdir[p_sel] < 0, np.pi, 0.0)  # walking backwards along the path
+        snap = _Snapshot(
+            time_s=t, ego_pose=ego_pose, ego_velocity=ve * fwd,
+            ego_acceleration=ae * fwd + ve * ve * float(kappa[0]) * left, ego_yaw_rate=ve * float(kappa[0]),
+            v=v, lap=lap, d_sel=d_sel, d_xy=cat(d_xy, (0, 2)), d_h=cat(d_h, (0,)),
+            pv=pv, p_sel=p_sel, p_xy=cat(p_xy, (0, 2)), p_h=p_h,
+            s_sel=np.flatnonzero(((self._static_xy - ego_xy) ** 2).sum(axis=1) <= r2))
+        self._snap = snap
+        return snap
+
+    def state_at(self, time_s: float) -> WorldState:
+        """The world at time_s (seconds; deterministic; any order, later times are cheapest)."""
+        t = float(time_s)
+        if self._cache is not None and self._cache[0] == t:
+            return self._cache[1]
+        sn, tr = self._snapshot(t), self.traffic
+        v, lap, pv = sn.v, sn.lap, sn.pv
+        agents: list[AgentState] = []
+        for b, xy, hy in zip(sn.d_sel, sn.d_xy, sn.d_h):
+            i, bi = int(self._body_driver[b]), int(self._body_index[b])
+            body = tr.d_bodies[i][bi]
+            speed, hy = float(v[i]), float(hy)
+            if body.name in ("bicycle", "motorcycle"):
+                attr = "cycle.with_rider"
+            else:
+                attr = "vehicle.moving" if speed > 0.3 else "vehicle.stopped"
+            agents.append(AgentState(
+                self._iid(f"d{bi}", i, int(lap[i])), body.category, body.name, body.size,
+                np.array([xy[0], xy[1], body.size[2] / 2]), yaw_quaternion(hy),
+                np.array([speed * np.cos(hy), speed * np.sin(hy), 0.0]), attr, body.color))
+        for j, xy, hy in zip(sn.p_sel, sn.p_xy, sn.p_h):
+            body = tr.p_bodies[j]
+            hy = float(hy)
+            speed = abs(float(pv[j]))
+            agents.append(AgentState(
+                self._iid("p", int(j)), body.category, "pedestrian", body.size,
+                np.array([xy[0], xy[1], body.size[2] / 2]), yaw_quaternion(hy),
+                np.array([speed * np.cos(hy), speed * np.sin(hy), 0.0]),
+                "pedestrian.moving" if speed > 0.2 else "pedestrian.standing", body.color))
+        for k in sn.s_sel:  # static objects
             agents.append(self._static_state(int(k)))
         state = WorldState(
             time_s=t,
-            ego_pose=ego_pose,
-            ego_velocity=ve * fwd,
-            ego_acceleration=ae * fwd + ve * ve * float(kappa[0]) * left,
-            ego_yaw_rate=ve * float(kappa[0]),
+            ego_pose=sn.ego_pose,
+            ego_velocity=sn.ego_velocity,
+            ego_acceleration=sn.ego_acceleration,
+            ego_yaw_rate=sn.ego_yaw_rate,
             agents=tuple(agents),
         )
         self._cache = (t, state)
         return state
+
+    def light_state_at(self, time_s: float) -> "LightState":
+        """The world at time_s with the agents as arrays (AgentArrays), for the live renderer.
+
+        Same ego and the same agents, in the same order and with the same values as state_at, but
+        without building an AgentState per agent (the hot spot of a live camera cycle); `.agents`
+        still gives the AgentState tuple, built on first use.
+        """
+        t = float(time_s)
+        sn = self._snapshot(t)
+        ctr_d = np.column_stack([sn.d_xy, self._body_size[sn.d_sel, 2] / 2])
+        ctr_p = np.column_stack([sn.p_xy, self._ped_size[sn.p_sel, 2] / 2])
+        st = self._static_arrays
+        s = sn.s_sel
+        h = np.concatenate([sn.d_h, sn.p_h])
+        arrays = AgentArrays(
+            class_index=np.concatenate([self._body_class[sn.d_sel], self._ped_class[sn.p_sel], st.class_index[s]]),
+            without_rider=np.concatenate([np.zeros(len(h), bool), st.without_rider[s]]),
+            size=np.concatenate([self._body_size[sn.d_sel], self._ped_size[sn.p_sel], st.size[s]]),
+            center=np.concatenate([ctr_d, ctr_p, st.center[s]]),
+            yaw=np.concatenate([2 * np.arctan2(np.sin(h / 2), np.cos(h / 2)), st.yaw[s]]),
+            color=np.concatenate([self._body_color[sn.d_sel], self._ped_color[sn.p_sel], st.color[s]]))
+        return LightState(self, sn, arrays)
+
+    def _prepare_arrays(self) -> None:
+        """Per-body, per-pedestrian and per-static constant tables for light_state_at."""
+        tr = self.traffic
+        cls = {n: i for i, n in enumerate(DETECTION_NAMES)}
+        bodies = [tr.d_bodies[i][bi] for i, bi in zip(self._body_driver, self._body_index)]
+        self._body_class = np.array([cls[b.name] for b in bodies], int)
+        self._body_size = np.array([b.size for b in bodies], float).reshape(-1, 3)
+        self._body_color = np.array([b.color for b in bodies], float).reshape(-1, 3)
+        self._ped_class = np.full(len(tr.p_bodies), cls["pedestrian"], int)
+        self._ped_size = np.array([b.size for b in tr.p_bodies], float).reshape(-1, 3)
+        self._ped_color = np.array([b.color for b in tr.p_bodies], float).reshape(-1, 3)
+        sts = [self._static_state(k) for k in range(len(tr.statics))]
+        self._static_arrays = AgentArrays.of(sts)
+
+
+@dataclass(frozen=True)
+class AgentArrays:
+    """Agents as arrays, row n = agent n of the state (the values AgentState holds)."""
+
+    class_index: np.ndarray  # (N,) int, into DETECTION_NAMES
+    without_rider: np.ndarray  # (N,) bool, attribute == 'cycle.without_rider'
+    size: np.ndarray  # (N, 3) w, l, h
+    center: np.ndarray  # (N, 3) global
+    yaw: np.ndarray  # (N,) AgentState.yaw (from the rotation quaternion)
+    color: np.ndarray  # (N, 3) float64 RGB
+
+    @classmethod
+    def of(cls, agents) -> "AgentArrays":
+        """The arrays of a sequence of AgentStates."""
+        index = {n: i for i, n in enumerate(DETECTION_NAMES)}
+        n = len(agents)
+        return cls(np.array([index[a.detection_name] for a in agents], int).reshape(n),
+                   np.array([a.attribute == "cycle.without_rider" for a in agents], bool).reshape(n),
+                   np.array([a.size for a in agents], np.float64).reshape(n, 3),
+                   np.array([a.center for a in agents], np.float64).reshape(n, 3),
+                   np.array([2 * np.arctan2(a.rotation.z, a.rotation.w) for a in agents], np.float64).reshape(n),
+                   np.array([a.color for a in agents], np.float64).reshape(n, 3))
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """state_at's intermediate: the ego and the near agents' indices, positions and headings."""
+
+    time_s: float
+    ego_pose: Pose
+    ego_velocity: np.ndarray
+    ego_acceleration: np.ndarray
+    ego_yaw_rate: float
+    v: np.ndarray  # (drivers,) speed
+    lap: np.ndarray  # (drivers,)
+    d_sel: np.ndarray  # (D,) flat body index of each near driver body
+    d_xy: np.ndarray  # (D, 2)
+    d_h: np.ndarray  # (D,) heading
+    pv: np.ndarray  # (pedestrians,) signed speed
+    p_sel: np.ndarray  # (P,) pedestrian index
+    p_xy: np.ndarray  # (P, 2)
+    p_h: np.ndarray  # (P,) heading of the body (path heading, + pi when walking backwards)
+    s_sel: np.ndarray  # (S,) static index
+
+
+class LightState:
+    """A WorldState stand-in whose agents are arrays (`agent_arrays`); `.agents` is built on demand."""
+
+    def __init__(self, world: "World", snap: _Snapshot, arrays: AgentArrays):
+        self._world, self.agent_arrays = world, arrays
+        self.time_s, self.ego_pose = snap.time_s, snap.ego_pose
+        self.ego_velocity, self.ego_acceleration = snap.ego_velocity, snap.ego_acceleration
+        self.ego_yaw_rate = snap.ego_yaw_rate
+
+    @property
+    def agents(self) -> tuple[AgentState, ...]:
+        return self._world.state_at(self.time_s).agents
+
+    def ego_kinematics(self) -> EgoKinematics:
+        return WorldState.ego_kinematics(self)
 
 
 assert set(CLASS_SPECS) == set(DETECTION_NAMES)

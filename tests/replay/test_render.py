@@ -180,3 +180,14 @@ def test_faces_are_shaded_differently(world, renderer, rig):
 def test_resolution_mismatch_is_an_error(world, renderer):
     with pytest.raises(ValueError, match="320x180"):
         renderer.render(world.state_at(0.0), camera_rig(800, 450)["CAM_FRONT"])
+
+
+def test_light_state_renders_byte_identical(world, renderer, rig):
+    """The live vehicle's array states (World.light_state_at) give exactly the images of state_at."""
+    fresh = Renderer(World(SEED), 320, 180)
+    for t in (3.0, 3.0 + 5 / 72):
+        full, light = world.state_at(t), fresh.world.light_state_at(t)
+        for ch in ("CAM_FRONT", "CAM_BACK_LEFT"):
+            img, lab = renderer.render(full, rig[ch])
+            img2, lab2 = fresh.render(light, rig[ch])
+            assert img.tobytes() == img2.tobytes() and lab.tobytes() == lab2.tobytes()

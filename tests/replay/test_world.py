@@ -192,3 +192,21 @@ def test_every_scene_start_shows_all_ten_classes(seed):
         ego = s.ego_pose.translation[:2]
         seen |= {a.detection_name for a in s.agents if np.linalg.norm(a.center[:2] - ego) < ranges[a.detection_name]}
     assert seen == set(DETECTION_NAMES), set(DETECTION_NAMES) - seen
+
+
+def test_light_state_is_state_at_as_arrays(world, states):
+    """light_state_at: the same ego and agents as state_at, row for row, in any call order."""
+    from replay.world import AgentArrays
+
+    fresh = World(SEED)
+    for t in (9.0, 2.5, 2.5 + 1 / 72):  # later first, then from history
+        light, full = fresh.light_state_at(t), world.state_at(t)
+        ref = AgentArrays.of(full.agents)
+        assert len(ref.class_index) > 20
+        for name in ("class_index", "without_rider", "size", "center", "yaw", "color"):
+            np.testing.assert_array_equal(getattr(light.agent_arrays, name), getattr(ref, name), err_msg=name)
+        assert light.time_s == full.time_s and light.ego_yaw_rate == full.ego_yaw_rate
+        np.testing.assert_array_equal(light.ego_pose.matrix, full.ego_pose.matrix)
+        np.testing.assert_array_equal(light.ego_acceleration, full.ego_acceleration)
+        assert [a.instance_id for a in light.agents] == [a.instance_id for a in full.agents]
+        assert light.agent_arrays.without_rider.any() == any(a.attribute == "cycle.without_rider" for a in full.agents)
