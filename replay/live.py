@@ -169,22 +169,32 @@ class SimulatedVehicle:
 
     def _captures(self, start_us: int) -> Iterator:
         """replay.drive captures of the whole drive (world time = (timestamp - start_us) s); an endless
-        drive is laid out chunk by chunk on the same cycle grid. The states are World.light_state_at
-        (agents as arrays: what the renderer needs, without an AgentState object per agent)."""
-        from replay.drive import Capture, capture_times
+        drive is laid out chunk by chunk on the same cycle grid. The states are World.light_states_at
+        (agents as arrays: what the renderer needs, without an AgentState object per agent), computed
+        a camera cycle's worth (six exposures) at a time."""
+        from replay.drive import capture_times
 
-        world = self.world
         if self.duration_s is not None:
-            for ts, cycle, ch in capture_times(self.rig, start_us, self.duration_s, self.rate_hz):
-                yield Capture(cycle, ch, ts, world.light_state_at((ts - start_us) / 1e6))
+            yield from self._states(capture_times(self.rig, start_us, self.duration_s, self.rate_hz), start_us, 0)
             return
         chunk_cycles = int(round(_CHUNK_S * self.rate_hz))
         k = 0
         while True:
             chunk_start = start_us + int(round(k * chunk_cycles * 1e6 / self.rate_hz))
-            for ts, cycle, ch in capture_times(self.rig, chunk_start, chunk_cycles / self.rate_hz, self.rate_hz):
-                yield Capture(cycle + k * chunk_cycles, ch, ts, world.light_state_at((ts - start_us) / 1e6))
+            times = capture_times(self.rig, chunk_start, chunk_cycles / self.rate_hz, self.rate_hz)
+            yield from self._states(times, start_us, k * chunk_cycles)
             k += 1
+
+    def _states(self, times, start_us: int, cycle0: int) -> Iterator:
+        """Captures of (timestamp, cycle, channel) triples, their world states made len(rig) at a time."""
+        from replay.drive import Capture
+
+        step = len(self.rig)
+        for i in range(0, len(times), step):
+            batch = times[i:i + step]
+            states = self.world.light_states_at([(ts - start_us) / 1e6 for ts, _, _ in batch])
+            for (ts, cycle, ch), state in zip(batch, states):
+                yield Capture(cycle + cycle0, ch, ts, state)
 
     def _make_renderer(self):
         """The renderer, warmed up (the world's ground raster and first-call caches are built here,

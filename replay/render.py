@@ -117,6 +117,14 @@ class _CameraCache:
         self.base_depth[self.ground_idx] = tg[ground].astype(np.float32)
         self.w, self.h = w, h
         self.k = np.asarray(cam.intrinsic, np.float64)
+        # view frustum (camera frame): unit inward normals and offsets of the near, left, right, top
+        # and bottom planes; a point p is inside all when planes @ p >= offsets
+        k = self.k
+        xmin, xmax = -k[0, 2] / k[0, 0], (w - k[0, 2]) / k[0, 0]
+        ymin, ymax = -k[1, 2] / k[1, 1], (h - k[1, 2]) / k[1, 1]
+        planes = np.array([[0, 0, 1], [1, 0, -xmin], [-1, 0, xmax], [0, 1, -ymin], [0, -1, ymax]], np.float64)
+        norm = np.linalg.norm(planes, axis=1)
+        self.planes, self.plane_offsets = planes / norm[:, None], np.array([NEAR, 0, 0, 0, 0]) / norm
 
 
 class Renderer:
@@ -243,6 +251,11 @@ class Renderer:
         labels = np.concatenate([p["label"] for p in part_sets])
         shade = np.concatenate([p["shade"] for p in part_sets])
         near = ((center[:, :2] - origin[:2]) ** 2).sum(axis=1) < (FAR + half.max(axis=1)) ** 2
+        # frustum culling (conservative: bounding spheres, 1 cm margin): a box wholly outside one
+        # plane gets an empty screen rectangle below, so dropping it here changes no pixel
+        rad = np.sqrt((half * half).sum(axis=1)) + 0.01
+        pc = (center - origin) @ global_to_cam[:3, :3].T  # (P, 3) camera frame
+        near &= ((pc @ cc.planes.T - cc.plane_offsets) >= -rad[:, None]).all(axis=1)
         idx = np.flatnonzero(near)
         if len(idx) == 0:
             return

@@ -151,7 +151,7 @@ class World:
         self._static_xy = np.array([st.center[:2] for st in tr.statics]).reshape(-1, 2)
         self._lane_bodies = [np.flatnonzero(self._body_lane == k) for k in range(len(tr.lanes))]
         self._walk_peds = [np.flatnonzero(tr.p_path == k) for k in range(len(tr.walks))]
-        self._snap: _Snapshot | None = None
+        self._snaps: list[_Snapshot] = []  # the last batch of snapshots
         self._prepare_arrays()
 
     # ---- static ----------------------------------------------------------------------------------
@@ -184,57 +184,78 @@ class World:
         return a
 
     def _snapshot(self, t: float) -> "_Snapshot":
-        """Ego and agents near it at t as arrays (vectorised; shared by state_at and light_state_at)."""
-        if self._snap is not None and self._snap.time_s == t:
-            return self._snap
+        """Ego and agents near it at t as arrays (shared by state_at and light_state_at)."""
+        for sn in self._snaps:
+            if sn.time_s == t:
+                return sn
+        return self._snapshots([t])[0]
+
+    def _snapshots(self, times) -> list["_Snapshot"]:
+        """_snapshot of several times at once: each path is sampled once for all of them (np.interp
+        and friends are elementwise, so every value is the same as for one time alone)."""
+        ts = [float(t) for t in times]
+        m = len(ts)
         cfg, tr = self.config, self.traffic
-        s_front, v, a, lap = tr.drivers_at(t)
+        drv = [tr.drivers_at(t) for t in ts]  # (s_front, v, a, lap) per time
         # ego
         e = tr.ego
         epath = tr.lanes[tr.d_lane[e]][0]
-        p, th, kappa = epath.sample(np.array([s_front[e] - EGO_FRONT]))
-        yaw, ve, ae = float(th[0]), float(v[e]), float(a[e])
-        fwd, left = np.array([np.cos(yaw), np.sin(yaw), 0.0]), np.array([-np.sin(yaw), np.cos(yaw), 0.0])
-        ego_pose = Pose(np.array([p[0, 0], p[0, 1], 0.0]), yaw_quaternion(yaw))
-        ego_xy = p[0]
+        p, th, kappa = epath.sample(np.array([d[0][e] - EGO_FRONT for d in drv]))
+        ego_xy = [p[i] for i in range(m)]
         r2 = cfg.agent_radius ** 2
         # drivers and their bodies, sampled lane by lane
-        body_s = s_front[self._body_driver] - self._body_back
-        d_sel, d_xy, d_h = [], [], []
-        for k, sel in enumerate(self._lane_bodies):
-            if len(sel) == 0:
+        body_s = [d[0][self._body_driver] - self._body_back for d in drv]
+        d_sel, d_xy, d_h = ([[] for _ in ts] for _ in range(3))
+        for k, sel0 in enumerate(self._lane_bodies):
+            if len(sel0) == 0:
                 continue
-            sc = body_s[sel]
             path = tr.lanes[k][0]
-            if not path.closed:  # bodies on the hidden return stretch of an open lane are absent
-                keep = (sc >= 0.0) & (sc <= path.length)
-                sel, sc = sel[keep], sc[keep]
-            q, h, _ = path.sample(sc)
-            near = ((q - ego_xy) ** 2).sum(axis=1) <= r2
-            d_sel.append(sel[near]), d_xy.append(q[near]), d_h.append(h[near])
+            sels, scs = [], []
+            for i in range(m):
+                sel, sc = sel0, body_s[i][sel0]
+                if not path.closed:  # bodies on the hidden return stretch of an open lane are absent
+                    keep = (sc >= 0.0) & (sc <= path.length)
+                    sel, sc = sel[keep], sc[keep]
+                sels.append(sel), scs.append(sc)
+            q_all, h_all, _ = path.sample(np.concatenate(scs))
+            o = 0
+            for i, sel in enumerate(sels):
+                q, h = q_all[o:o + len(sel)], h_all[o:o + len(sel)]
+                o += len(sel)
+                near = ((q - ego_xy[i]) ** 2).sum(axis=1) <= r2
+                d_sel[i].append(sel[near]), d_xy[i].append(q[near]), d_h[i].append(h[near])
         # pedestrians, sampled path by path
-        ps, pv, pdir = tr.walkers_at(t)
-        p_sel, p_xy, p_h = [], [], []
+        wk = [tr.walkers_at(t) for t in ts]  # (s, signed speed, direction) per time
+        p_sel, p_xy, p_h = ([[] for _ in ts] for _ in range(3))
         for k, path in enumerate(tr.walks):
             sel = self._walk_peds[k]
             if len(sel) == 0:
                 continue
-            q, h, _ = path.sample(ps[sel])
-            xy_all = q + tr.p_lat[sel, None] * np.stack([-np.sin(h), np.cos(h)], axis=1)
-            near = ((xy_all - ego_xy) ** 2).sum(axis=1) <= r2
-            p_sel.append(sel[near]), p_xy.append(xy_all[near]), p_h.append(h[near])
+            q_all, h_all, _ = path.sample(np.concatenate([w[0][sel] for w in wk]))
+            lat = np.tile(tr.p_lat[sel], m)
+            xy_all = q_all + lat[:, None] * np.stack([-np.sin(h_all), np.cos(h_all)], axis=1)
+            n = len(sel)
+            for i in range(m):
+                xy, h = xy_all[i * n:(i + 1) * n], h_all[i * n:(i + 1) * n]
+                near = ((xy - ego_xy[i]) ** 2).sum(axis=1) <= r2
+                p_sel[i].append(sel[near]), p_xy[i].append(xy[near]), p_h[i].append(h[near])
         cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape)  # noqa: E731
-        d_sel, p_sel = cat(d_sel, (0,)).astype(int), cat(p_sel, (0,)).astype(int)
-        p_h = cat(p_h, (0,))
-        p_h = p_h + np.where(pdir[p_sel] < 0, np.pi, 0.0)  # walking backwards along the path
-        snap = _Snapshot(
-            time_s=t, ego_pose=ego_pose, ego_velocity=ve * fwd,
-            ego_acceleration=ae * fwd + ve * ve * float(kappa[0]) * left, ego_yaw_rate=ve * float(kappa[0]),
-            v=v, lap=lap, d_sel=d_sel, d_xy=cat(d_xy, (0, 2)), d_h=cat(d_h, (0,)),
-            pv=pv, p_sel=p_sel, p_xy=cat(p_xy, (0, 2)), p_h=p_h,
-            s_sel=np.flatnonzero(((self._static_xy - ego_xy) ** 2).sum(axis=1) <= r2))
-        self._snap = snap
-        return snap
+        snaps = []
+        for i, t in enumerate(ts):
+            s_front, v, a, lap = drv[i]
+            yaw, ve, ae, kap = float(th[i]), float(v[e]), float(a[e]), float(kappa[i])
+            fwd, left = np.array([np.cos(yaw), np.sin(yaw), 0.0]), np.array([-np.sin(yaw), np.cos(yaw), 0.0])
+            psel = cat(p_sel[i], (0,)).astype(int)
+            ph = cat(p_h[i], (0,))
+            ph = ph + np.where(wk[i][2][psel] < 0, np.pi, 0.0)  # walking backwards along the path
+            snaps.append(_Snapshot(
+                time_s=t, ego_pose=Pose(np.array([p[i, 0], p[i, 1], 0.0]), yaw_quaternion(yaw)),
+                ego_velocity=ve * fwd, ego_acceleration=ae * fwd + ve * ve * kap * left, ego_yaw_rate=ve * kap,
+                v=v, lap=lap, d_sel=cat(d_sel[i], (0,)).astype(int), d_xy=cat(d_xy[i], (0, 2)),
+                d_h=cat(d_h[i], (0,)), pv=wk[i][1], p_sel=psel, p_xy=cat(p_xy[i], (0, 2)), p_h=ph,
+                s_sel=np.flatnonzero(((self._static_xy - ego_xy[i]) ** 2).sum(axis=1) <= r2)))
+        self._snaps = snaps
+        return snaps
 
     def state_at(self, time_s: float) -> WorldState:
         """The world at time_s (seconds; deterministic; any order, later times are cheapest)."""
@@ -285,8 +306,13 @@ class World:
         without building an AgentState per agent (the hot spot of a live camera cycle); `.agents`
         still gives the AgentState tuple, built on first use.
         """
-        t = float(time_s)
-        sn = self._snapshot(t)
+        return self._light(self._snapshot(float(time_s)))
+
+    def light_states_at(self, times) -> list["LightState"]:
+        """light_state_at of several times (e.g. the six exposures of a camera cycle), computed together."""
+        return [self._light(sn) for sn in self._snapshots(times)]
+
+    def _light(self, sn: "_Snapshot") -> "LightState":
         ctr_d = np.column_stack([sn.d_xy, self._body_size[sn.d_sel, 2] / 2])
         ctr_p = np.column_stack([sn.p_xy, self._ped_size[sn.p_sel, 2] / 2])
         st = self._static_arrays

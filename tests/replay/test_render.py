@@ -185,8 +185,9 @@ def test_resolution_mismatch_is_an_error(world, renderer):
 def test_light_state_renders_byte_identical(world, renderer, rig):
     """The live vehicle's array states (World.light_state_at) give exactly the images of state_at."""
     fresh = Renderer(World(SEED), 320, 180)
-    for t in (3.0, 3.0 + 5 / 72):
-        full, light = world.state_at(t), fresh.world.light_state_at(t)
+    times = [3.0, 3.0 + 5 / 72, 3.5]
+    for t, light in zip(times, fresh.world.light_states_at(times)):  # a batch, as the live vehicle does
+        full = world.state_at(t)
         for ch in ("CAM_FRONT", "CAM_BACK_LEFT"):
             img, lab = renderer.render(full, rig[ch])
             img2, lab2 = fresh.render(light, rig[ch])

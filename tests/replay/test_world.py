@@ -199,8 +199,10 @@ def test_light_state_is_state_at_as_arrays(world, states):
     from replay.world import AgentArrays
 
     fresh = World(SEED)
-    for t in (9.0, 2.5, 2.5 + 1 / 72):  # later first, then from history
-        light, full = fresh.light_state_at(t), world.state_at(t)
+    times = (9.0, 2.5, 2.5 + 1 / 72)  # later first, then from history
+    lights = [fresh.light_state_at(times[0])] + fresh.light_states_at(times[1:])  # one and a batch
+    for t, light in zip(times, lights):
+        full = world.state_at(t)
         ref = AgentArrays.of(full.agents)
         assert len(ref.class_index) > 20
         for name in ("class_index", "without_rider", "size", "center", "yaw", "color"):
