@@ -27,6 +27,16 @@ def test_replay_real_scene_writes_a_devkit_loadable_submission(ray_session, real
     assert summary["frame_sets"] == len(samples) and summary["dropped"] == 0  # replay loses nothing
     assert summary["config"]["source"]["nuscenes"]["keyframes_only"] is True
 
+    # `viz` draws the run's ticks over the images it re-reads from the dataroot
+    from PIL import Image
+
+    assert main(["viz", "--run", str(out), "--dataroot", str(real_scene_root), "--version", "v1.0-trainval",
+                 "--pictures", "2"]) == 0
+    pictures = sorted((out / "pictures").glob("*.png"))
+    assert len(pictures) == 4 and {p.name.split("_")[-1] for p in pictures} == {"cameras.png", "bev.png"}
+    assert all(min(Image.open(p).size) > 100 for p in pictures)
+    assert main(["viz", "--run", str(tmp_path / "nowhere"), "--dataroot", str(real_scene_root)]) == 2
+
 
 def test_demo_leaves_outputs_and_pictures(ray_session, tmp_path):
     out = tmp_path / "demo"
