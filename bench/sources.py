@@ -9,7 +9,16 @@
 2. Live: the simulated vehicle's production rate (world state + render, realtime=False) in images/s
    against the 72 images/s a 12 Hz six-camera rig needs; then a real-time run without pre-rendering:
    delivery delay (arrival - exposure timestamp) and pacing error (actual - scheduled delivery),
-   medians and p99. Writes bench/results/sources.json.
+   medians and p99.
+3. Live CPU: CPU time (this process, all threads) per 12 Hz six-camera cycle of the simulated vehicle
+   (realtime=False, a fresh World per repeat sharing the ground raster, so the traffic simulation
+   is counted), at 352x198 (the runtime.yaml default) and 800x450; median over repeats. Baseline in
+   the same run: the per-capture path the vehicle used before (World.state_at + Renderer.render
+   for every exposure). `--against REV` also measures the vehicle of git revision REV (exported to
+   a temporary directory, run in a subprocess) for a true before/after.
+Writes bench/results/sources.json.
+
+    python bench/sources.py --live-cpu-only --against c4fa681~1   # just section 3, vs the old code
 """
 from __future__ import annotations
 
@@ -86,22 +95,129 @@ def live_rates(width: int, height: int, seconds: float) -> dict:
             "frames": len(frames)}
 
 
+def _fresh_world(shared):
+    """World(0) with the ground raster of `shared` (built once: it takes seconds and is not per cycle)."""
+    from replay.world import World
+
+    w = World(0)
+    w._raster = shared.ground
+    return w
+
+
+def live_cpu_vehicle(width: int, height: int, seconds: float, repeats: int) -> list[float]:
+    """CPU ms per camera cycle of SimulatedVehicle(realtime=False), one value per repeat.
+
+    Counted from the first delivered frame (renderer built, caches warm) to the end of the stream;
+    render_ahead=1 so at most one frame was rendered before that point.
+    """
+    from replay.live import SimulatedVehicle
+    from replay.world import World
+
+    shared = World(0)
+    out = []
+    for r in range(repeats + 1):  # the first is a warm-up (JIT cache load)
+        v = SimulatedVehicle(seed=0, width=width, height=height, duration_s=seconds, realtime=False,
+                             render_ahead=1, world=_fresh_world(shared))
+        n, c0 = 0, None
+        for _ in v.camera_frames():
+            if c0 is None:
+                c0 = time.process_time()
+            n += 1
+        if r:
+            out.append((time.process_time() - c0) / ((n - 1) / 6) * 1e3)
+    return out
+
+
+def live_cpu_baseline(width: int, height: int, seconds: float, repeats: int) -> list[float]:
+    """CPU ms per cycle of the per-capture path: World.state_at + Renderer.render for each exposure."""
+    from replay.drive import capture_times
+    from replay.render import Renderer
+    from replay.rig import camera_rig
+    from replay.world import World
+
+    shared = World(0)
+    rig = camera_rig(width, height)
+    out = []
+    for r in range(repeats + 1):
+        world = _fresh_world(shared)
+        renderer = Renderer(world, width, height)
+        times = capture_times(rig, 0, seconds)
+        renderer.render(world.state_at(0.0), rig[times[0][2]])
+        c0 = time.process_time()
+        for ts, _, ch in times:
+            renderer.render(world.state_at(ts / 1e6), rig[ch])
+        if r:
+            out.append((time.process_time() - c0) / (len(times) / 6) * 1e3)
+    return out
+
+
+def _revision_tree(rev: str, tree: str) -> None:
+    """Export replay/perception/runtime of git revision `rev` into directory `tree`."""
+    import subprocess
+
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "replay", "perception", "runtime"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+
+
+def live_cpu_at_revision(tree: str, width: int, height: int, seconds: float) -> float:
+    """One live_cpu_vehicle value of the code exported in `tree`, in a subprocess."""
+    import subprocess
+
+    code = (f"import sys; sys.path.insert(0, {tree!r}); sys.path.insert(1, {str(ROOT / 'bench')!r}); "
+            f"import sources; print(sources.live_cpu_vehicle({width}, {height}, {seconds}, 1)[0])")
+    res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tree)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def live_cpu(sizes, seconds: float, repeats: int, against: str | None) -> dict:
+    """Section 3; the measurements of each repeat are interleaved (vehicle, baseline, revision) so that
+    the load of the shared machine weighs on them alike."""
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tree:
+        if against:
+            _revision_tree(against, tree)
+        for w, h in sizes:
+            veh, base, old = [], [], []
+            for _ in range(repeats):
+                veh += live_cpu_vehicle(w, h, seconds, 1)
+                base += live_cpu_baseline(w, h, seconds, 1)
+                if against:
+                    old.append(live_cpu_at_revision(tree, w, h, seconds))
+            row = {"vehicle_cpu_ms_per_cycle": veh, "baseline_cpu_ms_per_cycle": base,
+                   "vehicle_median": statistics.median(veh), "baseline_median": statistics.median(base),
+                   "cores_at_12hz": statistics.median(veh) * 12 / 1e3}
+            if against:
+                row.update(revision=against, revision_cpu_ms_per_cycle=old, revision_median=statistics.median(old))
+            out[f"{w}x{h}"] = row
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="live at 160x90 for 1 s, 1 replay repeat")
     parser.add_argument("--width", type=int)
     parser.add_argument("--height", type=int)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--live-cpu-only", action="store_true", help="only section 3 (live CPU per cycle)")
+    parser.add_argument("--against", metavar="REV", help="also measure the live vehicle of this git revision")
     args = parser.parse_args()
     width = args.width or (160 if args.quick else 800)
     height = args.height or (90 if args.quick else 450)
     seconds = args.seconds or (1.0 if args.quick else 4.0)
 
-    results: dict = {"config": {"quick": args.quick, "width": width, "height": height, "seconds": seconds},
+    results: dict = {"config": {"quick": args.quick, "width": width, "height": height, "seconds": seconds,
+                                "against": args.against},
                      "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}
-    if (REAL / "v1.0-trainval").is_dir():
+    if (REAL / "v1.0-trainval").is_dir() and not args.live_cpu_only:
         results["replay"] = replay_rates(1 if args.quick else 3)
-    results["live"] = live_rates(width, height, seconds)
+    if not args.live_cpu_only:
+        results["live"] = live_rates(width, height, seconds)
+    cpu_sizes = [(352, 198)] if args.quick else [(352, 198), (800, 450)]
+    results["live_cpu"] = live_cpu(cpu_sizes, 2.0 if args.quick else 3.0, 3 if args.quick else 5, args.against)
+    results["load_average_after"] = os.getloadavg()
 
     print(f"{'measure':44s} {'value':>12s}")
     if "replay" in results:
@@ -109,11 +225,21 @@ def main() -> int:
         print(f"{'replay: devkit loop (baseline), sets/s':44s} {r['baseline_sets_per_s']:12.2f}")
         print(f"{'replay: NuScenesSource, sets/s':44s} {r['source_sets_per_s']:12.2f}")
         print(f"{'replay: ratio source / baseline':44s} {r['ratio']:12.2f}")
-    lv = results["live"]
-    print(f"{f'live {width}x{height}: images/s produced':44s} {lv['images_per_s_produced']:12.1f}")
-    print(f"{'live: ratio vs the 72 images/s of 12 Hz':44s} {lv['ratio_vs_needed']:12.2f}")
-    print(f"{'live: delivery delay median / p99 ms':44s} {lv['delivery_delay_median_ms']:6.1f} / {lv['delivery_delay_p99_ms']:.1f}")
-    print(f"{'live: pacing error median / p99 ms':44s} {lv['pacing_error_median_ms']:6.1f} / {lv['pacing_error_p99_ms']:.1f}")
+    if "live" in results:
+        lv = results["live"]
+        print(f"{f'live {width}x{height}: images/s produced':44s} {lv['images_per_s_produced']:12.1f}")
+        print(f"{'live: ratio vs the 72 images/s of 12 Hz':44s} {lv['ratio_vs_needed']:12.2f}")
+        print(f"{'live: delivery delay median / p99 ms':44s} {lv['delivery_delay_median_ms']:6.1f} / {lv['delivery_delay_p99_ms']:.1f}")
+        print(f"{'live: pacing error median / p99 ms':44s} {lv['pacing_error_median_ms']:6.1f} / {lv['pacing_error_p99_ms']:.1f}")
+    for size, row in results["live_cpu"].items():
+        print(f"{f'live CPU ms/cycle {size}: vehicle':44s} {row['vehicle_median']:12.1f}  ({row['cores_at_12hz']:.2f} core at 12 Hz)")
+        print(f"{f'live CPU ms/cycle {size}: per-capture baseline':44s} {row['baseline_median']:12.1f}"
+              f"  (x{row['baseline_median'] / row['vehicle_median']:.2f})")
+        if "revision_median" in row:
+            print(f"{f'live CPU ms/cycle {size}: vehicle at {args.against}':44s} {row['revision_median']:12.1f}"
+                  f"  (x{row['revision_median'] / row['vehicle_median']:.2f})")
+    la = results["load_average"][0], results["load_average_after"][0]
+    print(f"{'load average (1 min) before / after':44s} {la[0]:6.1f} / {la[1]:.1f} on {os.cpu_count()} cores")
     out = ROOT / "bench" / "results" / "sources.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

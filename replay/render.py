@@ -220,7 +220,6 @@ class Renderer:
         rgb = cc.base_rgb.copy()  # (H*W, 3) float32
         label = cc.base_label.copy()  # (H*W,) uint8
         depth = cc.base_depth.copy()  # (H*W,) camera depth
-        self._ground(state, cc, rgb, label)
         cam_to_global = state.ego_pose.matrix @ cc.cam_to_ego
         global_to_cam = np.eye(4)
         global_to_cam[:3, :3] = cam_to_global[:3, :3].T
@@ -228,17 +227,22 @@ class Renderer:
         origin = cam_to_global[:3, 3]
         rgb2, label2, depth2 = rgb.reshape(cc.h, cc.w, 3), label.reshape(cc.h, cc.w), depth.reshape(cc.h, cc.w)
         self._boxes([self._struct, self._agent_parts(state)], global_to_cam, origin, cc, rgb2, label2, depth2)
+        # the ground after the boxes, only where no box was hit (nearer than the ground): the boxes'
+        # depth test starts from the ground's depth, not its colour, so the image is the same
+        self._ground(state, cc, rgb, label, depth)
         img = _to_uint8(rgb2)
         return img, label2
 
-    def _ground(self, state: WorldState, cc: _CameraCache, rgb: np.ndarray, label: np.ndarray) -> None:
+    def _ground(self, state: WorldState, cc: _CameraCache, rgb: np.ndarray, label: np.ndarray,
+                depth: np.ndarray) -> None:
+        """Shade the ground pixels whose depth is still the ground's (H*W buffers)."""
         g = self.world.ground
         yaw = state.ego_pose.yaw
         tx, ty = (state.ego_pose.translation[:2] - g.origin) / g.resolution
         inv_res = 1.0 / g.resolution
         _shade_ground(cc.ground_idx, cc.ground_x, cc.ground_y, np.cos(yaw) * inv_res, np.sin(yaw) * inv_res,
                       float(tx), float(ty), g.material, self.noise, MATERIAL_RGB, MATERIAL_NOISE, MATERIAL_LABEL,
-                      cc.ground_keep, cc.ground_haze, rgb, label)
+                      cc.ground_keep, cc.ground_haze, rgb, label, depth, cc.base_depth)
 
     def _boxes(self, part_sets, global_to_cam, origin, cc, rgb, label, depth) -> None:
         """Ray-cast every part box near the camera into the (H, W) buffers, nearest first."""
@@ -296,10 +300,13 @@ class Renderer:
 
 @njit(cache=True, nogil=True)
 def _shade_ground(gidx, gx, gy, c, s, tx, ty, material, noise, mat_rgb, mat_noise, mat_label, keep, haze_add,
-                  rgb, label):  # pragma: no cover - compiled
-    """Colour and label the ground pixels from the material raster (nearest texel) and the noise tile."""
+                  rgb, label, depth, ground_depth):  # pragma: no cover - compiled
+    """Colour and label the ground pixels from the material raster (nearest texel) and the noise tile,
+    skipping those a box covers (depth nearer than the ground's)."""
     hh, ww = material.shape
     for n in range(gidx.shape[0]):
+        if depth[gidx[n]] < ground_depth[gidx[n]]:
+            continue
         fx = c * gx[n] - s * gy[n] + tx
         fy = s * gx[n] + c * gy[n] + ty
         fx = min(max(fx, 0.0), ww - 1.0)
