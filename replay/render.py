@@ -337,9 +337,14 @@ def _cast_boxes(order, rects, rcb, orig, half, zmin, shade, labels, xcol, yrow, 
                 break
         if hidden:
             continue
+        # a pixel already nearer than the box's nearest corner cannot be hit nearer (margin: the
+        # float32 rounding of tn), so its slab test is skipped: same result, less work behind
+        zskip = zmin[j] * (1.0 - 1e-3) - 0.05
         for y in range(y0, y1):
             yy = yrow[y]
             for x in range(x0, x1):
+                if depth[y, x] < zskip:
+                    continue
                 xx = xcol[x]
                 tn, tf, ax, dsel, ok = -1e30, 1e30, 0, 0.0, True
                 for a in range(3):
