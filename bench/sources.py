@@ -164,8 +164,9 @@ def live_cpu_at_revision(tree: str, width: int, height: int, seconds: float) -> 
     """One live_cpu_vehicle value of the code exported in `tree`, in a subprocess."""
     import subprocess
 
-    code = (f"import sys; sys.path.insert(0, {tree!r}); sys.path.insert(1, {str(ROOT / 'bench')!r}); "
-            f"import sources; print(sources.live_cpu_vehicle({width}, {height}, {seconds}, 1)[0])")
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import sources; "
+            f"sys.path.insert(0, {tree!r}); import replay.live; assert replay.live.__file__.startswith({tree!r}); "
+            f"print(sources.live_cpu_vehicle({width}, {height}, {seconds}, 1)[0])")
     res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tree)
     return float(res.stdout.strip().splitlines()[-1])
 
