@@ -11,8 +11,8 @@
    delivery delay (arrival - exposure timestamp) and pacing error (actual - scheduled delivery),
    medians and p99.
 3. Live CPU: CPU time (this process, all threads) per 12 Hz six-camera cycle of the simulated vehicle
-   (realtime=False, a fresh World per repeat sharing the ground raster, so the traffic simulation
-   is counted), at 352x198 (the runtime.yaml default) and 800x450; median over repeats. Baseline in
+   (realtime=False, a fresh World per stream sharing the ground raster, so the traffic simulation
+   is counted; a 1 s stream's CPU subtracted from a (1 + s) s one's to cancel the one-off costs), at 352x198 (the runtime.yaml default) and 800x450; median over repeats. Baseline in
    the same run: the per-capture path the vehicle used before (World.state_at + Renderer.render
    for every exposure). `--against REV` also measures the vehicle of git revision REV (exported to
    a temporary directory, run in a subprocess) for a true before/after.
@@ -105,26 +105,30 @@ def _fresh_world(shared):
 
 
 def live_cpu_vehicle(width: int, height: int, seconds: float, repeats: int) -> list[float]:
-    """CPU ms per camera cycle of SimulatedVehicle(realtime=False), one value per repeat.
+    """CPU ms per camera cycle of SimulatedVehicle(realtime=False, default render_ahead), one value per repeat.
 
-    Counted from the first delivered frame (renderer built, caches warm) to the end of the stream;
-    render_ahead=1 so at most one frame was rendered before that point.
+    The CPU time of a whole stream of 1 s is subtracted from that of a stream of 1 + `seconds` s
+    (fresh worlds both), so the one-off costs (renderer, camera caches, first frames) cancel out.
     """
     from replay.live import SimulatedVehicle
     from replay.world import World
 
     shared = World(0)
+
+    def stream_cpu(duration: float) -> float:
+        v = SimulatedVehicle(seed=0, width=width, height=height, duration_s=duration, realtime=False,
+                             world=_fresh_world(shared))
+        c0 = time.process_time()
+        n = sum(1 for _ in v.camera_frames())
+        assert n == round(duration * 12) * 6, n
+        return time.process_time() - c0
+
+    stream_cpu(1.0)  # warm-up (JIT cache load)
     out = []
-    for r in range(repeats + 1):  # the first is a warm-up (JIT cache load)
-        v = SimulatedVehicle(seed=0, width=width, height=height, duration_s=seconds, realtime=False,
-                             render_ahead=1, world=_fresh_world(shared))
-        n, c0 = 0, None
-        for _ in v.camera_frames():
-            if c0 is None:
-                c0 = time.process_time()
-            n += 1
-        if r:
-            out.append((time.process_time() - c0) / ((n - 1) / 6) * 1e3)
+    for _ in range(repeats):
+        short = stream_cpu(1.0)
+        long = stream_cpu(1.0 + seconds)
+        out.append((long - short) / (seconds * 12) * 1e3)
     return out
 
 
