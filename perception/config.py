@@ -59,6 +59,21 @@ def model_config_from_dict(values: Mapping[str, Any] | None, path: str = "model"
     return build_dataclass(ModelConfig, values, path)
 
 
+def merge_model_options(saved: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A checkpoint's saved model config with runtime.yaml's `model:` keys laid over it, key by key.
+
+    Post-processing knobs (score threshold, NMS, road threshold) change freely this way; an
+    architecture key that disagrees with the weights fails loudly when the weights are loaded.
+    """
+    merged: dict[str, Any] = dict(saved or {})
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_model_options(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     """ModelConfig -> plain dict (tuples as lists), the inverse of model_config_from_dict."""
 
@@ -73,4 +88,4 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     return walk(config)
 
 
-__all__ = ["model_config_from_dict", "model_config_to_dict", "build_dataclass"]
+__all__ = ["model_config_from_dict", "model_config_to_dict", "merge_model_options", "build_dataclass"]

@@ -387,15 +387,15 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
 def load_trained_model(path: str | Path, options: dict | None = None):
     """A BEVStreamModel in eval mode with the weights of a checkpoint or exported weights file.
 
-    The model config is the one saved with the weights (model_config_to_dict form); `options`
-    (runtime.yaml's model section) is used only for a file that carries none.
+    The model config is the one saved with the weights (model_config_to_dict form) with `options`
+    (runtime.yaml's model section, e.g. a detection score threshold) laid over it.
     """
-    from perception.config import model_config_from_dict
+    from perception.config import merge_model_options, model_config_from_dict
     from perception.model import BEVStreamModel
 
     state = load_checkpoint(path)
     saved = (state.get("config") or {}).get("model")
-    model = BEVStreamModel(model_config_from_dict(saved if saved is not None else options))
+    model = BEVStreamModel(model_config_from_dict(merge_model_options(saved, options)))
     model.load_state_dict(state["model"])
     model.eval()
     return model

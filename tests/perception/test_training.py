@@ -151,3 +151,29 @@ def test_resume_warns_when_the_data_settings_changed(tmp_path):
     train(TinyClipModel(), ToyClips(), collate, _cfg(steps=2), tmp_path, extra_config={"data": ["a"]})
     with pytest.warns(UserWarning, match="data settings differ"):
         train(TinyClipModel(), ToyClips(), collate, _cfg(steps=3), tmp_path, resume=True, extra_config={"data": ["b"]})
+
+
+def test_trained_model_takes_runtime_overrides_over_its_saved_config(tmp_path):
+    """runtime.yaml's model keys (e.g. the detection score threshold) win over the config saved with the
+    weights, and the weights load unchanged; the merge leaves untouched keys as saved."""
+    from perception.config import merge_model_options, model_config_to_dict
+    from perception.model import BEVStreamModel
+    from perception.training import CHECKPOINT_FORMAT, load_trained_model
+    from tests.perception.model_fixtures import tiny_config
+
+    torch.manual_seed(0)
+    model = BEVStreamModel(tiny_config())
+    saved = model_config_to_dict(model.config)
+    path = tmp_path / "weights.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "step": 0, "config": {"model": saved}}, path)
+
+    loaded = load_trained_model(path, {"detection": {"score_threshold": 0.05}})
+    assert loaded.config.detection.score_threshold == 0.05
+    assert loaded.config.detection.nms_iou == model.config.detection.nms_iou
+    assert loaded.config.backbone == model.config.backbone
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    assert load_trained_model(path).config == model.config
+
+    merged = merge_model_options({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}})
+    assert merged == {"a": {"b": 5, "c": 2}, "d": 3}
