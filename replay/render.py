@@ -133,6 +133,7 @@ class Renderer:
     def __init__(self, world: World, width: int = 800, height: int = 450):
         self.world, self.width, self.height = world, int(width), int(height)
         self._cams: dict[tuple, _CameraCache] = {}
+        self._cam_ids: dict[int, tuple[SensorCalibration, _CameraCache]] = {}
         rng = np.random.default_rng(np.random.SeedSequence([world.seed, 0x7E47]))
         fine = rng.uniform(-1, 1, (1024, 1024)).astype(np.float32)
         coarse = np.kron(rng.uniform(-1, 1, (32, 32)).astype(np.float32), np.ones((32, 32), np.float32))
@@ -201,6 +202,9 @@ class Renderer:
         return parts
 
     def _camera(self, cam: SensorCalibration) -> _CameraCache:
+        hit = self._cam_ids.get(id(cam))  # the same (frozen) calibration object as before: no key to build
+        if hit is not None and hit[0] is cam:
+            return hit[1]
         if cam.intrinsic is None:
             raise ValueError(f"{cam.channel} is not a camera (no intrinsics)")
         if (cam.width, cam.height) != (self.width, self.height):
@@ -211,6 +215,7 @@ class Renderer:
         cc = self._cams.get(key)
         if cc is None:
             cc = self._cams[key] = _CameraCache(cam)
+        self._cam_ids[id(cam)] = (cam, cc)  # holds cam, so its id is not reused while cached
         return cc
 
     # ---- rendering -----------------------------------------------------------------------------------
