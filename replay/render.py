@@ -5,7 +5,9 @@ the ground (in the ego frame), the sky and the haze are constant and precomputed
 the ground hits are moved into the map by the ego pose and coloured from the world's top-down
 material raster (with a seeded noise texture); then every object part (a few oriented boxes per
 agent: body, cabin, wheels, head, ...) and every structure is ray-cast with a slab test inside
-its projected screen rectangle, keeping the nearest hit per pixel (a depth buffer). Faces are
+its projected screen rectangle, keeping the nearest hit per pixel (a depth buffer; boxes wholly
+outside the view frustum are culled first, pixels already nearer than a box are not tested, and
+the ground is coloured last, only where no box covers it: all without changing a pixel). Faces are
 shaded by a lambertian term of their normal against the world's sun. Single-threaded float32
 numpy, so the same state gives byte-identical images.
 """

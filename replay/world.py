@@ -2,7 +2,9 @@
 
 `World(seed)` builds the static map (replay.roads) and the agents (replay.traffic) from one numpy
 Generator; `state_at(t)` returns every agent near the ego and the ego's pose and motion at time t
-(seconds from the scene start). Coordinates are global map metres, positive (like nuScenes maps);
+(seconds from the scene start); `light_state_at(t)` / `light_states_at(times)` give the same
+state with the agents as arrays (AgentArrays, for the live renderer: no object per agent).
+Coordinates are global map metres, positive (like nuScenes maps);
 the ego origin is on the ground below the rear axle, x forward, y left, z up.
 """
 from __future__ import annotations
