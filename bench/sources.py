@@ -247,6 +247,10 @@ def main() -> int:
     print(f"{'load average (1 min) before / after':44s} {la[0]:6.1f} / {la[1]:.1f} on {os.cpu_count()} cores")
     out = ROOT / "bench" / "results" / "sources.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.live_cpu_only and out.exists():  # keep the other sections of the last full run
+        previous = json.loads(out.read_text())
+        results = {**previous, "live_cpu": results["live_cpu"], "live_cpu_config": results["config"],
+                   "live_cpu_load_average": [results["load_average"], results["load_average_after"]]}
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")
     return 0
