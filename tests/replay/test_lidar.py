@@ -21,7 +21,7 @@ def _straight_time(world) -> float:
     for t in np.arange(0.0, 30.0, 0.5):
         if all(abs(world.state_at(t + dt).ego_yaw_rate) < 1e-3 for dt in (0.0, 1.0, 2.0)):
             return float(t)
-    pytest.skip("no straight stretch found")
+    pytest.fail("the seeded world has no straight stretch in its first 30 s: pick another seed for this test")
 
 
 def _place(world, t, placements):
