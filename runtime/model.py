@@ -48,8 +48,8 @@ class ModelFactory:
     def build_torch_model(self):
         """The plain torch model in eval mode with its weights: what research code would use directly.
 
-        With a checkpoint, the model config saved with the weights wins (perception.training.
-        load_trained_model); `options` apply to a file that carries none, and to random weights."""
+        With a checkpoint, `options` are laid over the model config saved with the weights
+        (perception.training.load_trained_model); without one they configure random weights."""
         if self.checkpoint is not None:
             from perception.training import load_trained_model
 
