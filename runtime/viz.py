@@ -24,7 +24,18 @@ def box_corners_ego(box: np.ndarray) -> np.ndarray:
     return Box(box[:3].tolist(), box[3:6].tolist(), Quaternion(axis=[0, 0, 1], angle=float(box[6]))).corners()
 
 
-def draw_camera(frame_set: FrameSet, channel: str, result: TickResult, width: int = 480) -> Image.Image:
+# Boxes scoring below this are not drawn (the run's files keep them all: the evaluation ranks by score).
+DRAW_MIN_SCORE = 0.3
+
+
+def _drawn_boxes(result: TickResult, min_score: float):
+    """(box (9,), label) pairs of the tick's ego-frame detections worth drawing."""
+    dets = result.detections_ego
+    return [(box, label) for box, label, score in zip(dets.boxes, dets.labels, dets.scores) if score >= min_score]
+
+
+def draw_camera(frame_set: FrameSet, channel: str, result: TickResult, width: int = 480,
+                min_score: float = DRAW_MIN_SCORE) -> Image.Image:
     """One camera image with the tick's ego-frame boxes projected into it."""
     from nuscenes.utils.geometry_utils import view_points
 
@@ -32,7 +43,7 @@ def draw_camera(frame_set: FrameSet, channel: str, result: TickResult, width: in
     img = Image.fromarray(cam.image).convert("RGB")
     draw = ImageDraw.Draw(img)
     ego_to_cam = cam.sensor_to_ego.inverse()
-    for box, label in zip(result.detections_ego.boxes, result.detections_ego.labels):
+    for box, label in _drawn_boxes(result, min_score):
         corners = ego_to_cam.transform_points(box_corners_ego(box).T).T  # (3, 8) camera frame
         if np.any(corners[2] < 0.5):
             continue  # behind (or at) the camera
@@ -44,12 +55,12 @@ def draw_camera(frame_set: FrameSet, channel: str, result: TickResult, width: in
     return img.resize((width, max(1, int(img.height * scale))))
 
 
-def draw_cameras(frame_set: FrameSet, result: TickResult, width: int = 400) -> Image.Image:
+def draw_cameras(frame_set: FrameSet, result: TickResult, width: int = 400, min_score: float = DRAW_MIN_SCORE) -> Image.Image:
     """The six cameras in a 2 x 3 grid (front row, back row); absent cameras are left black."""
     tiles = {}
     for ch in CAMERA_CHANNELS:
         if ch in frame_set.channels:
-            tiles[ch] = draw_camera(frame_set, ch, result, width)
+            tiles[ch] = draw_camera(frame_set, ch, result, width, min_score)
     h = max((t.height for t in tiles.values()), default=width // 2)
     canvas = Image.new("RGB", (3 * width, 2 * h))
     layout = ["CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"]
@@ -59,7 +70,7 @@ def draw_cameras(frame_set: FrameSet, result: TickResult, width: int = 400) -> I
     return canvas
 
 
-def draw_bev(result: TickResult, extent_m: float = 51.2, size: int = 512) -> Image.Image:
+def draw_bev(result: TickResult, extent_m: float = 51.2, size: int = 512, min_score: float = DRAW_MIN_SCORE) -> Image.Image:
     """Top view of the ego frame (x up, y left): boxes with heading, road polylines, the ego car."""
     img = Image.new("RGB", (size, size), (20, 20, 20))
     draw = ImageDraw.Draw(img)
@@ -73,7 +84,8 @@ def draw_bev(result: TickResult, extent_m: float = 51.2, size: int = 512) -> Ima
     for line in result.polylines_ego:
         if len(line.points) >= 2:
             draw.line(px(line.points[:, 0], line.points[:, 1]), fill=_ROAD_COLOURS.get(line.cls, (200, 200, 200)), width=2)
-    for box, label in zip(result.detections_ego.boxes, result.detections_ego.labels):
+    drawn = _drawn_boxes(result, min_score)
+    for box, label in drawn:
         c = box_corners_ego(box)[:, [0, 1, 5, 4]]  # bottom-independent footprint: 4 top-view corners
         colour = _PALETTE[int(label) % 10]
         draw.polygon(px(c[0], c[1]), outline=colour)
@@ -82,6 +94,6 @@ def draw_bev(result: TickResult, extent_m: float = 51.2, size: int = 512) -> Ima
     draw.polygon(px(np.array([2.4, 2.4, -2.4, -2.4]), np.array([1.0, -1.0, -1.0, 1.0])), outline=(0, 255, 0))
     for i, name in enumerate(DETECTION_NAMES):
         draw.text((4, 4 + 11 * i), name, fill=_PALETTE[i])
-    draw.text((4, size - 14), f"frame {result.frame_id}  {len(result.detections_ego)} boxes  "
+    draw.text((4, size - 14), f"frame {result.frame_id}  {len(drawn)} boxes >= {min_score:.2f}  "
                               f"{len(result.polylines_ego)} road lines", fill=(255, 255, 255))
     return img
