@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataroot", required=True, metavar="DIR", help="the dataroot the run replayed")
     parser.add_argument("--version", default="v1.0-mini", metavar="VER", help="devkit table version (default v1.0-mini)")
     parser.add_argument("--pictures", type=int, default=4, metavar="N", help="keyframe ticks to draw, evenly spaced (default 4)")
+    parser.add_argument("--min-score", type=float, default=None, metavar="S",
+                        help="draw boxes scoring at least S (default runtime.viz.DRAW_MIN_SCORE, 0.3)")
     parser.add_argument("--out", default=None, metavar="DIR", help="where the PNGs go (default RUN/pictures)")
 
 
@@ -53,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     from replay.nuscenes_source import NuScenesSource
     from runtime.results import TickResult
-    from runtime.viz import draw_bev, draw_cameras
+    from runtime.viz import DRAW_MIN_SCORE, draw_bev, draw_cameras
+
+    min_score = DRAW_MIN_SCORE if args.min_score is None else args.min_score
 
     by_sample = {r["sample_token"]: TickResult.from_json(r) for r in chosen}
     scenes = sorted({r["scene"] for r in chosen})
@@ -70,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         if result is None:
             continue
         stem = f"{result.scene}_{result.frame_id:05d}"
-        draw_cameras(frame_set, result).save(out_dir / f"{stem}_cameras.png")
-        draw_bev(result).save(out_dir / f"{stem}_bev.png")
+        draw_cameras(frame_set, result, min_score=min_score).save(out_dir / f"{stem}_cameras.png")
+        draw_bev(result, min_score=min_score).save(out_dir / f"{stem}_bev.png")
         written.append(stem)
         if not by_sample:
             break
