@@ -8,8 +8,8 @@ import pytest
 
 from replay.lidar import RANGE_M, lidar_point_counts
 from replay.rig import lidar_calibration
-from replay.traffic import CLASS_SPECS
-from replay.world import AgentState, World, yaw_quaternion
+from replay.world import World
+from tests.replay.scenarios import place_agents, straight_time
 
 
 @pytest.fixture(scope="module")
@@ -17,30 +17,14 @@ def world() -> World:
     return World(5)
 
 
-def _straight_time(world) -> float:
-    for t in np.arange(0.0, 30.0, 0.5):
-        if all(abs(world.state_at(t + dt).ego_yaw_rate) < 1e-3 for dt in (0.0, 1.0, 2.0)):
-            return float(t)
-    pytest.fail("the seeded world has no straight stretch in its first 30 s: pick another seed for this test")
 
 
-def _place(world, t, placements):
-    base = world.state_at(t)
-    pose = base.ego_pose
-    agents = []
-    for k, (name, fwd, left) in enumerate(placements):
-        size = np.array(CLASS_SPECS[name][1])
-        c = pose.transform_points(np.array([[fwd, left, 0.0]]))[0]
-        c[2] = size[2] / 2
-        agents.append(AgentState(f"a{k}", CLASS_SPECS[name][0], name, size, c, yaw_quaternion(pose.yaw),
-                                 np.zeros(3), "", (0, 0, 0)))
-    return replace(base, agents=tuple(agents))
 
 
 def test_hidden_and_far_agents_get_no_points(world):
-    t = _straight_time(world)
-    state = _place(world, t, [("bus", 12.0, 0.0), ("pedestrian", 24.0, 0.0), ("car", 8.0, 3.5),
-                              ("car", RANGE_M + 15.0, 0.0)])
+    t = straight_time(world)
+    state = place_agents(world, t, [("bus", 12.0, 0.0), ("pedestrian", 24.0, 0.0), ("car", 8.0, 3.5),
+                              ("car", RANGE_M + 15.0, 0.0)], id_prefix="a")
     counts = lidar_point_counts(world, state, lidar_calibration())
     assert set(counts) == {"a0", "a1", "a2", "a3"}
     assert counts["a0"] > 50 and counts["a2"] > 50  # near and visible
@@ -52,9 +36,9 @@ def test_hidden_and_far_agents_get_no_points(world):
 
 
 def test_counts_fall_with_distance_and_are_deterministic(world):
-    t = _straight_time(world)
-    near = lidar_point_counts(world, _place(world, t, [("car", 8.0, 0.0)]), lidar_calibration())["a0"]
-    far = lidar_point_counts(world, _place(world, t, [("car", 30.0, 0.0)]), lidar_calibration())["a0"]
+    t = straight_time(world)
+    near = lidar_point_counts(world, place_agents(world, t, [("car", 8.0, 0.0)], id_prefix="a"), lidar_calibration())["a0"]
+    far = lidar_point_counts(world, place_agents(world, t, [("car", 30.0, 0.0)], id_prefix="a"), lidar_calibration())["a0"]
     assert near > 4 * far > 0
     state = world.state_at(3.0)
     a = lidar_point_counts(world, state, lidar_calibration())

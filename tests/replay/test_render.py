@@ -12,8 +12,8 @@ from nuscenes.utils.geometry_utils import view_points
 from perception.classes import DETECTION_TO_SEG, SEG_CLASSES, SEG_INDEX
 from replay.render import Renderer, render_labels_reference
 from replay.rig import camera_rig
-from replay.traffic import CLASS_SPECS
-from replay.world import AgentState, World, yaw_quaternion
+from replay.world import AgentState, World
+from tests.replay.scenarios import place_agents, straight_time
 from runtime.messages import CAMERA_CHANNELS
 
 SEED = 11
@@ -34,28 +34,8 @@ def rig():
     return camera_rig(320, 180)
 
 
-def _straight_time(world) -> float:
-    """A time when the ego drives straight for the next seconds (objects placed ahead stay on the road)."""
-    for t in np.arange(0.0, 30.0, 0.5):
-        if all(abs(world.state_at(t + dt).ego_yaw_rate) < 1e-3 for dt in (0.0, 1.0, 2.0)):
-            return float(t)
-    pytest.fail("the seeded world has no straight stretch in its first 30 s: pick another seed for this test")
 
 
-def _place(world, t, placements):
-    """The world's state at t with only the given agents: (name, metres ahead, metres left, relative yaw)."""
-    base = world.state_at(t)
-    pose = base.ego_pose
-    agents = []
-    for k, (name, fwd, left, ryaw) in enumerate(placements):
-        size = np.array(CLASS_SPECS[name][1])
-        c = pose.transform_points(np.array([[fwd, left, 0.0]]))[0]
-        c[2] = size[2] / 2
-        attr = {"pedestrian": "pedestrian.standing", "traffic_cone": "", "barrier": "",
-                "bicycle": "cycle.with_rider", "motorcycle": "cycle.with_rider"}.get(name, "vehicle.parked")
-        agents.append(AgentState(f"test-{k}", CLASS_SPECS[name][0], name, size, c, yaw_quaternion(pose.yaw + ryaw),
-                                 np.zeros(3), attr, (200, 40, 40)))
-    return replace(base, agents=tuple(agents))
 
 
 def _project_center(agent: AgentState, state, cam) -> np.ndarray:
@@ -84,7 +64,7 @@ def test_shapes_and_byte_determinism(world, renderer, rig):
 
 
 def test_scene_content_front_camera(world, renderer, rig):
-    img, lab = renderer.render(world.state_at(_straight_time(world)), rig["CAM_FRONT"])
+    img, lab = renderer.render(world.state_at(straight_time(world)), rig["CAM_FRONT"])
     assert np.mean(lab[:20] == SEG_INDEX["sky"]) > 0.3  # sky on top (some buildings)
     bottom = lab[-30:, 100:220]
     assert np.mean((bottom == SEG_INDEX["road"]) | (bottom == SEG_INDEX["lane_marking"])) > 0.9  # road ahead
@@ -105,10 +85,10 @@ def test_matches_slow_reference(world):
 
 
 def test_devkit_projection_lands_on_class_pixels(world, renderer, rig):
-    t = _straight_time(world)
+    t = straight_time(world)
     placements = [("car", 14.0, 0.0, 0.0), ("pedestrian", 9.0, -2.5, 1.0), ("traffic_cone", 7.0, 2.0, 0.0),
                   ("truck", 30.0, 3.0, 0.0), ("bicycle", 11.0, 3.0, 0.3), ("barrier", 12.0, -4.0, 1.57)]
-    state = _place(world, t, placements)
+    state = place_agents(world, t, placements)
     cam = rig["CAM_FRONT"]
     _, lab = renderer.render(state, cam)
     for agent in state.agents:
@@ -156,9 +136,9 @@ def test_real_agents_project_onto_their_class(world, renderer, rig):
 
 
 def test_near_object_occludes_far_one(world, renderer, rig):
-    t = _straight_time(world)
+    t = straight_time(world)
     cam = rig["CAM_FRONT"]
-    hidden = _place(world, t, [("bus", 12.0, 0.0, 0.0), ("pedestrian", 24.0, 0.0, 0.0), ("traffic_cone", 22.0, 0.5, 0.0)])
+    hidden = place_agents(world, t, [("bus", 12.0, 0.0, 0.0), ("pedestrian", 24.0, 0.0, 0.0), ("traffic_cone", 22.0, 0.5, 0.0)])
     _, lab = renderer.render(hidden, cam)
     assert np.sum(lab == SEG_INDEX["vehicle"]) > 500
     assert np.sum(lab == SEG_INDEX["pedestrian"]) == 0 and np.sum(lab == SEG_INDEX["cone_barrier"]) == 0
@@ -169,8 +149,8 @@ def test_near_object_occludes_far_one(world, renderer, rig):
 
 def test_faces_are_shaded_differently(world, renderer, rig):
     """A car seen from a corner shows two faces of one colour under different light."""
-    t = _straight_time(world)
-    state = _place(world, t, [("car", 10.0, 0.0, 0.7)])
+    t = straight_time(world)
+    state = place_agents(world, t, [("car", 10.0, 0.0, 0.7)])
     img, lab = renderer.render(state, rig["CAM_FRONT"])
     body = img[lab == SEG_INDEX["vehicle"]]
     colours = {tuple(c) for c in body}
