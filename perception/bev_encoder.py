@@ -113,7 +113,6 @@ def build_sampled_layout(
 ) -> SampledLayout:
     """Project every cell's pillar points into every camera; keep those in front and inside the image."""
     h_img, w_img = image_size
-    ncam = intrinsics.shape[0]
     centers = grid.cell_centers(dtype=torch.float64).reshape(-1, 2)  # (HW, 2)
     hw, nz = centers.shape[0], len(heights)
     z = torch.tensor(heights, dtype=torch.float64)

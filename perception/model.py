@@ -13,7 +13,7 @@ Images reach the model already rectified and resized (perception.rectify.Rectifi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn

@@ -523,7 +523,7 @@ class Traffic:
         return green, left
 
     def _step(self, t: float) -> None:
-        cfg, dt = self.cfg, self.cfg.sim_dt
+        dt = self.cfg.sim_dt
         s, v = self.hist_s[-1], self.hist_v[-1]
         rings = self._rings
         self._hold_for_ego(s, t)

@@ -11,7 +11,6 @@ from perception.batching import (
     AugmentConfig,
     ClipDataset,
     collate_clips,
-    frame_set_arrays,
     frame_set_inputs,
     rectify_label,
     scenes_from_source,

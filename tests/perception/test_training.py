@@ -79,7 +79,7 @@ def test_loss_decreases(tmp_path):
 def test_resume_continues_like_an_uninterrupted_run(tmp_path):
     cfg = _cfg(num_workers=1)  # one worker process: per-item seeds must make it deterministic too
     torch.manual_seed(0)
-    full = train(TinyClipModel(), ToyClips(), collate, cfg, tmp_path / "a")
+    train(TinyClipModel(), ToyClips(), collate, cfg, tmp_path / "a")
     torch.manual_seed(0)
     part = train(TinyClipModel(), ToyClips(), collate, cfg, tmp_path / "b", stop_at=7)
     assert part.final_step == 7
