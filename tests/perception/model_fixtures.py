@@ -23,6 +23,18 @@ from runtime.messages import CAMERA_CHANNELS
 TINY_GRID = BEVGrid(-12.8, 12.8, -12.8, 12.8, 1.6)  # 16 x 16 cells
 
 
+# The same tiny model as runtime.yaml text, for the train/eval command tests.
+TINY_MODEL_YAML = """
+model:
+  grid: {x_min: -25.6, x_max: 25.6, y_min: -25.6, y_max: 25.6, resolution: 1.6}
+  rectify: {image_size: [64, 112], focal: 92.0}
+  backbone: {widths: [8, 8, 16, 16, 16], out_channels: 16, skip_channels: 8}
+  seg: {channels: 8}
+  bev: {channels: 16, heads: 2}
+  video: {world_cells: 48, hidden_channels: 8, key_channels: 8}
+"""
+
+
 def tiny_config(video: bool = True, attention: str = "sampled") -> ModelConfig:
     return ModelConfig(
         grid=TINY_GRID,

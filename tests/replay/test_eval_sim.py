@@ -10,16 +10,8 @@ import pytest
 import torch
 
 from runtime.cli import main
+from tests.perception.model_fixtures import TINY_MODEL_YAML as TINY_MODEL
 
-TINY_MODEL = """
-model:
-  grid: {x_min: -25.6, x_max: 25.6, y_min: -25.6, y_max: 25.6, resolution: 1.6}
-  rectify: {image_size: [64, 112], focal: 92.0}
-  backbone: {widths: [8, 8, 16, 16, 16], out_channels: 16, skip_channels: 8}
-  seg: {channels: 8}
-  bev: {channels: 16, heads: 2}
-  video: {world_cells: 48, hidden_channels: 8, key_channels: 8}
-"""
 
 
 def test_train_then_eval_on_sim(sim_dataset, tmp_path):

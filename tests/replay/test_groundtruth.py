@@ -28,20 +28,7 @@ def _lidar_pose(nusc, sd_token: str) -> Pose:
 
 def _devkit_ego_boxes(nusc, sd_token, grid):
     """The devkit's boxes for a sample_data (interpolated at sweeps), moved into the ego frame, detection classes only."""
-    from nuscenes.eval.detection.utils import category_to_detection_name
-
-    pose = _lidar_pose(nusc, sd_token)
-    out = {}
-    for box in nusc.get_boxes(sd_token):
-        name = category_to_detection_name(box.name)
-        if name is None:
-            continue
-        box.translate(-pose.translation)
-        box.rotate(pose.rotation.inverse)
-        if grid.x_min <= box.center[0] < grid.x_max and grid.y_min <= box.center[1] < grid.y_max:
-            inst = nusc.get("sample_annotation", box.token)["instance_token"]
-            out[inst] = (box, DETECTION_NAMES.index(name))
-    return out
+    return _devkit_ego_boxes_at_pose(nusc, sd_token, _lidar_pose(nusc, sd_token), grid)
 
 
 def _check_equal(gt, ref):
