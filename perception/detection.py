@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+import torch.nn.functional as F
 
 from perception.anchors import DEFAULT_ANCHOR_SIZES, DEFAULT_ANCHOR_YAWS, make_anchors
 from perception.boxes import BOX_DIM, CODE_SIZE, axis_aligned_iou, decode_boxes, encode_boxes, nearest_bev_rects
@@ -97,10 +98,12 @@ class DetectionHead(nn.Module):
         if bev.dim() != 4 or tuple(bev.shape[-2:]) != self.grid.shape:
             raise ValueError(f"DetectionHead: expected BEV features (B, C, {self.grid.shape[0]}, {self.grid.shape[1]}), got {tuple(bev.shape)}")
         b, _, h, w = bev.shape
-        x = self.shared(bev)  # (B, hidden, H, W)
+        x = self.shared(bev).permute(0, 2, 3, 1)  # (B, H, W, hidden), a view
         a = self.num_anchors_per_cell
-        cls = self.cls(x).permute(0, 2, 3, 1).reshape(b, h * w * a, self.num_classes)
-        reg = self.reg(x).permute(0, 2, 3, 1).reshape(b, h * w * a, CODE_SIZE)
+        # The 1x1 convs as matmuls on the channels-last view: the outputs come out (B, H, W, A*K) already,
+        # instead of a strided (B, A*K, H, W) -> (B, H, W, A*K) copy that cost more than the convs (CPU).
+        cls = F.linear(x, self.cls.weight.flatten(1), self.cls.bias).reshape(b, h * w * a, self.num_classes)
+        reg = F.linear(x, self.reg.weight.flatten(1), self.reg.bias).reshape(b, h * w * a, CODE_SIZE)
         return {"cls_logits": cls, "box_deltas": reg}
 
     # ---- training -------------------------------------------------------------------------------

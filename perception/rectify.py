@@ -39,8 +39,8 @@ NOMINAL_YAW_DEG: dict[str, float] = {
 @dataclass(frozen=True)
 class RectifyConfig:
     enabled: bool = True  # False: resize only (intrinsics scaled, real rotation kept)
-    image_size: tuple[int, int] = (192, 352)  # (H, W) of the model input
-    focal: float = 277.0  # canonical focal length in output pixels (nuScenes front ~1266 px at 1600 wide)
+    image_size: tuple[int, int] = (176, 320)  # (H, W) of the model input (fits the 50 ms tick: bench/model.py)
+    focal: float = 252.0  # canonical focal length in output pixels (nuScenes front ~1266 px at 1600 wide)
     nominal_yaw: str = "slot"  # "slot": NOMINAL_YAW_DEG table; "calibration": yaw of the camera's own axis
 
     def __post_init__(self) -> None:

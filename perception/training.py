@@ -193,6 +193,15 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Copy the weights of a checkpoint or exported weights file into `model` (same architecture, strict)."""
+    state = load_checkpoint(path)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit this model: {str(exc).splitlines()[0]}") from None
+
+
 def _prune(out_dir: Path, keep: int) -> None:
     old = sorted(out_dir.glob("step_*.pt"))
     for p in old[:-keep]:
@@ -246,11 +255,14 @@ def train(
     device: str | torch.device = "cpu",
     extra_config: dict | None = None,
     stop_at: int | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train `model` up to cfg.steps optimizer steps (from out_dir/last.pt if `resume`), writing to out_dir.
 
     `stop_at` ends this call early after that step (with a checkpoint) without changing the schedule,
     so a long run can be done in pieces: `stop_at=k`, then `resume=True`.
+    `init_from` (a checkpoint or exported weights file) starts a new run from those weights, with a fresh
+    optimizer and schedule: fine-tuning, e.g. at another input size or on other data. Ignored on resume.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -283,8 +295,11 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         start_step = int(state["step"])
         _truncate_curve(curve_path, start_step)
-    elif curve_path.exists():
-        curve_path.unlink()
+    else:
+        if init_from is not None:
+            load_weights(model, init_from)
+        if curve_path.exists():
+            curve_path.unlink()
 
     if start_step >= cfg.steps:
         return TrainResult(0, start_step, {}, 0.0, out_dir / "last.pt" if resume else None)

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order, augmentation and initial weights")
     parser.add_argument("--resume", action="store_true", help="continue from CKPT_DIR/last.pt")
+    parser.add_argument("--init-from", type=Path, default=None, metavar="WEIGHTS",
+                        help="start from these weights (checkpoint or exported file) with a fresh optimizer and schedule")
     parser.add_argument("--stop-at", type=int, default=None, help="stop this run after that step (resume later)")
     parser.add_argument("--no-video", action="store_true", help="switch the video module off (the single-frame ablation)")
     parser.add_argument("--keyframes-only", action="store_true", help="clips of keyframes only (2 Hz; e.g. real data without sweeps)")
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         result = train(model, dataset, collate_clips, train_cfg, out, resume=args.resume, model_config=model_dict,
                        extra_config={"data": [f"{r}@{v}" for r, v in roots], "clip_length": args.clip_length,
                                      "drop_prob": args.drop_prob, "split": split},
-                       stop_at=args.stop_at)
+                       stop_at=args.stop_at, init_from=args.init_from)
     except (FileNotFoundError, ValueError) as exc:
         print(f"bevstream train: {exc}", file=sys.stderr)
         return 2

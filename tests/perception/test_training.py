@@ -117,6 +117,31 @@ def test_resume_rejects_another_model_config(tmp_path):
         train(TinyClipModel(), ToyClips(), collate, _cfg(), tmp_path / "empty", resume=True)
 
 
+def test_init_from_starts_a_fresh_run_from_the_weights(tmp_path):
+    torch.manual_seed(0)
+    first = train(TinyClipModel(), ToyClips(), collate, _cfg(steps=20), tmp_path / "a")
+    torch.manual_seed(1)
+    model = TinyClipModel()
+    # stop_at=0 takes no step: the model holds exactly the loaded weights
+    train(model, ToyClips(), collate, _cfg(steps=20), tmp_path / "b", init_from=first.checkpoint, stop_at=0)
+    saved = load_checkpoint(tmp_path / "a")["model"]
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, saved[k], rtol=0, atol=0)
+    # a full fine-tuning run: its own step count and schedule (warm-up again), from the loaded weights
+    tuned = train(TinyClipModel(), ToyClips(), collate, _cfg(steps=6), tmp_path / "c", init_from=tmp_path / "a")
+    rows = read_curve(tmp_path / "c" / "curve.jsonl")
+    assert tuned.final_step == 6 and [r["step"] for r in rows] == list(range(1, 7))
+    assert rows[0]["lr"] == pytest.approx(_cfg().lr * _cfg().warmup_start)
+    scratch = read_curve(tmp_path / "a" / "curve.jsonl")
+    assert rows[0]["mse"] < scratch[0]["mse"]  # it starts where the first run ended, not from scratch
+
+
+def test_init_from_rejects_weights_of_another_model(tmp_path):
+    train(TinyClipModel(dim=8), ToyClips(), collate, _cfg(steps=2), tmp_path / "a")
+    with pytest.raises(ValueError, match="weights do not fit this model"):
+        train(TinyClipModel(dim=5), ToyClips(dim=5), collate, _cfg(steps=2), tmp_path / "b", init_from=tmp_path / "a")
+
+
 def test_schedule_warmup_then_cosine():
     cfg = TrainConfig(steps=110, warmup_steps=10, warmup_start=0.1, min_lr_ratio=0.05)
     assert lr_factor(0, cfg) == pytest.approx(0.1)
