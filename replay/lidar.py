@@ -12,6 +12,7 @@ import numpy as np
 from numba import njit
 
 from replay.rig import SensorCalibration
+from replay.slab import slab_hit
 from replay.world import World, WorldState
 
 N_BEAMS = 32
@@ -88,23 +89,11 @@ def _cast(cols, rsb, orig, half, dirs, depth, ident):  # pragma: no cover - comp
         for cc in range(cols[j, 0], cols[j, 1]):
             c = cc % na
             for b in range(nb):
-                tn, tf, ok = -1e30, 1e30, True
-                for a in range(3):
-                    d = dirs[b, c, 0] * rsb[j, 0, a] + dirs[b, c, 1] * rsb[j, 1, a] + dirs[b, c, 2] * rsb[j, 2, a]
-                    o, hb = orig[j, a], half[j, a]
-                    if abs(d) < 1e-12:
-                        if o < -hb or o > hb:
-                            ok = False
-                            break
-                        continue
-                    t1 = (-hb - o) / d
-                    t2 = (hb - o) / d
-                    if t1 > t2:
-                        t1, t2 = t2, t1
-                    if t1 > tn:
-                        tn = t1
-                    if t2 < tf:
-                        tf = t2
-                if ok and tn <= tf and tn > 0.0 and tn < depth[b, c]:
+                tn, tf, _, _ = slab_hit(
+                    dirs[b, c, 0] * rsb[j, 0, 0] + dirs[b, c, 1] * rsb[j, 1, 0] + dirs[b, c, 2] * rsb[j, 2, 0],
+                    dirs[b, c, 0] * rsb[j, 0, 1] + dirs[b, c, 1] * rsb[j, 1, 1] + dirs[b, c, 2] * rsb[j, 2, 1],
+                    dirs[b, c, 0] * rsb[j, 0, 2] + dirs[b, c, 1] * rsb[j, 1, 2] + dirs[b, c, 2] * rsb[j, 2, 2],
+                    orig[j, 0], orig[j, 1], orig[j, 2], half[j, 0], half[j, 1], half[j, 2])
+                if tn <= tf and tn > 0.0 and tn < depth[b, c]:
                     depth[b, c] = tn
                     ident[b, c] = j

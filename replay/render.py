@@ -18,6 +18,7 @@ from numba import njit
 
 from perception.classes import DETECTION_NAMES, DETECTION_TO_SEG, SEG_INDEX
 from replay.rig import SensorCalibration
+from replay.slab import slab_hit
 from replay.roads import CURB, GRASS, MARK_WHITE, MARK_YELLOW, MATERIAL_SEG, ROAD, SIDEWALK
 from replay.world import AgentArrays, World, WorldState
 
@@ -353,24 +354,12 @@ def _cast_boxes(order, rects, rcb, orig, half, zmin, shade, labels, xcol, yrow, 
                 if depth[y, x] < zskip:
                     continue
                 xx = xcol[x]
-                tn, tf, ax, dsel, ok = -1e30, 1e30, 0, 0.0, True
-                for a in range(3):
-                    d = xx * rcb[j, 0, a] + yy * rcb[j, 1, a] + rcb[j, 2, a]
-                    o, hb = orig[j, a], half[j, a]
-                    if abs(d) < 1e-12:
-                        if o < -hb or o > hb:
-                            ok = False
-                            break
-                        continue
-                    t1 = (-hb - o) / d
-                    t2 = (hb - o) / d
-                    if t1 > t2:
-                        t1, t2 = t2, t1
-                    if t1 > tn:
-                        tn, ax, dsel = t1, a, d
-                    if t2 < tf:
-                        tf = t2
-                if not ok or tn > tf or tn <= near or tn >= depth[y, x]:
+                tn, tf, ax, dsel = slab_hit(
+                    xx * rcb[j, 0, 0] + yy * rcb[j, 1, 0] + rcb[j, 2, 0],
+                    xx * rcb[j, 0, 1] + yy * rcb[j, 1, 1] + rcb[j, 2, 1],
+                    xx * rcb[j, 0, 2] + yy * rcb[j, 1, 2] + rcb[j, 2, 2],
+                    orig[j, 0], orig[j, 1], orig[j, 2], half[j, 0], half[j, 1], half[j, 2])
+                if tn > tf or tn <= near or tn >= depth[y, x]:
                     continue
                 depth[y, x] = tn
                 face = ax * 2 + (1 if dsel < 0 else 0)  # the outward normal opposes the ray
