@@ -188,8 +188,12 @@ class DetectionHead(nn.Module):
 
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, preds: dict[str, Tensor]) -> list[Detections]:
-        """Per batch item: score threshold, top-k (nms_pre), per-class rotated-BEV NMS, keep max_detections."""
+    def decode(self, preds: dict[str, Tensor], nms=batched_nms_bev) -> list[Detections]:
+        """Per batch item: score threshold, top-k (nms_pre), per-class rotated-BEV NMS, keep max_detections.
+
+        `nms(boxes, scores, labels, iou_threshold, max_keep)` is the NMS (perception.nms; its reference
+        implementation for comparisons); with max_keep it stops after the max_detections best kept boxes.
+        """
         cfg = self.config
         out = []
         for cls_logits, deltas in zip(preds["cls_logits"], preds["box_deltas"]):  # (NA, C), (NA, CODE)
@@ -198,6 +202,6 @@ class DetectionHead(nn.Module):
             if idx.numel() > cfg.nms_pre:
                 idx = idx[scores[idx].topk(cfg.nms_pre).indices]
             boxes = decode_boxes(deltas[idx], self.anchors[idx], cfg.velocity_scale)  # (K, 9)
-            keep = batched_nms_bev(boxes, scores[idx], labels[idx], cfg.nms_iou)[: cfg.max_detections]
+            keep = nms(boxes, scores[idx], labels[idx], cfg.nms_iou, max_keep=cfg.max_detections)
             out.append(Detections(boxes[keep].float(), scores[idx][keep].float(), labels[idx][keep]))
         return out

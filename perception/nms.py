@@ -1,27 +1,149 @@
-"""Greedy non-maximum suppression on rotated BEV boxes, per class (lecture Part 1: NMS is done per class)."""
+"""Greedy non-maximum suppression on rotated BEV boxes, per class (lecture Part 1: NMS is done per class).
+
+The fast path (`batched_nms_bev`) is one numba pass over the boxes in rank order (score descending, ties by
+class then index): a kept box tests only the later, still unsuppressed boxes of its own class, and computes
+the exact rotated IoU (convex polygon clipping, float64) only for those whose circumscribed circles meet —
+boxes whose circles do not meet have IoU 0. Suppressed boxes never suppress, so they are never tested; the
+pass stops once `max_keep` boxes are kept (later ranks cannot change the first ones). The previous dense
+implementation (all near pairs through perception.boxes.rotated_bev_iou in torch, then the greedy loop) is
+kept as `batched_nms_bev_reference` for the tests and the benchmark (bench/postprocess.py).
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
+from numba import njit
 from torch import Tensor
 
 from perception.boxes import rotated_bev_iou
+
+
+def _check(name: str, boxes: Tensor, scores: Tensor, labels: Tensor | None = None) -> None:
+    if boxes.dim() != 2 or boxes.shape[-1] < 7 or scores.shape != boxes.shape[:1]:
+        raise ValueError(f"{name}: need boxes (N, >=7) and scores (N,), got {tuple(boxes.shape)} and {tuple(scores.shape)}")
+    if labels is not None and labels.shape != scores.shape:
+        raise ValueError(f"{name}: labels {tuple(labels.shape)} and scores {tuple(scores.shape)} differ")
+
+
+def rank_order(scores: Tensor, labels: Tensor) -> Tensor:
+    """(N,) scores and labels -> (N,) indices by descending score, ties by ascending label, then ascending index."""
+    by_label = torch.sort(labels, stable=True).indices
+    return by_label[torch.sort(scores[by_label], descending=True, stable=True).indices]
+
+
+@njit(cache=True, nogil=True)
+def _clip_area(px, py, n, qx, qy, tx, ty):
+    """Area of the convex polygon (px, py)[:n] clipped by the CCW quadrilateral (qx, qy) (Sutherland-Hodgman).
+
+    px/py are overwritten; tx/ty are scratch of the same size (>= 64)."""
+    for e in range(4):
+        ax, ay = qx[e], qy[e]
+        ex, ey = qx[(e + 1) % 4] - ax, qy[(e + 1) % 4] - ay
+        m = 0
+        for k in range(n):
+            cx, cy = px[k], py[k]
+            dx, dy = px[(k + 1) % n], py[(k + 1) % n]
+            sc = ex * (cy - ay) - ey * (cx - ax)  # >= 0: inside (left of the CCW edge)
+            sd = ex * (dy - ay) - ey * (dx - ax)
+            if sc >= 0:
+                tx[m], ty[m] = cx, cy
+                m += 1
+            if (sc >= 0) != (sd >= 0):
+                t = sc / (sc - sd)
+                tx[m], ty[m] = cx + t * (dx - cx), cy + t * (dy - cy)
+                m += 1
+        n = m
+        if n < 3:
+            return 0.0
+        for k in range(n):
+            px[k], py[k] = tx[k], ty[k]
+    area = 0.0
+    for k in range(n):
+        area += px[k] * py[(k + 1) % n] - px[(k + 1) % n] * py[k]
+    return 0.5 * abs(area)
+
+
+@njit(cache=True, nogil=True)
+def _greedy_nms(labels, cx, cy, radius, ox, oy, area, thr, max_keep):
+    """Greedy NMS over boxes already in rank order -> positions kept, in order.
+
+    labels (N,) int64; cx, cy, radius, area (N,) float64; ox, oy (N, 4) float64 CCW corner offsets from the centre.
+    """
+    n = labels.shape[0]
+    suppressed = np.zeros(n, dtype=np.bool_)
+    keep = np.empty(n, dtype=np.int64)
+    px, py = np.empty(64), np.empty(64)  # each clip at most doubles the vertex count: 4 -> 64
+    qx, qy = np.empty(4), np.empty(4)
+    tx, ty = np.empty(64), np.empty(64)
+    nk = 0
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep[nk] = i
+        nk += 1
+        if nk >= max_keep:
+            break
+        for j in range(i + 1, n):
+            if suppressed[j] or labels[j] != labels[i]:
+                continue
+            dx, dy = cx[j] - cx[i], cy[j] - cy[i]
+            r = radius[i] + radius[j]
+            iou = 0.0
+            if dx * dx + dy * dy < r * r:  # circles meet: exact IoU, in box i's centred frame
+                for k in range(4):
+                    px[k], py[k] = ox[i, k], oy[i, k]
+                    qx[k], qy[k] = ox[j, k] + dx, oy[j, k] + dy
+                inter = _clip_area(px, py, 4, qx, qy, tx, ty)
+                iou = inter / max(area[i] + area[j] - inter, 1e-12)
+            if iou > thr:
+                suppressed[j] = True
+    return keep[:nk]
+
+
+def batched_nms_bev(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, max_keep: int | None = None) -> Tensor:
+    """Per-class greedy NMS: boxes (N, >=7), scores (N,), labels (N,) -> kept indices (K,) int64 by descending score.
+
+    A box is dropped when its exact rotated BEV IoU with an already kept, higher-ranked box of its class is
+    > iou_threshold. Rank: descending score, ties by ascending label, then index. `max_keep` returns only the
+    first max_keep of the kept list (the same as slicing the full result, but stops early).
+    """
+    _check("batched_nms_bev", boxes, scores, labels)
+    n = boxes.shape[0]
+    if n == 0 or (max_keep is not None and max_keep <= 0):
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    order = rank_order(scores, labels)
+    b = boxes[order, :7].detach().cpu().to(torch.float64).numpy()  # (N, 7) exact widening of float32 boxes
+    half_l, half_w = 0.5 * b[:, 4:5], 0.5 * b[:, 3:4]
+    sx, sy = np.array([1.0, -1.0, -1.0, 1.0]) * half_l, np.array([1.0, 1.0, -1.0, -1.0]) * half_w  # (N, 4) CCW
+    c, s = np.cos(b[:, 6:7]), np.sin(b[:, 6:7])
+    ox, oy = c * sx - s * sy, s * sx + c * sy  # (N, 4) corner offsets in ego axes
+    radius = np.hypot(half_l[:, 0], half_w[:, 0])
+    lab = labels[order].detach().cpu().to(torch.int64).numpy()
+    kept = _greedy_nms(lab, np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1]), radius,
+                       np.ascontiguousarray(ox), np.ascontiguousarray(oy), b[:, 3] * b[:, 4], float(iou_threshold),
+                       n if max_keep is None else int(max_keep))
+    return order[torch.from_numpy(kept).to(order.device)]
 
 
 def nms_bev(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """Greedy NMS of one class. boxes (N, >=7), scores (N,) -> kept indices (K,) int64, by descending score.
 
     A box is dropped when its exact rotated BEV IoU with an already kept, higher-scored box is > iou_threshold.
-    Ties in score keep the lower index first (stable sort).
+    Ties in score keep the lower index first.
     """
-    if boxes.dim() != 2 or boxes.shape[-1] < 7 or scores.shape != boxes.shape[:1]:
-        raise ValueError(f"nms_bev: need boxes (N, >=7) and scores (N,), got {tuple(boxes.shape)} and {tuple(scores.shape)}")
+    _check("nms_bev", boxes, scores)
+    return batched_nms_bev(boxes, scores, torch.zeros(scores.shape, dtype=torch.int64, device=scores.device), iou_threshold)
+
+
+# ---- the previous dense implementation: reference for tests and the benchmark --------------------------
+def nms_bev_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+    """nms_bev as it was: all near pairs' IoU in torch (perception.boxes.rotated_bev_iou), then a numpy greedy loop."""
+    _check("nms_bev_reference", boxes, scores)
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
-    iou = rotated_bev_iou(boxes[order], boxes[order]) > iou_threshold  # (N, N), sorted order
-    over = iou.cpu().numpy()
+    over = (rotated_bev_iou(boxes[order], boxes[order]) > iou_threshold).cpu().numpy()  # (N, N), sorted order
     suppressed = np.zeros(n, dtype=bool)
     keep = []
     for i in range(n):
@@ -32,13 +154,13 @@ def nms_bev(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     return order[torch.tensor(keep, dtype=torch.int64, device=boxes.device)]
 
 
-def batched_nms_bev(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
-    """Per-class greedy NMS: boxes (N, >=7), scores (N,), labels (N,) -> kept indices sorted by descending score."""
-    if labels.shape != scores.shape:
-        raise ValueError(f"batched_nms_bev: labels {tuple(labels.shape)} and scores {tuple(scores.shape)} differ")
-    keep = [idx[nms_bev(boxes[idx], scores[idx], iou_threshold)] for idx in
+def batched_nms_bev_reference(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float,
+                              max_keep: int | None = None) -> Tensor:
+    """batched_nms_bev as it was: nms_bev_reference per class, then the kept indices sorted by descending score."""
+    _check("batched_nms_bev_reference", boxes, scores, labels)
+    keep = [idx[nms_bev_reference(boxes[idx], scores[idx], iou_threshold)] for idx in
             (torch.nonzero(labels == c).flatten() for c in torch.unique(labels))]
     if not keep:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     keep_t = torch.cat(keep)
-    return keep_t[torch.sort(scores[keep_t], descending=True, stable=True).indices]
+    return keep_t[torch.sort(scores[keep_t], descending=True, stable=True).indices][:max_keep]

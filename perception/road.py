@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 import torch
 import torch.nn.functional as F
+from numba import njit
 from shapely.geometry import LineString
 from skimage.morphology import skeletonize
 from torch import Tensor, nn
@@ -84,12 +86,209 @@ def rasterize_road(road: dict[str, list[np.ndarray]], grid: BEVGrid, upsample: i
 
 
 _OFFSETS = ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1))  # 4-neighbours first
+_OFF_I = np.array([o[0] for o in _OFFSETS], dtype=np.int64)
+_OFF_J = np.array([o[1] for o in _OFFSETS], dtype=np.int64)
+_OFF_NORM = np.hypot(_OFF_I, _OFF_J).astype(np.float64)  # 1 for 4-neighbours, sqrt(2) for diagonals
+
+
+@njit(cache=True, nogil=True)
+def _walk(start, state, pad, off, di, dj, norm, buf):
+    """From padded flat index `start`, step to unvisited 8-neighbours (state 1 -> 2) until none is left; the
+    pixels go to buf, their count is returned. At a fork with a step behind, the neighbour straightest ahead
+    of the heading over the last 3 pixels wins (key -cos of the turn; ties in _OFFSETS order)."""
+    n = 0
+    p = start
+    while True:
+        hi, hj = 0, 0
+        if n > 0:  # trail = [start] + buf[:n]; heading from trail[-min(len(trail), 4)]
+            t = n + 1 - min(n + 1, 4)
+            back = start if t == 0 else buf[t - 1]
+            hi, hj = p // pad - back // pad, p % pad - back % pad
+        best, best_key = -1, 0.0
+        for k in range(8):
+            if state[p + off[k]] != 1:
+                continue
+            key = -float(hi * di[k] + hj * dj[k]) / norm[k]
+            if best < 0 or key < best_key:
+                best, best_key = k, key
+        if best < 0:
+            return n
+        p = p + off[best]
+        state[p] = 2
+        buf[n] = p
+        n += 1
+
+
+@njit(cache=True, nogil=True)
+def _join(end, state, on_path, path_id, off):
+    """First 8-neighbour of `end` (in _OFFSETS order) that is visited and not on path `path_id`, else -1."""
+    for k in range(8):
+        q = end + off[k]
+        if state[q] == 2 and on_path[q] != path_id:
+            return q
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _trace_kernel(skeleton, di, dj, norm):
+    """(H, W) bool skeleton -> (rows (M,), cols (M,), starts (P + 1,)): path p is rows/cols[starts[p]:starts[p+1]]."""
+    h, w = skeleton.shape
+    pad = w + 2
+    state = np.zeros((h + 2) * pad, dtype=np.int8)  # padded raster: 0 no pixel, 1 unvisited, 2 visited
+    off = di * pad + dj
+    npix = 0
+    for i in range(h):
+        for j in range(w):
+            if skeleton[i, j]:
+                state[(i + 1) * pad + j + 1] = 1
+                npix += 1
+    pix = np.empty(npix, dtype=np.int64)
+    key = np.empty(npix, dtype=np.int64)
+    m = 0
+    for i in range(h):
+        for j in range(w):
+            if skeleton[i, j]:
+                p = (i + 1) * pad + j + 1
+                count = 0
+                for k in range(8):
+                    count += state[p + off[k]] != 0
+                pix[m], key[m] = p, (count * h + i) * w + j  # start order: neighbour count, then (i, j)
+                m += 1
+    pix = pix[np.argsort(key)]
+    on_path = np.full(state.shape[0], -1, dtype=np.int64)
+    fwd, bwd = np.empty(npix, dtype=np.int64), np.empty(npix, dtype=np.int64)
+    tmp = np.empty(npix + 2, dtype=np.int64)
+    out = np.empty(3 * npix, dtype=np.int64)  # every pixel once, plus at most two junction joins per path
+    starts = np.zeros(npix + 1, dtype=np.int64)
+    m, npath = 0, 0
+    for s in pix:
+        if state[s] == 2:
+            continue
+        state[s] = 2
+        nf = _walk(s, state, pad, off, di, dj, norm, fwd)
+        nb = _walk(s, state, pad, off, di, dj, norm, bwd)
+        # path = backward reversed + [start] + forward, with tmp[0] kept free for a join at the front
+        for k in range(nb):
+            tmp[1 + k] = bwd[nb - 1 - k]
+        tmp[1 + nb] = s
+        for k in range(nf):
+            tmp[2 + nb + k] = fwd[k]
+        first, last = 1, 2 + nb + nf  # path = tmp[first:last]
+        for k in range(first, last):
+            on_path[tmp[k]] = npath
+        q = _join(tmp[last - 1], state, on_path, npath, off)
+        if q >= 0:
+            tmp[last] = q
+            on_path[q] = npath
+            last += 1
+        q = _join(tmp[first], state, on_path, npath, off)
+        if q >= 0:
+            first -= 1
+            tmp[first] = q
+            on_path[q] = npath
+        for k in range(first, last):
+            out[m] = tmp[k]
+            m += 1
+        npath += 1
+        starts[npath] = m
+    out = out[:m]
+    return out // pad - 1, out % pad - 1, starts[: npath + 1]
+
+
+def _trace(skeleton: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    skeleton = np.asarray(skeleton)
+    if skeleton.ndim != 2:
+        raise ValueError(f"trace_skeleton: need a 2-D skeleton, got shape {skeleton.shape}")
+    return _trace_kernel(np.ascontiguousarray(skeleton, dtype=np.bool_), _OFF_I, _OFF_J, _OFF_NORM)
 
 
 def trace_skeleton(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
     """Boolean (H, W) one-pixel-wide skeleton -> ordered pixel paths covering it.
 
     Start points are taken in order of their neighbour count (end points first); from each unvisited
+    start the path walks both ways to unvisited 8-neighbours (straightest
+    first at a fork, else 4-neighbours before diagonals), and each
+    end joins a visited neighbour (a junction) so branches stay connected. Linear in the pixel count (numba).
+    """
+    rows, cols, starts = _trace(skeleton)
+    ij = np.stack((rows, cols), axis=1).tolist()
+    return [[tuple(p) for p in ij[a:b]] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
+
+
+@njit(cache=True, nogil=True)
+def _lengths_and_smooth(xy, starts, half_window):
+    """Per path of the (M, 2) points: polyline length (sequential sum) and the moving average of _smooth
+    (the same float operations: a running sum from 0, then (c[k+w+1] - c[k-w]) / (2w + 1))."""
+    npath = starts.shape[0] - 1
+    length = np.zeros(npath)
+    smooth = np.empty_like(xy)
+    c = np.empty((xy.shape[0] + 1, 2))
+    for p in range(npath):
+        a, b = starts[p], starts[p + 1]
+        n = b - a
+        for k in range(a + 1, b):
+            dx, dy = xy[k, 0] - xy[k - 1, 0], xy[k, 1] - xy[k - 1, 1]
+            length[p] += np.sqrt(dx * dx + dy * dy)
+        c[0, 0], c[0, 1] = 0.0, 0.0
+        for k in range(n):
+            for d in range(2):
+                c[k + 1, d] = xy[a + k, d] if k == 0 else c[k, d] + xy[a + k, d]
+        for k in range(n):
+            w = min(min(k, n - 1 - k), half_window)
+            for d in range(2):
+                smooth[a + k, d] = (c[k + w + 1, d] - c[k - w, d]) / (2 * w + 1)
+    return length, smooth
+
+
+def vectorize_mask(prob: np.ndarray, grid: BEVGrid, upsample: int, threshold: float = 0.5,
+                   min_length_m: float = 2.0, simplify_m: float = 0.2) -> list[tuple[np.ndarray, float]]:
+    """(H_r, W_r) probabilities -> [(polyline (N, 2) ego x, y ordered along the line, score), ...].
+
+    All paths at once: tracing, lengths and smoothing in numba, simplification as one shapely call; a path
+    whose length is within rounding of min_length_m is re-measured exactly as vectorize_mask_reference does.
+    """
+    if prob.shape != raster_shape(grid, upsample):
+        raise ValueError(f"vectorize_mask: expected a {raster_shape(grid, upsample)} raster, got {prob.shape}")
+    res = grid.resolution / upsample
+    rows, cols, starts = _trace(skeletonize(prob > threshold))
+    xy = np.stack((grid.x_min + (rows + 0.5) * res, grid.y_min + (cols + 0.5) * res), axis=1)  # (M, 2)
+    length, smooth = _lengths_and_smooth(xy, starts, 2)
+    keep = []
+    for p, (a, b) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist())):
+        if b - a < 2:
+            continue
+        if abs(length[p] - min_length_m) <= 1e-9 * max(1.0, abs(min_length_m)):  # a near tie: the reference's sum
+            length[p] = np.linalg.norm(np.diff(xy[a:b], axis=0), axis=1).sum()
+        if length[p] >= min_length_m:
+            keep.append(p)
+    if not keep:
+        return []
+    keep_a = np.asarray(keep)
+    n = starts[keep_a + 1] - starts[keep_a]
+    sel = np.concatenate([np.arange(starts[p], starts[p + 1]) for p in keep])
+    lines = shapely.simplify(shapely.linestrings(smooth[sel], indices=np.repeat(np.arange(len(keep)), n)),
+                             simplify_m, preserve_topology=False)
+    coords = shapely.get_coordinates(lines)
+    splits = np.cumsum(shapely.get_num_coordinates(lines))[:-1]
+    return [(line, float(prob[rows[starts[p]:starts[p + 1]], cols[starts[p]:starts[p + 1]]].mean()))
+            for p, line in zip(keep, np.split(coords, splits))]
+
+
+def _smooth(xy: np.ndarray, half_window: int = 2) -> np.ndarray:
+    """Moving average along an (N, 2) pixel path (window 2k+1, shrinking at the ends; end points kept):
+    removes the pixel staircase so simplification recovers straight runs."""
+    n = len(xy)
+    k = np.arange(n)
+    w = np.minimum(np.minimum(k, n - 1 - k), half_window)  # (N,) window half-width, 0 at the ends
+    c = np.concatenate((np.zeros((1, 2)), np.cumsum(xy, axis=0)))  # c[m] = sum of xy[:m]
+    return (c[k + w + 1] - c[k - w]) / (2 * w + 1)[:, None]
+
+
+# ---- the previous pure-Python implementation: reference for tests and the benchmark -------------------
+def trace_skeleton_reference(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
+    """trace_skeleton as it was, with Python sets (the reference of the tests and the benchmark).
+
+    Boolean (H, W) one-pixel-wide skeleton -> ordered pixel paths covering it. Start points are taken in order of their neighbour count (end points first); from each unvisited
     start the path walks both ways to unvisited 8-neighbours (straightest
     first at a fork, else 4-neighbours before diagonals), and each
     end joins a visited neighbour (a junction) so branches stay connected. Linear in the pixel count.
@@ -138,25 +337,15 @@ def trace_skeleton(skeleton: np.ndarray) -> list[list[tuple[int, int]]]:
     return paths
 
 
-def _smooth(xy: np.ndarray, half_window: int = 2) -> np.ndarray:
-    """Moving average along an (N, 2) pixel path (window 2k+1, shrinking at the ends; end points kept):
-    removes the pixel staircase so simplification recovers straight runs."""
-    n = len(xy)
-    k = np.arange(n)
-    w = np.minimum(np.minimum(k, n - 1 - k), half_window)  # (N,) window half-width, 0 at the ends
-    c = np.concatenate((np.zeros((1, 2)), np.cumsum(xy, axis=0)))  # c[m] = sum of xy[:m]
-    return (c[k + w + 1] - c[k - w]) / (2 * w + 1)[:, None]
-
-
-def vectorize_mask(prob: np.ndarray, grid: BEVGrid, upsample: int, threshold: float = 0.5,
+def vectorize_mask_reference(prob: np.ndarray, grid: BEVGrid, upsample: int, threshold: float = 0.5,
                    min_length_m: float = 2.0, simplify_m: float = 0.2) -> list[tuple[np.ndarray, float]]:
-    """(H_r, W_r) probabilities -> [(polyline (N, 2) ego x, y ordered along the line, score), ...]."""
+    """vectorize_mask as it was, one path at a time (the reference of the tests and the benchmark)."""
     if prob.shape != raster_shape(grid, upsample):
         raise ValueError(f"vectorize_mask: expected a {raster_shape(grid, upsample)} raster, got {prob.shape}")
     res = grid.resolution / upsample
     skeleton = skeletonize(prob > threshold)
     out = []
-    for path in trace_skeleton(skeleton):
+    for path in trace_skeleton_reference(skeleton):
         ij = np.asarray(path, dtype=np.float64)  # (N, 2)
         xy = np.stack((grid.x_min + (ij[:, 0] + 0.5) * res, grid.y_min + (ij[:, 1] + 0.5) * res), axis=1)
         if len(xy) < 2 or np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() < min_length_m:
