@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 import ray
 
-from runtime.stages import BackboneStage, BevStage, FeaturePacket, TickMeta
+from runtime.messages import CAMERA_CHANNELS
+from runtime.stages import BackboneStage, BevStage, CameraFeatures, FeaturePacket, TickMeta, packet_from_cameras
 
 
 def _node_id() -> str:
@@ -56,12 +57,26 @@ INGEST_END = "__end__"
 _NO_IMAGE = np.zeros((0, 0, 3), np.uint8)  # frame sets leave the ingest actor without pixels: those go by reference
 
 
-class IngestActor:
-    """A live source's camera bus + synchroniser in its own process. Each frame set is checked, its
-    images are `ray.put` once here, and the driver receives (frame set without pixels, images ref)."""
+def _encodable(frame: Any) -> bool:
+    """Worth starting the backbone on (the set's full check comes at emission, check_frame_set)."""
+    img, k = frame.image, np.asarray(frame.intrinsic)
+    return (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+            and min(img.shape[:2]) >= 8 and k.shape == (3, 3) and bool(np.all(np.isfinite(k)))
+            and frame.sensor_to_ego.is_finite())
 
-    def __init__(self, source: Any, sync_cfg: Any, min_cameras: int) -> None:
+
+class IngestActor:
+    """A live source's camera bus + synchroniser in its own process. Each frame set is checked, and
+    the driver receives it without pixels plus references:
+    - with a `backbone` actor (pipeline.live_encode: camera) and a source of raw camera frames, each
+      camera goes to the backbone the moment it arrives, and the set carries the per-camera feature
+      refs: when its last camera lands, only that camera's backbone + the BEV step remain;
+    - otherwise its images are `ray.put` once here (the set goes through the backbone at once)."""
+
+    def __init__(self, source: Any, sync_cfg: Any, min_cameras: int, backbone: Any = None) -> None:
         self.source, self.sync_cfg, self.min_cameras = source, sync_cfg, min_cameras
+        self.backbone = backbone if hasattr(source, "camera_frames") else None
+        self.pending: dict[int, tuple[Any, Any]] = {}  # id(frame) -> (frame, ObjectRef of CameraFeatures)
         self.q: queue.Queue = queue.Queue()
         self.late = [0]
         self._stop = threading.Event()
@@ -79,21 +94,42 @@ class IngestActor:
         from runtime.pipeline import Staged, drop_for, source_frame_sets
         from runtime.validate import check_frame_set
 
+        per_camera = self.backbone is not None
+        hooks = dict(on_frame=self._encode, on_discard=self._discard) if per_camera else {}
         try:
-            for fs in source_frame_sets(self.source, self.sync_cfg, self.late):
+            for fs in source_frame_sets(self.source, self.sync_cfg, self.late, **hooks):
                 if self._stop.is_set():
                     break
                 start = time.time_ns()
+                refs = tuple(self.pending.pop(id(c), (None, None))[1] for c in fs.cameras) if per_camera else ()
                 problem = check_frame_set(fs, self.min_cameras)
                 if problem is not None:
                     self.q.put(drop_for(fs.with_timing(StageTiming("ingest", start, time.time_ns())), *problem))
                     continue
-                ref = ray.put([c.image for c in fs.cameras])  # the only copy of the pixels
                 light = replace(fs, cameras=tuple(replace(c, image=_NO_IMAGE) for c in fs.cameras))
+                if per_camera and all(r is not None for r in refs):
+                    self.q.put(Staged(light.with_timing(StageTiming("ingest", start, time.time_ns())), camera_refs=refs))
+                    continue
+                ref = ray.put([c.image for c in fs.cameras])  # the only copy of the pixels
                 self.q.put(Staged(light.with_timing(StageTiming("ingest", start, time.time_ns())), ref))
         except BaseException as exc:  # noqa: BLE001 - reported to the driver, which raises it
             self.q.put(("__error__", f"{type(exc).__name__}: {exc}"))
         self.q.put(INGEST_END)
+
+    def _encode(self, frame: Any) -> None:
+        """A camera just arrived: start its backbone work now (the image goes to the object store once)."""
+        if frame.channel in CAMERA_CHANNELS and _encodable(frame):
+            ref = self.backbone.encode_camera.remote(frame.image, frame.channel, np.asarray(frame.intrinsic, np.float64),
+                                                     frame.sensor_to_ego.matrix)
+            self.pending[id(frame)] = (frame, ref)  # the frame is kept so its id is not reused
+        # Frames of cycles long gone (should not happen: the synchroniser reports them) are forgotten.
+        horizon = frame.timestamp_us - 2_000_000
+        for key in [k for k, (f, _) in self.pending.items() if f.timestamp_us < horizon]:
+            del self.pending[key]
+
+    def _discard(self, frame: Any) -> None:
+        """A late or rejected frame: its features will not be used."""
+        self.pending.pop(id(frame), None)
 
     def next(self, max_items: int = 16, timeout_s: float = 0.2) -> list:
         """What is ready (waits up to timeout_s for the first item)."""
@@ -144,6 +180,13 @@ class BackboneActor:
     def warmup(self) -> FeaturePacket:
         return self.stage.warmup()
 
+    def encode_camera(self, image: np.ndarray, channel: str, intrinsic: np.ndarray, sensor_to_ego: np.ndarray) -> CameraFeatures:
+        """One camera, as soon as it arrived (per-camera encoding of live streams)."""
+        return self.stage.run_camera(image, channel, intrinsic, sensor_to_ego)
+
+    def warmup_cameras(self) -> int:
+        return len(self.stage.warmup_cameras())
+
 
 class BevActor:
     """BEV encoder + video module + heads; holds the temporal state, checkpointed every N ticks."""
@@ -173,6 +216,10 @@ class BevActor:
     def warmup(self, packet: FeaturePacket) -> None:
         if self.restored_from is None:  # never on a restart: the restored state must stay
             self.stage.warmup(packet)
+
+    def run_cameras(self, meta: TickMeta, *cams: CameraFeatures):
+        """A tick whose cameras were encoded one by one as they arrived (Ray resolved the refs)."""
+        return self.run(packet_from_cameras(cams, meta.channels), meta)
 
     def run(self, packet: FeaturePacket, meta: TickMeta):
         result = self.stage.run(packet, meta)

@@ -56,11 +56,14 @@ class PipelineConfig(_Strict):
     checkpoint_every: int = Field(24, ge=0)  # ticks between temporal-state checkpoints; 0 = never
     seg_stride: int = Field(1, ge=1)  # keep every n-th pixel of the model's seg maps in results
     live_ingest: Literal["actor", "thread"] = "actor"  # where a live source runs and is synchronised
+    # Live sources through the ingest actor: "camera" = each camera goes to the backbone as it arrives
+    # (the BEV step starts once the set's last camera is encoded); "set" = the whole set at once.
+    live_encode: Literal["camera", "set"] = "camera"
 
 
 class SyncConfig(_Strict):
     tolerance_ms: float = Field(20.0, gt=0)  # a camera belongs to a cycle within this of its reference time
-    max_wait_ms: float = Field(40.0, gt=0)  # a cycle is emitted (degraded) when a camera is this late
+    max_wait_ms: float = Field(12.0, gt=0)  # a cycle is emitted (degraded) when a camera is this late past its exposure
 
 
 class NuScenesSourceConfig(_Strict):

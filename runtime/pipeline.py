@@ -4,6 +4,8 @@ for every frame set as exactly one TickResult or one DropRecord.
 - Images are `ray.put` once per tick; the backbone's output goes to the BEV actor as an ObjectRef,
   the BEV result to the sink as an ObjectRef: the driver never fetches features, and never blocks
   in `ray.get` — it awaits the oldest tick or the next frame set, whichever comes first.
+- Live via the ingest actor with `pipeline.live_encode: camera`: the backbone already ran per camera
+  as each arrived; the driver submits only the BEV step, with the per-camera feature refs (Staged).
 - Replay (not live): the source is read only when a slot is free, so a full pipeline blocks the
   source and nothing is lost. Live: frame sets arriving while the pipeline is full wait in a queue
   of `live_queue`; beyond that the oldest waiting one is dropped ('overload').
@@ -14,11 +16,12 @@ for every frame set as exactly one TickResult or one DropRecord.
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
@@ -37,19 +40,86 @@ class _SourceError:
         self.exc = exc
 
 
-def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int]) -> Iterator[FrameSet]:
+class _Timeout:
+    """A wake-up with no frame: time to check the synchroniser's deadlines on the wall clock."""
+
+
+def _frames_with_timeouts(frames: Iterator[Any], seconds: Callable[[], float]) -> Iterator[Any]:
+    """The frames of a blocking iterator, read in a thread; yields `_Timeout` when none came for
+    `seconds()` (re-evaluated each wait). Closing this generator stops the reader between frames."""
+    q: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for item in frames:
+                q.put(item)
+                if stop.is_set():
+                    break
+            q.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
+            q.put(_SourceError(exc))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    reader = threading.Thread(target=read, name="bevstream-camera-bus", daemon=True)
+    reader.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=seconds())
+            except queue.Empty:
+                yield _Timeout
+                continue
+            if item is _END:
+                return
+            if isinstance(item, _SourceError):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+
+
+def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int],
+                      on_frame: Callable[[Any], None] | None = None,
+                      on_discard: Callable[[Any], None] | None = None) -> Iterator[FrameSet]:
     """The frame sets of a source; a live source's raw camera frames go through the synchroniser
-    configured in runtime.yaml (late frames are counted in `late_counter[0]`)."""
+    configured in runtime.yaml (late frames are counted in `late_counter[0]`).
+
+    Live frames carrying an arrival time also wake the synchroniser on the wall clock (SensorClock),
+    so a set missing a camera goes out `sync.max_wait_ms` after that camera's exposure, not when the
+    next frame happens to arrive. `on_frame(frame)` sees every raw frame as it arrives (the ingest
+    actor starts its backbone work there); `on_discard(frame)` every frame that will not be in a set."""
     if getattr(source, "is_live", False) and hasattr(source, "camera_frames"):
         from replay.source import make_synchronizer
+        from runtime.sync import SensorClock
 
         sync = make_synchronizer(source, tolerance_us=int(sync_cfg.tolerance_ms * 1000),
                                  max_wait_us=int(sync_cfg.max_wait_ms * 1000))
-        for frame in source.camera_frames():
-            out = sync.feed(frame)
-            late_counter[0] += len(out.late) + len(out.rejected)
-            yield from out.sets
-        yield from sync.flush().sets
+        clock = SensorClock()
+        frames = _frames_with_timeouts(iter(source.camera_frames()), lambda: clock.seconds_until(sync.next_deadline_us()))
+        try:
+            for frame in frames:
+                if frame is _Timeout:
+                    now = clock.now_us()
+                    if now is None:
+                        continue
+                    out = sync.poll(int(now))
+                else:
+                    clock.observe(frame)
+                    if on_frame is not None:
+                        on_frame(frame)
+                    out = sync.feed(frame)
+                late_counter[0] += len(out.late) + len(out.rejected)
+                if on_discard is not None:
+                    for f in list(out.late) + [f for f, _ in out.rejected]:
+                        on_discard(f)
+                yield from out.sets
+            yield from sync.flush().sets
+        finally:
+            frames.close()
     else:
         yield from source.frame_sets()
 
@@ -114,10 +184,13 @@ class SourceFeeder:
 
 @dataclass
 class Staged:
-    """A frame set whose images are already in the object store (from the ingest actor)."""
+    """A frame set from the ingest actor, its pixels already in the object store: either as one list
+    of images (the set goes through the backbone at once), or as the per-camera backbone outputs the
+    ingest actor started as each camera arrived (`pipeline.live_encode: camera`)."""
 
     fs: FrameSet  # cameras carry no pixels
-    images_ref: Any  # ObjectRef of the list of (H, W, 3) images, CAMERA_CHANNELS order of fs.cameras
+    images_ref: Any = None  # ObjectRef of the list of (H, W, 3) images, CAMERA_CHANNELS order of fs.cameras
+    camera_refs: tuple = ()  # ObjectRefs of stages.CameraFeatures, one per camera of fs.cameras (same order)
 
     @property
     def frame_id(self) -> int:
@@ -169,7 +242,8 @@ class _InFlight:
     meta: TickMeta
     ref: Any  # ObjectRef of the TickResult
     fut: asyncio.Future
-    first_stage: asyncio.Future  # done when the backbone has finished this tick
+    first_stage: asyncio.Future  # done when the first stage this tick queues at is free: the backbone
+    # (set at once), or the BEV actor (per-camera encoding, where the backbone started before submission)
 
 
 def drop_for(fs: FrameSet | TickMeta, reason: str, detail: str, extra: tuple[StageTiming, ...] = ()) -> DropRecord:
@@ -221,18 +295,30 @@ class TickPipeline:
 
     def _submit(self, item: FrameSet | Staged) -> _InFlight:
         start = time.time_ns()
+        if isinstance(item, Staged) and item.camera_refs:
+            # The backbone already runs (or ran) per camera: the BEV actor takes the features by
+            # reference (Ray hands them over once all are ready). Its own end is the slot that frees.
+            meta = self._meta(item.fs, start)
+            result_ref = self.bev.run_cameras.remote(meta, *item.camera_refs)
+            self.submitted += 1
+            fut = asyncio.wrap_future(result_ref.future())
+            return _InFlight(meta, result_ref, fut, fut)
         if isinstance(item, Staged):  # the ingest actor already put the images
             fs, images_ref = item.fs, item.images_ref
         else:
             fs = item
             images_ref = ray.put([c.image for c in fs.cameras])  # once; the backbone gets it by reference
-        meta = TickMeta.from_frame_set(fs)
-        meta = TickMeta(**{**meta.__dict__, "timings": meta.timings + (StageTiming("submit", start, time.time_ns()),)})
+        meta = self._meta(fs, start)
         packet_ref, backbone_done = self.backbone.run.options(num_returns=2).remote(images_ref, meta)
         result_ref = self.bev.run.remote(packet_ref, meta)
         self.submitted += 1
         return _InFlight(meta, result_ref, asyncio.wrap_future(result_ref.future()),
                          asyncio.wrap_future(backbone_done.future()))
+
+    @staticmethod
+    def _meta(fs: FrameSet, submit_start_ns: int) -> TickMeta:
+        meta = TickMeta.from_frame_set(fs)
+        return TickMeta(**{**meta.__dict__, "timings": meta.timings + (StageTiming("submit", submit_start_ns, time.time_ns()),)})
 
     def _finish(self, job: _InFlight) -> TickResult | DropRecord:
         now = time.time_ns()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -90,6 +90,45 @@ class FeaturePacket:
     camera_mask: np.ndarray  # (1, NCAM) bool
     seg: np.ndarray  # (N_present, hs, ws) uint8 labels
     timing: StageTiming
+    camera_timings: tuple[StageTiming, ...] = ()  # per-camera encoding: each camera's 'backbone_camera'
+
+
+@dataclass(frozen=True)
+class CameraFeatures:
+    """Backbone output of one camera (per-camera encoding, as each camera arrives)."""
+
+    channel: str
+    feats: np.ndarray  # (C, h, w) float32
+    intrinsic: np.ndarray  # (3, 3) float32, canonical (rectified)
+    cam_to_ego: np.ndarray  # (4, 4) float32
+    seg: np.ndarray  # (hs, ws) uint8 labels (seg_stride applied)
+    timing: StageTiming  # stage 'backbone_camera'
+
+
+def packet_from_cameras(cams: Sequence[CameraFeatures], channels: Sequence[str]) -> FeaturePacket:
+    """Per-camera backbone outputs of one frame set -> the FeaturePacket BackboneStage.run would give.
+
+    The backbone treats cameras as independent batch items, so this equals encoding them together
+    (up to float rounding of the batched kernels). Its 'backbone' timing is the last camera's
+    encoding, the one on the tick's critical path; every camera's stays as 'backbone_camera'."""
+    if [c.channel for c in cams] != list(channels):
+        raise ValueError(f"camera features {[c.channel for c in cams]} do not match the set's cameras {list(channels)}")
+    if not cams:
+        raise ValueError("a frame set with no camera features")
+    slots = [CAMERA_CHANNELS.index(c) for c in channels]
+    full = np.zeros((1, NCAM) + cams[0].feats.shape, np.float32)  # (1, NCAM, C, h, w)
+    intr = np.tile(np.eye(3, dtype=np.float32), (1, NCAM, 1, 1))  # (1, NCAM, 3, 3)
+    ext = np.tile(np.eye(4, dtype=np.float32), (1, NCAM, 1, 1))  # (1, NCAM, 4, 4)
+    mask = np.zeros((1, NCAM), bool)
+    for slot, cam in zip(slots, cams):
+        full[0, slot] = cam.feats
+        intr[0, slot] = cam.intrinsic
+        ext[0, slot] = cam.cam_to_ego
+        mask[0, slot] = True
+    seg = np.stack([c.seg for c in cams])  # (N_present, hs, ws)
+    last = max(cams, key=lambda c: c.timing.end_ns).timing
+    return FeaturePacket(full, intr, ext, mask, seg, StageTiming("backbone", last.start_ns, last.end_ns),
+                         tuple(c.timing for c in cams))
 
 
 @dataclass(frozen=True)
@@ -152,6 +191,22 @@ class BackboneStage:
         seg = np.ascontiguousarray(np.asarray(seg, np.uint8)[:, :: self.seg_stride, :: self.seg_stride])
         return FeaturePacket(full, intr, ext, mask, seg, StageTiming("backbone", start, time.time_ns()))
 
+    def run_camera(self, image: np.ndarray, channel: str, intrinsic: np.ndarray, sensor_to_ego: np.ndarray) -> CameraFeatures:
+        """One camera as soon as it arrives: (H, W, 3) uint8, (3, 3), (4, 4) -> its features."""
+        start = time.time_ns()
+        x, k, c2e = self.model.preprocess([image], (channel,), np.asarray(intrinsic, np.float64)[None],
+                                          np.asarray(sensor_to_ego, np.float64)[None])  # (1, 1, 3, H, W)
+        feats, seg = self.model.encode(x)  # (1, 1, C, h, w), (1, hs, ws)
+        seg = np.ascontiguousarray(np.asarray(seg, np.uint8)[0, :: self.seg_stride, :: self.seg_stride])
+        return CameraFeatures(channel, np.asarray(feats, np.float32)[0, 0], np.asarray(k, np.float32)[0],
+                              np.asarray(c2e, np.float32)[0], seg, StageTiming("backbone_camera", start, time.time_ns()))
+
+    def warmup_cameras(self, size: tuple[int, int] = (198, 352)) -> list[CameraFeatures]:
+        """Each camera slot once through run_camera (one-image batches plan their own kernels)."""
+        meta = warmup_meta(size)
+        image = np.full(size + (3,), 128, np.uint8)
+        return [self.run_camera(image, ch, meta.intrinsics[i], meta.sensor_to_ego[i]) for i, ch in enumerate(meta.channels)]
+
 
 class BevStage:
     """BEV encoder + video module + heads; owns the temporal state (reset on a new scene)."""
@@ -207,6 +262,6 @@ def make_tick_result(meta: TickMeta, packet: FeaturePacket, dets: DetectionArray
         seg=packet.seg,
         missing=meta.missing,
         new_scene=meta.new_scene,
-        timings=meta.timings + (packet.timing, timing),
+        timings=meta.timings + packet.camera_timings + (packet.timing, timing),
         valid=True,
     )

@@ -54,6 +54,7 @@ class Supervisor:
         self.bev = None
         self.sink = None
         self.ingest = None
+        self._cameras_warm = False
 
     def start(self) -> "Supervisor":
         self.owns_ray = ensure_ray(self.cfg)
@@ -76,8 +77,12 @@ class Supervisor:
 
     def start_ingest(self, source: Any) -> Any:
         """The ingest actor of a live source (the source object is shipped to it; it runs there)."""
+        per_camera = self.cfg.pipeline.live_encode == "camera" and hasattr(source, "camera_frames")
+        if per_camera and not self._cameras_warm:  # one-image batches plan their own kernels: not on live ticks
+            ray.get(self.backbone.warmup_cameras.remote())
+            self._cameras_warm = True
         self.ingest = ray.remote(IngestActor).options(**_options(self.cfg.stages.ingest)).remote(
-            source, self.cfg.sync, self.cfg.pipeline.min_cameras)
+            source, self.cfg.sync, self.cfg.pipeline.min_cameras, self.backbone if per_camera else None)
         return self.ingest
 
     def placement(self) -> dict[str, str]:

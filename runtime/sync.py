@@ -7,8 +7,11 @@ CAM_BACK_LEFT), so a frame's *cycle time* is its timestamp minus its channel's o
 one cycle then share a cycle time within jitter, while cycles are >= 50 ms apart. A frame joins the
 open cycle whose cycle time is nearest, within `tolerance_us`. A cycle is emitted:
 - as soon as all channels are present (and with it every older open cycle, degraded);
-- or when its deadline passes: `now_us` >= last expected exposure + `max_wait_us`, where `now_us` is
-  given by the caller or else the newest sensor timestamp seen (never waits forever);
+- or when its deadline passes: `now_us` >= the latest expected exposure among its *missing* channels
+  + `max_wait_us`, where `now_us` is given by the caller (a live ingest passes its wall clock mapped
+  onto the sensor clock, see `SensorClock`) or else the newest sensor timestamp seen (never waits
+  forever). Each missing camera gets `max_wait_us` beyond its own exposure: a set missing only an
+  early camera goes as soon as the later ones are in, not after the last camera's wait;
 - or at `flush()` (end of stream) and at a scene change or time jump.
 A frame whose cycle was already emitted comes back in `late`; a second frame of a channel in the
 same cycle or a frame with a non-finite pose comes back in `rejected` with the reason. A new scene
@@ -86,7 +89,7 @@ class CameraSynchronizer:
         """
         channels: the cameras a complete set holds. period_us: the camera cycle.
         tolerance_us: how far a frame's cycle time may be from its cycle's (default period/4).
-        max_wait_us: how long after a cycle's last expected exposure to wait for missing cameras
+        max_wait_us: how long after each missing camera's expected exposure to wait for it
             (default period/2). offsets_us: each channel's firing offset within the cycle (default 0,
             a hardware-triggered rig); sources publish theirs as `channel_offsets_us`.
         max_gap_s: a forward or backward jump in cycle time larger than this starts a new scene.
@@ -178,9 +181,13 @@ class CameraSynchronizer:
         now = self._newest_ts if now_us is None else now_us
         if now is None:
             return out
-        while self._open and self._open[0].anchor_us + self._last_offset + self.max_wait_us <= now:
+        while self._open and self._deadline_us(self._open[0]) <= now:
             out.sets.append(self._emit(self._open.pop(0)))
         return out
+
+    def next_deadline_us(self) -> float | None:
+        """Sensor time at which the oldest open cycle will be emitted without more frames (None: none open)."""
+        return self._deadline_us(self._open[0]) if self._open else None
 
     def flush(self) -> SyncResult:
         """Emit every open cycle (end of stream)."""
@@ -190,6 +197,11 @@ class CameraSynchronizer:
         return out
 
     # -- internals ----------------------------------------------------------------------------
+    def _deadline_us(self, cycle: _Cycle) -> float:
+        """The latest expected exposure among the cycle's missing channels + max_wait."""
+        last = max((self.offsets_us[c] for c in self.channels if c not in cycle.frames), default=self._last_offset)
+        return cycle.anchor_us + last + self.max_wait_us
+
     def _nearest_open(self, ct: float) -> _Cycle | None:
         best = min(self._open, key=lambda c: abs(c.anchor_us - ct), default=None)
         if best is None or abs(best.anchor_us - ct) > self.tolerance_us:
@@ -244,6 +256,36 @@ class CameraSynchronizer:
         else:
             self.stats.complete += 1
         return fs
+
+
+class SensorClock:
+    """Maps the wall clock onto a live source's sensor clock, so cycle deadlines pass on time even when
+    no further frame arrives (a dropped last camera would otherwise wait for the next cycle's first frame).
+
+    The offset is the smallest (arrival - timestamp) seen: a frame cannot arrive before its exposure,
+    so this is the bus's best-case delay. Frames without `arrival_ns` leave the clock unknown."""
+
+    def __init__(self) -> None:
+        self.offset_us: float | None = None
+
+    def observe(self, frame: CameraFrame) -> None:
+        if frame.arrival_ns is None:
+            return
+        lag = frame.arrival_ns / 1e3 - frame.timestamp_us
+        self.offset_us = lag if self.offset_us is None else min(self.offset_us, lag)
+
+    def now_us(self, wall_ns: int | None = None) -> float | None:
+        """The sensor time now (None until a frame with an arrival time was seen)."""
+        if self.offset_us is None:
+            return None
+        return (time.time_ns() if wall_ns is None else wall_ns) / 1e3 - self.offset_us
+
+    def seconds_until(self, sensor_us: float | None, cap_s: float = 0.2) -> float:
+        """Wall seconds until `sensor_us` (>= 0, at most cap_s; cap_s when unknown)."""
+        now = self.now_us()
+        if sensor_us is None or now is None:
+            return cap_s
+        return min(max((sensor_us - now) / 1e6, 0.0), cap_s)
 
 
 def synchronize(frames: Iterable[CameraFrame], sync: CameraSynchronizer) -> Iterator[FrameSet]:

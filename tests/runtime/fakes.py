@@ -118,3 +118,44 @@ class LiveFakeSource:
 
     def describe(self) -> dict:
         return {"kind": "live-fake", "n": self.n, "rate_hz": self.rate_hz}
+
+
+class LiveCameraSource:
+    """Live raw camera frames on the wall clock: each cycle's cameras fire `offset_us` apart and
+    arrive at their exposure time (arrival_ns set), as the simulated vehicle's bus does.
+    `drop` maps cycle -> channels that never arrive; `pause_after` cycle -> seconds of silence."""
+
+    is_live = True
+    period_us = 83_333
+
+    def __init__(self, n: int, drop: dict[int, tuple[str, ...]] | None = None, offset_us: int = 6_000,
+                 size=(24, 40), pause_after: dict[int, float] | None = None):
+        self.n, self.drop, self.size = n, drop or {}, size
+        self.pause_after = pause_after or {}
+        self.channel_offsets_us = {c: offset_us * i for i, c in enumerate(CAMERA_CHANNELS)}
+        self.started_cycles: list[int] = []
+
+    def camera_frames(self):
+        from dataclasses import replace
+
+        t0 = time.time() + 0.05
+        for i in range(self.n):
+            self.started_cycles.append(i)
+            fs = make_frame_set(i, size=self.size, new_scene=(i == 0))
+            for c in fs.cameras:
+                due = t0 + (i * self.period_us + self.channel_offsets_us[c.channel]) / 1e6
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                if c.channel in self.drop.get(i, ()):
+                    continue
+                yield replace(c, timestamp_us=int(due * 1e6), arrival_ns=time.time_ns())
+            if i in self.pause_after:
+                time.sleep(self.pause_after[i])
+                t0 += self.pause_after[i]
+
+    def frame_sets(self):  # pragma: no cover - the runtime synchronises raw frames itself
+        raise AssertionError("a live source's raw frames are synchronised by the runtime")
+
+    def describe(self) -> dict:
+        return {"kind": "live-cameras", "n": self.n}

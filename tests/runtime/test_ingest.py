@@ -7,7 +7,7 @@ from dataclasses import replace
 from runtime.config import SyncConfig
 from runtime.messages import CAMERA_CHANNELS
 from runtime.pipeline import source_frame_sets
-from tests.runtime.fakes import make_frame_set
+from tests.runtime.fakes import LiveCameraSource, make_frame_set
 
 
 class _LiveFrames:
@@ -38,3 +38,19 @@ def test_live_frames_are_synchronised_with_the_configured_tolerance():
     assert sets[2].missing == ("CAM_BACK",) and len(sets[2].cameras) == 5
     assert sets[0].new_scene and not any(s.new_scene for s in sets[1:])
     assert [s.frame_id for s in sets] == sorted(s.frame_id for s in sets) and late == [0]
+
+
+def test_a_set_missing_its_last_camera_goes_out_on_the_wall_clock_not_with_the_next_frame():
+    """The bus goes quiet for 0.4 s after a cycle whose last camera was lost: the degraded set must
+    not wait for the next frame (it leaves max_wait after the lost camera's exposure)."""
+    src = LiveCameraSource(3, drop={0: ("CAM_BACK_LEFT",)}, pause_after={0: 0.4})
+    seen, discarded, started_at_emit = [], [], []
+    sets = []
+    for fs in source_frame_sets(src, SyncConfig(tolerance_ms=20, max_wait_ms=12), [0],
+                                on_frame=seen.append, on_discard=discarded.append):
+        sets.append(fs)
+        started_at_emit.append(list(src.started_cycles))
+    assert [s.frame_id for s in sets] == [0, 1, 2]
+    assert sets[0].missing == ("CAM_BACK_LEFT",) and not sets[1].degraded and not sets[2].degraded
+    assert started_at_emit[0] == [0], "the degraded set waited for the next cycle's frames"
+    assert len(seen) == 17 and discarded == []  # every delivered frame seen once, none late

@@ -50,3 +50,21 @@ def test_checkpoint_restore_reproduces_the_next_tick(adapter):
     fresh = BevStage(adapter)
     fresh.run(*packets[3])
     assert fresh.checkpoint() != a.checkpoint()  # the state carries history: the test can fail
+
+
+def test_per_camera_encoding_equals_the_batched_backbone(adapter):
+    """Cameras are independent batch items of the backbone (eval mode): encoding each on its own as
+    it arrives gives the features and labels of encoding the set at once (up to float rounding)."""
+    from runtime.stages import packet_from_cameras
+
+    bb = BackboneStage(adapter)
+    fs = make_frame_set(0, size=(90, 160), missing=("CAM_FRONT_RIGHT",))
+    meta = TickMeta.from_frame_set(fs)
+    whole = bb.run([c.image for c in fs.cameras], meta)
+    cams = [bb.run_camera(c.image, c.channel, c.intrinsic, c.sensor_to_ego.matrix) for c in fs.cameras]
+    packet = packet_from_cameras(cams, meta.channels)
+    np.testing.assert_allclose(packet.feats, whole.feats, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(packet.intrinsics, whole.intrinsics, rtol=1e-6)
+    np.testing.assert_allclose(packet.cam_to_ego, whole.cam_to_ego, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(packet.camera_mask, whole.camera_mask)
+    assert (packet.seg == whole.seg).mean() > 0.999

@@ -12,7 +12,7 @@ from runtime.api import Runtime
 from runtime.messages import Pose
 from runtime.results import DropRecord, TickResult
 from tests.runtime.conftest import small_config
-from tests.runtime.fakes import CountingModel, ListSource, LiveFakeSource, make_frame_set
+from tests.runtime.fakes import CountingModel, ListSource, LiveCameraSource, LiveFakeSource, make_frame_set
 
 
 def _account(records, frame_ids):
@@ -121,3 +121,24 @@ async def test_async_stream_api(ray_session, counting_factory):
         rt.close()
     assert [r.frame_id for r in out] == list(range(5))
     assert all(isinstance(r, TickResult) and r.valid for r in out)
+
+
+def test_live_per_camera_encoding_gives_the_set_at_once_results(ray_session, counting_factory):
+    """pipeline.live_encode 'camera' (backbone per camera as it arrives) against 'set': the same
+    records for the same frames, a degraded set included, and each camera's backbone timing kept."""
+    drop = {3: ("CAM_BACK",), 5: ("CAM_BACK_LEFT",)}
+    out = {}
+    for mode in ("camera", "set"):
+        with Runtime(small_config(live_encode=mode, max_in_flight=2, live_queue=4), model_factory=counting_factory) as rt:
+            out[mode] = list(rt.iterate(LiveCameraSource(8, drop=drop)))
+        _account(out[mode], range(8))
+        assert all(isinstance(r, TickResult) for r in out[mode]), [getattr(r, "detail", "") for r in out[mode]]
+    cam, whole = out["camera"], out["set"]
+    for a, b in zip(cam, whole):
+        assert a.frame_id == b.frame_id and a.missing == b.missing and a.seg_channels == b.seg_channels
+        np.testing.assert_array_equal(a.detections_ego.boxes, b.detections_ego.boxes)
+        np.testing.assert_array_equal(a.seg, b.seg)
+        per_cam = [t for t in a.timings if t.stage == "backbone_camera"]
+        assert len(per_cam) == len(a.seg_channels)
+        assert not any(t.stage == "backbone_camera" for t in b.timings)
+    assert cam[3].missing == ("CAM_BACK",) and cam[5].missing == ("CAM_BACK_LEFT",)

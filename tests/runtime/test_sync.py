@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from pyquaternion import Quaternion
 
 from runtime.messages import CAMERA_CHANNELS, CameraFrame, Pose
-from runtime.sync import CameraSynchronizer, cluster_cycles, synchronize
+from runtime.sync import CameraSynchronizer, SensorClock, cluster_cycles, synchronize
 
 PERIOD = 83_333
 T0 = 1_535_639_716_000_000
@@ -103,6 +104,37 @@ def test_deadline_emits_without_later_frames_and_never_waits_forever():
     feed_all(sync, [frame("CAM_BACK", 1)])
     (s2,) = sync.flush().sets
     assert s2.channels == ("CAM_BACK",) and s2.frame_id == 1
+
+
+def test_each_missing_camera_is_waited_for_from_its_own_exposure():
+    """A set missing only an early camera goes out when the later ones are in (its wait is over);
+    a set missing the last camera waits max_wait past that camera's exposure, no longer."""
+    sync = CameraSynchronizer(offsets_us=OFFSETS, max_wait_us=12_000)
+    no_first = [f for f in cycle_frames(0) if f.channel != "CAM_FRONT_LEFT"]
+    sets, _, _ = feed_all(sync, no_first[:-1])
+    assert sets == []  # CAM_BACK_LEFT (last) not in yet: its wait is not over
+    assert sync.next_deadline_us() == T0 + OFFSETS["CAM_BACK_LEFT"] + 12_000
+    (s,) = sync.feed(no_first[-1]).sets  # the last camera arrives: CAM_FRONT_LEFT's wait ended long ago
+    assert s.missing == ("CAM_FRONT_LEFT",) and sync.next_deadline_us() is None
+    no_last = [f for f in cycle_frames(1) if f.channel != "CAM_BACK_LEFT"]
+    assert feed_all(sync, no_last)[0] == []
+    due = T0 + PERIOD + OFFSETS["CAM_BACK_LEFT"] + 12_000
+    assert sync.next_deadline_us() == due
+    assert sync.poll(now_us=due - 1).sets == []
+    (s,) = sync.poll(now_us=due).sets
+    assert s.missing == ("CAM_BACK_LEFT",) and s.frame_id == 1
+
+
+def test_sensor_clock_maps_the_wall_clock_by_the_smallest_bus_delay():
+    clock = SensorClock()
+    assert clock.now_us(5) is None and clock.seconds_until(T0) == 0.2  # nothing seen: wait the cap
+    wall0 = 2_000_000_000_000_000_000  # ns
+    for lag_us, ts in [(5_000, T0), (2_000, T0 + 10_000), (7_000, T0 + 20_000)]:
+        f = replace(frame("CAM_FRONT", 0), timestamp_us=ts, arrival_ns=wall0 + (ts - T0 + lag_us) * 1000)
+        clock.observe(f)
+    clock.observe(frame("CAM_BACK", 0))  # no arrival time: ignored
+    assert clock.offset_us == pytest.approx(wall0 / 1e3 - T0 + 2_000)
+    assert clock.now_us(wall0 + 52_000_000) == pytest.approx(T0 + 50_000)
 
 
 def test_late_frame_is_reported_after_its_set_was_emitted():
