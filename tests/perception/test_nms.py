@@ -1,11 +1,15 @@
-"""Per-class rotated-BEV NMS equals a brute-force greedy NMS written with Python loops and shapely."""
+"""Per-class rotated-BEV NMS equals a brute-force greedy NMS written with Python loops and shapely (exact IoU of
+every pair), and equals the previous dense torch implementation (batched_nms_bev_reference), decode included."""
 import math
 
+import pytest
 import torch
 from shapely.geometry import Polygon
 
 from perception.boxes import bev_corners
-from perception.nms import batched_nms_bev, nms_bev
+from perception.detection import DetectionHead, DetectionHeadConfig
+from perception.grid import BEVGrid
+from perception.nms import batched_nms_bev, batched_nms_bev_reference, nms_bev, nms_bev_reference
 
 
 def _iou(a, b) -> float:
@@ -14,6 +18,8 @@ def _iou(a, b) -> float:
 
 
 def brute_force_nms(boxes, scores, labels, thr):
+    """Per class: rank by (-score, index), keep a box unless its IoU with a kept one is > thr; then all kept
+    boxes by (-score, label, index)."""
     keep = []
     for c in sorted(set(labels.tolist())):
         idx = [i for i in range(len(scores)) if labels[i].item() == c]
@@ -23,33 +29,92 @@ def brute_force_nms(boxes, scores, labels, thr):
             if all(_iou(boxes[i], boxes[k]) <= thr for k in kept_c):
                 kept_c.append(i)
         keep += kept_c
-    return sorted(keep, key=lambda i: (-scores[i].item(), i))
+    return sorted(keep, key=lambda i: (-scores[i].item(), labels[i].item(), i))
 
 
-def _random(n, seed):
+def _random(n, seed, extent=12.0, classes=3, score_levels=None, dtype=torch.float64):
+    """n boxes in an extent x extent square (dense: many overlap), any yaw; scores rounded to `score_levels`
+    values when given (many ties)."""
     g = torch.Generator().manual_seed(seed)
-    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * 12
+    xy = torch.rand(n, 2, generator=g, dtype=torch.float64) * extent
     z = torch.zeros(n, 1, dtype=torch.float64)
     whl = torch.rand(n, 3, generator=g, dtype=torch.float64) * 3 + 0.5
     yaw = (torch.rand(n, 1, generator=g, dtype=torch.float64) - 0.5) * 2 * math.pi
     v = torch.zeros(n, 2, dtype=torch.float64)
-    boxes = torch.cat((xy, z, whl, yaw, v), 1)
-    return boxes, torch.rand(n, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+    boxes = torch.cat((xy, z, whl, yaw, v), 1).to(dtype)
+    scores = torch.rand(n, generator=g, dtype=torch.float64)
+    if score_levels:
+        scores = torch.floor(scores * score_levels) / score_levels
+    return boxes, scores.to(dtype), torch.randint(0, classes, (n,), generator=g)
 
 
-def test_batched_nms_equals_brute_force():
-    for seed, thr in ((0, 0.2), (1, 0.1), (2, 0.5)):
-        boxes, scores, labels = _random(80, seed)
-        got = batched_nms_bev(boxes, scores, labels, thr).tolist()
+@pytest.mark.parametrize("seed,thr,classes,levels", [
+    (0, 0.2, 3, None), (1, 0.1, 3, None), (2, 0.5, 3, None),
+    (3, 0.2, 1, None),  # single class
+    (4, 0.2, 4, 3),  # identical scores, within and across classes
+    (5, 0.0, 2, None),  # any overlap suppresses
+])
+def test_batched_nms_equals_brute_force(seed, thr, classes, levels):
+    boxes, scores, labels = _random(80, seed, classes=classes, score_levels=levels)
+    got = batched_nms_bev(boxes, scores, labels, thr).tolist()
+    assert got == brute_force_nms(boxes, scores, labels, thr)
+    assert 0 < len(got) < 80  # something was suppressed, something kept
+    assert got == batched_nms_bev_reference(boxes, scores, labels, thr).tolist()
+    for k in (0, 1, 5, len(got), 500):  # max_keep stops early with the same first boxes
+        assert batched_nms_bev(boxes, scores, labels, thr, max_keep=k).tolist() == got[:k]
+
+
+def test_touching_nested_and_identical_boxes():
+    # yaw 0.3 everywhere: b shares a's long edge, c touches a at a corner only, d lies inside e, f duplicates e
+    yaw = 0.3
+    c, s = math.cos(yaw), math.sin(yaw)
+
+    def box(u, v, w, l):  # centre at (u, v) in the rotated frame
+        return [u * c - v * s, u * s + v * c, 0.0, w, l, 1.5, yaw, 0.0, 0.0]
+
+    boxes = torch.tensor([box(0, 0, 2, 4), box(0, 2, 2, 4), box(4, 2, 2, 4), box(20, 0, 1, 1), box(20, 0, 2, 4),
+                          box(20, 0, 2, 4)], dtype=torch.float64)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.95, 0.6, 0.6], dtype=torch.float64)
+    labels = torch.zeros(6, dtype=torch.int64)
+    for thr in (1e-6, 0.1, 0.2, 0.9):
         ref = brute_force_nms(boxes, scores, labels, thr)
-        assert got == ref
-        assert 0 < len(got) < 80  # something was suppressed, something kept
+        assert batched_nms_bev(boxes, scores, labels, thr).tolist() == ref
+        assert batched_nms_bev_reference(boxes, scores, labels, thr).tolist() == ref
+    # touching boxes never suppress each other; the nested 1x1 box (IoU 1/8) suppresses e at 0.1, not at 0.2;
+    # the duplicate f (same score, higher index) always goes to e unless e itself was suppressed
+    assert batched_nms_bev(boxes, scores, labels, 1e-6).tolist() == [3, 0, 1, 2]
+    assert batched_nms_bev(boxes, scores, labels, 0.2).tolist() == [3, 0, 1, 2, 4]
+
+
+def test_float32_model_boxes_equal_the_previous_implementation():
+    """Dense clusters of float32 boxes, as the detection head produces them, ten classes."""
+    for seed in range(4):
+        boxes, scores, labels = _random(600, 10 + seed, extent=30.0, classes=10, score_levels=50, dtype=torch.float32)
+        boxes[:, :2] -= 15.0
+        got = batched_nms_bev(boxes, scores, labels, 0.2)
+        assert torch.equal(got, batched_nms_bev_reference(boxes, scores, labels, 0.2))
+        assert 50 < len(got) < 600
+
+
+def test_decode_equals_decode_with_the_previous_nms():
+    torch.manual_seed(0)
+    grid = BEVGrid(x_min=-25.6, x_max=25.6, y_min=-25.6, y_max=25.6, resolution=1.6)
+    head = DetectionHead(8, grid, DetectionHeadConfig(score_threshold=0.05, nms_pre=1000, max_detections=100)).eval()
+    preds = {"cls_logits": torch.randn(2, head.anchors.shape[0], head.num_classes) - 2.0,
+             "box_deltas": torch.randn(2, head.anchors.shape[0], 10) * 0.5}
+    for fast, ref in zip(head.decode(preds), head.decode(preds, nms=batched_nms_bev_reference)):
+        assert len(fast) == 100  # the max_detections limit is reached: the early stop is exercised
+        assert torch.equal(fast.boxes, ref.boxes) and torch.equal(fast.scores, ref.scores) and torch.equal(fast.labels, ref.labels)
 
 
 def test_nms_keeps_one_of_duplicates_but_not_across_classes():
     box = torch.tensor([[0.0, 0, 0, 2, 4, 1.5, 0.2, 0, 0]])
     boxes = torch.cat((box, box, box))
     scores = torch.tensor([0.5, 0.9, 0.7])
-    assert nms_bev(boxes, scores, 0.2).tolist() == [1]
+    assert nms_bev(boxes, scores, 0.2).tolist() == [1] == nms_bev_reference(boxes, scores, 0.2).tolist()
     assert batched_nms_bev(boxes, scores, torch.tensor([0, 0, 1]), 0.2).tolist() == [1, 2]
     assert batched_nms_bev(boxes[:0], scores[:0], torch.zeros(0, dtype=torch.int64), 0.2).numel() == 0
+    with pytest.raises(ValueError, match="labels"):
+        batched_nms_bev(boxes, scores, torch.zeros(2, dtype=torch.int64), 0.2)
+    with pytest.raises(ValueError, match=">=7"):
+        nms_bev(boxes[:, :6], scores, 0.2)

@@ -8,7 +8,7 @@ from pyquaternion import Quaternion
 from perception.classes import ROAD_CLASSES
 from perception.grid import BEVGrid
 from perception.road import (RoadHead, RoadHeadConfig, polylines_to_global, rasterize_polylines, rasterize_road,
-                             trace_skeleton, vectorize_mask)
+                             trace_skeleton, trace_skeleton_reference, vectorize_mask, vectorize_mask_reference)
 from runtime.messages import Pose
 
 GRID = BEVGrid()
@@ -122,6 +122,48 @@ def test_trace_skeleton_junction_and_loop():
     ring[10, 10:20] = ring[20, 10:20] = ring[10:21, 10] = ring[10:21, 19] = True
     paths = trace_skeleton(ring)
     assert len(paths) == 1 and len(paths[0]) == ring.sum() and _contiguous(paths[0])
+
+
+def _random_masks(n, seed):
+    """Probability rasters (128 x 128) with branching, touching and looping line networks: smoothed noise, and
+    rasterised random polylines (crossings and junctions)."""
+    from scipy.ndimage import uniform_filter
+
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        if k % 2:
+            prob = uniform_filter(rng.random((128, 128)), size=int(rng.integers(2, 6)))
+            yield prob.astype(np.float32), float(np.quantile(prob, rng.uniform(0.6, 0.95)))
+        else:
+            lines = [rng.uniform(-50, 50, (int(rng.integers(2, 6)), 2)) for _ in range(int(rng.integers(1, 8)))]
+            prob = rasterize_polylines(lines, GRID, 2, float(rng.uniform(0.5, 3.0))) * rng.uniform(0.6, 1.0, (128, 128))
+            yield prob.astype(np.float32), 0.5
+
+
+def _same_lines(got, ref) -> bool:
+    return len(got) == len(ref) and all(a.dtype == b.dtype and np.array_equal(a, b) and s == t
+                                        for (a, s), (b, t) in zip(got, ref))
+
+
+def test_trace_and_vectorize_equal_the_previous_implementation():
+    """Bit-identical paths and polylines (vertices and scores) to the pure-Python versions; min_length_m 0.8 is one
+    straight pixel step at 0.8 m pixels: those exact ties take the re-measuring branch."""
+    from skimage.morphology import skeletonize
+
+    count = 0
+    for k, (prob, thr) in enumerate(_random_masks(24, 0)):
+        sk = skeletonize(prob > thr)
+        assert trace_skeleton(sk) == trace_skeleton_reference(sk)
+        min_len = (0.0, 0.8, 2.0, 5.0)[k % 4]
+        got = vectorize_mask(prob, GRID, 2, thr, min_len, 0.2)
+        assert _same_lines(got, vectorize_mask_reference(prob, GRID, 2, thr, min_len, 0.2))
+        count += len(got)
+    assert count > 100
+    for sk in (np.zeros((5, 7), dtype=bool), np.ones((1, 1), dtype=bool), np.ones((3, 3), dtype=bool)):
+        assert trace_skeleton(sk) == trace_skeleton_reference(sk)
+    assert vectorize_mask(np.zeros((128, 128), np.float32), GRID, 2) == []
+    with pytest.raises(ValueError, match="2-D"):
+        trace_skeleton(np.zeros(4, dtype=bool))
 
 
 def test_overfit_road_head_recovers_polylines():
