@@ -22,7 +22,7 @@ from perception.boxes import BOX_DIM, CODE_SIZE, axis_aligned_iou, decode_boxes,
 from perception.classes import DETECTION_NAMES
 from perception.grid import BEVGrid
 from perception.losses import sigmoid_focal_loss, smooth_l1_loss
-from perception.nms import batched_nms_bev
+from perception.nms import batched_nms_bev, best_class
 from perception.structures import Detections
 
 
@@ -197,7 +197,7 @@ class DetectionHead(nn.Module):
         cfg = self.config
         out = []
         for cls_logits, deltas in zip(preds["cls_logits"], preds["box_deltas"]):  # (NA, C), (NA, CODE)
-            scores, labels = torch.sigmoid(cls_logits).max(dim=-1)  # (NA,)
+            scores, labels = best_class(torch.sigmoid(cls_logits))  # (NA,), = .max(dim=-1)
             idx = torch.nonzero(scores >= cfg.score_threshold).flatten()
             if idx.numel() > cfg.nms_pre:
                 idx = idx[scores[idx].topk(cfg.nms_pre).indices]

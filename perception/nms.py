@@ -32,6 +32,35 @@ def rank_order(scores: Tensor, labels: Tensor) -> Tensor:
 
 
 @njit(cache=True, nogil=True)
+def _row_max(probs, scores, labels):
+    """Row-wise max and first argmax of a (N, C) float array; returns False at a NaN (torch's rules then apply)."""
+    for i in range(probs.shape[0]):
+        best, arg = probs[i, 0], 0
+        for c in range(probs.shape[1]):
+            v = probs[i, c]
+            if v != v:
+                return False
+            if v > best:
+                best, arg = v, c
+        scores[i], labels[i] = best, arg
+    return True
+
+
+def best_class(probs: Tensor) -> tuple[Tensor, Tensor]:
+    """(N, C) class scores -> (N,) best score and (N,) int64 class: exactly probs.max(dim=-1) (first index among
+    equal scores), in one numba pass on CPU (torch's reduction over a short last dimension is slow)."""
+    if probs.dim() != 2 or probs.shape[1] == 0:
+        raise ValueError(f"best_class: need (N, C >= 1) scores, got {tuple(probs.shape)}")
+    if probs.device.type != "cpu" or probs.dtype not in (torch.float32, torch.float64) or probs.requires_grad:
+        return probs.max(dim=-1)
+    p = probs.contiguous().numpy()
+    scores, labels = np.empty(p.shape[0], dtype=p.dtype), np.empty(p.shape[0], dtype=np.int64)
+    if not _row_max(p, scores, labels):
+        return probs.max(dim=-1)
+    return torch.from_numpy(scores), torch.from_numpy(labels)
+
+
+@njit(cache=True, nogil=True)
 def _clip_area(px, py, n, qx, qy, tx, ty):
     """Area of the convex polygon (px, py)[:n] clipped by the CCW quadrilateral (qx, qy) (Sutherland-Hodgman).
 
@@ -65,11 +94,22 @@ def _clip_area(px, py, n, qx, qy, tx, ty):
 
 @njit(cache=True, nogil=True)
 def _greedy_nms(labels, cx, cy, radius, ox, oy, area, thr, max_keep):
-    """Greedy NMS over boxes already in rank order -> positions kept, in order.
+    """Greedy NMS over boxes already in rank order -> positions kept, in order. A kept box scans only the later
+    boxes of its class (positions grouped by class once, rank order kept within each class).
 
     labels (N,) int64; cx, cy, radius, area (N,) float64; ox, oy (N, 4) float64 CCW corner offsets from the centre.
     """
     n = labels.shape[0]
+    grouped = np.argsort(labels, kind="mergesort")  # positions by class, rank order within a class
+    slot = np.empty(n, dtype=np.int64)  # where each position stands in `grouped`
+    group_end = np.empty(n, dtype=np.int64)  # end in `grouped` of the position's class
+    for g in range(n):
+        slot[grouped[g]] = g
+    end = n
+    for g in range(n - 1, -1, -1):
+        if g < n - 1 and labels[grouped[g]] != labels[grouped[g + 1]]:
+            end = g + 1
+        group_end[grouped[g]] = end
     suppressed = np.zeros(n, dtype=np.bool_)
     keep = np.empty(n, dtype=np.int64)
     px, py = np.empty(64), np.empty(64)  # each clip at most doubles the vertex count: 4 -> 64
@@ -83,8 +123,9 @@ def _greedy_nms(labels, cx, cy, radius, ox, oy, area, thr, max_keep):
         nk += 1
         if nk >= max_keep:
             break
-        for j in range(i + 1, n):
-            if suppressed[j] or labels[j] != labels[i]:
+        for g in range(slot[i] + 1, group_end[i]):  # the later boxes of i's class
+            j = grouped[g]
+            if suppressed[j]:
                 continue
             dx, dy = cx[j] - cx[i], cy[j] - cy[i]
             r = radius[i] + radius[j]

@@ -9,7 +9,7 @@ from shapely.geometry import Polygon
 from perception.boxes import bev_corners
 from perception.detection import DetectionHead, DetectionHeadConfig
 from perception.grid import BEVGrid
-from perception.nms import batched_nms_bev, batched_nms_bev_reference, nms_bev, nms_bev_reference
+from perception.nms import batched_nms_bev, batched_nms_bev_reference, best_class, nms_bev, nms_bev_reference
 
 
 def _iou(a, b) -> float:
@@ -118,3 +118,20 @@ def test_nms_keeps_one_of_duplicates_but_not_across_classes():
         batched_nms_bev(boxes, scores, torch.zeros(2, dtype=torch.int64), 0.2)
     with pytest.raises(ValueError, match=">=7"):
         nms_bev(boxes[:, :6], scores, 0.2)
+
+
+def test_best_class_is_torch_max():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.sigmoid(torch.randn(5000, 10, generator=g) * 3)
+    probs[::7, 3] = probs[::7, 8] = 0.999  # equal best scores: the first class wins, as in torch.max
+    probs[::11] = 0.5  # a row of one value
+    for p in (probs, probs.double()):
+        s, lab = best_class(p)
+        ref_s, ref_lab = p.max(dim=-1)
+        assert torch.equal(s, ref_s) and torch.equal(lab, ref_lab) and s.dtype == p.dtype
+    probs[17, 4] = float("nan")  # torch's NaN rules
+    s, lab = best_class(probs)
+    ref_s, ref_lab = probs.max(dim=-1)
+    assert torch.equal(s.nan_to_num(-1.0), ref_s.nan_to_num(-1.0)) and torch.equal(lab, ref_lab)
+    with pytest.raises(ValueError, match="best_class"):
+        best_class(probs[:, :0])
