@@ -5,7 +5,10 @@
     python bench/runtime.py --source sim   # simulated vehicle frames (352x198), preloaded
 
 Baseline (same run, same process start): one process, one tick after another: load the frame set,
-rectify, `BEVStreamModel.forward`, `postprocess`, boxes to global (torch threads = all cores).
+rectify, `BEVStreamModel.forward`, `postprocess` (seg labels at the model's seg resolution, as the
+runtime returns them), boxes and road lines to global (torch threads: the better of 1 and all cores
+in each repeat). Loop and runtime runs alternate, order swapped every repeat; medians over repeats.
+CPU per tick: the loop's process; the runtime's actors + driver.
 Runtime: the default runtime.yaml pipeline (backbone actor + BEV actor, 1 CPU / 1 torch thread
 each, `max_in_flight` 2) on the same frames from the same source, with the same weights (a seeded
 random-init checkpoint written once and loaded by both, or the configured/shipped weights).
@@ -53,13 +56,14 @@ def offline_loop(factory, make_iter, warmup: int, threads: int) -> dict:
     from perception.model import inputs_from_numpy
     from perception.rectify import Rectifier
     from runtime.messages import CAMERA_CHANNELS
-    from runtime.results import DetectionArrays
+    from runtime.results import DetectionArrays, Polyline
 
     torch.set_num_threads(threads)
     model = factory.build_torch_model()
     rect = Rectifier(model.config.rectify)
     state = model.initial_state(1)
     lat, counts, t_start = [], [], None
+    cpu0 = time.process_time()
     it = make_iter()
     i = 0
     while True:
@@ -80,16 +84,22 @@ def offline_loop(factory, make_iter, warmup: int, threads: int) -> dict:
                                    fs.ego_to_global.matrix, fs.timestamp_us / 1e6, fs.kinematics.as_array(), fs.new_scene)
         with torch.no_grad():
             outputs, state = model(inputs, state)
-            post = model.postprocess(outputs)[0]
+            # The same outputs as the runtime's TickResult: seg labels at the model's seg resolution
+            # (postprocess's default would upsample every camera's logits to the input size first).
+            post = model.postprocess(outputs, seg_size=tuple(outputs.seg_logits.shape[-2:]))[0]
         d = post["detections"]
         DetectionArrays("ego", d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(), d.names).to_global(fs.ego_to_global)
+        [Polyline(cls, line).to_global(fs.ego_to_global) for cls, items in post["road"].items() for line in items]
         if i >= warmup:
             lat.append((time.perf_counter() - t0) * 1e3)
             counts.append(len(d))
+        elif i == warmup - 1:
+            cpu0 = time.process_time()
         i += 1
     wall = time.perf_counter() - t_start
     return {"threads": threads, "ticks": len(lat), "throughput_hz": len(lat) / wall, "latency_ms_median": statistics.median(lat),
-            "latency_ms_p90": sorted(lat)[int(0.9 * (len(lat) - 1))], "detections": counts}
+            "latency_ms_p90": sorted(lat)[int(0.9 * (len(lat) - 1))], "detections": counts,
+            "cpu_ms_per_tick": (time.process_time() - cpu0) * 1e3 / len(lat)}
 
 
 def runtime_run(cfg, make_iter, warmup: int) -> dict:
@@ -105,8 +115,13 @@ def runtime_run(cfg, make_iter, warmup: int) -> dict:
         def describe(self):
             return "bench frames"
 
+    import ray
+
     with Runtime(cfg) as rt:
+        actors = [rt.supervisor.backbone, rt.supervisor.bev]
+        cpu0, drv0 = sum(ray.get([a.cpu_seconds.remote() for a in actors])), time.process_time()
         records = list(rt.iterate(_Src()))
+        cpu1, drv1 = sum(ray.get([a.cpu_seconds.remote() for a in actors])), time.process_time()
     ticks = [r for r in records if isinstance(r, TickResult)]
     measured = ticks[warmup:]
     start = min(t.start_ns for t in measured[0].timings)  # the first measured tick starts loading
@@ -116,6 +131,8 @@ def runtime_run(cfg, make_iter, warmup: int) -> dict:
             "throughput_hz": len(measured) / ((end - start) / 1e9), "latency_ms_median": statistics.median(lat),
             "latency_ms_p90": sorted(lat)[int(0.9 * (len(lat) - 1))],
             "detections": [len(r.detections_ego) for r in measured],
+            # actors + driver over all ticks (warm-up included: the actors' clocks are per process)
+            "cpu_ms_per_tick": ((cpu1 - cpu0) + (drv1 - drv0)) * 1e3 / max(len(records), 1),
             "stage_ms_median": {s: statistics.median(t.duration_ms for r in measured for t in r.timings if t.stage == s)
                                 for s in ("ingest", "submit", "backbone", "bev", "deliver")}}
 
@@ -129,7 +146,7 @@ def main() -> int:
     args = ap.parse_args()
     kind = args.source or ("nuscenes" if (REAL_SCENE / "v1.0-trainval").is_dir() else "sim")
     n = args.ticks or (8 if args.quick else 24)
-    repeats = args.repeats or (1 if args.quick else 2)
+    repeats = args.repeats or (1 if args.quick else 3)
     warmup = 2
 
     import torch
@@ -157,18 +174,26 @@ def main() -> int:
     desc, make_iter = frame_source(kind, n + warmup)
     print(f"frames: {desc}; {n} measured ticks after {warmup} warm-up; weights: {weights}; {repeats} repeat(s)", file=sys.stderr)
 
-    loops, runs, serial = [], [], []
+    loops, runs, serial, loop_tries = [], [], [], []
     cfg1 = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"max_in_flight": 1})})
     thread_options = [1] if args.quick else sorted({1, os.cpu_count() or 1})
-    for r in range(repeats):
+    def loop_best(r: int) -> None:
         # The baseline gets its best torch thread count (1 or all cores) in each repeat.
         tries = [offline_loop(factory, make_iter, warmup, t) for t in thread_options]
         for t in tries:
             print(f"  loop    #{r} ({t['threads']} thread(s)): {t['throughput_hz']:.2f} ticks/s, "
                   f"median {t['latency_ms_median']:.0f} ms", file=sys.stderr)
         loops.append(max(tries, key=lambda t: t["throughput_hz"]))
+        loop_tries.append([{k: t[k] for k in ("threads", "throughput_hz", "latency_ms_median", "cpu_ms_per_tick")} for t in tries])
+
+    def runtime_default(r: int) -> None:
         runs.append(runtime_run(cfg, make_iter, warmup))
         print(f"  runtime #{r}: {runs[-1]['throughput_hz']:.2f} ticks/s, median {runs[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
+
+    for r in range(repeats):
+        # Interleaved, order alternating per repeat: a drift in machine load hits both sides alike.
+        for side in ((loop_best, runtime_default) if r % 2 == 0 else (runtime_default, loop_best)):
+            side(r)
         if not args.quick:  # the same runtime without pipelining: one tick in flight
             serial.append(runtime_run(cfg1, make_iter, warmup))
             print(f"  runtime max_in_flight=1 #{r}: {serial[-1]['throughput_hz']:.2f} ticks/s, "
@@ -183,9 +208,13 @@ def main() -> int:
     result = {
         "frames": desc, "ticks": n, "warmup": warmup, "repeats": repeats, "weights": weights,
         "offline_loop": {"throughput_hz": loop_tp, "latency_ms_median": loop_lat,
-                         "torch_threads_best": [x["threads"] for x in loops]},
+                         "torch_threads_best": [x["threads"] for x in loops],
+                         "cpu_ms_per_tick": med(loops, "cpu_ms_per_tick"),
+                         "seg_labels": "at the model's seg resolution, as in the runtime's results"},
         "runtime": {"throughput_hz": rt_tp, "latency_ms_median": rt_lat, "dropped": sum(x["dropped"] for x in runs),
-                    "stage_ms_median": runs[-1]["stage_ms_median"]},
+                    "stage_ms_median": runs[-1]["stage_ms_median"], "cpu_ms_per_tick": med(runs, "cpu_ms_per_tick")},
+        "per_repeat": {"offline_loop_each_thread_count": loop_tries,
+                       "runtime": [{k: x[k] for k in ("throughput_hz", "latency_ms_median")} for x in runs]},
         "runtime_max_in_flight_1": ({"throughput_hz": med(serial, "throughput_hz"),
                                      "latency_ms_median": med(serial, "latency_ms_median"),
                                      "throughput_ratio": med(serial, "throughput_hz") / loop_tp,

@@ -86,18 +86,20 @@ class BEVStreamAdapter:
 
         self.model = model
         self._rectifier_cls = Rectifier
-        self._rectifiers: dict[tuple[str, ...], Any] = {}
+        self._rectifiers: dict[str, Any] = {}  # channel -> Rectifier
 
     def preprocess(self, images, channels, intrinsics, cam_to_ego):
         import torch
 
-        channels = tuple(channels)
-        rect = self._rectifiers.get(channels)
-        if rect is None:  # one per set of present cameras: its sampling grids are cached inside
-            rect = self._rectifiers[channels] = self._rectifier_cls(self.model.config.rectify, channels)
-        out = rect([torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images],
-                   list(intrinsics), list(cam_to_ego))
-        return out.images[None], out.intrinsics.numpy(), out.cam_to_ego.numpy()  # (1, N, 3, H, W)
+        outs = []
+        for ch, im, k, ext in zip(channels, images, intrinsics, cam_to_ego):
+            rect = self._rectifiers.get(ch)
+            if rect is None:  # one per camera (its sampling grid cached inside), whatever cameras come together
+                rect = self._rectifiers[ch] = self._rectifier_cls(self.model.config.rectify, (ch,))
+            outs.append(rect([torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)], [k], [ext]))
+        images = torch.cat([o.images for o in outs])[None]  # (1, N, 3, H, W)
+        return (images, torch.cat([o.intrinsics for o in outs]).numpy(),  # (N, 3, 3)
+                torch.cat([o.cam_to_ego for o in outs]).numpy())  # (N, 4, 4)
 
     def encode(self, x):
         import torch

@@ -191,21 +191,27 @@ class BackboneStage:
         seg = np.ascontiguousarray(np.asarray(seg, np.uint8)[:, :: self.seg_stride, :: self.seg_stride])
         return FeaturePacket(full, intr, ext, mask, seg, StageTiming("backbone", start, time.time_ns()))
 
-    def run_camera(self, image: np.ndarray, channel: str, intrinsic: np.ndarray, sensor_to_ego: np.ndarray) -> CameraFeatures:
-        """One camera as soon as it arrives: (H, W, 3) uint8, (3, 3), (4, 4) -> its features."""
+    def run_cameras(self, images: Sequence[np.ndarray], channels: Sequence[str], intrinsics: np.ndarray,
+                    sensor_to_ego: np.ndarray) -> list[CameraFeatures]:
+        """Cameras encoded as they arrive, any number at once: (H, W, 3) uint8 images, their channels,
+        (N, 3, 3) intrinsics and (N, 4, 4) sensor->ego -> one CameraFeatures per camera."""
         start = time.time_ns()
-        x, k, c2e = self.model.preprocess([image], (channel,), np.asarray(intrinsic, np.float64)[None],
-                                          np.asarray(sensor_to_ego, np.float64)[None])  # (1, 1, 3, H, W)
-        feats, seg = self.model.encode(x)  # (1, 1, C, h, w), (1, hs, ws)
-        seg = np.ascontiguousarray(np.asarray(seg, np.uint8)[0, :: self.seg_stride, :: self.seg_stride])
-        return CameraFeatures(channel, np.asarray(feats, np.float32)[0, 0], np.asarray(k, np.float32)[0],
-                              np.asarray(c2e, np.float32)[0], seg, StageTiming("backbone_camera", start, time.time_ns()))
+        x, k, c2e = self.model.preprocess(list(images), tuple(channels), np.asarray(intrinsics, np.float64),
+                                          np.asarray(sensor_to_ego, np.float64))  # (1, N, 3, H, W)
+        feats, seg = self.model.encode(x)  # (1, N, C, h, w), (N, hs, ws)
+        feats = np.asarray(feats, np.float32)[0]
+        seg = np.asarray(seg, np.uint8)[:, :: self.seg_stride, :: self.seg_stride]
+        timing = StageTiming("backbone_camera", start, time.time_ns())
+        return [CameraFeatures(ch, feats[i], np.asarray(k[i], np.float32), np.asarray(c2e[i], np.float32),
+                               np.ascontiguousarray(seg[i]), timing) for i, ch in enumerate(channels)]
 
-    def warmup_cameras(self, size: tuple[int, int] = (198, 352)) -> list[CameraFeatures]:
-        """Each camera slot once through run_camera (one-image batches plan their own kernels)."""
+    def warmup_cameras(self, size: tuple[int, int] = (198, 352)) -> int:
+        """run_cameras once per batch size 1..NCAM (each size plans its own kernels); returns the calls."""
         meta = warmup_meta(size)
         image = np.full(size + (3,), 128, np.uint8)
-        return [self.run_camera(image, ch, meta.intrinsics[i], meta.sensor_to_ego[i]) for i, ch in enumerate(meta.channels)]
+        for n in range(1, NCAM + 1):
+            self.run_cameras([image] * n, meta.channels[:n], meta.intrinsics[:n], meta.sensor_to_ego[:n])
+        return NCAM
 
 
 class BevStage:

@@ -159,3 +159,15 @@ class LiveCameraSource:
 
     def describe(self) -> dict:
         return {"kind": "live-cameras", "n": self.n}
+
+
+def encode_as_they_arrive(stage, cameras, batch_sizes=(1, 2, 3)):
+    """BackboneStage.run_cameras over the cameras in uneven batches (as dynamic batching sends them)."""
+    out, i, sizes = [], 0, list(batch_sizes)
+    while i < len(cameras):
+        batch = cameras[i:i + sizes[0]]
+        sizes = sizes[1:] + sizes[:1]
+        out += stage.run_cameras([c.image for c in batch], [c.channel for c in batch],
+                                 np.stack([c.intrinsic for c in batch]), np.stack([c.sensor_to_ego.matrix for c in batch]))
+        i += len(batch)
+    return out

@@ -54,3 +54,34 @@ def test_a_set_missing_its_last_camera_goes_out_on_the_wall_clock_not_with_the_n
     assert sets[0].missing == ("CAM_BACK_LEFT",) and not sets[1].degraded and not sets[2].degraded
     assert started_at_emit[0] == [0], "the degraded set waited for the next cycle's frames"
     assert len(seen) == 17 and discarded == []  # every delivered frame seen once, none late
+
+
+def test_camera_encoder_batches_while_the_backbone_is_busy_and_sheds_when_behind(ray_session):
+    import functools
+
+    import ray
+
+    from runtime.actors import BackboneActor, CameraEncoder, StateStore
+    from tests.runtime.fakes import CountingModel
+
+    store = ray.remote(StateStore).options(num_cpus=0).remote()
+    backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(
+        functools.partial(CountingModel, encode_sleep_s=0.3), 1, 1, store)
+    try:
+        enc = CameraEncoder(backbone, max_calls=2)
+        fs0, fs1 = make_frame_set(0), make_frame_set(1)
+        for c in fs0.cameras:  # the first finds the backbone idle and goes alone; the others wait
+            enc.arrived(c)
+        assert len(enc.held) == 5 and enc.unfinished() == 1
+        refs0 = enc.refs_for(fs0.cameras)  # the set is complete: the waiting five go as one call
+        assert len(refs0) == 6 and not enc.held and enc.unfinished() == 2
+        for c in fs1.cameras:
+            enc.arrived(c)
+        assert enc.refs_for(fs1.cameras) is None and enc.shed == 1  # would queue behind 2 calls: shed
+        assert not enc.held and not enc.sent
+        cams = ray.get(list(refs0))
+        assert [c.channel for c in cams] == list(fs0.channels)
+        assert cams[0].timing != cams[1].timing and len({c.timing for c in cams[1:]}) == 1
+    finally:
+        ray.kill(backbone)
+        ray.kill(store)

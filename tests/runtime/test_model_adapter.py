@@ -7,7 +7,7 @@ import torch
 
 from runtime.model import ModelFactory
 from runtime.stages import BackboneStage, BevStage, TickMeta
-from tests.runtime.fakes import make_frame_set
+from tests.runtime.fakes import encode_as_they_arrive, make_frame_set
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_per_camera_encoding_equals_the_batched_backbone(adapter):
     fs = make_frame_set(0, size=(90, 160), missing=("CAM_FRONT_RIGHT",))
     meta = TickMeta.from_frame_set(fs)
     whole = bb.run([c.image for c in fs.cameras], meta)
-    cams = [bb.run_camera(c.image, c.channel, c.intrinsic, c.sensor_to_ego.matrix) for c in fs.cameras]
+    cams = encode_as_they_arrive(bb, fs.cameras)
     packet = packet_from_cameras(cams, meta.channels)
     np.testing.assert_allclose(packet.feats, whole.feats, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(packet.intrinsics, whole.intrinsics, rtol=1e-6)

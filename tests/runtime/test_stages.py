@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from runtime.stages import BackboneStage, TickMeta, packet_from_cameras
-from tests.runtime.fakes import CountingModel, make_frame_set
+from tests.runtime.fakes import CountingModel, encode_as_they_arrive, make_frame_set
 
 
 @pytest.mark.parametrize("missing", [(), ("CAM_FRONT", "CAM_BACK_LEFT")])
@@ -14,7 +14,7 @@ def test_cameras_encoded_one_by_one_give_the_set_packet(missing):
     meta = TickMeta.from_frame_set(fs)
     stage = BackboneStage(CountingModel(), seg_stride=2)
     whole = stage.run([c.image for c in fs.cameras], meta)
-    cams = [stage.run_camera(c.image, c.channel, c.intrinsic, c.sensor_to_ego.matrix) for c in fs.cameras]
+    cams = encode_as_they_arrive(stage, fs.cameras)
     packet = packet_from_cameras(cams, meta.channels)
     np.testing.assert_allclose(packet.feats, whole.feats, rtol=1e-6, atol=1e-7)
     for name in ("intrinsics", "cam_to_ego", "camera_mask", "seg"):
@@ -27,7 +27,7 @@ def test_cameras_encoded_one_by_one_give_the_set_packet(missing):
 def test_camera_features_must_match_the_sets_cameras():
     fs = make_frame_set(0)
     stage = BackboneStage(CountingModel())
-    cams = [stage.run_camera(c.image, c.channel, c.intrinsic, c.sensor_to_ego.matrix) for c in fs.cameras]
+    cams = encode_as_they_arrive(stage, fs.cameras)
     with pytest.raises(ValueError, match="do not match"):
         packet_from_cameras(cams[1:], fs.channels)
     with pytest.raises(ValueError, match="do not match"):
