@@ -2,8 +2,8 @@
 
 The fast path (`batched_nms_bev`) is one numba pass over the boxes in rank order (score descending, ties by
 class then index): a kept box tests only the later, still unsuppressed boxes of its own class, and computes
-the exact rotated IoU (convex polygon clipping, float64) only for those whose circumscribed circles meet —
-boxes whose circles do not meet have IoU 0. Suppressed boxes never suppress, so they are never tested; the
+the exact rotated IoU (convex polygon clipping, float64) only for those whose axis-aligned bounding rectangles
+overlap — boxes whose rectangles do not overlap have IoU 0. Suppressed boxes never suppress, so they are never tested; the
 pass stops once `max_keep` boxes are kept (later ranks cannot change the first ones). The previous dense
 implementation (all near pairs through perception.boxes.rotated_bev_iou in torch, then the greedy loop) is
 kept as `batched_nms_bev_reference` for the tests and the benchmark (bench/postprocess.py).
@@ -93,11 +93,12 @@ def _clip_area(px, py, n, qx, qy, tx, ty):
 
 
 @njit(cache=True, nogil=True)
-def _greedy_nms(labels, cx, cy, radius, ox, oy, area, thr, max_keep):
+def _greedy_nms(labels, cx, cy, hx, hy, ox, oy, area, thr, max_keep):
     """Greedy NMS over boxes already in rank order -> positions kept, in order. A kept box scans only the later
     boxes of its class (positions grouped by class once, rank order kept within each class).
 
-    labels (N,) int64; cx, cy, radius, area (N,) float64; ox, oy (N, 4) float64 CCW corner offsets from the centre.
+    labels (N,) int64; cx, cy, area (N,) float64; hx, hy (N,) half extents of the axis-aligned bounding rectangles;
+    ox, oy (N, 4) float64 CCW corner offsets from the centre.
     """
     n = labels.shape[0]
     grouped = np.argsort(labels, kind="mergesort")  # positions by class, rank order within a class
@@ -128,9 +129,8 @@ def _greedy_nms(labels, cx, cy, radius, ox, oy, area, thr, max_keep):
             if suppressed[j]:
                 continue
             dx, dy = cx[j] - cx[i], cy[j] - cy[i]
-            r = radius[i] + radius[j]
             iou = 0.0
-            if dx * dx + dy * dy < r * r:  # circles meet: exact IoU, in box i's centred frame
+            if abs(dx) < hx[i] + hx[j] and abs(dy) < hy[i] + hy[j]:  # bounding rectangles meet: exact IoU, i's frame
                 for k in range(4):
                     px[k], py[k] = ox[i, k], oy[i, k]
                     qx[k], qy[k] = ox[j, k] + dx, oy[j, k] + dy
@@ -158,9 +158,9 @@ def batched_nms_bev(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold
     sx, sy = np.array([1.0, -1.0, -1.0, 1.0]) * half_l, np.array([1.0, 1.0, -1.0, -1.0]) * half_w  # (N, 4) CCW
     c, s = np.cos(b[:, 6:7]), np.sin(b[:, 6:7])
     ox, oy = c * sx - s * sy, s * sx + c * sy  # (N, 4) corner offsets in ego axes
-    radius = np.hypot(half_l[:, 0], half_w[:, 0])
+    hx, hy = np.abs(ox).max(axis=1), np.abs(oy).max(axis=1)  # (N,) bounding rectangle half extents
     lab = labels[order].detach().cpu().to(torch.int64).numpy()
-    kept = _greedy_nms(lab, np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1]), radius,
+    kept = _greedy_nms(lab, np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1]), hx, hy,
                        np.ascontiguousarray(ox), np.ascontiguousarray(oy), b[:, 3] * b[:, 4], float(iou_threshold),
                        n if max_keep is None else int(max_keep))
     return order[torch.from_numpy(kept).to(order.device)]

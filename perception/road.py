@@ -2,7 +2,7 @@
 
 Masks live on the BEV grid refined `upsample` times (pixel (i, j) covers x_min + i*res/up ..., as in BEVGrid).
 Vectorisation: threshold -> skeletonize (scikit-image) -> trace 8-connected skeleton pixels into ordered
-paths -> ego metres -> moving-average smoothing -> Douglas-Peucker simplification (shapely); each polyline is scored by the mean
+paths (numba) -> ego metres -> moving-average smoothing -> Douglas-Peucker simplification (shapely); each polyline is scored by the mean
 probability along its path (what Chamfer-distance AP ranks by).
 """
 from __future__ import annotations
