@@ -3,6 +3,7 @@
     python bench/live.py            # 20 s of the vehicle (240 frame sets)
     python bench/live.py --quick    # 5 s
     python bench/live.py --seconds 10 --ab 2   # + 2 interleaved runs each of live_encode camera / set
+    python bench/live.py --seconds 10 --ab 2 --vary stages.bev.torch_threads=2,1   # any runtime.yaml key
 
 Measures what the issue asks of a live stream on this machine: frame sets dropped for lack of
 capacity (drop records 'overload'), other drops by reason, and end-to-end latency from the oldest
@@ -118,8 +119,22 @@ def live_run(cfg, seconds: float, warm: int = 12) -> dict:
     }
 
 
-def with_pipeline(cfg, **update):
-    return cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update=update)})
+def parse_vary(text: str) -> tuple[str, list]:
+    """'pipeline.live_encode=camera,set' -> ('pipeline.live_encode', ['camera', 'set']) (values as YAML)."""
+    import yaml
+
+    key, _, values = text.partition("=")
+    vals = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+    if not key or len(vals) < 2:
+        raise SystemExit(f"--vary wants KEY=V1,V2[,...], got {text!r}")
+    return key.strip(), vals
+
+
+def with_setting(cfg, key: str, value):
+    """The config with one dotted key changed, validated like runtime.yaml."""
+    from runtime.config import config_from_dict
+
+    return config_from_dict(cfg.model_dump(), origin="--vary", overrides={key: value})
 
 
 def main() -> int:
@@ -127,7 +142,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--ab", type=int, default=0, metavar="N",
-                    help="also N alternating runs of each pipeline.live_encode (camera, set): medians and ratios")
+                    help="also N interleaved runs of each value of --vary: medians and ratios")
+    ap.add_argument("--vary", default="pipeline.live_encode=camera,set", metavar="KEY=V1,V2",
+                    help="the runtime.yaml key and values the --ab runs compare (ratios over the last value)")
     args = ap.parse_args()
     seconds = args.seconds or (5.0 if args.quick else 20.0)
 
@@ -166,37 +183,40 @@ def main() -> int:
           f"(budget {1000 / v.rate_hz:.1f} ms per stage when pipelined); {os.cpu_count()} cores, "
           f"load avg {os.getloadavg()[0]:.1f}")
     if args.ab:
-        runs: dict[str, list[dict]] = {"camera": [], "set": []}
-        for i in range(args.ab):  # interleaved, order alternating, so drifting machine load hits both
-            for mode in (("camera", "set") if i % 2 == 0 else ("set", "camera")):
-                runs[mode].append(live_run(with_pipeline(cfg, live_encode=mode), seconds, warm))
+        key, values = parse_vary(args.vary)
+        runs: dict[str, list[dict]] = {str(x): [] for x in values}
+        for i in range(args.ab):  # interleaved, order alternating, so drifting machine load hits all alike
+            for x in (values if i % 2 == 0 else values[::-1]):
+                runs[str(x)].append(live_run(with_setting(cfg, key, x), seconds, warm))
 
-        def med(mode: str, *keys: str) -> float:
+        def med(name: str, *keys: str) -> float:
             vals = []
-            for r in runs[mode]:
-                x = r
+            for r in runs[name]:
                 for k in keys:
-                    x = x[k]
-                vals.append(x)
+                    r = r[k]
+                vals.append(r)
             return statistics.median(vals)
 
-        ab = {"runs": args.ab, "seconds": seconds}
-        for mode in runs:
-            ab[mode] = {"e2e_p50": med(mode, "end_to_end_ms", "p50"), "e2e_p99": med(mode, "end_to_end_ms", "p99"),
-                        "dropped_overload": med(mode, "dropped_overload"),
-                        "runtime_part_p50": med(mode, "runtime_ingest_to_result_ms", "p50"),
-                        "cpu_ms_per_set_backbone": med(mode, "cpu_ms_per_frame_set", "backbone"),
-                        "cpu_ms_per_set_bev": med(mode, "cpu_ms_per_frame_set", "bev"),
+        ab: dict = {"key": key, "runs": args.ab, "seconds": seconds}
+        for name in runs:
+            ab[name] = {"e2e_p50": med(name, "end_to_end_ms", "p50"), "e2e_p99": med(name, "end_to_end_ms", "p99"),
+                        "dropped_overload": med(name, "dropped_overload"),
+                        "runtime_part_p50": med(name, "runtime_ingest_to_result_ms", "p50"),
+                        "cpu_ms_per_set_backbone": med(name, "cpu_ms_per_frame_set", "backbone"),
+                        "cpu_ms_per_set_bev": med(name, "cpu_ms_per_frame_set", "bev"),
                         "each": [{k: r[k] for k in ("end_to_end_ms", "dropped_overload", "runtime_ingest_to_result_ms",
-                                                     "cpu_ms_per_frame_set", "stage_ms_p50")} for r in runs[mode]]}
-        ab["ratio_camera_over_set"] = {k: ab["camera"][k] / ab["set"][k] for k in ("e2e_p50", "e2e_p99", "cpu_ms_per_set_backbone")
-                                       if ab["set"][k]}
-        result["ab_live_encode"] = ab
-        print(f"A/B live_encode ({args.ab} interleaved runs each of {seconds:g} s): "
-              + "; ".join(f"{m}: e2e p50 {ab[m]['e2e_p50']:.1f} p99 {ab[m]['e2e_p99']:.1f} ms, overload drops "
-                          f"{ab[m]['dropped_overload']:g}, backbone CPU/set {ab[m]['cpu_ms_per_set_backbone']:.1f} ms"
-                          for m in ("camera", "set"))
-              + f"; ratios camera/set {ab['ratio_camera_over_set']}")
+                                                     "cpu_ms_per_frame_set", "stage_ms_p50")} for r in runs[name]]}
+        base = str(values[-1])
+        ab["ratios_over_" + base] = {name: {k: ab[name][k] / ab[base][k] for k in ("e2e_p50", "e2e_p99", "cpu_ms_per_set_backbone",
+                                                                             "cpu_ms_per_set_bev") if ab[base][k]}
+                                     for name in runs if name != base}
+        result["ab"] = ab
+        print(f"A/B {key} ({args.ab} interleaved runs each of {seconds:g} s):")
+        for name in runs:
+            a = ab[name]
+            print(f"  {name}: e2e p50 {a['e2e_p50']:.1f} p99 {a['e2e_p99']:.1f} ms, overload drops {a['dropped_overload']:g}, "
+                  f"CPU per set backbone {a['cpu_ms_per_set_backbone']:.1f} BEV {a['cpu_ms_per_set_bev']:.1f} ms")
+        print(f"  ratios over {base}: {ab['ratios_over_' + base]}")
     out = ROOT / "bench" / "results" / "live.json"
     out.write_text(json.dumps(result, indent=2))
     print(f"wrote {out}")
