@@ -37,3 +37,26 @@ def test_bev_actor_kill_restart_continues_from_checkpoint(ray_session):
     assert status["restored_from"] is not None and after[0] - 1 in (3, 6)
     # ... and kept counting from there.
     assert after == list(range(after[0], after[0] + len(after)))
+
+
+def test_backbone_kill_during_per_camera_encoding_accounts_every_set(ray_session):
+    """Live, cameras encoded as they arrive: a backbone killed mid-stream costs the sets whose cameras
+    it held ('actor_restart'), and while Ray restarts it the arriving sets are shed ('overload': a
+    live stream does not wait); once it is back, sets run again."""
+    from tests.runtime.fakes import LiveCameraSource
+
+    factory = functools.partial(CountingModel, encode_sleep_s=0.01)
+    records, kill_after = [], 3
+    with Runtime(small_config(live_encode="camera", live_queue=4), model_factory=factory) as rt:
+        for r in rt.iterate(LiveCameraSource(56, pause_after={kill_after + 1: 0.9})):
+            records.append(r)
+            if r.frame_id == kill_after:
+                ray.kill(rt.supervisor.backbone, no_restart=False)
+        assert rt.supervisor.restarts()["backbone"] == 1
+    assert sorted(r.frame_id for r in records) == list(range(56))  # exactly one record per frame set
+    drops = [r for r in records if isinstance(r, DropRecord)]
+    assert all(d.reason in ("actor_restart", "overload") for d in drops), [(d.reason, d.detail) for d in drops]
+    ticks = [r for r in records if isinstance(r, TickResult)]
+    assert any(d.reason == "actor_restart" for d in drops)
+    assert max(t.frame_id for t in ticks) == 55
+    assert any(t.frame_id > kill_after and any(s.stage == "backbone_camera" for s in t.timings) for t in ticks)
