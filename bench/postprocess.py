@@ -160,7 +160,8 @@ def main() -> int:
     for name, root in SOURCES.items():
         if not root.exists():
             skipped[name] = f"{root} is absent"
-            print(f"skipping {name}: {root} is absent")
+            print(f"skipping {name}: {root} is absent (no real-data figures in this run)" if "real" in name
+                  else f"skipping {name}: {root} is absent")
             continue
         outs = capture(model, root, frames)
         counts = [check_equal(model, o) for o in outs]
@@ -170,6 +171,9 @@ def main() -> int:
                          "median_polylines": statistics.median(c["polylines"] for c in counts),
                          "stages": bench_outputs(model, outs, repeats)}
 
+    if not results:
+        print("bench/postprocess.py: no data source present (" + "; ".join(skipped.values()) + ")", file=sys.stderr)
+        return 2
     print(f"bevstream post-processing benchmark: {os.cpu_count()} cores, 1 torch thread, torch {torch.__version__}, "
           f"load avg {os.getloadavg()[0]:.1f}; shipped weights, score threshold {OPTIONS['detection']['score_threshold']}")
     print(f"{'source / stage':34s} {'old ms':>8s} {'new ms':>8s} {'ratio':>7s} {'old cpu':>8s} {'new cpu':>8s} {'new p90':>8s}")
