@@ -244,8 +244,10 @@ class BevStage:
         self.run(packet, warmup_meta())
         self.state = self.model.new_state()
 
-    def checkpoint(self) -> bytes:
-        return self.model.state_to_bytes(self.state)
+    def checkpoint(self, state: Any = None) -> bytes:
+        """The temporal state (default: the current one) as bytes. States are replaced, never mutated,
+        by a step, so an older state object can be serialised while the next ticks run."""
+        return self.model.state_to_bytes(self.state if state is None else state)
 
     def restore(self, data: bytes) -> None:
         self.state = self.model.state_from_bytes(data)
