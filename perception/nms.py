@@ -93,14 +93,24 @@ def _clip_area(px, py, n, qx, qy, tx, ty):
 
 
 @njit(cache=True, nogil=True)
-def _greedy_nms(labels, cx, cy, hx, hy, ox, oy, area, thr, max_keep):
+def _greedy_nms(boxes, labels, thr, max_keep):
     """Greedy NMS over boxes already in rank order -> positions kept, in order. A kept box scans only the later
     boxes of its class (positions grouped by class once, rank order kept within each class).
 
-    labels (N,) int64; cx, cy, area (N,) float64; hx, hy (N,) half extents of the axis-aligned bounding rectangles;
-    ox, oy (N, 4) float64 CCW corner offsets from the centre.
+    boxes (N, 7) float64 (x, y, z, w, l, h, yaw); labels (N,) int64.
     """
     n = labels.shape[0]
+    ox, oy = np.empty((n, 4)), np.empty((n, 4))  # CCW corner offsets from the centre, ego axes
+    hx, hy = np.zeros(n), np.zeros(n)  # half extents of the axis-aligned bounding rectangles
+    area = np.empty(n)
+    sx, sy = np.array([0.5, -0.5, -0.5, 0.5]), np.array([0.5, 0.5, -0.5, -0.5])
+    for i in range(n):
+        c, s = np.cos(boxes[i, 6]), np.sin(boxes[i, 6])
+        for k in range(4):
+            u, v = sx[k] * boxes[i, 4], sy[k] * boxes[i, 3]
+            ox[i, k], oy[i, k] = c * u - s * v, s * u + c * v
+            hx[i], hy[i] = max(hx[i], abs(ox[i, k])), max(hy[i], abs(oy[i, k]))
+        area[i] = boxes[i, 3] * boxes[i, 4]
     grouped = np.argsort(labels, kind="mergesort")  # positions by class, rank order within a class
     slot = np.empty(n, dtype=np.int64)  # where each position stands in `grouped`
     group_end = np.empty(n, dtype=np.int64)  # end in `grouped` of the position's class
@@ -128,7 +138,7 @@ def _greedy_nms(labels, cx, cy, hx, hy, ox, oy, area, thr, max_keep):
             j = grouped[g]
             if suppressed[j]:
                 continue
-            dx, dy = cx[j] - cx[i], cy[j] - cy[i]
+            dx, dy = boxes[j, 0] - boxes[i, 0], boxes[j, 1] - boxes[i, 1]
             iou = 0.0
             if abs(dx) < hx[i] + hx[j] and abs(dy) < hy[i] + hy[j]:  # bounding rectangles meet: exact IoU, i's frame
                 for k in range(4):
@@ -154,15 +164,8 @@ def batched_nms_bev(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     order = rank_order(scores, labels)
     b = boxes[order, :7].detach().cpu().to(torch.float64).numpy()  # (N, 7) exact widening of float32 boxes
-    half_l, half_w = 0.5 * b[:, 4:5], 0.5 * b[:, 3:4]
-    sx, sy = np.array([1.0, -1.0, -1.0, 1.0]) * half_l, np.array([1.0, 1.0, -1.0, -1.0]) * half_w  # (N, 4) CCW
-    c, s = np.cos(b[:, 6:7]), np.sin(b[:, 6:7])
-    ox, oy = c * sx - s * sy, s * sx + c * sy  # (N, 4) corner offsets in ego axes
-    hx, hy = np.abs(ox).max(axis=1), np.abs(oy).max(axis=1)  # (N,) bounding rectangle half extents
     lab = labels[order].detach().cpu().to(torch.int64).numpy()
-    kept = _greedy_nms(lab, np.ascontiguousarray(b[:, 0]), np.ascontiguousarray(b[:, 1]), hx, hy,
-                       np.ascontiguousarray(ox), np.ascontiguousarray(oy), b[:, 3] * b[:, 4], float(iou_threshold),
-                       n if max_keep is None else int(max_keep))
+    kept = _greedy_nms(b, lab, float(iou_threshold), n if max_keep is None else int(max_keep))
     return order[torch.from_numpy(kept).to(order.device)]
 
 
