@@ -253,25 +253,22 @@ def vectorize_mask(prob: np.ndarray, grid: BEVGrid, upsample: int, threshold: fl
     rows, cols, starts = _trace(skeletonize(prob > threshold))
     xy = np.stack((grid.x_min + (rows + 0.5) * res, grid.y_min + (cols + 0.5) * res), axis=1)  # (M, 2)
     length, smooth = _lengths_and_smooth(xy, starts, 2)
-    keep = []
-    for p, (a, b) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist())):
-        if b - a < 2:
-            continue
-        if abs(length[p] - min_length_m) <= 1e-9 * max(1.0, abs(min_length_m)):  # a near tie: the reference's sum
-            length[p] = np.linalg.norm(np.diff(xy[a:b], axis=0), axis=1).sum()
-        if length[p] >= min_length_m:
-            keep.append(p)
-    if not keep:
+    counts = np.diff(starts)  # (P,) pixels per path
+    near = (counts >= 2) & (np.abs(length - min_length_m) <= 1e-9 * max(1.0, abs(min_length_m)))
+    for p in np.nonzero(near)[0].tolist():  # a near tie: the reference's own sum decides
+        length[p] = np.linalg.norm(np.diff(xy[starts[p]:starts[p + 1]], axis=0), axis=1).sum()
+    keep = (counts >= 2) & (length >= min_length_m)  # (P,)
+    if not keep.any():
         return []
-    keep_a = np.asarray(keep)
-    n = starts[keep_a + 1] - starts[keep_a]
-    sel = np.concatenate([np.arange(starts[p], starts[p + 1]) for p in keep])
-    lines = shapely.simplify(shapely.linestrings(smooth[sel], indices=np.repeat(np.arange(len(keep)), n)),
+    kept = np.nonzero(keep)[0]
+    lines = shapely.simplify(shapely.linestrings(smooth[np.repeat(keep, counts)],
+                                                 indices=np.repeat(np.arange(len(kept)), counts[kept])),
                              simplify_m, preserve_topology=False)
-    coords = shapely.get_coordinates(lines)
-    splits = np.cumsum(shapely.get_num_coordinates(lines))[:-1]
-    return [(line, float(prob[rows[starts[p]:starts[p + 1]], cols[starts[p]:starts[p + 1]]].mean()))
-            for p, line in zip(keep, np.split(coords, splits))]
+    coords = shapely.get_coordinates(lines)  # (V, 2) all vertices, line after line
+    ends = np.cumsum(shapely.get_num_coordinates(lines)).tolist()
+    flat_prob, flat = prob.reshape(-1), rows * prob.shape[1] + cols  # (H_r * W_r,), (M,)
+    return [(coords[e0:e1], float(flat_prob[flat[starts[p]:starts[p + 1]]].mean()))
+            for p, e0, e1 in zip(kept.tolist(), [0] + ends[:-1], ends)]
 
 
 def _smooth(xy: np.ndarray, half_window: int = 2) -> np.ndarray:
