@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import ray
@@ -247,6 +247,10 @@ class _InFlight:
     fut: asyncio.Future
     first_stage: asyncio.Future  # done when the first stage this tick queues at is free: the backbone
     # (set at once), or the BEV actor (per-camera encoding, where the backbone started before submission)
+    first_done_s: list = field(default_factory=list)  # [time.monotonic() when first_stage finished]
+
+    def __post_init__(self) -> None:
+        self.first_stage.add_done_callback(lambda _: self.first_done_s.append(time.monotonic()))
 
 
 def drop_for(fs: FrameSet | TickMeta, reason: str, detail: str, extra: tuple[StageTiming, ...] = ()) -> DropRecord:
@@ -277,6 +281,33 @@ class TickPipeline:
         self.max_seen_in_flight = 0
         self.recovering = False  # an actor died: submit nothing until Ray has it back
         self.restart_wait_s = 0.0
+        self.stage_s: dict[str, float] = {}  # running estimates of the backbone and BEV stage durations
+        self.bev_end_s = 0.0  # monotonic time the BEV actor finished its last tick
+
+    # Replay: a tick is released to the backbone just in time for its features to reach the BEV actor
+    # when that frees, instead of as soon as the backbone frees (then, with a BEV slower than the
+    # backbone, every tick would wait its turn inside the BEV actor: latency without throughput).
+    JIT_MARGIN_S = 0.003  # released this much early: the hand-overs between the actors
+
+    def _learn(self, result: TickResult) -> None:
+        for t in result.timings:
+            if t.stage == "bev":  # its end on the monotonic clock
+                self.bev_end_s = time.monotonic() - (time.time_ns() - t.end_ns) / 1e9
+            if t.stage in ("backbone", "bev"):
+                old = self.stage_s.get(t.stage)
+                x = (t.end_ns - t.start_ns) / 1e9
+                self.stage_s[t.stage] = x if old is None else 0.8 * old + 0.2 * x
+
+    def _release_at(self, inflight: "deque[_InFlight]") -> float | None:
+        """Monotonic time at which the next replay tick may go to the backbone (None: now)."""
+        if self.live or not inflight or len(self.stage_s) < 2:
+            return None
+        free = self.bev_end_s  # when the BEV actor should be done with the ticks already past the backbone
+        for job in inflight:
+            if not job.first_done_s:
+                return None  # the gate on a free backbone decides
+            free = max(free, job.first_done_s[0]) + self.stage_s["bev"]
+        return free - self.stage_s["backbone"] - self.JIT_MARGIN_S
 
     async def _await_actors(self, timeout_s: float = 300.0) -> None:
         """Wait until Ray has restarted the dead actor(s), so the ticks submitted next do not fail too."""
@@ -327,6 +358,7 @@ class TickPipeline:
         now = time.time_ns()
         try:
             result: TickResult = job.fut.result()
+            self._learn(result)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a drop record
             reason, detail = classify_failure(exc)
             if reason == "actor_restart":
@@ -358,8 +390,13 @@ class TickPipeline:
                     await self._await_actors()
                 # Submit when the first stage is free (and under the cap): a tick never queues at the
                 # backbone, so the newest waiting set goes next (live) and latency is the stages' sum.
+                release_at = None
                 while (waiting and len(inflight) < cap and not self.recovering
                        and all(job.first_stage.done() for job in inflight)):
+                    release_at = self._release_at(inflight)
+                    if release_at is not None and release_at > time.monotonic():
+                        break
+                    release_at = None
                     inflight.append(self._submit(waiting.popleft()))
                     self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
                 if self.live:
@@ -380,7 +417,13 @@ class TickPipeline:
                     busy = [job.first_stage for job in inflight if not job.first_stage.done()]
                     if busy and waiting:
                         wait_set.add(busy[0])
+                timer = None
+                if release_at is not None:
+                    timer = asyncio.ensure_future(asyncio.sleep(max(release_at - time.monotonic(), 0.0)))
+                    wait_set.add(timer)
                 await asyncio.wait(wait_set, return_when=asyncio.FIRST_COMPLETED)
+                if timer is not None:
+                    timer.cancel()
                 while inflight and inflight[0].fut.done():
                     yield self._finish(inflight.popleft())
                 if get_task is not None and get_task.done():
