@@ -84,6 +84,7 @@ class CameraEncoder:
         self.shed = 0
 
     def unfinished(self) -> int:
+        """Backbone calls sent and not finished yet (a finished one may have failed: its set says so)."""
         if self.calls:
             ready, _ = ray.wait(self.calls, num_returns=len(self.calls), timeout=0, fetch_local=False)
             done = set(ready)
@@ -102,7 +103,8 @@ class CameraEncoder:
         self.calls.append(refs[0])
 
     def arrived(self, frame: Any) -> None:
-        """A camera just arrived (on the bus thread): send it, with any held ones, if the backbone is idle."""
+        """A camera just arrived (ingest thread, before the synchroniser sees it): send it, with any held
+        ones, if the backbone is idle."""
         if frame.channel in CAMERA_CHANNELS and _encodable(frame):
             self.held[id(frame)] = frame
             if self.unfinished() == 0:
