@@ -74,8 +74,10 @@ def live_run(cfg, seconds: float, warm: int = 12) -> dict:
     with Runtime(cfg) as rt:
         actors = [rt.supervisor.backbone, rt.supervisor.bev]
         cpu0, drv0 = ray.get([a.cpu_seconds.remote() for a in actors]), time.process_time()
+        cams0 = ray.get(actors[0].cameras_encoded.remote())
         records = list(rt.iterate(vehicle))
         cpu1, drv1 = ray.get([a.cpu_seconds.remote() for a in actors]), time.process_time()
+        cams = ray.get(actors[0].cameras_encoded.remote()) - cams0
         report = rt.report.summary()
     measured = [r for r in records if r.frame_id >= warm]  # the first second: actors warm up, not measured
     ticks = [r for r in measured if r.kind == "tick"]
@@ -113,6 +115,8 @@ def live_run(cfg, seconds: float, warm: int = 12) -> dict:
         "stage_ms_p50": {k: statistics.median(x) for k, x in stage_p50.items()},
         "cpu_ms_per_frame_set": {"backbone": (cpu1[0] - cpu0[0]) * 1e3 / n_all, "bev": (cpu1[1] - cpu0[1]) * 1e3 / n_all,
                             "driver": (drv1 - drv0) * 1e3 / n_all},
+        # per camera image the backbone encoded (a set dropped before the backbone costs it nothing)
+        "backbone_cpu_ms_per_camera": (cpu1[0] - cpu0[0]) * 1e3 / max(cams, 1), "cameras_encoded": cams,
         "vehicle": report.get("source_stats", {}),
         "late_or_rejected_frames": report.get("late_or_rejected_frames"),
         "live_encode": cfg.pipeline.live_encode,
@@ -176,7 +180,8 @@ def main() -> int:
             if k["n"]:
                 print(f"  {kind} sets: {k['n']}, end-to-end p50 {k['p50']:.1f} p99 {k['p99']:.1f} ms")
     print("stage medians (ms): " + ", ".join(f"{k} {x:.1f}" for k, x in result["stage_ms_p50"].items()))
-    print("CPU per frame set (ms): " + ", ".join(f"{k} {x:.1f}" for k, x in result["cpu_ms_per_frame_set"].items()))
+    print("CPU per frame set (ms): " + ", ".join(f"{k} {x:.1f}" for k, x in result["cpu_ms_per_frame_set"].items())
+          + f"; backbone CPU per camera encoded {result['backbone_cpu_ms_per_camera']:.1f} ms ({result['cameras_encoded']} cameras)")
     if result["vehicle"]:
         print(f"vehicle: {result['vehicle']}")
     print(f"one-process stage cost: backbone {costs['backbone_ms_median']:.1f} ms, BEV {costs['bev_ms_median']:.1f} ms "
@@ -204,18 +209,21 @@ def main() -> int:
                         "runtime_part_p50": med(name, "runtime_ingest_to_result_ms", "p50"),
                         "cpu_ms_per_set_backbone": med(name, "cpu_ms_per_frame_set", "backbone"),
                         "cpu_ms_per_set_bev": med(name, "cpu_ms_per_frame_set", "bev"),
+                        "backbone_cpu_ms_per_camera": med(name, "backbone_cpu_ms_per_camera"),
                         "each": [{k: r[k] for k in ("end_to_end_ms", "dropped_overload", "runtime_ingest_to_result_ms",
                                                      "cpu_ms_per_frame_set", "stage_ms_p50")} for r in runs[name]]}
         base = str(values[-1])
         ab["ratios_over_" + base] = {name: {k: ab[name][k] / ab[base][k] for k in ("e2e_p50", "e2e_p99", "cpu_ms_per_set_backbone",
-                                                                             "cpu_ms_per_set_bev") if ab[base][k]}
+                                                                             "cpu_ms_per_set_bev", "backbone_cpu_ms_per_camera")
+                                                                 if ab[base][k]}
                                      for name in runs if name != base}
         result["ab"] = ab
         print(f"A/B {key} ({args.ab} interleaved runs each of {seconds:g} s):")
         for name in runs:
             a = ab[name]
             print(f"  {name}: e2e p50 {a['e2e_p50']:.1f} p99 {a['e2e_p99']:.1f} ms, overload drops {a['dropped_overload']:g}, "
-                  f"CPU per set backbone {a['cpu_ms_per_set_backbone']:.1f} BEV {a['cpu_ms_per_set_bev']:.1f} ms")
+                  f"CPU per set backbone {a['cpu_ms_per_set_backbone']:.1f} BEV {a['cpu_ms_per_set_bev']:.1f} ms, "
+                  f"backbone CPU per camera encoded {a['backbone_cpu_ms_per_camera']:.1f} ms")
         print(f"  ratios over {base}: {ab['ratios_over_' + base]}")
     out = ROOT / "bench" / "results" / "live.json"
     out.write_text(json.dumps(result, indent=2))

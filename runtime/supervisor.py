@@ -54,7 +54,6 @@ class Supervisor:
         self.bev = None
         self.sink = None
         self.ingest = None
-        self._cameras_warm = False
 
     def start(self) -> "Supervisor":
         self.owns_ray = ensure_ray(self.cfg)
@@ -65,8 +64,12 @@ class Supervisor:
             self.model_factory, st.backbone.torch_threads, self.cfg.pipeline.seg_stride, self.store)
         self.bev = ray.remote(BevActor).options(**_options(st.bev)).remote(
             self.model_factory, st.bev.torch_threads, self.store, self.cfg.pipeline.checkpoint_every)
-        # Once, before the stream: the actors are up and have run one synthetic tick (warm-up).
-        ray.get(self.bev.warmup.remote(self.backbone.warmup.remote()))
+        # Once, before the stream: the actors are up and have run one synthetic tick (warm-up); with
+        # per-camera encoding of live streams also every batch size (each plans its own kernels).
+        warm = [self.bev.warmup.remote(self.backbone.warmup.remote())]
+        if self.cfg.pipeline.live_encode == "camera":
+            warm.append(self.backbone.warmup_cameras.remote())
+        ray.get(warm)
         return self
 
     def start_sink(self, out_dir: str, expected_samples: list[str] | None) -> Any:
@@ -78,9 +81,6 @@ class Supervisor:
     def start_ingest(self, source: Any) -> Any:
         """The ingest actor of a live source (the source object is shipped to it; it runs there)."""
         per_camera = self.cfg.pipeline.live_encode == "camera" and hasattr(source, "camera_frames")
-        if per_camera and not self._cameras_warm:  # one-image batches plan their own kernels: not on live ticks
-            ray.get(self.backbone.warmup_cameras.remote())
-            self._cameras_warm = True
         self.ingest = ray.remote(IngestActor).options(**_options(self.cfg.stages.ingest)).remote(
             source, self.cfg.sync, self.cfg.pipeline.min_cameras, self.backbone if per_camera else None)
         return self.ingest

@@ -85,3 +85,32 @@ def test_camera_encoder_batches_while_the_backbone_is_busy_and_sheds_when_behind
     finally:
         ray.kill(backbone)
         ray.kill(store)
+
+
+def test_camera_encoder_pairs_early_cameras_and_sends_the_last_two_alone(ray_session):
+    import functools
+
+    import ray
+
+    from runtime.actors import BackboneActor, CameraEncoder, StateStore
+    from runtime.messages import CAMERA_CHANNELS
+    from tests.runtime.fakes import CountingModel
+
+    store = ray.remote(StateStore).options(num_cpus=0).remote()
+    backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
+    try:
+        enc = CameraEncoder(backbone, firing_order=CAMERA_CHANNELS)
+        fs = make_frame_set(0)
+        for c in fs.cameras:  # the backbone is idle at every arrival
+            enc.arrived(c)
+            while enc.unfinished():
+                ray.wait(list(enc.calls), num_returns=len(enc.calls))
+        cams = ray.get(list(enc.refs_for(fs.cameras)))
+        calls = {}
+        for c in cams:
+            calls.setdefault(c.timing, []).append(c.channel)
+        assert sorted(calls.values()) == sorted([["CAM_FRONT", "CAM_FRONT_RIGHT"], ["CAM_BACK_RIGHT", "CAM_BACK"],
+                                                 ["CAM_BACK_LEFT"], ["CAM_FRONT_LEFT"]])
+    finally:
+        ray.kill(backbone)
+        ray.kill(store)
