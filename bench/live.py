@@ -147,6 +147,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--ab", type=int, default=0, metavar="N",
                     help="also N interleaved runs of each value of --vary: medians and ratios")
+    ap.add_argument("--rate", type=float, default=None, metavar="HZ",
+                    help="camera rate instead of source.live.rate_hz (e.g. an A/B below capacity on a busy machine)")
     ap.add_argument("--vary", default="pipeline.live_encode=camera,set", metavar="KEY=V1,V2",
                     help="the runtime.yaml key and values the --ab runs compare (ratios over the last value)")
     args = ap.parse_args()
@@ -156,6 +158,8 @@ def main() -> int:
 
     cfg = load_config()
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"progress": False})})
+    if args.rate:
+        cfg = with_setting(cfg, "source.live.rate_hz", args.rate)
     costs = stage_costs(cfg)
     v = cfg.source.live
     warm = 12
