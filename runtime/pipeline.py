@@ -16,6 +16,7 @@ for every frame set as exactly one TickResult or one DropRecord.
 from __future__ import annotations
 
 import asyncio
+import math
 import queue
 import threading
 import time
@@ -106,7 +107,7 @@ def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int]
                     now = clock.now_us()
                     if now is None:
                         continue
-                    out = sync.poll(int(now))
+                    out = sync.poll(math.ceil(now))  # (ceil: a float deadline just past never spins the wait)
                 else:
                     clock.observe(frame)
                     if on_frame is not None:
