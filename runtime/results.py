@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
-from pyquaternion import Quaternion
 
 from runtime.messages import Pose, StageTiming
 
@@ -62,10 +61,13 @@ class DetectionArrays:
         b = self.boxes.astype(np.float64)
         out = b.copy()
         out[:, 0:3] = ego_to_global.transform_points(b[:, 0:3])
-        rot = ego_to_global.rotation
-        out[:, 6] = [(rot * Quaternion(axis=[0, 0, 1], angle=y)).yaw_pitch_roll[0] for y in b[:, 6]]
+        r = ego_to_global.rotation.rotation_matrix  # (3, 3)
+        # yaw of R_pose @ Rz(yaw): the heading of the box's x axis in the global frame, as the devkit's
+        # quaternion_yaw defines it, for every box at once
+        heading = np.stack([np.cos(b[:, 6]), np.sin(b[:, 6]), np.zeros(len(b))], axis=1) @ r.T  # (N, 3)
+        out[:, 6] = np.arctan2(heading[:, 1], heading[:, 0])
         vel = np.concatenate([b[:, 7:9], np.zeros((len(b), 1))], axis=1)
-        out[:, 7:9] = (vel @ rot.rotation_matrix.T)[:, :2]
+        out[:, 7:9] = (vel @ r.T)[:, :2]
         return DetectionArrays("global", out.astype(np.float32), self.scores, self.labels, self.names)
 
     def to_json(self) -> dict:

@@ -39,6 +39,21 @@ def test_to_global_matches_devkit_box():
         np.testing.assert_allclose(b_glob[7:9], box.velocity[:2], atol=1e-4)
 
 
+def test_to_global_yaw_is_the_devkits_quaternion_yaw_for_tilted_poses():
+    from nuscenes.eval.common.utils import quaternion_yaw
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        rot = Quaternion(axis=[0, 0, 1], angle=rng.uniform(-np.pi, np.pi)) * Quaternion(axis=rng.normal(size=3), angle=rng.uniform(-0.1, 0.1))
+        pose = Pose(rng.normal(size=3) * 100, rot)
+        boxes = np.zeros((50, 9))
+        boxes[:, 6] = rng.uniform(-np.pi, np.pi, 50)
+        glob = DetectionArrays("ego", boxes, np.ones(50), np.zeros(50, int), ["car"] * 50).to_global(pose)
+        expect = [quaternion_yaw(rot * Quaternion(axis=[0, 0, 1], angle=y)) for y in boxes[:, 6]]  # heading of the box's x axis
+        d = np.angle(np.exp(1j * (glob.boxes[:, 6].astype(np.float64) - expect)))  # wrapped difference
+        np.testing.assert_allclose(d, 0.0, atol=1e-6)
+
+
 def test_json_round_trip():
     r = _result()
     back = record_from_json(json.loads(json.dumps(r.to_json(include_seg=True))))
