@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from perception.backbone import Backbone, BackboneConfig
 from perception.bev_encoder import BEVEncoder, BEVEncoderConfig
+from perception.boxes import CODE_SIZE
+from perception.classes import ROAD_CLASSES
 from perception.detection import DetectionHead, DetectionHeadConfig
 from perception.grid import BEVGrid
 from perception.rectify import RectifyConfig
@@ -165,6 +167,18 @@ class BEVStreamModel(nn.Module):
         size = seg_size or self.config.image_size
         labels = upsample_logits(outputs.seg_logits, size).argmax(dim=2).to(torch.uint8)  # (B, Ncam, H, W)
         return [{"detections": d, "road": r, "seg": s} for d, r, s in zip(dets, roads, labels)]
+
+    def warm_up_postprocess(self) -> None:
+        """Decode two overlapping boxes and vectorise one line, so numba compiles (or loads from its cache)
+        the NMS and road kernels now rather than on the first real tick with a box or a line."""
+        head = self.detection_head
+        a = head.num_anchors_per_cell
+        logits = torch.full((1, head.anchors.shape[0], head.num_classes), -20.0)
+        logits[0, [0, a], int(head.anchor_labels[0])] = 5.0  # anchor 0 of two neighbouring cells: they overlap
+        head.decode({"cls_logits": logits, "box_deltas": torch.zeros(1, head.anchors.shape[0], CODE_SIZE)})
+        road = torch.full((1, len(ROAD_CLASSES), *self.road_head.out_shape), -10.0)
+        road[0, :, road.shape[2] // 2, 4:-4] = 10.0  # one straight line across each class's raster
+        self.road_head.vectorize(road)
 
     # ------------------------------------------------------------ training
     def losses(self, outputs: ModelOutputs, targets: Targets, camera_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -126,6 +126,10 @@ class BEVStreamAdapter:
         with torch.no_grad():
             return self.model.bev_step(torch.from_numpy(feats), mi, state)
 
+    def warm_up(self) -> None:
+        """Compile (or load) the post-processing kernels before the first tick (BevStage.warmup)."""
+        self.model.warm_up_postprocess()
+
     def decode(self, outputs):
         """Heads' decoding as in BEVStreamModel.postprocess (minus the image seg, done in encode)."""
         dets = self.model.detection_head.decode(outputs["detection"])[0]

@@ -240,8 +240,12 @@ class BevStage:
         return make_tick_result(meta, packet, dets, lines, timing)
 
     def warmup(self, packet: FeaturePacket) -> None:
-        """One step on a warm-up packet; the temporal state is fresh afterwards."""
+        """One step on a warm-up packet (and the model's own post-processing warm-up, if it has one);
+        the temporal state is fresh afterwards."""
         self.run(packet, warmup_meta())
+        warm_up = getattr(self.model, "warm_up", None)  # optional: test doubles have none
+        if warm_up is not None:
+            warm_up()
         self.state = self.model.new_state()
 
     def checkpoint(self, state: Any = None) -> bytes:

@@ -36,6 +36,14 @@ def test_output_shapes_and_postprocess():
 
 
 @torch.no_grad()
+def test_warm_up_postprocess_runs_the_numba_kernels():
+    from perception import nms, road
+
+    BEVStreamModel(tiny_config()).warm_up_postprocess()
+    for kernel in (nms._greedy_nms, nms._row_max, road._trace_kernel, road._lengths_and_smooth):
+        assert kernel.signatures, kernel  # compiled (or loaded from numba's cache) for the types a tick uses
+
+
 def test_stages_equal_forward_and_same_inputs_same_outputs():
     cfg = tiny_config()
     m1, m2 = _model(), _model()
