@@ -50,7 +50,7 @@ class StagesConfig(_Strict):
 
 
 class PipelineConfig(_Strict):
-    max_in_flight: int = Field(1, ge=1)  # ticks submitted to the actors and not finished (runtime.yaml says why 1)
+    max_in_flight: int = Field(2, ge=1)  # ticks submitted to the actors and not finished (runtime.yaml says why 2)
     live_queue: int = Field(1, ge=0)  # live: frame sets waiting for a slot before the oldest is dropped
     min_cameras: int = Field(1, ge=1, le=6)  # fewer cameras present -> drop record 'late_camera'
     checkpoint_every: int = Field(24, ge=0)  # ticks between temporal-state checkpoints; 0 = never
