@@ -134,6 +134,24 @@ def build_sampled_layout(
     return SampledLayout(point_cell=point_cell, point_cam=point_cam, point_grid=point_grid, taps=taps, weights=weights)
 
 
+@dataclass
+class _FastConstants:
+    """Per (calibration, weights) constants of the inference path of BEVEncoder (see its _forward_sampled_fast)."""
+
+    layout: SampledLayout
+    tokens0: torch.Tensor  # (HW, C) learned queries + projected raster encoding
+    qsel0: torch.Tensor  # (P, C) layer 0's projected query of each point's cell
+    cam_rows: torch.Tensor  # (Ncam*Hf*Wf, C) camera encoding of the keys, pixel rows
+    key_weight: torch.Tensor  # (Cin, C) key_proj as a matrix on pixel rows (a transposed view)
+    key_bias: torch.Tensor  # (C,)
+    value_weight: torch.Tensor  # (Cin, C) value_proj
+    value_bias: torch.Tensor  # (C,)
+    point_cell: torch.Tensor  # (P,) long
+    point_cam: torch.Tensor  # (P,) long
+    taps: torch.Tensor  # (P, 4) long
+    weights: torch.Tensor  # (P, 4) float
+
+
 class CrossAttentionLayer(nn.Module):
     """Pre-norm multi-head cross-attention of BEV tokens over per-token key sets, then an FFN."""
 
@@ -164,6 +182,25 @@ class CrossAttentionLayer(nn.Module):
         weighted = (attn[:, :, None] * values.view(-1, h, d)).reshape(-1, c)
         ctx = torch.zeros(t, c, dtype=values.dtype, device=values.device).index_add_(0, point_token, weighted)
         return self.finish(tokens, ctx)  # tokens seeing no point read nothing (ctx 0)
+
+    def attend_points_inplace(self, tokens: torch.Tensor, qsel: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, point_token: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """`attend_points` for inference with the query already gathered per point, qsel (P, C); overwrites
+        `keys` and `values` (P, C views of a scratch buffer). mask None: every point is visible."""
+        t, c = tokens.shape
+        h, d = self.heads, c // self.heads
+        scores = keys.mul_(qsel).view(-1, h, d).sum(-1).div_(math.sqrt(d))  # (P, h)
+        if mask is not None:
+            scores.masked_fill_(~mask[:, None], float("-inf"))
+        idx = point_token[:, None].expand(-1, h)
+        top = torch.full((t, h), float("-inf"), dtype=scores.dtype, device=scores.device).scatter_reduce_(0, idx, scores, "amax")
+        e = scores.sub_(top.index_select(0, point_token)).exp_()
+        if mask is not None:
+            e = e.nan_to_num_(0.0)  # masked points: exp(-inf) = 0
+        denom = torch.zeros(t, h, dtype=e.dtype, device=e.device).index_add_(0, point_token, e)
+        attn = e.div_(denom.index_select(0, point_token).clamp_min_(1e-20))  # (P, h)
+        weighted = values.view(-1, h, d).mul_(attn[:, :, None]).view(-1, c)
+        ctx = torch.zeros(t, c, dtype=values.dtype, device=values.device).index_add_(0, point_token, weighted)
+        return self.finish(tokens, ctx)
 
     def attend_dense(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """tokens (B, T, C); keys/values (B, S, C); mask (B, S) bool -> (B, T, C)."""
@@ -218,6 +255,9 @@ class BEVEncoder(nn.Module):
         self.layers = nn.ModuleList([CrossAttentionLayer(c, config.heads, config.ffn_ratio) for _ in range(config.num_layers)])
         self.context = nn.Sequential(*[SeparableBlock(c) for _ in range(config.context_blocks)])
         self._layouts: dict[bytes, SampledLayout] = {}
+        self.fast = True  # False: always the reference path (benchmarks, tests)
+        self._fast: dict[int, _FastConstants] = {}
+        self._fast_key: tuple = ()
 
     def camera_encoding(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, feat_size: tuple[int, int]) -> torch.Tensor:
         """(B, Ncam, 3, 3), (B, Ncam, 4, 4) -> (B, Ncam, C, Hf, Wf) ray + camera-centre encoding."""
@@ -239,6 +279,87 @@ class BEVEncoder(nn.Module):
         return lay
 
     def forward(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor) -> torch.Tensor:
+        """(B, Ncam, Cimg, Hf, Wf) features + (B, Ncam, 3, 3), (B, Ncam, 4, 4), (B, Ncam) -> (B, C, H, W).
+
+        Without autograd (inference) and in "sampled" mode, a fast path gives the same result as
+        `forward_reference` up to float rounding: see `_forward_sampled_fast`."""
+        if self.fast and self.config.attention == "sampled" and not torch.is_grad_enabled():
+            return self._forward_sampled_fast(feats, intrinsics, cam_to_ego, camera_mask)
+        return self.forward_reference(feats, intrinsics, cam_to_ego, camera_mask)
+
+    # ------------------------------------------------------------ inference fast path
+    def _weights_key(self) -> tuple:
+        """Identity + in-place version of every parameter: changes when weights are loaded or trained."""
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+    def _constants(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, feat_size: tuple[int, int]) -> _FastConstants:
+        """What depends only on the weights, the grid and one item's calibration (Ncam, 3, 3) + (Ncam, 4, 4)."""
+        lay = self.layout(intrinsics, cam_to_ego)
+        wkey = self._weights_key()
+        if self._fast_key != wkey:
+            self._fast.clear()
+            self._fast_key = wkey
+        key = id(lay)
+        const = self._fast.get(key)
+        if const is None or const.layout is not lay:
+            dev = self.queries.device
+            c = self.config.channels
+            layer0 = self.layers[0]
+            query = self.queries[None] + self.pe_proj(self.raster_pe[None])  # (1, C, H, W)
+            tokens0 = query.flatten(2).transpose(1, 2)[0].contiguous()  # (HW, C)
+            point_cell = lay.point_cell.to(dev)
+            qsel0 = layer0.q(layer0.norm_q(tokens0)).index_select(0, point_cell)  # (P, C) layer 0's query per point
+            cam = self.camera_encoding(intrinsics[None].to(dev), cam_to_ego[None].to(dev), feat_size)[0]  # (Ncam, C, Hf, Wf)
+            cam_rows = cam.permute(0, 2, 3, 1).reshape(-1, c).contiguous()  # (Ncam*Hf*Wf, C)
+            const = _FastConstants(
+                layout=lay, tokens0=tokens0, qsel0=qsel0, cam_rows=cam_rows,
+                key_weight=self.key_proj.weight.flatten(1).t(), key_bias=self.key_proj.bias,
+                value_weight=self.value_proj.weight.flatten(1).t(), value_bias=self.value_proj.bias,
+                point_cell=point_cell, point_cam=lay.point_cam.to(dev), taps=lay.taps.to(dev), weights=lay.weights.to(dev),
+            )
+            if len(self._fast) > 32:
+                self._fast.clear()
+            self._fast[key] = const
+        return const
+
+    def _forward_sampled_fast(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor) -> torch.Tensor:
+        """Sampled attention for inference. Same arithmetic as the reference, minus the repeated work:
+        - cached per calibration + weights: the query tokens, layer 0's projected query of every point
+          (index_select included), the camera encoding of the keys, the fused key|value 1x1 weights;
+        - keys and values are projected straight into pixel rows (addmm, no permute copy of each);
+        - products, softmax and weighting run in place on that gathered buffer (no extra (P, C) tensors);
+        - the attended tokens (HW, C) are already the channels-last memory of the (C, H, W) raster, so
+          the context block's depthwise conv reads them without a transpose copy."""
+        b, ncam, cin, hf, wf = feats.shape
+        c, heads = self.config.channels, self.config.heads
+        d = c // heads
+        h, w = self.grid.shape
+        outs = []
+        for i in range(b):
+            const = self._constants(intrinsics[i], cam_to_ego[i], (hf, wf))
+            rows = feats[i].permute(0, 2, 3, 1).reshape(ncam * hf * wf, cin)  # (Ncam*Hf*Wf, Cin)
+            wts = const.weights.to(feats.dtype)
+            key_rows = torch.addmm(const.key_bias, rows, const.key_weight).add_(const.cam_rows)  # (Ncam*Hf*Wf, C)
+            value_rows = torch.addmm(const.value_bias, rows, const.value_weight)
+            # Gathered apart so both come out contiguous: index_add_ from a strided source is ~8x slower.
+            keys_p = F.embedding_bag(const.taps, key_rows, per_sample_weights=wts, mode="sum")  # (P, C)
+            values_p = F.embedding_bag(const.taps, value_rows, per_sample_weights=wts, mode="sum")  # (P, C)
+            mask = camera_mask[i].bool()
+            pmask = None if bool(mask.all()) else mask.index_select(0, const.point_cam)  # (P,)
+            tokens = const.tokens0
+            for li, layer in enumerate(self.layers):
+                keys, values = keys_p, values_p
+                if li + 1 < len(self.layers):  # later layers read the same keys/values: keep them
+                    keys, values = keys.clone(), values.clone()
+                qsel = const.qsel0 if li == 0 else layer.q(layer.norm_q(tokens)).index_select(0, const.point_cell)
+                tokens = layer.attend_points_inplace(tokens, qsel, keys, values, const.point_cell, pmask)
+            outs.append(tokens)
+        tokens = outs[0][None] if b == 1 else torch.stack(outs)  # (B, HW, C)
+        bev = tokens.view(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last memory, no copy
+        return self.context(bev).contiguous()  # (B, C, H, W)
+
+    def forward_reference(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor) -> torch.Tensor:
+        """The plain path (training, and the reference the inference fast path is tested against)."""
         b, ncam, _, hf, wf = feats.shape
         c = self.config.channels
         h, w = self.grid.shape
