@@ -149,6 +149,7 @@ class VideoModule(nn.Module):
         self.gru = SpatialGRUCell(channels, config.hidden_channels)
         self.read = nn.Conv2d(config.hidden_channels, channels, 1)
         self._nf = nf
+        self.fast = True  # False: always the reference path (benchmarks, tests)
 
     # ------------------------------------------------------------ state helpers
     def initial_state(self, batch: int, device=None) -> TemporalState:
@@ -210,6 +211,134 @@ class VideoModule(nn.Module):
 
     # ------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
+        """One tick. Without autograd and for one stream (the streaming case) `_forward_fast` computes the
+        same as `forward_reference` (up to float rounding) with less work."""
+        if self.fast and not torch.is_grad_enabled() and x.shape[0] == 1:
+            return self._forward_fast(x, ego_to_global, timestamp_s, kinematics, reset, state)
+        return self.forward_reference(x, ego_to_global, timestamp_s, kinematics, reset, state)
+
+    def _forward_fast(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
+        """forward_reference for B = 1 at inference, minus redundant work:
+        - entries that are invalid are not warped (their attention weight is exactly 0);
+        - an entry held by both queues (pushed the same tick: same time, pose, odometer and feature) is
+          warped once and its attention weights summed;
+        - the key conv of every warped entry is folded into the query: q . (Wk e + bk + o) =
+          (Wk^T q) . e + q . (bk + o), so no (L, Kc, H, W) key tensor is built;
+        - the GRU write-back is resampled only over the bounding box of the cells it updates."""
+        b, _, h, w = x.shape
+        cfg, dev = self.config, x.device
+        pose = ego_to_global.detach().double().cpu().numpy()  # (1, 4, 4)
+        t = timestamp_s.detach().double().cpu().numpy()  # (1,)
+        if state is None:
+            state = self.initial_state(b, dev)
+        if state.batch_size != b:
+            raise ValueError(f"VideoModule: state holds {state.batch_size} streams, inputs {b}")
+        fresh_t = reset.detach().cpu().bool() | ~state.started.cpu()
+        fresh = fresh_t.numpy()
+        state = state.reset(fresh_t.to(dev))
+        step = np.linalg.norm(pose[:, :2, 3] - state.last_ego_to_global.cpu().numpy()[:, :2, 3], axis=1)
+        odometer = state.odometer_m.cpu().numpy() + np.where(fresh, 0.0, step)
+        ego2d = pose_to_2d(pose)  # (1, 3, 3)
+        n = grid_norm(self.grid)[None]
+
+        # 1. Unique valid entries of both queues (B = 1), warped into the current ego frame in one call.
+        queues = (state.time_queue, state.space_queue)
+        kinds, slots, uniq, entry_of = [], [], [], []  # per valid entry: queue kind, (queue, slot), index into uniq
+        meta = [(qi, j, q.ego_to_global[0, j].cpu().numpy(), float(q.timestamp_s[0, j]), float(q.odometer_m[0, j]))
+                for qi, q in enumerate(queues) for j in range(q.length) if bool(q.valid[0, j])]
+        for qi, j, p, ts, od in meta:
+            feat = queues[qi].feats[0, j]
+            for u, (uqi, uj, up, uts, uod) in enumerate(uniq):
+                if ts == uts and od == uod and np.array_equal(p, up) and torch.equal(feat, queues[uqi].feats[0, uj]):
+                    entry_of.append(u)
+                    break
+            else:
+                entry_of.append(len(uniq))
+                uniq.append((qi, j, p, ts, od))
+            kinds.append(float(qi))
+            slots.append((ts, od))
+        kin = kinematics.float().to(dev)
+        xk = x + self.kin_mlp(kin)[:, :, None, None]
+        q = self.q(xk)  # (1, Kc, H, W)
+        kc = q.shape[1]
+        if uniq:
+            feats = torch.stack([queues[qi].feats[0, j] for qi, j, *_ in uniq])  # (U, Cq, H, W)
+            entry_from_cur = np.linalg.inv(pose_to_2d(np.stack([u[2] for u in uniq]))) @ ego2d  # (U, 3, 3)
+            warped, inside = warp_raster(feats, entry_from_cur, n, n, (h, w), return_inside=True)  # (U, Cq, H, W), (U, H, W)
+            # 2. Fusion: the same attention as the reference, keys folded into the query.
+            dt = torch.tensor([t[0] - ts for ts, _ in slots], dtype=torch.float64)  # (Lv,) s
+            dd = torch.tensor([odometer[0] - od for _, od in slots], dtype=torch.float64)  # (Lv,) m
+            lv = len(slots)
+            off = torch.cat([sinusoid(dt, self._nf, 1.0), sinusoid(dd, self._nf, 10.0), torch.tensor(kinds)[:, None], torch.ones(lv, 1)], -1).to(dev)
+            kbias = self.offset_mlp(off) + self.k.bias  # (Lv, Kc)
+            wk = self.k.weight.flatten(1)  # (Kc, Cq)
+            qk = torch.mm(wk.t(), q[0].flatten(1))  # (Cq, HW) = Wk^T q
+            s_entry = (warped.flatten(2) * qk).sum(1)  # (U, HW)
+            idx = torch.tensor(entry_of, dtype=torch.long, device=dev)
+            scores = torch.addmm(s_entry.index_select(0, idx), kbias, q[0].flatten(1)).div_(math.sqrt(kc))  # (Lv, HW)
+            scores.masked_fill_(~inside.flatten(1).index_select(0, idx), float("-inf"))
+            null = (q * self.null_key[None, :, None, None]).sum(1, keepdim=True) / math.sqrt(kc)  # (1, 1, H, W)
+            attn = torch.softmax(torch.cat([null[0].flatten(1), scores], 0), dim=0)[1:]  # (Lv, HW)
+            attn_u = torch.zeros(len(uniq), h * w, dtype=attn.dtype, device=dev).index_add_(0, idx, attn)  # (U, HW)
+            wf = warped.flatten(2)
+            ctx = wf[0] * attn_u[0]
+            for u in range(1, len(uniq)):
+                ctx.addcmul_(wf[u], attn_u[u])
+            ctx = ctx.view(1, -1, h, w)  # (1, Cq, H, W)
+        else:
+            ctx = torch.zeros(1, cfg.queue_channels, h, w, dtype=x.dtype, device=dev)
+        fused = xk + self.out(ctx)
+
+        # 3. Spatial GRU on the world-fixed hidden raster; write back only the bounding box of updated cells.
+        hidden, anchor = state.hidden, state.anchor_xy.cpu().numpy()
+        anchor = np.where(fresh[:, None], self.snapped_anchor(pose[:, :2, 3]), anchor)
+        hidden, anchor = self.recenter(hidden, anchor, pose[:, :2, 3])
+        wn = self.world_norm(anchor)
+        h_ego = warp_raster(hidden, ego2d, wn, n, (h, w))  # world -> ego window
+        h_new = self.gru(fused, h_ego)  # (1, Ch, H, W)
+        hidden = self.write_back(hidden, h_new, anchor, ego2d, wn, n)
+        out = fused + self.read(h_new)
+
+        # 4. Push (as the reference).
+        entry = self.compress(x)  # (1, Cq, H, W)
+        tq, sq = state.time_queue, state.space_queue
+        push_t = torch.from_numpy(t - tq.last_push_s.cpu().numpy() >= cfg.push_period_ms / 1000.0 - 1e-6).to(dev)
+        push_s = torch.from_numpy(odometer - sq.last_push_odometer_m.cpu().numpy() >= cfg.push_distance_m - 1e-9).to(dev)
+        pose_t, t_t, odo_t = (torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in (pose, t, odometer))
+        kin_t = kinematics.detach().float().to(dev)
+        tq = tq.push(push_t, entry, pose_t, t_t, odo_t, kin_t)
+        sq = sq.push(push_s, entry, pose_t, t_t, odo_t, kin_t)
+        new_state = TemporalState(
+            time_queue=tq,
+            space_queue=sq,
+            hidden=hidden,
+            anchor_xy=torch.from_numpy(np.ascontiguousarray(anchor)).to(dev),
+            odometer_m=odo_t,
+            last_ego_to_global=pose_t,
+            started=torch.ones(b, dtype=torch.bool, device=dev),
+        )
+        return out, new_state
+
+    def write_back(self, hidden: torch.Tensor, h_new: torch.Tensor, anchor: np.ndarray, ego2d: np.ndarray, wn: np.ndarray, n: np.ndarray) -> torch.Tensor:
+        """New world raster: `hidden` (B, Ch, Nw, Nw) with the cells of update_mask replaced by `h_new`
+        (B, Ch, H, W) resampled from the ego window. Only the bounding box of those cells is resampled
+        (grid_sample is per output cell, so the values equal a resampling of the whole raster)."""
+        nw = self.config.world_cells
+        mask = self.update_mask(anchor, ego2d)  # (B, 1, Nw, Nw)
+        rows, cols = np.nonzero(mask.any(axis=(0, 1, 3)))[0], np.nonzero(mask.any(axis=(0, 1, 2)))[0]
+        if rows.size == 0:
+            return hidden
+        i0, i1, j0, j1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        theta = torch.from_numpy(np.ascontiguousarray(affine_theta(np.linalg.inv(ego2d), n, wn))).to(device=h_new.device, dtype=h_new.dtype)
+        g = F.affine_grid(theta, [h_new.shape[0], h_new.shape[1], nw, nw], align_corners=False)[:, i0:i1, j0:j1]
+        written = F.grid_sample(h_new, g, mode="bilinear", padding_mode="border", align_corners=False)  # (B, Ch, i1-i0, j1-j0)
+        out = hidden.clone()
+        box = torch.from_numpy(np.ascontiguousarray(mask[:, :, i0:i1, j0:j1])).to(hidden.device)
+        out[:, :, i0:i1, j0:j1] = torch.where(box, written, hidden[:, :, i0:i1, j0:j1])
+        return out
+
+    def forward_reference(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
+        """The plain path (training, batches of streams, and the reference of `_forward_fast`)."""
         b, _, h, w = x.shape
         cfg, dev = self.config, x.device
         c = cfg.queue_channels
