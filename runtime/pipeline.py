@@ -8,10 +8,12 @@ for every frame set as exactly one TickResult or one DropRecord.
   as each arrived; the driver submits only the BEV step, with the per-camera feature refs (Staged).
 - Replay (not live): the source is read only when a slot is free, so a full pipeline blocks the
   source and nothing is lost. Live: frame sets arriving while the pipeline is full wait in a queue
-  of `live_queue`; beyond that the oldest waiting one is dropped ('overload').
+  of `live_queue`; beyond that the oldest waiting one is dropped ('overload'). With per-camera
+  encoding the ingest actor decides admission at a set's first camera (actors.CameraEncoder), so a
+  set dropped for capacity is never encoded; the driver reports each ended tick back to it.
 - Input checks happen before submission ('bad_input', 'late_camera'); a tick whose actor died
-  becomes 'actor_restart' (Ray restarts the actor), an exception in a stage 'bad_input' (ValueError)
-  or 'error'.
+  becomes 'actor_restart' (Ray restarts the actor), and so does, live, every set arriving before the
+  actor is back; an exception in a stage 'bad_input' (ValueError) or 'error'.
 """
 from __future__ import annotations
 
@@ -177,6 +179,12 @@ class SourceFeeder:
             return
         self._hand_over(_END)
 
+    def finished(self, frame_ids: list) -> None:
+        """(Admission lives in the ingest actor only.)"""
+
+    def block(self, reason: str | None, detail: str = "") -> None:
+        """(Admission lives in the ingest actor only.)"""
+
     def stop(self) -> None:
         self._stop.set()
         close = getattr(self._iter, "close", None)
@@ -232,6 +240,14 @@ class ActorFeeder:
         except Exception as exc:  # noqa: BLE001 - e.g. the ingest actor died
             self.queue.put_nowait(_SourceError(exc))
 
+    def finished(self, frame_ids: list) -> None:
+        """These frame sets' ticks ended: the ingest actor may admit new sets in their place."""
+        self.ingest.finished.remote(list(frame_ids))
+
+    def block(self, reason: str | None, detail: str = "") -> None:
+        """An actor is restarting (reason) or back (None): the ingest actor drops or admits new sets."""
+        self.ingest.block.remote(reason, detail)
+
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
@@ -284,6 +300,7 @@ class TickPipeline:
         self.restart_wait_s = 0.0
         self.stage_s: dict[str, float] = {}  # running estimates of the backbone and BEV stage durations
         self.bev_end_s = 0.0  # monotonic time the BEV actor finished its last tick
+        self.feeder: Any = None
 
     # Replay: a tick is released to the backbone just in time for its features to reach the BEV actor
     # when that frees, instead of as soon as the backbone frees (then, with a BEV slower than the
@@ -333,11 +350,15 @@ class TickPipeline:
         if isinstance(item, Staged) and item.camera_refs:
             # The backbone already runs (or ran) per camera: the BEV actor takes the features by
             # reference (Ray hands them over once all are ready). Its own end is the slot that frees.
+            # The ingest actor admitted at most max_in_flight such sets, so it goes at once: queued in
+            # order at the BEV actor, it starts the moment the previous tick ends (no driver round trip).
             meta = self._meta(item.fs, start)
             result_ref = self.bev.run_cameras.remote(meta, *item.camera_refs)
             self.submitted += 1
             fut = asyncio.wrap_future(result_ref.future())
-            return _InFlight(meta, result_ref, fut, fut)
+            admitted = asyncio.get_running_loop().create_future()
+            admitted.set_result(None)
+            return _InFlight(meta, result_ref, fut, admitted)
         if isinstance(item, Staged):  # the ingest actor already put the images
             fs, images_ref = item.fs, item.images_ref
         else:
@@ -379,16 +400,35 @@ class TickPipeline:
             self.sink.write.remote(record)
         return record
 
+    def _ended(self, record: TickResult | DropRecord) -> TickResult | DropRecord:
+        """A tick ended: a live ingest actor may admit the next set in its place."""
+        if self.live and self.feeder is not None:
+            self.feeder.finished([record.frame_id])
+        return record
+
+    def _set_recovering(self, on: bool) -> None:
+        """Live: while an actor restarts, the ingest drops arriving sets as 'actor_restart' (a live
+        stream does not wait); they are not 'overload', the pipeline is not short of capacity."""
+        if self.live and self.feeder is not None:
+            self.feeder.block("actor_restart" if on else None, "a pipeline actor is restarting (dropped at ingest)" if on else "")
+
     async def run(self, feeder: "SourceFeeder | ActorFeeder") -> AsyncIterator[TickResult | DropRecord]:
+        self.feeder = feeder
         waiting: deque[FrameSet | Staged] = deque()
         inflight: deque[_InFlight] = deque()
         source_done = False
         get_task: asyncio.Task | None = None
+        recover_task: asyncio.Task | None = None
+        blocked = False
         cap = self.cfg.max_in_flight
         try:
             while True:
-                if self.recovering and not inflight:  # the ticks sent to the dead actor have all failed
-                    await self._await_actors()
+                if self.recovering and not blocked:
+                    blocked = True
+                    self._set_recovering(True)
+                if self.recovering and not inflight and recover_task is None:
+                    # the ticks sent to the dead actor have all failed: wait for Ray to bring it back
+                    recover_task = asyncio.ensure_future(self._await_actors())
                 # Submit when the first stage is free (and under the cap): a tick never queues at the
                 # backbone, so the newest waiting set goes next (live) and latency is the stages' sum.
                 release_at = None
@@ -401,11 +441,17 @@ class TickPipeline:
                     inflight.append(self._submit(waiting.popleft()))
                     self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
                 if self.live:
-                    while len(waiting) > self.cfg.live_queue:
+                    # Sets admitted by the ingest actor (their cameras already encoded) are never
+                    # dropped for capacity; while an actor restarts every waiting set goes.
+                    while waiting and (self.recovering or (len(waiting) > self.cfg.live_queue and not _admitted(waiting[0]))):
                         old = waiting.popleft()
                         old = old.fs if isinstance(old, Staged) else old
-                        yield self._drop(drop_for(old, "overload", f"{cap} ticks in flight and {len(waiting)} waiting"))
-                if source_done and not waiting and not inflight:
+                        if self.recovering:
+                            record = drop_for(old, "actor_restart", "a pipeline actor is restarting (the set waited in the driver)")
+                        else:
+                            record = drop_for(old, "overload", f"{cap} ticks in flight and {len(waiting)} waiting")
+                        yield self._ended(self._drop(record))
+                if source_done and not waiting and not inflight and recover_task is None:
                     return
                 wait_set: set = set()
                 # Replay reads the source only when a slot is free (backpressure); live always reads.
@@ -418,6 +464,8 @@ class TickPipeline:
                     busy = [job.first_stage for job in inflight if not job.first_stage.done()]
                     if busy and waiting:
                         wait_set.add(busy[0])
+                if recover_task is not None:
+                    wait_set.add(recover_task)
                 timer = None
                 if release_at is not None:
                     timer = asyncio.ensure_future(asyncio.sleep(max(release_at - time.monotonic(), 0.0)))
@@ -425,8 +473,14 @@ class TickPipeline:
                 await asyncio.wait(wait_set, return_when=asyncio.FIRST_COMPLETED)
                 if timer is not None:
                     timer.cancel()
+                if recover_task is not None and recover_task.done():
+                    recover_task.result()  # raises if the actor was not restarted
+                    recover_task = None
+                    if blocked:
+                        blocked = False
+                        self._set_recovering(False)
                 while inflight and inflight[0].fut.done():
-                    yield self._finish(inflight.popleft())
+                    yield self._ended(self._finish(inflight.popleft()))
                 if get_task is not None and get_task.done():
                     item = get_task.result()
                     get_task = None
@@ -434,7 +488,7 @@ class TickPipeline:
                         source_done = True
                     elif isinstance(item, _SourceError):
                         raise item.exc
-                    elif isinstance(item, DropRecord):  # refused at ingest (checked there)
+                    elif isinstance(item, DropRecord):  # refused or dropped at ingest
                         yield self._drop(item)
                     else:
                         fs = item.fs if isinstance(item, Staged) else item
@@ -447,8 +501,15 @@ class TickPipeline:
         finally:
             if get_task is not None:
                 get_task.cancel()
+            if recover_task is not None:
+                recover_task.cancel()
             for job in inflight:  # the consumer stopped early: do not leave work behind
                 try:
                     ray.cancel(job.ref, force=False)
                 except Exception:  # noqa: BLE001 - already finished or not cancellable
                     pass
+
+
+def _admitted(item: Any) -> bool:
+    """A set the ingest actor admitted (per-camera encoding under way): it has a slot of its own."""
+    return isinstance(item, Staged) and bool(item.camera_refs)

@@ -81,8 +81,11 @@ class Supervisor:
     def start_ingest(self, source: Any) -> Any:
         """The ingest actor of a live source (the source object is shipped to it; it runs there)."""
         per_camera = self.cfg.pipeline.live_encode == "camera" and hasattr(source, "camera_frames")
-        self.ingest = ray.remote(IngestActor).options(**_options(self.cfg.stages.ingest)).remote(
-            source, self.cfg.sync, self.cfg.pipeline.min_cameras, self.backbone if per_camera else None)
+        # Threaded (max_concurrency): the driver's reports (finished, block) must not queue behind `next`.
+        pc = self.cfg.pipeline
+        self.ingest = ray.remote(IngestActor).options(max_concurrency=4, **_options(self.cfg.stages.ingest)).remote(
+            source, self.cfg.sync, pc.min_cameras, self.backbone if per_camera else None, pc.max_in_flight, pc.live_queue,
+            self.bev)
         return self.ingest
 
     def placement(self) -> dict[str, str]:

@@ -56,8 +56,108 @@ def test_a_set_missing_its_last_camera_goes_out_on_the_wall_clock_not_with_the_n
     assert len(seen) == 17 and discarded == []  # every delivered frame seen once, none late
 
 
-def test_camera_encoder_batches_while_the_backbone_is_busy_and_sheds_when_behind(ray_session):
+def _drain(q):
+    out = []
+    while not q.empty():
+        out.append(q.get_nowait())
+    return out
+
+
+def test_camera_encoder_admits_at_the_first_camera_and_never_encodes_a_dropped_set(ray_session):
+    """Admission at a cycle's first camera: with one slot (cap 1, queue 1), cycle 1 waits un-encoded,
+    cycle 2's first camera drops it ('overload', oldest waiting first) and waits in its place; when
+    tick 0 ends, cycle 2 is admitted. The backbone encodes the cameras of sets 0 and 2 only."""
     import functools
+    import queue
+
+    import ray
+
+    from runtime.actors import INGEST_END, BackboneActor, CameraEncoder, StateStore
+    from runtime.pipeline import Staged
+    from runtime.results import DropRecord
+    from tests.runtime.fakes import CountingModel
+
+    store = ray.remote(StateStore).options(num_cpus=0).remote()
+    backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
+    try:
+        out = queue.Queue()
+        enc = CameraEncoder(backbone, out, cap=1, queue=1)
+        fs0, fs1, fs2 = (make_frame_set(i) for i in range(3))
+        for c in fs0.cameras:
+            enc.arrived(c)
+        enc.emit(fs0, 0)
+        (staged0,) = _drain(out)
+        assert isinstance(staged0, Staged) and len(staged0.camera_refs) == 6
+        assert staged0.fs.cameras[0].image.size == 0  # no pixels travel with the set
+        for c in fs1.cameras:  # no slot: cycle 1 waits, nothing encoded
+            enc.arrived(c)
+        enc.emit(fs1, 0)
+        assert _drain(out) == [] and not enc.held
+        enc.arrived(fs2.cameras[0])  # a newer cycle: the oldest waiting one (1) is dropped
+        (drop1,) = _drain(out)
+        assert isinstance(drop1, DropRecord) and drop1.frame_id == 1 and drop1.reason == "overload"
+        for c in fs2.cameras[1:]:
+            enc.arrived(c)
+        enc.emit(fs2, 0)
+        enc.end()
+        assert _drain(out) == []  # set 2 waits for a slot, and the end marker after it
+        enc.finished(0)
+        staged2, end = _drain(out)
+        assert isinstance(staged2, Staged) and staged2.frame_id == 2 and end == INGEST_END
+        cams = ray.get(list(staged0.camera_refs) + list(staged2.camera_refs))
+        assert [c.channel for c in cams] == list(fs0.channels) + list(fs2.channels)
+        assert ray.get(backbone.cameras_encoded.remote()) == 12  # set 1's six cameras never went
+        assert enc.counts == {"admitted": 2, "waited": 2, "dropped": 1}
+    finally:
+        ray.kill(backbone)
+        ray.kill(store)
+
+
+def test_camera_encoder_blocked_drops_as_actor_restart(ray_session):
+    """While the driver reports an actor restarting, waiting and new cycles are dropped with that
+    reason (not 'overload'), unencoded; once unblocked, cycles are admitted again."""
+    import functools
+    import queue
+
+    import ray
+
+    from runtime.actors import BackboneActor, CameraEncoder, StateStore
+    from runtime.pipeline import Staged
+    from tests.runtime.fakes import CountingModel
+
+    store = ray.remote(StateStore).options(num_cpus=0).remote()
+    backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
+    try:
+        out = queue.Queue()
+        enc = CameraEncoder(backbone, out, cap=1, queue=1)
+        sets = [make_frame_set(i) for i in range(4)]
+        for fs in sets[:2]:  # 0 admitted, 1 waiting
+            for c in fs.cameras:
+                enc.arrived(c)
+            enc.emit(fs, 0)
+        enc.block("actor_restart", "a pipeline actor is restarting")
+        for c in sets[2].cameras:
+            enc.arrived(c)
+        enc.emit(sets[2], 0)
+        enc.finished(0)  # no admission while blocked
+        enc.block(None)
+        for c in sets[3].cameras:
+            enc.arrived(c)
+        enc.emit(sets[3], 0)
+        records = _drain(out)
+        assert [(r.frame_id, getattr(r, "reason", "staged")) for r in records] == [
+            (0, "staged"), (1, "actor_restart"), (2, "actor_restart"), (3, "staged")]
+        assert all(len(r.camera_refs) == 6 for r in records if isinstance(r, Staged))
+        ray.get([r.camera_refs[-1] for r in records if isinstance(r, Staged)])
+        assert ray.get(backbone.cameras_encoded.remote()) == 12
+    finally:
+        ray.kill(backbone)
+        ray.kill(store)
+
+
+def test_camera_encoder_batches_while_the_backbone_is_busy(ray_session):
+    import functools
+    import queue
 
     import ray
 
@@ -68,17 +168,15 @@ def test_camera_encoder_batches_while_the_backbone_is_busy_and_sheds_when_behind
     backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(
         functools.partial(CountingModel, encode_sleep_s=0.3), 1, 1, store)
     try:
-        enc = CameraEncoder(backbone, max_calls=2)
-        fs0, fs1 = make_frame_set(0), make_frame_set(1)
+        out = queue.Queue()
+        enc = CameraEncoder(backbone, out, cap=2)
+        fs0 = make_frame_set(0)
         for c in fs0.cameras:  # the first finds the backbone idle and goes alone; the others wait
             enc.arrived(c)
         assert len(enc.held) == 5 and enc.unfinished() == 1
-        refs0 = enc.refs_for(fs0.cameras)  # the set is complete: the waiting five go as one call
+        enc.emit(fs0, 0)  # the set is complete: the waiting five go as one call
+        refs0 = out.get_nowait().camera_refs
         assert len(refs0) == 6 and not enc.held and enc.unfinished() == 2
-        for c in fs1.cameras:
-            enc.arrived(c)
-        assert enc.refs_for(fs1.cameras) is None and enc.shed == 1  # would queue behind 2 calls: shed
-        assert not enc.held and not enc.sent
         cams = ray.get(list(refs0))
         assert [c.channel for c in cams] == list(fs0.channels)
         assert cams[0].timing != cams[1].timing and len({c.timing for c in cams[1:]}) == 1
@@ -89,6 +187,7 @@ def test_camera_encoder_batches_while_the_backbone_is_busy_and_sheds_when_behind
 
 def test_camera_encoder_pairs_early_cameras_and_sends_the_last_two_alone(ray_session):
     import functools
+    import queue
 
     import ray
 
@@ -99,13 +198,15 @@ def test_camera_encoder_pairs_early_cameras_and_sends_the_last_two_alone(ray_ses
     store = ray.remote(StateStore).options(num_cpus=0).remote()
     backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
     try:
-        enc = CameraEncoder(backbone, firing_order=CAMERA_CHANNELS)
+        out = queue.Queue()
+        enc = CameraEncoder(backbone, out, firing_order=CAMERA_CHANNELS)
         fs = make_frame_set(0)
         for c in fs.cameras:  # the backbone is idle at every arrival
             enc.arrived(c)
             while enc.unfinished():
                 ray.wait(list(enc.calls), num_returns=len(enc.calls))
-        cams = ray.get(list(enc.refs_for(fs.cameras)))
+        enc.emit(fs, 0)
+        cams = ray.get(list(out.get_nowait().camera_refs))
         calls = {}
         for c in cams:
             calls.setdefault(c.timing, []).append(c.channel)

@@ -91,6 +91,29 @@ def test_live_overload_drops_oldest_waiting_work(ray_session):
     assert [d.frame_id for d in drops] == sorted(d.frame_id for d in drops)
 
 
+def test_live_per_camera_overload_sheds_before_encoding(ray_session):
+    """Live, cameras encoded as they arrive, a BEV stage far slower than the 12 Hz input: most sets
+    are dropped ('overload'), every set ends as exactly one record, the newest set still runs, and
+    the backbone encoded exactly the cameras of the sets that became results (admission is decided
+    at a set's first camera, so a dropped set costs no backbone work)."""
+    import functools
+
+    import ray
+
+    factory = functools.partial(CountingModel, step_sleep_s=0.25)
+    with Runtime(small_config(live_encode="camera", max_in_flight=2, live_queue=1), model_factory=factory) as rt:
+        records = list(rt.iterate(LiveCameraSource(24)))
+        encoded = ray.get(rt.supervisor.backbone.cameras_encoded.remote())
+    _account(records, range(24))
+    drops = [r for r in records if isinstance(r, DropRecord)]
+    ticks = [r for r in records if isinstance(r, TickResult)]
+    assert len(drops) >= 8 and all(d.reason == "overload" for d in drops), [(d.reason, d.detail) for d in drops]
+    assert ticks and max(t.frame_id for t in ticks) == 23  # drop-oldest: the last set runs
+    assert encoded == sum(len(t.seg_channels) for t in ticks)  # no camera of a dropped set was encoded
+    assert [int(t.detections_ego.boxes[0, 0]) for t in sorted(ticks, key=lambda t: t.frame_id)] == list(
+        range(1, len(ticks) + 1))  # the temporal state saw the admitted sets in order
+
+
 def test_sink_writes_run_directory(ray_session, counting_factory, tmp_path):
     sets = [make_frame_set(0, new_scene=True, sample_token="s0"), make_frame_set(1),
             _bad_sets()[0], make_frame_set(2, sample_token="s2")]
