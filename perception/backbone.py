@@ -111,7 +111,11 @@ class Backbone(nn.Module):
         h, w = images.shape[-2:]
         if h % 16 or w % 16:
             raise ValueError(f"Backbone: image size {h}x{w} must be a multiple of 16")
-        x = torch.addcmul(-self.mean / self.std, images, 1.0 / self.std)  # (images - mean) / std in one pass
+        if torch.is_grad_enabled():
+            x = torch.addcmul(-self.mean / self.std, images, 1.0 / self.std)  # (images - mean) / std in one pass
+        else:  # inference: normalise straight into channels-last memory (the convs' layout), one pass instead of two
+            x = torch.empty_like(images, memory_format=torch.channels_last)
+            torch.addcmul(-self.mean / self.std, images, 1.0 / self.std, out=x)
         x = self.stem(x)
         c4 = self.stage1(x)  # (N, w1, H/4, W/4)
         c8 = self.stage2(c4)  # (N, w2, H/8, W/8)

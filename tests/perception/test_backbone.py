@@ -78,3 +78,16 @@ def test_folded_batchnorm_in_eval_equals_conv_then_bn():
         torch.testing.assert_close(conv_bn(conv, bn, x), bn(conv(x)), atol=1e-5, rtol=1e-5)
     bn.train()
     torch.testing.assert_close(conv_bn(conv, bn, x), bn(conv(x)))
+
+
+def test_inference_normalisation_equals_the_training_path():
+    """Without autograd the input normalisation writes channels-last memory directly: same features."""
+    torch.manual_seed(0)
+    net = Backbone(BackboneConfig(widths=(8, 8, 16, 16, 16), out_channels=16, skip_channels=8)).eval()
+    images = torch.rand(3, 3, 64, 96)
+    with torch.enable_grad():
+        ref = net(images.contiguous(memory_format=torch.channels_last))
+    with torch.no_grad():
+        fast = net(images)
+    for key in ref:
+        torch.testing.assert_close(fast[key], ref[key].detach(), atol=1e-6, rtol=0)

@@ -160,3 +160,44 @@ def test_dense_attention_equals_a_slow_softmax_reference():
     expected = x.T.reshape(1, c, *TINY_GRID.shape)
     got = enc(feats, intr[None], ext[None], mask)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def _layered_encoder(layers: int = 1) -> BEVEncoder:
+    torch.manual_seed(0)
+    cfg = BEVEncoderConfig(channels=16, heads=2, pillar_heights=(0.0, 1.5), num_layers=layers)
+    return BEVEncoder(8, TINY_GRID, IMG, 16, cfg).eval()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_inference_fast_path_equals_the_reference(layers):
+    """Sampled attention: the cached/in-place inference path gives the reference's output, for two items
+    with different calibrations and a missing camera, and again after the weights change (cache refresh)."""
+    enc = _layered_encoder(layers)
+    intr, ext = canonical_rig(tiny_config())
+    ext2 = ext.clone()
+    ext2[:, 2, 3] += 0.3  # the second item's cameras sit higher: another layout
+    intr_b, ext_b = torch.stack([intr, intr]), torch.stack([ext, ext2])
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 2] = False
+    feats = torch.randn(2, 6, 8, IMG[0] // 16, IMG[1] // 16)
+    for step in range(2):
+        with torch.no_grad():
+            fast = enc(feats, intr_b, ext_b, mask)
+            ref = enc.forward_reference(feats, intr_b, ext_b, mask)
+            single = enc(feats[:1], intr_b[:1], ext_b[:1], mask[:1])
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(single, ref[:1], atol=1e-5, rtol=1e-5)
+        assert not fast.equal(torch.zeros_like(fast))
+        with torch.no_grad():  # new weights in place (as load_state_dict / an optimiser step would do)
+            for p in enc.parameters():
+                p.mul_(1.5).add_(0.01)
+    assert len(enc._fast) == 2  # one cached entry per calibration
+
+
+def test_training_uses_the_reference_path_and_backpropagates():
+    enc = _layered_encoder()
+    intr, ext = canonical_rig(tiny_config())
+    feats = torch.randn(1, 6, 8, IMG[0] // 16, IMG[1] // 16, requires_grad=True)
+    out = enc(feats, intr[None], ext[None], torch.ones(1, 6, dtype=torch.bool))
+    out.square().mean().backward()
+    assert feats.grad is not None and enc.queries.grad is not None and not enc._fast

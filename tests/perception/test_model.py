@@ -209,3 +209,50 @@ def test_overfits_simulated_frames():
     finally:
         torch.set_num_threads(threads)
     assert last["total"] < first["total"] / 10, (first, last, step)
+
+
+def test_shipped_weights_stream_the_same_through_the_fast_paths():
+    """The shipped weights give the reference paths' outputs over a few streaming ticks (default model)."""
+    import math
+    from pathlib import Path
+
+    from perception.training import load_weights
+    from tests.perception.model_fixtures import canonical_rig, pose
+
+    weights = Path(__file__).resolve().parents[2] / "perception" / "weights" / "bevstream.pt"
+    if not weights.exists():
+        pytest.skip("no shipped weights")
+    cfg = ModelConfig()
+    model = BEVStreamModel(cfg).eval()
+    load_weights(model, weights)
+    model.requires_grad_(False)
+    intr, ext = canonical_rig(cfg)
+    g = torch.Generator().manual_seed(0)
+    blocks = torch.rand(1, 6, 3, cfg.image_size[0] // 16, cfg.image_size[1] // 16, generator=g)
+    images = blocks.repeat_interleave(16, dim=-2).repeat_interleave(16, dim=-1)
+
+    def tick(k: int):
+        from perception.model import ModelInputs
+
+        return ModelInputs(
+            images=(images + 0.02 * k).clamp(0, 1), intrinsics=intr[None], cam_to_ego=ext[None], camera_mask=torch.ones(1, 6, dtype=torch.bool),
+            ego_to_global=pose(10.0 / 12.0 * k, 0.05 * k, 0.01 * k)[None], timestamp_s=torch.tensor([k / 12.0], dtype=torch.float64),
+            kinematics=torch.tensor([[10.0, 0, 0, 0, 0, 0, 0.12]]), reset=torch.tensor([k == 0]),
+        )
+
+    def stream(grad: bool) -> list:
+        state, outs = None, []
+        with torch.set_grad_enabled(grad):  # grad on (no parameter needs it): every reference path
+            for k in range(4):
+                out, state = model(tick(k), state)
+                outs.append(out)
+        return outs
+
+    ref, fast = stream(True), stream(False)
+    for r, f in zip(ref, fast):
+        for key in ("cls_logits", "box_deltas"):
+            torch.testing.assert_close(f.detection[key], r.detection[key], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(f.road_logits, r.road_logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(f.seg_logits, r.seg_logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(f.bev, r.bev, atol=1e-4, rtol=1e-4)
+    assert not math.isclose(float(ref[-1].bev.abs().sum()), float(ref[0].bev.abs().sum()))  # the ticks differ

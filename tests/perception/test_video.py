@@ -157,3 +157,47 @@ def test_fusion_reads_warped_entries():
     out1, _ = mod(torch.rand(1, 4, *GRID.shape), pose(1, 0, 0)[None], t + 0.1, torch.zeros(1, 7), torch.tensor([False]), s)
     out1_fresh, _ = mod(torch.rand(1, 4, *GRID.shape), pose(1, 0, 0)[None], t + 0.1, torch.zeros(1, 7), torch.tensor([True]), s)
     assert not torch.allclose(out1, out1_fresh)
+
+
+def _streams(mod: VideoModule, fast: bool, ticks) -> list:
+    """Run `ticks` [(t, pose, reset)] with the fast path on or off; outputs and states per tick."""
+    mod.fast = fast
+    g = torch.Generator().manual_seed(3)
+    state, out = None, []
+    with torch.no_grad():
+        for t, p, reset in ticks:
+            x = torch.randn(1, 4, *GRID.shape, generator=g)
+            kin = torch.randn(1, 7, generator=g)
+            y, state = mod(x, p[None], torch.tensor([t], dtype=torch.float64), kin, torch.tensor([reset]), state)
+            out.append((y, state))
+    mod.fast = True
+    return out
+
+
+def test_inference_fast_path_equals_the_reference():
+    """Driving with turns (entries shared by both queues, recentring), standing still, a reset mid-way."""
+    mod = _module(push_period_ms=50.0, push_distance_m=1.0)
+    ticks, x, y, yaw = [], 0.0, 0.0, 0.3
+    for k in range(16):
+        if not 6 <= k < 9:  # stands still for three ticks
+            x, y, yaw = x + 1.4 * math.cos(yaw), y + 1.4 * math.sin(yaw), yaw + 0.08
+        ticks.append((k / 12.0, pose(x, y, yaw), k == 11))
+    ref, fast = _streams(mod, False, ticks), _streams(mod, True, ticks)
+    shared = 0
+    for (yr, sr), (yf, sf) in zip(ref, fast):
+        torch.testing.assert_close(yf, yr, atol=1e-5, rtol=1e-5)
+        for key, v in sr.state_dict().items():
+            torch.testing.assert_close(sf.state_dict()[key], v, atol=1e-5, rtol=1e-5, msg=key)
+        shared += int((sr.time_queue.timestamp_s[0, :, None] == sr.space_queue.timestamp_s[0, None, :]).sum())
+    assert shared > 0  # the case of an entry held by both queues did occur
+
+
+def test_fast_path_leaves_the_input_state_untouched():
+    mod = _module()
+    ticks = [(k / 12.0, pose(0.9 * k, 0.0, 0.05 * k), k == 0) for k in range(4)]
+    (_, st), = _streams(mod, True, ticks[:1])
+    before = {k: v.clone() for k, v in st.state_dict().items()}
+    with torch.no_grad():
+        mod(torch.rand(1, 4, *GRID.shape), ticks[1][1][None], torch.tensor([ticks[1][0]], dtype=torch.float64), torch.zeros(1, 7), torch.tensor([False]), st)
+    for k, v in st.state_dict().items():
+        assert torch.equal(v, before[k]), k
