@@ -215,26 +215,6 @@ class BEVStreamModel(nn.Module):
         return mean
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory in the process instead of returning it to the OS.
-
-    Each tick allocates and frees the same few dozen activation tensors (0.1-4 MB each). By default glibc
-    serves such sizes with fresh mmap pages or trims them off the heap when freed, so every tick pays ~2000
-    page faults (a few ms on an idle machine, much more on a loaded one). With a 32 MB mmap threshold and
-    no trimming they are reused from the heap. Process-wide and numerics-neutral; the process keeps its
-    peak heap. Returns False where it does not apply (not glibc)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    ok_mmap = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # the largest glibc accepts on 64-bit
-    ok_trim = libc.mallopt(m_trim_threshold, 1024 * 1024 * 1024)
-    return bool(ok_mmap and ok_trim)
-
-
 def inputs_from_numpy(
     images: np.ndarray, intrinsics: np.ndarray, cam_to_ego: np.ndarray, camera_mask: np.ndarray,
     ego_to_global: np.ndarray, timestamp_s: float, kinematics: np.ndarray, reset: bool,

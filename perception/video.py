@@ -82,9 +82,24 @@ def grid_norm(grid: BEVGrid) -> np.ndarray:
     return metric_to_norm(grid.x_min, grid.x_max, grid.y_min, grid.y_max)
 
 
+def inv_affine_2d(m: np.ndarray) -> np.ndarray:
+    """Inverse of (..., 3, 3) planar affine transforms (last row 0 0 1) in closed form: np.linalg.inv on
+    a 3x3 goes through LAPACK (tens of us, and ms-long stalls of OpenBLAS's threads on a loaded machine)."""
+    m = np.asarray(m, dtype=np.float64)
+    a, b, c, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
+    tx, ty = m[..., 0, 2], m[..., 1, 2]
+    det = a * d - b * c
+    out = np.zeros(m.shape)
+    out[..., 0, 0], out[..., 0, 1], out[..., 1, 0], out[..., 1, 1] = d / det, -b / det, -c / det, a / det
+    out[..., 0, 2] = -(out[..., 0, 0] * tx + out[..., 0, 1] * ty)
+    out[..., 1, 2] = -(out[..., 1, 0] * tx + out[..., 1, 1] * ty)
+    out[..., 2, 2] = 1.0
+    return out
+
+
 def affine_theta(src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.ndarray) -> np.ndarray:
     """(N, 2, 3) affine_grid theta: destination grid coords -> source grid coords."""
-    return (norm_src @ src_from_dst @ np.linalg.inv(norm_dst))[:, :2, :]
+    return (norm_src @ src_from_dst @ inv_affine_2d(norm_dst))[:, :2, :]
 
 
 def warp_raster(src: torch.Tensor, src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.ndarray, out_hw: tuple[int, int], padding_mode: str = "zeros", return_inside: bool = False):
@@ -200,7 +215,7 @@ class VideoModule(nn.Module):
         idx = (np.arange(n, dtype=np.float64) + 0.5) * res
         gx = anchor[:, 0, None, None] + idx[None, :, None]  # (B, n, 1)
         gy = anchor[:, 1, None, None] + idx[None, None, :]  # (B, 1, n)
-        inv = np.linalg.inv(ego2d)  # global -> ego
+        inv = inv_affine_2d(ego2d)  # global -> ego
         ex = inv[:, 0, 0, None, None] * gx + inv[:, 0, 1, None, None] * gy + inv[:, 0, 2, None, None]
         ey = inv[:, 1, 0, None, None] * gx + inv[:, 1, 1, None, None] * gy + inv[:, 1, 2, None, None]
         half = 0.5 * res
@@ -263,7 +278,7 @@ class VideoModule(nn.Module):
         kc = q.shape[1]
         if uniq:
             feats = torch.stack([queues[qi].feats[0, j] for qi, j, *_ in uniq])  # (U, Cq, H, W)
-            entry_from_cur = np.linalg.inv(pose_to_2d(np.stack([u[2] for u in uniq]))) @ ego2d  # (U, 3, 3)
+            entry_from_cur = inv_affine_2d(pose_to_2d(np.stack([u[2] for u in uniq]))) @ ego2d  # (U, 3, 3)
             warped, inside = warp_raster(feats, entry_from_cur, n, n, (h, w), return_inside=True)  # (U, Cq, H, W), (U, H, W)
             # 2. Fusion: the same attention as the reference, keys folded into the query.
             dt = torch.tensor([t[0] - ts for ts, _ in slots], dtype=torch.float64)  # (Lv,) s
@@ -329,7 +344,7 @@ class VideoModule(nn.Module):
         if rows.size == 0:
             return hidden
         i0, i1, j0, j1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        theta = torch.from_numpy(np.ascontiguousarray(affine_theta(np.linalg.inv(ego2d), n, wn))).to(device=h_new.device, dtype=h_new.dtype)
+        theta = torch.from_numpy(np.ascontiguousarray(affine_theta(inv_affine_2d(ego2d), n, wn))).to(device=h_new.device, dtype=h_new.dtype)
         g = F.affine_grid(theta, [h_new.shape[0], h_new.shape[1], nw, nw], align_corners=False)[:, i0:i1, j0:j1]
         written = F.grid_sample(h_new, g, mode="bilinear", padding_mode="border", align_corners=False)  # (B, Ch, i1-i0, j1-j0)
         out = hidden.clone()

@@ -201,3 +201,13 @@ def test_fast_path_leaves_the_input_state_untouched():
         mod(torch.rand(1, 4, *GRID.shape), ticks[1][1][None], torch.tensor([ticks[1][0]], dtype=torch.float64), torch.zeros(1, 7), torch.tensor([False]), st)
     for k, v in st.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_closed_form_inverse_equals_numpy():
+    from perception.video import inv_affine_2d, metric_to_norm
+
+    rng = np.random.default_rng(0)
+    poses = pose_to_2d(np.stack([pose(*rng.normal(size=2) * 50, rng.uniform(-3, 3)).numpy() for _ in range(5)]))
+    norms = metric_to_norm(-10.0, 30.0, -7.0, 9.0)
+    for m in (poses, norms, poses @ norms):
+        np.testing.assert_allclose(inv_affine_2d(m), np.linalg.inv(m), atol=1e-12, rtol=1e-12)
