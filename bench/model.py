@@ -9,7 +9,9 @@ beside the wall-clock latency (less sensitive to other processes), and the faste
 nearest a loaded machine gets to a quiet one. FLOPs are counted with torch.utils.flop_counter.FlopCounterMode (convolutions, matmuls, attention;
 elementwise ops and grid_sample are not counted). The baseline measured in the same run is this
 machine's fp32 matmul peak: the median time of a large torch.mm at the same thread count.
-Also timed: the two stages (`encode_images`, `bev_step`), the rectifier on 1600x900 uint8 images (runs
+The reference paths of the BEV encoder and the video module (the plain code the inference fast paths
+replace; same outputs up to float rounding) run on every tick too, alternating order, for the speed-up
+ratio. Also timed: the two stages (`encode_images`, `bev_step`), the rectifier on 1600x900 uint8 images (runs
 before the model, outside its budget), and the ablations single-frame (video off) and dense attention.
 Writes bench/results/model.json (model_threadsN.json for --threads N other than 2).
 """
@@ -84,21 +86,42 @@ def matmul_peak(n: int, reps: int) -> float:
     return 2.0 * n**3 / (ms / 1e3)
 
 
-def stream_latency(model: BEVStreamModel, cfg: ModelConfig, ticks: int, warmup: int, cpu: list[float] | None = None) -> list[float]:
-    """Wall-clock ms of each streaming forward after warm-up; `cpu` receives the process CPU ms (all threads)."""
+def set_reference_paths(model: BEVStreamModel, on: bool) -> None:
+    """Switch the BEV encoder and the video module to their plain reference paths (the code before the
+    inference fast paths; same numerics up to float rounding) or back to the fast paths."""
+    model.bev_encoder.fast = not on
+    if model.video is not None:
+        model.video.fast = not on
+
+
+def stream_latency(model: BEVStreamModel, cfg: ModelConfig, ticks: int, warmup: int, cpu: list[float] | None = None,
+                   reference: dict[str, list[float]] | None = None) -> list[float]:
+    """Wall-clock ms of each streaming forward after warm-up; `cpu` receives the process CPU ms (all threads).
+    With `reference` (a dict), every tick also runs the reference paths on their own state, alternating
+    which goes first; reference['wall'] and reference['cpu'] receive their times."""
     rig = canonical_rig(cfg)
     images = torch.rand(1, 6, 3, *cfg.image_size, generator=torch.Generator().manual_seed(0))
-    state = None
+    states = {False: None, True: None}
     times = []
+    modes = (False, True) if reference is not None else (False,)
     with torch.inference_mode():
         for k in range(warmup + ticks):
             tick = make_tick(cfg, k, images, rig)
-            t0, c0 = time.perf_counter(), time.process_time()
-            _, state = model(tick, state)
-            if k >= warmup:
-                times.append((time.perf_counter() - t0) * 1e3)
-                if cpu is not None:
-                    cpu.append((time.process_time() - c0) * 1e3)
+            for ref in (modes if k % 2 == 0 else modes[::-1]):
+                set_reference_paths(model, ref)
+                t0, c0 = time.perf_counter(), time.process_time()
+                _, states[ref] = model(tick, states[ref])
+                wall, proc = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+                if k < warmup:
+                    continue
+                if ref:
+                    reference.setdefault("wall", []).append(wall)
+                    reference.setdefault("cpu", []).append(proc)
+                else:
+                    times.append(wall)
+                    if cpu is not None:
+                        cpu.append(proc)
+    set_reference_paths(model, False)
     return times
 
 
@@ -139,7 +162,8 @@ def main() -> int:
     total_flops, per_module = flops_per_tick(model, cfg)
     peak = matmul_peak(1024 if args.quick else 2048, 5 if args.quick else 15)
     cpu_ms: list[float] = []
-    lat = stream_latency(model, cfg, ticks, warmup, cpu_ms)
+    ref_ms: dict[str, list[float]] = {}
+    lat = stream_latency(model, cfg, ticks, warmup, cpu_ms, reference=ref_ms)
 
     # Stages separately (what two runtime actors would each spend).
     rig = canonical_rig(cfg)
@@ -150,6 +174,9 @@ def main() -> int:
         _, st = model(make_tick(cfg, 0, images, rig), None)
         enc = time_calls(lambda: model.encode_images(images), max(5, ticks // 2), 2)
         bev = time_calls(lambda: model.bev_step(feats, tick, st), max(5, ticks // 2), 2)
+        set_reference_paths(model, True)
+        bev_ref = time_calls(lambda: model.bev_step(feats, tick, st), max(5, ticks // 2), 2)
+        set_reference_paths(model, False)
         post_out, _ = model(tick, st)
         # What the runtime's BEV stage does after bev_step (random weights: few boxes; bench/postprocess.py
         # times it on the shipped weights' outputs), and the full-size seg labels that only eval asks for.
@@ -170,6 +197,9 @@ def main() -> int:
         "  (process CPU ms, all threads)": cpu_ms,
         "  encode_images": enc,
         "  bev_step": bev,
+        "forward, reference paths": ref_ms["wall"],
+        "  (process CPU ms, all threads) ": ref_ms["cpu"],
+        "  bev_step, reference paths": bev_ref,
         "decode + road vectorise": post,
         "postprocess incl. seg labels at input size": seg_full,
         "rectify 6x1600x900": rect_ms,
@@ -196,6 +226,12 @@ def main() -> int:
     print(f"{'stage':36s} {'median ms':>10s} {'p90 ms':>8s} {'min ms':>8s} {'n':>4s}")
     for name, xs in rows.items():
         print(f"{name:36s} {statistics.median(xs):10.1f} {pct(xs, 90):8.1f} {min(xs):8.1f} {len(xs):4d}")
+    speedup = {
+        "forward_wall_median": statistics.median(ref_ms["wall"]) / med,
+        "forward_cpu_median": statistics.median(ref_ms["cpu"]) / statistics.median(cpu_ms),
+        "bev_step_wall_median": statistics.median(bev_ref) / statistics.median(bev),
+    }
+    print("fast paths vs reference paths, same run (x faster): " + ", ".join(f"{k} {v:.2f}" for k, v in speedup.items()))
     verdict = "within" if med <= BUDGET_MS else "OVER"
     print(f"budget: {BUDGET_MS:.0f} ms per tick -> median {med:.1f} ms is {verdict} budget")
 
@@ -215,6 +251,7 @@ def main() -> int:
         "fraction_of_peak": achieved / peak,
         "latency_ms": {name.strip(): {"median": statistics.median(xs), "p90": pct(xs, 90), "min": min(xs), "n": len(xs)} for name, xs in rows.items()},
         "ablations": ablations,
+        "speedup_vs_reference_paths": speedup,
         "budget_ms": BUDGET_MS,
         "within_budget": med <= BUDGET_MS,
         "config": model_config_to_dict(cfg),
