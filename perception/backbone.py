@@ -29,11 +29,31 @@ def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tenso
     (same result, one pass over the activations fewer)."""
     if bn.training:
         return bn(conv(x))
+    weight, bias = folded_conv_bn(conv, bn)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (Cout,)
     bias = bn.bias - bn.running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias * scale
-    return F.conv2d(x, conv.weight * scale.view(-1, 1, 1, 1), bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
+
+
+def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval-mode conv weight and bias with the batch norm folded in. Without autograd they are cached
+    on the conv, keyed by the identity and in-place version of every tensor they come from (so loading or
+    training weights refreshes them): the same tensors, not recomputed every tick."""
+    if torch.is_grad_enabled():
+        return _fold(conv, bn)
+    srcs = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in srcs) + (bn.eps,)
+    cached = conv.__dict__.get("_folded_bn")
+    if cached is None or cached[0] != key:
+        cached = (key, *_fold(conv, bn))
+        conv.__dict__["_folded_bn"] = cached
+    return cached[1], cached[2]
 
 
 class ConvBNReLU(nn.Sequential):

@@ -91,3 +91,21 @@ def test_inference_normalisation_equals_the_training_path():
         fast = net(images)
     for key in ref:
         torch.testing.assert_close(fast[key], ref[key].detach(), atol=1e-6, rtol=0)
+
+
+def test_cached_folded_weights_follow_weight_changes():
+    """Inference caches the batch-norm-folded weights; loading or training weights in place refreshes them."""
+    from perception.backbone import _fold, folded_conv_bn
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(4, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6).eval()
+    with torch.no_grad():
+        w1, _ = folded_conv_bn(conv, bn)
+        assert folded_conv_bn(conv, bn)[0] is w1  # cached
+        bn.running_var.mul_(4.0)  # as load_state_dict or a training step would
+        conv.weight.add_(1.0)
+        w2, b2 = folded_conv_bn(conv, bn)
+        ref_w, ref_b = _fold(conv, bn)
+    assert not torch.equal(w2, w1)
+    torch.testing.assert_close(w2, ref_w, atol=0, rtol=0)
+    torch.testing.assert_close(b2, ref_b, atol=0, rtol=0)
