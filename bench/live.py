@@ -102,7 +102,7 @@ def live_run(cfg, seconds: float, warm: int = 12) -> dict:
         for t in r.timings:
             stage_p50.setdefault(t.stage, []).append(t.duration_ms)
     deadline = cfg.profile.deadline_ms
-    n_all = max(len(records), 1)  # every frame set (ticks and drops): per-camera backbone work precedes any drop
+    n_all = max(len(records), 1)  # every frame set (ticks and drops)
     return {
         "seconds": seconds, "rate_hz": v.rate_hz, "frame_sets": len(measured), "ticks": len(ticks),
         "dropped_overload": drops.get("overload", 0), "drops_by_reason": drops,
@@ -117,6 +117,9 @@ def live_run(cfg, seconds: float, warm: int = 12) -> dict:
                             "driver": (drv1 - drv0) * 1e3 / n_all},
         # per camera image the backbone encoded (a set dropped before the backbone costs it nothing)
         "backbone_cpu_ms_per_camera": (cpu1[0] - cpu0[0]) * 1e3 / max(cams, 1), "cameras_encoded": cams,
+        # cameras the backbone encoded beyond those of the sets that became results: with admission at a
+        # set's first camera (live_encode camera) a set dropped for capacity costs none
+        "cameras_encoded_not_in_results": cams - sum(len(r.seg_channels) for r in records if r.kind == "tick"),
         "vehicle": report.get("source_stats", {}),
         "late_or_rejected_frames": report.get("late_or_rejected_frames"),
         "live_encode": cfg.pipeline.live_encode,

@@ -9,6 +9,8 @@ rectify, `BEVStreamModel.forward`, `postprocess` (seg labels at the model's seg 
 runtime returns them), boxes and road lines to global (torch threads: the better of 1 and all cores
 in each repeat). Loop and runtime runs alternate, order swapped every repeat; medians over repeats.
 CPU per tick: the loop's process; the runtime's actors + driver.
+Also (not --quick): the other max_in_flight, and max_in_flight 1 with stages.*.torch_threads 0 (auto:
+every core per stage, as the stages never overlap). Per process CPU and the hand-over gaps are in the json.
 Runtime: the default runtime.yaml pipeline (backbone actor + BEV actor, 1 CPU / 1 torch thread
 each, images loaded and put by a reader thread ahead of the actors) on the same frames from the same source, with the same weights (a seeded
 random-init checkpoint written once and loaded by both, or the configured/shipped weights).
@@ -119,21 +121,34 @@ def runtime_run(cfg, make_iter, warmup: int) -> dict:
 
     with Runtime(cfg) as rt:
         actors = [rt.supervisor.backbone, rt.supervisor.bev]
-        cpu0, drv0 = sum(ray.get([a.cpu_seconds.remote() for a in actors])), time.process_time()
+        cpu0, drv0 = ray.get([a.cpu_seconds.remote() for a in actors]), time.process_time()
         records = list(rt.iterate(_Src()))
-        cpu1, drv1 = sum(ray.get([a.cpu_seconds.remote() for a in actors])), time.process_time()
+        cpu1, drv1 = ray.get([a.cpu_seconds.remote() for a in actors]), time.process_time()
     ticks = [r for r in records if isinstance(r, TickResult)]
     measured = ticks[warmup:]
     # The first measured tick starts loading (its "ingest"; a simulated set also carries the "sync" of its preloading).
     start = next(t.start_ns for t in measured[0].timings if t.stage == "ingest")
     end = max(t.end_ns for t in measured[-1].timings)
     lat = [r.latency_ms for r in measured]
+
+    def gap(r, a: str, a_end: bool, b: str) -> float:  # ms from stage a's start/end to stage b's start
+        by = {t.stage: t for t in r.timings}
+        return ((by[b].start_ns if b != "deliver" else by[b].end_ns) - (by[a].end_ns if a_end else by[a].start_ns)) / 1e6
+
+    n_all = max(len(records), 1)
     return {"ticks": len(measured), "dropped": len(records) - len(ticks),
             "throughput_hz": len(measured) / ((end - start) / 1e9), "latency_ms_median": statistics.median(lat),
             "latency_ms_p90": sorted(lat)[int(0.9 * (len(lat) - 1))],
             "detections": [len(r.detections_ego) for r in measured],
             # actors + driver over all ticks (warm-up included: the actors' clocks are per process)
-            "cpu_ms_per_tick": ((cpu1 - cpu0) + (drv1 - drv0)) * 1e3 / max(len(records), 1),
+            "cpu_ms_per_tick": (sum(cpu1) - sum(cpu0) + (drv1 - drv0)) * 1e3 / n_all,
+            # per process: the driver's share is mostly ray.put of the set's images (26 MB at 1600x900)
+            "cpu_ms_per_tick_by_process": {"backbone": (cpu1[0] - cpu0[0]) * 1e3 / n_all, "bev": (cpu1[1] - cpu0[1]) * 1e3 / n_all,
+                                           "driver": (drv1 - drv0) * 1e3 / n_all},
+            # the hand-overs between processes (Ray task dispatch, object-store transfer), medians in ms
+            "handover_ms_median": {"submit_to_backbone": statistics.median(gap(r, "submit", True, "backbone") for r in measured),
+                                   "backbone_to_bev": statistics.median(gap(r, "backbone", True, "bev") for r in measured),
+                                   "bev_to_driver": statistics.median(gap(r, "bev", True, "deliver") for r in measured)},
             "stage_ms_median": {s: statistics.median(t.duration_ms for r in measured for t in r.timings if t.stage == s)
                                 for s in ("ingest", "submit", "backbone", "bev", "deliver")},
             # the runtime's own share of a tick: latency minus the compute stages (load, backbone, BEV):
@@ -183,6 +198,12 @@ def main() -> int:
     # The other max_in_flight (1 <-> 2) in the same run: what overlapping the actors costs or gains.
     alt_n = 2 if cfg.pipeline.max_in_flight == 1 else 1
     cfg1 = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"max_in_flight": alt_n})})
+    # max_in_flight 1 with stages.*.torch_threads 0 (auto): the stages never overlap, so each uses every core
+    st = cfg.stages
+    cfg_auto = cfg.model_copy(update={
+        "pipeline": cfg.pipeline.model_copy(update={"max_in_flight": 1}),
+        "stages": st.model_copy(update={k: getattr(st, k).model_copy(update={"torch_threads": 0}) for k in ("backbone", "bev")})})
+    alone = []
     thread_options = [1] if args.quick else sorted({1, os.cpu_count() or 1})
     def loop_best(r: int) -> None:
         # The baseline gets its best torch thread count (1 or all cores) in each repeat.
@@ -205,6 +226,9 @@ def main() -> int:
             serial.append(runtime_run(cfg1, make_iter, warmup))
             print(f"  runtime max_in_flight={alt_n} #{r}: {serial[-1]['throughput_hz']:.2f} ticks/s, "
                   f"median {serial[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
+            alone.append(runtime_run(cfg_auto, make_iter, warmup))
+            print(f"  runtime max_in_flight=1, torch_threads auto #{r}: {alone[-1]['throughput_hz']:.2f} ticks/s, "
+                  f"median {alone[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
 
     def med(xs, k):
         return statistics.median(x[k] for x in xs)
@@ -220,7 +244,14 @@ def main() -> int:
                          "seg_labels": "at the model's seg resolution, as in the runtime's results"},
         "runtime": {"throughput_hz": rt_tp, "latency_ms_median": rt_lat, "dropped": sum(x["dropped"] for x in runs),
                     "stage_ms_median": runs[-1]["stage_ms_median"], "cpu_ms_per_tick": med(runs, "cpu_ms_per_tick"),
-                    "outside_compute_ms_median": med(runs, "outside_compute_ms_median")},
+                    "outside_compute_ms_median": med(runs, "outside_compute_ms_median"),
+                    "cpu_ms_per_tick_by_process": runs[-1]["cpu_ms_per_tick_by_process"],
+                    "handover_ms_median": runs[-1]["handover_ms_median"]},
+        "runtime_max_in_flight_1_torch_threads_auto": ({
+            "throughput_hz": med(alone, "throughput_hz"), "latency_ms_median": med(alone, "latency_ms_median"),
+            "throughput_ratio": med(alone, "throughput_hz") / loop_tp,
+            "median_latency_overhead": med(alone, "latency_ms_median") / loop_lat - 1.0,
+            "cpu_ms_per_tick": med(alone, "cpu_ms_per_tick")} if alone else None),
         "per_repeat": {"offline_loop_each_thread_count": loop_tries,
                        "runtime": [{k: x[k] for k in ("throughput_hz", "latency_ms_median")} for x in runs]},
         **{f"runtime_max_in_flight_{n}": ({"throughput_hz": med(xs, "throughput_hz"),
@@ -240,6 +271,10 @@ def main() -> int:
     print(f"{'':<14}{'ticks/s':>10}{'median ms':>12}")
     print(f"{'offline loop':<14}{loop_tp:>10.2f}{loop_lat:>12.1f}")
     print(f"{'runtime':<14}{rt_tp:>10.2f}{rt_lat:>12.1f}   (default: max_in_flight {cfg.pipeline.max_in_flight})")
+    if alone:
+        a_tp, a_lat = med(alone, "throughput_hz"), med(alone, "latency_ms_median")
+        print(f"{'runtime, 1 A':<14}{a_tp:>10.2f}{a_lat:>12.1f}   (max_in_flight 1, torch_threads auto: ratio {a_tp / loop_tp:.2f}, "
+              f"latency overhead {100 * (a_lat / loop_lat - 1):+.1f} %)")
     if serial:
         s_tp, s_lat = med(serial, "throughput_hz"), med(serial, "latency_ms_median")
         print(f"{f'runtime, {alt_n}':<14}{s_tp:>10.2f}{s_lat:>12.1f}   (max_in_flight {alt_n}: ratio {s_tp / loop_tp:.2f}, "

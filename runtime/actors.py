@@ -281,6 +281,8 @@ class CameraEncoder:
         """A camera just arrived (before the synchroniser sees it): its cycle's admission decides."""
         with self.lock:
             c = self._cycle_for(frame)
+            if c.fs is not None:  # its set already went (degraded): the synchroniser reports it late
+                return
             c.members.add(id(frame))
             self.of_frame[id(frame)] = (frame, c)
             if c.state == "admitted":

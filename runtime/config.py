@@ -37,7 +37,7 @@ class RayConfig(_Strict):
 
 class StageConfig(_Strict):
     num_cpus: float = Field(1.0, ge=0)  # Ray CPUs reserved by the actor
-    torch_threads: int = Field(1, ge=1)  # torch.set_num_threads inside the actor
+    torch_threads: int = Field(1, ge=0)  # torch.set_num_threads inside the actor; 0 = auto (supervisor.torch_threads)
     resources: dict[str, float] = Field(default_factory=dict)  # custom Ray resources, for placement
     max_restarts: int = Field(3, ge=0)  # Ray restarts the actor this many times after it dies
 

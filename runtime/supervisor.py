@@ -9,6 +9,7 @@ reloads the last temporal-state checkpoint from the StateStore actor.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable
 
 import ray
@@ -35,10 +36,26 @@ def ensure_ray(cfg: RuntimeConfig) -> bool:
     return True
 
 
-def _options(stage: StageConfig) -> dict[str, Any]:
+def torch_threads(stage: StageConfig, cfg: RuntimeConfig) -> int:
+    """Intra-op threads of a stage actor. Configured (>= 1), or 0 = auto: with max_in_flight 1 the
+    stages never run at the same time, so each may use every CPU of the local Ray (ray.num_cpus);
+    otherwise they overlap, and each gets its reserved num_cpus (at least 1)."""
+    if stage.torch_threads > 0:
+        return stage.torch_threads
+    if cfg.pipeline.max_in_flight == 1:
+        return max(1, int(cfg.ray.num_cpus or os.cpu_count() or 1))
+    return max(1, int(round(stage.num_cpus)))
+
+
+def _options(stage: StageConfig, threads: int = 1) -> dict[str, Any]:
     opts: dict[str, Any] = dict(num_cpus=stage.num_cpus, max_restarts=stage.max_restarts, max_task_retries=0)
     if stage.resources:
         opts["resources"] = dict(stage.resources)
+    if threads > 1:
+        # OpenMP worker threads sleep instead of spinning between parallel regions: on a busy machine
+        # (another stage, or other processes, on the same cores) spinning threads burnt ~5x the CPU
+        # of a tick (the offline loop with 2 threads, 2 loaded cores: 1000 vs 190 ms CPU per tick).
+        opts["runtime_env"] = {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
     return opts
 
 
@@ -60,10 +77,11 @@ class Supervisor:
         st = self.cfg.stages
         # The checkpoint store lives with the driver's node by default; it must outlive the BEV actor.
         self.store = ray.remote(StateStore).options(num_cpus=0).remote()
-        self.backbone = ray.remote(BackboneActor).options(**_options(st.backbone)).remote(
-            self.model_factory, st.backbone.torch_threads, self.cfg.pipeline.seg_stride, self.store)
-        self.bev = ray.remote(BevActor).options(**_options(st.bev)).remote(
-            self.model_factory, st.bev.torch_threads, self.store, self.cfg.pipeline.checkpoint_every)
+        nb, nv = torch_threads(st.backbone, self.cfg), torch_threads(st.bev, self.cfg)
+        self.backbone = ray.remote(BackboneActor).options(**_options(st.backbone, nb)).remote(
+            self.model_factory, nb, self.cfg.pipeline.seg_stride, self.store)
+        self.bev = ray.remote(BevActor).options(**_options(st.bev, nv)).remote(
+            self.model_factory, nv, self.store, self.cfg.pipeline.checkpoint_every)
         # Once, before the stream: the actors are up and have run one synthetic tick (warm-up); with
         # per-camera encoding of live streams also every batch size (each plans its own kernels).
         warm = [self.bev.warmup.remote(self.backbone.warmup.remote())]

@@ -105,3 +105,20 @@ def test_cli_checkpoint_that_is_not_a_model_checkpoint(tmp_path, capsys):
     assert main(["stream", "--config", str(cfg), "--checkpoint", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "model.checkpoint: cannot load" in err and err.count("config error") == 1
+
+
+def test_torch_threads_auto_uses_all_cpus_only_when_stages_never_overlap():
+    """stages.*.torch_threads 0 = auto: every CPU of the local Ray with max_in_flight 1 (one stage runs
+    at a time), the stage's reserved num_cpus otherwise; more than one thread sleeps when idle."""
+    from runtime.config import config_from_dict
+    from runtime.supervisor import _options, torch_threads
+
+    auto = {"torch_threads": 0, "num_cpus": 1}
+    alone = config_from_dict({"ray": {"num_cpus": 4}, "pipeline": {"max_in_flight": 1}, "stages": {"backbone": auto}})
+    overlap = config_from_dict({"ray": {"num_cpus": 4}, "pipeline": {"max_in_flight": 2}, "stages": {"backbone": auto}})
+    fixed = config_from_dict({"pipeline": {"max_in_flight": 1}, "stages": {"backbone": {"torch_threads": 3}}})
+    assert torch_threads(alone.stages.backbone, alone) == 4
+    assert torch_threads(overlap.stages.backbone, overlap) == 1
+    assert torch_threads(fixed.stages.backbone, fixed) == 3
+    assert _options(alone.stages.backbone, 4)["runtime_env"]["env_vars"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "runtime_env" not in _options(overlap.stages.backbone, 1)

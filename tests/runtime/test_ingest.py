@@ -89,6 +89,7 @@ def test_camera_encoder_admits_at_the_first_camera_and_never_encodes_a_dropped_s
         (staged0,) = _drain(out)
         assert isinstance(staged0, Staged) and len(staged0.camera_refs) == 6
         assert staged0.fs.cameras[0].image.size == 0  # no pixels travel with the set
+        enc.arrived(replace(fs0.cameras[0]))  # a camera of a set already emitted: late, not encoded
         for c in fs1.cameras:  # no slot: cycle 1 waits, nothing encoded
             enc.arrived(c)
         enc.emit(fs1, 0)
