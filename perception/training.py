@@ -193,13 +193,26 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Copy the weights of a checkpoint or exported weights file into `model` (same architecture, strict)."""
+# Branches whose output starts at exactly zero (perception/motion.py): weights trained without them load
+# into a model that has them and it computes what those weights computed, so training can grow them.
+ZERO_INIT_BRANCHES = ("video.motion.",)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> list[str]:
+    """Copy the weights of a checkpoint or exported weights file into `model` (same architecture), except
+    that parameters of a zero-initialised branch (ZERO_INIT_BRANCHES) may be absent: they keep their
+    initialisation. Returns the names of those grown parameters; any other mismatch raises ValueError."""
     state = load_checkpoint(path)
     try:
-        model.load_state_dict(state["model"])
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit this model: {str(exc).splitlines()[0]}") from None
+    grown = [k for k in missing if k.startswith(ZERO_INIT_BRANCHES)]
+    wrong = sorted(set(missing) - set(grown)) + sorted(unexpected)
+    if wrong:
+        raise ValueError(f"{path}: weights do not fit this model: missing {sorted(set(missing) - set(grown))[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    return grown
 
 
 def _prune(out_dir: Path, keep: int) -> None:
@@ -297,7 +310,10 @@ def train(
         _truncate_curve(curve_path, start_step)
     else:
         if init_from is not None:
-            load_weights(model, init_from)
+            grown = load_weights(model, init_from)
+            if grown:
+                print(f"init-from {init_from}: {len(grown)} parameter tensors of zero-initialised branches start fresh "
+                      f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in grown}))})", flush=True)
         if curve_path.exists():
             curve_path.unlink()
 

@@ -24,6 +24,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from perception.grid import BEVGrid
+from perception.motion import MotionFusion
 from perception.state import FeatureQueue, TemporalState
 
 
@@ -40,6 +41,7 @@ class VideoConfig:
     world_cells: int = 128  # side of the world-fixed hidden raster (cells of the BEV grid's resolution)
     recenter_cells: int = 16  # re-centre the raster when the ego is this many cells off its centre
     update_radius_m: float | None = None  # None: update every cell inside the BEV window
+    motion_channels: int = 0  # width of the motion-fusion convs over the aligned time queue (perception/motion.py); 0 = off
 
     def __post_init__(self) -> None:
         for name in ("time_queue_length", "space_queue_length", "queue_channels", "key_channels", "hidden_channels", "world_cells"):
@@ -163,6 +165,7 @@ class VideoModule(nn.Module):
         self.kin_mlp = nn.Sequential(nn.Linear(7, 32), nn.ReLU(inplace=True), nn.Linear(32, channels))
         self.gru = SpatialGRUCell(channels, config.hidden_channels)
         self.read = nn.Conv2d(config.hidden_channels, channels, 1)
+        self.motion = MotionFusion(cq, config.time_queue_length, channels, config.motion_channels) if config.motion_channels > 0 else None
         self._nf = nf
         self.fast = True  # False: always the reference path (benchmarks, tests)
 
@@ -303,6 +306,9 @@ class VideoModule(nn.Module):
         else:
             ctx = torch.zeros(1, cfg.queue_channels, h, w, dtype=x.dtype, device=dev)
         fused = xk + self.out(ctx)
+        entry = self.compress(x)  # (1, Cq, H, W): this tick's queue entry
+        if self.motion is not None:
+            fused = fused + self._motion_fast(entry, meta, entry_of, warped if uniq else None, inside if uniq else None, t[0])
 
         # 3. Spatial GRU on the world-fixed hidden raster; write back only the bounding box of updated cells.
         hidden, anchor = state.hidden, state.anchor_xy.cpu().numpy()
@@ -315,7 +321,6 @@ class VideoModule(nn.Module):
         out = fused + self.read(h_new)
 
         # 4. Push (as the reference).
-        entry = self.compress(x)  # (1, Cq, H, W)
         tq, sq = state.time_queue, state.space_queue
         push_t = torch.from_numpy(t - tq.last_push_s.cpu().numpy() >= cfg.push_period_ms / 1000.0 - 1e-6).to(dev)
         push_s = torch.from_numpy(odometer - sq.last_push_odometer_m.cpu().numpy() >= cfg.push_distance_m - 1e-9).to(dev)
@@ -333,6 +338,20 @@ class VideoModule(nn.Module):
             started=torch.ones(b, dtype=torch.bool, device=dev),
         )
         return out, new_state
+
+    def _motion_fast(self, entry: torch.Tensor, meta: list, entry_of: list[int], warped: torch.Tensor | None, inside: torch.Tensor | None, t: float) -> torch.Tensor:
+        """The motion branch for B = 1 from the fast path's unique warped entries: the time queue's valid
+        slots (first in `meta`) are gathered into (1, Lt, Cq, H, W); the rest stays zero and unseen."""
+        lt, (_, cq, h, w) = self.config.time_queue_length, entry.shape
+        past = entry.new_zeros(1, lt, cq, h, w)
+        seen = torch.zeros(1, lt, h, w, dtype=torch.bool, device=entry.device)
+        dt = torch.zeros(1, lt, dtype=torch.float64)
+        for p, (qi, j, _, ts, _) in enumerate(meta):
+            if qi != 0:
+                continue
+            u = entry_of[p]
+            past[0, j], seen[0, j], dt[0, j] = warped[u], inside[u], t - ts
+        return self.motion(entry, past, seen, dt.to(entry.device))
 
     def write_back(self, hidden: torch.Tensor, h_new: torch.Tensor, anchor: np.ndarray, ego2d: np.ndarray, wn: np.ndarray, n: np.ndarray) -> torch.Tensor:
         """New world raster: `hidden` (B, Ch, Nw, Nw) with the cells of update_mask replaced by `h_new`
@@ -398,6 +417,11 @@ class VideoModule(nn.Module):
         attn = torch.softmax(torch.cat([null, scores], 1), dim=1)[:, 1:]  # (B, L, H, W)
         ctx = (attn[:, :, None] * warped).sum(1)  # (B, Cq, H, W)
         fused = xk + self.out(ctx)
+        entry = self.compress(x)  # (B, Cq, H, W): this tick's queue entry
+        if self.motion is not None:
+            lt = cfg.time_queue_length
+            seen = inside[:, :lt] & valid[:, :lt, None, None]  # (B, Lt, H, W)
+            fused = fused + self.motion(entry, warped[:, :lt], seen, dt[:, :lt].to(dev))
 
         # 3. Spatial GRU on the world-fixed hidden raster.
         hidden, anchor = state.hidden, state.anchor_xy.cpu().numpy()
@@ -412,7 +436,6 @@ class VideoModule(nn.Module):
         out = fused + self.read(h_new)
 
         # 4. Push the current single-frame feature (compressed; the graph is kept within a training clip).
-        entry = self.compress(x)  # (B, Cq, H, W)
         tq, sq = state.time_queue, state.space_queue
         push_t = torch.from_numpy(t - tq.last_push_s.cpu().numpy() >= cfg.push_period_ms / 1000.0 - 1e-6).to(dev)
         push_s = torch.from_numpy(odometer - sq.last_push_odometer_m.cpu().numpy() >= cfg.push_distance_m - 1e-9).to(dev)
