@@ -523,6 +523,11 @@ class BackboneActor:
     def warmup(self) -> FeaturePacket:
         return self.stage.warmup()
 
+    def rectify_config(self) -> Any:
+        """The model's rectification settings (the driver shrinks images before the object store as the
+        rectifier would, runtime/prescale.py), or None for a model without one."""
+        return getattr(getattr(getattr(self.stage.model, "model", None), "config", None), "rectify", None)
+
     def encode_cameras(self, images: list, channels: tuple, intrinsics: np.ndarray, sensor_to_ego: np.ndarray):
         """Cameras that arrived since the last call (per-camera encoding of live streams); called with
         num_returns=len(images), so each camera's features get their own ObjectRef."""

@@ -81,7 +81,8 @@ class Runtime:
             feeder = ActorFeeder(ingest)
         else:
             ingest = None
-            feeder = SourceFeeder(source_frame_sets(source, self.cfg.sync, late), live, asyncio.get_running_loop())
+            feeder = SourceFeeder(source_frame_sets(source, self.cfg.sync, late), live, asyncio.get_running_loop(),
+                                  prescale=self.supervisor.prescaler)
         pipeline = TickPipeline(self.supervisor.backbone, self.supervisor.bev, self.cfg.pipeline, live, sink)
         started = time.time()
         try:

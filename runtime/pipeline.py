@@ -135,8 +135,10 @@ class SourceFeeder:
     here, in this thread, so the event loop never blocks on the copy (a nuScenes set is 26 MB), and
     each set gets an 'ingest' timing (replay: the time to load and put it; live: its arrival)."""
 
-    def __init__(self, frame_sets: Iterator[FrameSet], live: bool, loop: asyncio.AbstractEventLoop):
+    def __init__(self, frame_sets: Iterator[FrameSet], live: bool, loop: asyncio.AbstractEventLoop,
+                 prescale: Callable[[FrameSet], FrameSet] | None = None):
         self.live = live
+        self.prescale = prescale  # shrinks the images as the rectifier would, before the put (prescale.py)
         self.loop = loop
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=0 if live else 1)
         self._stop = threading.Event()
@@ -169,6 +171,8 @@ class SourceFeeder:
                     fs = next(self._iter)
                 except StopIteration:
                     break
+                if self.prescale is not None:
+                    fs = self.prescale(fs)
                 ref = ray.put([c.image for c in fs.cameras])  # once; the backbone gets it by reference
                 end = time.time_ns()
                 fs = fs.with_timing(StageTiming("ingest", end if self.live else start, end))

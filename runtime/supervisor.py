@@ -71,6 +71,7 @@ class Supervisor:
         self.bev = None
         self.sink = None
         self.ingest = None
+        self.prescaler = None  # images shrunk as the model's rectifier would, before ray.put (prescale.py)
 
     def start(self) -> "Supervisor":
         self.owns_ray = ensure_ray(self.cfg)
@@ -88,6 +89,11 @@ class Supervisor:
         if self.cfg.pipeline.live_encode == "camera":
             warm.append(self.backbone.warmup_cameras.remote())
         ray.get(warm)
+        rect = ray.get(self.backbone.rectify_config.remote())
+        if rect is not None:
+            from runtime.prescale import Prescaler
+
+            self.prescaler = Prescaler(rect)
         return self
 
     def start_sink(self, out_dir: str, expected_samples: list[str] | None) -> Any:

@@ -1,0 +1,54 @@
+"""Shrinking images before the object store (runtime/prescale.py) gives the model exactly the input
+the rectifier makes from the full-resolution image."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from pyquaternion import Quaternion
+
+from perception.rectify import RectifyConfig, Rectifier
+from runtime.messages import CAMERA_CHANNELS, Pose
+from runtime.prescale import Prescaler
+from tests.runtime.fakes import make_frame_set
+
+
+def _nuscenes_like_set():
+    """Six 1600x900 cameras with the nuScenes front camera's intrinsic, yawed around the rig."""
+    fs = make_frame_set(0, size=(900, 1600))
+    k = np.array([[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0.0, 0.0, 1.0]])
+    optical = Quaternion(matrix=np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]))
+    cams = tuple(replace(c, intrinsic=k, sensor_to_ego=Pose(np.array([1.5, 0.0, 1.6]),
+                                                            Quaternion(axis=[0, 0, 1], angle=-i * np.pi / 3) * optical))
+                 for i, c in enumerate(fs.cameras))
+    return replace(fs, cameras=cams)
+
+
+def _rectified(fs):
+    rect = Rectifier(RectifyConfig(), tuple(c.channel for c in fs.cameras))
+    out = rect([torch.from_numpy(np.ascontiguousarray(c.image)).permute(2, 0, 1) for c in fs.cameras],
+               [c.intrinsic for c in fs.cameras], [c.sensor_to_ego.matrix for c in fs.cameras])
+    return out.images.numpy(), out.intrinsics.numpy(), out.cam_to_ego.numpy()
+
+
+def test_prescaled_set_rectifies_to_the_same_model_input():
+    torch.set_num_threads(1)
+    fs = _nuscenes_like_set()
+    small = Prescaler(RectifyConfig())(fs)
+    full_bytes = sum(c.image.nbytes for c in fs.cameras)
+    small_bytes = sum(c.image.nbytes for c in small.cameras)
+    assert small_bytes * 10 < full_bytes  # what the object store copies
+    assert [c.channel for c in small.cameras] == list(CAMERA_CHANNELS)
+    for a, b in zip(_rectified(fs), _rectified(small)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_prescaler_leaves_small_or_bad_cameras_alone():
+    pre = Prescaler(RectifyConfig())
+    small = make_frame_set(1, size=(24, 40))  # focal 50 px: below the canonical scale, never enlarged
+    assert all(a.image is b.image for a, b in zip(small.cameras, pre(small).cameras))
+    fs = _nuscenes_like_set()
+    bad = replace(fs, cameras=(replace(fs.cameras[0], intrinsic=np.zeros((3, 3))),) + fs.cameras[1:])
+    out = pre(bad)
+    assert out.cameras[0].image is bad.cameras[0].image and out.cameras[1].image.shape[0] < 900
