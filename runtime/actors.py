@@ -267,8 +267,9 @@ class CameraEncoder:
         horizon = newest_us - self.HORIZON_US
         keep = []
         for c in self.cycles:
-            if c.anchor_us >= horizon or (c.fs is not None and c.state == "waiting"):
-                keep.append(c)
+            if c.anchor_us >= horizon or (c.fs is not None and (c.state == "waiting" or
+                                                                  (c.state == "admitted" and not c.released))):
+                keep.append(c)  # recent, or a set still waiting for a slot or holding one
             elif c.fs is None and c.state == "admitted":
                 c.released = True  # its cameras never became a set (all late or rejected)
         self.cycles = keep
