@@ -122,6 +122,15 @@ def pixels_to_grid(uv: np.ndarray, valid: np.ndarray, src_size: tuple[int, int])
     return torch.from_numpy(grid.astype(np.float32))
 
 
+def prescale_size(config: RectifyConfig, k: np.ndarray, src_size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) the rectifier first shrinks an image of `src_size` with intrinsic `k` to (anti-aliased):
+    about the canonical scale, never larger; with rectification off, the output size."""
+    if not config.enabled:
+        return tuple(config.image_size)
+    s = min(1.0, 1.25 * config.focal / float(k[0, 0]))
+    return max(1, round(src_size[0] * s)), max(1, round(src_size[1] * s))
+
+
 class Rectifier:
     """Warps a rig's images into the canonical cameras; caches one sampling grid per calibration."""
 
@@ -153,8 +162,7 @@ class Rectifier:
             plan = (None, (out_h, out_w), k_out, rot)
         else:
             # Shrink (anti-aliased) to about the canonical scale first; never enlarge.
-            s = min(1.0, 1.25 * self.config.focal / float(k[0, 0]))
-            pre_h, pre_w = max(1, round(src_h * s)), max(1, round(src_w * s))
+            pre_h, pre_w = prescale_size(self.config, k, src_size)
             k_pre = scale_intrinsic(k, pre_w / src_w, pre_h / src_h)
             r_nom = self.nominal_rotation_for(channel, rot)
             uv, valid = rectify_pixel_map(k_pre, rot, self.k_canonical, r_nom, self.config.image_size)

@@ -17,14 +17,6 @@ from typing import Any
 import numpy as np
 
 
-def _pre_size(cfg: Any, k: np.ndarray, h: int, w: int) -> tuple[int, int]:
-    """The size perception.rectify.Rectifier shrinks an (h, w) image with intrinsic k to (its _plan)."""
-    if not cfg.enabled:
-        return tuple(cfg.image_size)
-    s = min(1.0, 1.25 * cfg.focal / float(k[0, 0]))
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
 class Prescaler:
     """FrameSet -> the same FrameSet with each camera shrunk as the rectifier would (intrinsics scaled)."""
 
@@ -36,14 +28,14 @@ class Prescaler:
         import torch
         import torch.nn.functional as F
 
-        from perception.rectify import scale_intrinsic
+        from perception.rectify import prescale_size, scale_intrinsic
 
         h, w = image.shape[:2]
-        pre = _pre_size(self.cfg, np.asarray(k, np.float64), h, w)
+        pre = prescale_size(self.cfg, np.asarray(k, np.float64), (h, w))
         if pre[0] >= h or pre[1] >= w:  # the rectifier never enlarges: nothing to gain
             return None
         k_pre = scale_intrinsic(np.asarray(k, np.float64), pre[1] / w, pre[0] / h)
-        if _pre_size(self.cfg, k_pre, *pre) != pre:  # the rectifier would shrink again: not the same input
+        if prescale_size(self.cfg, k_pre, pre) != pre:  # the rectifier would shrink again: not the same input
             return None
         with warnings.catch_warnings():  # a source's read-only array: only read here
             warnings.simplefilter("ignore", UserWarning)
