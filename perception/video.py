@@ -41,7 +41,7 @@ class VideoConfig:
     world_cells: int = 128  # side of the world-fixed hidden raster (cells of the BEV grid's resolution)
     recenter_cells: int = 16  # re-centre the raster when the ego is this many cells off its centre
     update_radius_m: float | None = None  # None: update every cell inside the BEV window
-    motion_channels: int = 0  # width of the motion-fusion convs over the aligned time queue (perception/motion.py); 0 = off
+    motion_channels: int = 32  # width of the motion-fusion convs over the aligned time queue (perception/motion.py); 0 = off
 
     def __post_init__(self) -> None:
         for name in ("time_queue_length", "space_queue_length", "queue_channels", "key_channels", "hidden_channels", "world_cells"):
