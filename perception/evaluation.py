@@ -270,9 +270,10 @@ class ModelRun:
     wall_s: float = 0.0
 
 
-def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 500) -> ModelRun:
+def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 500, reset_every: int | None = None) -> ModelRun:
     """Stream every frame set of `source` through `model` (state reset at each new scene, so sweeps warm
-    the temporal state); at keyframes decode and collect detections, segmentation and road metrics."""
+    the temporal state); at keyframes decode and collect detections, segmentation and road metrics.
+    `reset_every` N starts every N-th frame from a fresh state: N = 1 shows what the history contributes."""
     import time
 
     import torch
@@ -297,6 +298,8 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
     with torch.no_grad():
         for fs in source.frame_sets():
             x = frame_set_inputs(fs, rect)
+            if reset_every is not None and run.frames % reset_every == 0:
+                state = None
             out, state = model(x, state)
             run.frames += 1
             if bar is not None:

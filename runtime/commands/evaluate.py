@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the model on keyframes only (faster; the temporal state then sees 2 Hz steps)")
     parser.add_argument("--scenes", nargs="+", default=None, help="only these scenes of the split (detection then scores "
                                                                    "the other samples as empty)")
+    parser.add_argument("--reset-every", type=int, default=None, metavar="N",
+                        help="start every N-th frame from a fresh temporal state (1: no history; an ablation of the video module)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--config", type=Path, default=None, help="runtime.yaml (model section, checkpoint)")
     parser.add_argument("--no-progress", action="store_true")
@@ -40,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     from replay.clips import load_nusc
     from runtime.config import ConfigError, load_config
 
+    if args.reset_every is not None and args.reset_every < 1:
+        print(f"bevstream eval: --reset-every must be >= 1, got {args.reset_every}", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config)
         eval_set = eval_set_name(args.version, args.split)
@@ -93,13 +98,13 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"bevstream eval: {source.describe()}; checkpoint {ckpt or 'none (random weights)'}", flush=True)
         gt = GroundTruth(nusc, model.config.grid)
-        mr = run_model(model, source, gt, progress=not args.no_progress)
+        mr = run_model(model, source, gt, progress=not args.no_progress, reset_every=args.reset_every)
         path = write_submission(out / "results_nusc.json", complete_results(nusc, mr.results, eval_set))
         detection = run_detection_eval(nusc, path, eval_set, out / "detection")
         detection["samples_without_predictions"] = sum(1 for t in json.loads(path.read_text())["results"] if t not in mr.results)
         meta.update(source="model", checkpoint=None if ckpt is None else str(ckpt), frames=mr.frames,
                     keyframes=mr.keyframes, model_wall_s=round(mr.wall_s, 2),
-                    video_module=bool(model.config.video.enabled), results=str(path))
+                    video_module=bool(model.config.video.enabled), reset_every=args.reset_every, results=str(path))
         report = evaluation_report(detection, mr.segmentation.result(), mr.road.result(), meta)
     report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))

@@ -167,3 +167,33 @@ def test_submission_entries_from_ego_detections(nusc, tmp_path):
     assert summary["mAP"] == pytest.approx(1.0, abs=1e-6)
     assert summary["mATE"] < 1e-3 and summary["mASE"] < 1e-3 and summary["mAVE"] < 1e-3 and summary["mAOE"] < 0.01
     assert summary["mAAE"] < 0.5  # attributes guessed from speed and class, as the runtime writes them
+
+
+@pytest.mark.parametrize("reset_every, fresh_at", [(None, [0]), (1, [0, 1, 2, 3, 4]), (2, [0, 2, 4])])
+def test_run_model_reset_every_starts_those_frames_from_a_fresh_state(monkeypatch, reset_every, fresh_at):
+    """`bevstream eval --reset-every N`: every N-th frame gets state None, the others the previous state."""
+    from types import SimpleNamespace
+
+    import perception.batching
+    from perception.evaluation import run_model
+    from perception.model import ModelConfig
+
+    monkeypatch.setattr(perception.batching, "frame_set_inputs", lambda fs, rect: fs)
+    seen = []
+
+    class Model:
+        config = ModelConfig()
+        road_head = SimpleNamespace(config=SimpleNamespace())
+
+        def eval(self):
+            return self
+
+        def __call__(self, x, state):
+            seen.append(state)
+            return None, (0 if state is None else state) + 1
+
+    frames = [SimpleNamespace(is_keyframe=False) for _ in range(5)]
+    source = SimpleNamespace(frame_sets=lambda: iter(frames), __len__=lambda: 5)
+    run = run_model(Model(), source, gt_reader=None, progress=False, reset_every=reset_every)
+    assert run.frames == 5
+    assert [k for k, s in enumerate(seen) if s is None] == fresh_at

@@ -61,4 +61,6 @@ def test_eval_of_a_results_file_and_bad_input(real_scene_root, tmp_path, capsys)
     assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "nope",
                  "--results", str(path), "--out", str(tmp_path / "e")]) == 2
     assert "unknown split" in capsys.readouterr().err
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--reset-every", "0"]) == 2
+    assert "--reset-every must be >= 1" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
