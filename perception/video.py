@@ -321,23 +321,27 @@ class VideoModule(nn.Module):
         out = fused + self.read(h_new)
 
         # 4. Push (as the reference).
+        return out, self._pushed_state(state, entry, pose, t, odometer, kinematics, hidden, anchor)
+
+    def _pushed_state(self, state: TemporalState, entry: torch.Tensor, pose: np.ndarray, t: np.ndarray, odometer: np.ndarray,
+                      kinematics: torch.Tensor, hidden: torch.Tensor, anchor: np.ndarray) -> TemporalState:
+        """The next state: `entry` (B, Cq, H, W) pushed into the time queue every push_period_ms and into the
+        space queue every push_distance_m travelled, with this tick's pose, time, odometer and GRU raster."""
+        cfg, dev, b = self.config, entry.device, entry.shape[0]
         tq, sq = state.time_queue, state.space_queue
         push_t = torch.from_numpy(t - tq.last_push_s.cpu().numpy() >= cfg.push_period_ms / 1000.0 - 1e-6).to(dev)
         push_s = torch.from_numpy(odometer - sq.last_push_odometer_m.cpu().numpy() >= cfg.push_distance_m - 1e-9).to(dev)
         pose_t, t_t, odo_t = (torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in (pose, t, odometer))
         kin_t = kinematics.detach().float().to(dev)
-        tq = tq.push(push_t, entry, pose_t, t_t, odo_t, kin_t)
-        sq = sq.push(push_s, entry, pose_t, t_t, odo_t, kin_t)
-        new_state = TemporalState(
-            time_queue=tq,
-            space_queue=sq,
+        return TemporalState(
+            time_queue=tq.push(push_t, entry, pose_t, t_t, odo_t, kin_t),
+            space_queue=sq.push(push_s, entry, pose_t, t_t, odo_t, kin_t),
             hidden=hidden,
             anchor_xy=torch.from_numpy(np.ascontiguousarray(anchor)).to(dev),
             odometer_m=odo_t,
             last_ego_to_global=pose_t,
             started=torch.ones(b, dtype=torch.bool, device=dev),
         )
-        return out, new_state
 
     def _motion_fast(self, entry: torch.Tensor, meta: list, entry_of: list[int], warped: torch.Tensor | None, inside: torch.Tensor | None, t: float) -> torch.Tensor:
         """The motion branch for B = 1 from the fast path's unique warped entries: the time queue's valid
@@ -436,20 +440,4 @@ class VideoModule(nn.Module):
         out = fused + self.read(h_new)
 
         # 4. Push the current single-frame feature (compressed; the graph is kept within a training clip).
-        tq, sq = state.time_queue, state.space_queue
-        push_t = torch.from_numpy(t - tq.last_push_s.cpu().numpy() >= cfg.push_period_ms / 1000.0 - 1e-6).to(dev)
-        push_s = torch.from_numpy(odometer - sq.last_push_odometer_m.cpu().numpy() >= cfg.push_distance_m - 1e-9).to(dev)
-        pose_t, t_t, odo_t = (torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in (pose, t, odometer))
-        kin_t = kinematics.detach().float().to(dev)
-        tq = tq.push(push_t, entry, pose_t, t_t, odo_t, kin_t)
-        sq = sq.push(push_s, entry, pose_t, t_t, odo_t, kin_t)
-        new_state = TemporalState(
-            time_queue=tq,
-            space_queue=sq,
-            hidden=hidden,
-            anchor_xy=torch.from_numpy(np.ascontiguousarray(anchor)).to(dev),
-            odometer_m=odo_t,
-            last_ego_to_global=pose_t,
-            started=torch.ones(b, dtype=torch.bool, device=dev),
-        )
-        return out, new_state
+        return out, self._pushed_state(state, entry, pose, t, odometer, kinematics, hidden, anchor)
