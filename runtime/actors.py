@@ -185,7 +185,12 @@ class CameraEncoder:
         for c in reversed(self.cycles):
             if abs(c.anchor_us - ct) <= self.tolerance_us:
                 return c
-        c = _Cycle(float(ct), "waiting")
+        return self._new_cycle(float(ct))
+
+    def _new_cycle(self, anchor_us: float) -> _Cycle:
+        """A cycle seen for the first time: dropped while the ingest is blocked, admitted while a slot is
+        free, else it waits (the oldest waiting one is dropped beyond live_queue)."""
+        c = _Cycle(anchor_us, "waiting")
         self.cycles.append(c)
         if self.blocked is not None:
             self._drop(c, *self.blocked)
@@ -315,15 +320,7 @@ class CameraEncoder:
                 found[id(entry[1])] = entry[1]
                 votes[id(entry[1])] = votes.get(id(entry[1]), 0) + 1
         if not found:  # no camera was seen arriving (not expected): decide now
-            c = _Cycle(float(fs.timestamp_us), "waiting")
-            self.cycles.append(c)
-            if self.blocked is not None:
-                self._drop(c, *self.blocked)
-            elif self._active() < self.cap:
-                self._admit(c)
-            else:
-                self._trim_waiting()
-            return c
+            return self._new_cycle(float(fs.timestamp_us))
         c = found[max(votes, key=votes.get)]
         ids = {id(f) for f in fs.cameras}
         for other in found.values():

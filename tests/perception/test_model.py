@@ -220,8 +220,7 @@ def test_shipped_weights_stream_the_same_through_the_fast_paths():
     from tests.perception.model_fixtures import canonical_rig, pose
 
     weights = Path(__file__).resolve().parents[2] / "perception" / "weights" / "bevstream.pt"
-    if not weights.exists():
-        pytest.skip("no shipped weights")
+    assert weights.exists(), f"the shipped weights are missing: {weights}"
     cfg = ModelConfig()
     model = BEVStreamModel(cfg).eval()
     load_weights(model, weights)
