@@ -245,18 +245,7 @@ class VideoModule(nn.Module):
         - the GRU write-back is resampled only over the bounding box of the cells it updates."""
         b, _, h, w = x.shape
         cfg, dev = self.config, x.device
-        pose = ego_to_global.detach().double().cpu().numpy()  # (1, 4, 4)
-        t = timestamp_s.detach().double().cpu().numpy()  # (1,)
-        if state is None:
-            state = self.initial_state(b, dev)
-        if state.batch_size != b:
-            raise ValueError(f"VideoModule: state holds {state.batch_size} streams, inputs {b}")
-        fresh_t = reset.detach().cpu().bool() | ~state.started.cpu()
-        fresh = fresh_t.numpy()
-        state = state.reset(fresh_t.to(dev))
-        step = np.linalg.norm(pose[:, :2, 3] - state.last_ego_to_global.cpu().numpy()[:, :2, 3], axis=1)
-        odometer = state.odometer_m.cpu().numpy() + np.where(fresh, 0.0, step)
-        ego2d = pose_to_2d(pose)  # (1, 3, 3)
+        state, pose, t, fresh, odometer, ego2d = self._begin_tick(ego_to_global, timestamp_s, reset, state, b, dev)
         n = grid_norm(self.grid)[None]
 
         # 1. Unique valid entries of both queues (B = 1), warped into the current ego frame in one call.
@@ -323,6 +312,22 @@ class VideoModule(nn.Module):
         # 4. Push (as the reference).
         return out, self._pushed_state(state, entry, pose, t, odometer, kinematics, hidden, anchor)
 
+    def _begin_tick(self, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, reset: torch.Tensor, state: TemporalState | None, b: int, dev):
+        """The state with reset streams emptied, and this tick's poses (B, 4, 4), times (B,), fresh-start mask
+        (B,), odometer (B,: planar distance travelled, not advanced on a fresh start) and planar poses (B, 3, 3)."""
+        pose = ego_to_global.detach().double().cpu().numpy()  # (B, 4, 4)
+        t = timestamp_s.detach().double().cpu().numpy()  # (B,)
+        if state is None:
+            state = self.initial_state(b, dev)
+        if state.batch_size != b:
+            raise ValueError(f"VideoModule: state holds {state.batch_size} streams, inputs {b}")
+        fresh_t = reset.detach().cpu().bool() | ~state.started.cpu()
+        fresh = fresh_t.numpy()
+        state = state.reset(fresh_t.to(dev))
+        step = np.linalg.norm(pose[:, :2, 3] - state.last_ego_to_global.cpu().numpy()[:, :2, 3], axis=1)
+        odometer = state.odometer_m.cpu().numpy() + np.where(fresh, 0.0, step)
+        return state, pose, t, fresh, odometer, pose_to_2d(pose)
+
     def _pushed_state(self, state: TemporalState, entry: torch.Tensor, pose: np.ndarray, t: np.ndarray, odometer: np.ndarray,
                       kinematics: torch.Tensor, hidden: torch.Tensor, anchor: np.ndarray) -> TemporalState:
         """The next state: `entry` (B, Cq, H, W) pushed into the time queue every push_period_ms and into the
@@ -380,19 +385,7 @@ class VideoModule(nn.Module):
         b, _, h, w = x.shape
         cfg, dev = self.config, x.device
         c = cfg.queue_channels
-        pose = ego_to_global.detach().double().cpu().numpy()  # (B, 4, 4)
-        t = timestamp_s.detach().double().cpu().numpy()  # (B,)
-        if state is None:
-            state = self.initial_state(b, dev)
-        if state.batch_size != b:
-            raise ValueError(f"VideoModule: state holds {state.batch_size} streams, inputs {b}")
-        fresh_t = reset.detach().cpu().bool() | ~state.started.cpu()
-        fresh = fresh_t.numpy()
-        state = state.reset(fresh_t.to(dev))
-        # Odometry: planar distance since the previous tick (0 on a fresh start).
-        step = np.linalg.norm(pose[:, :2, 3] - state.last_ego_to_global.cpu().numpy()[:, :2, 3], axis=1)
-        odometer = state.odometer_m.cpu().numpy() + np.where(fresh, 0.0, step)
-        ego2d = pose_to_2d(pose)  # (B, 3, 3)
+        state, pose, t, fresh, odometer, ego2d = self._begin_tick(ego_to_global, timestamp_s, reset, state, b, dev)
 
         # 1. Warp every queue entry into the current ego frame.
         queues = (state.time_queue, state.space_queue)
