@@ -331,8 +331,7 @@ class BEVEncoder(nn.Module):
         - the attended tokens (HW, C) are already the channels-last memory of the (C, H, W) raster, so
           the context block's depthwise conv reads them without a transpose copy."""
         b, ncam, cin, hf, wf = feats.shape
-        c, heads = self.config.channels, self.config.heads
-        d = c // heads
+        c = self.config.channels
         h, w = self.grid.shape
         outs = []
         for i in range(b):
