@@ -23,6 +23,7 @@ from perception.classes import ROAD_CLASSES
 from perception.grid import BEVGrid
 from perception.model import IGNORE_INDEX, ModelConfig, ModelInputs, Targets
 from perception.rectify import Rectifier
+from perception.training import StreamItem
 from runtime.messages import CAMERA_CHANNELS, FrameSet
 
 
@@ -261,26 +262,31 @@ class ClipDataset(torch.utils.data.Dataset):
             self._rectifier = Rectifier(self.model_config.rectify)
         return self._rectifier
 
-    def load_frames(self, clip) -> list[FrameSet]:
-        """The FrameSets of a clip, loaded by the replay source (first one marked new_scene)."""
+    def load_frames(self, clip, continues: bool = False) -> list[FrameSet]:
+        """The FrameSets of a clip, loaded by the replay source (the first one marked new_scene unless the
+        clip continues a drive)."""
         sc = self.index.scenes[clip.scene_index]
         src, _ = self._source(sc.dataroot, sc.version)
         rec = next(r for r in src.scene_records if r["name"] == sc.scene)
         planned, track_ts, track_poses = src._plan(rec)
         frames = []
         for k, c in enumerate(clip.cycles):
-            fs = src._load(sc.scene, planned[c], k, k == 0, track_ts, track_poses)
+            fs = src._load(sc.scene, planned[c], k, k == 0 and not continues, track_ts, track_poses)
             if fs is None:
                 raise RuntimeError(f"{sc.dataroot}: {sc.scene} cycle {c} has no decodable image")
             frames.append(fs)
         return frames
 
     def __getitem__(self, item) -> list[tuple[ModelInputs, Targets]]:
-        i, epoch, seed = item if isinstance(item, tuple) else (int(item), 0, int(item))
-        clip = self.index.clip(i, epoch)
+        """`(clip index, epoch, seed)` (StepSampler), a StreamItem (StreamSampler) or a plain clip index."""
+        if isinstance(item, StreamItem):
+            clip, seed, continues = item
+        else:
+            i, epoch, seed = item if isinstance(item, tuple) else (int(item), 0, int(item))
+            clip, continues = self.index.clip(i, epoch), False
         sc = self.index.scenes[clip.scene_index]
         _, gt_reader = self._source(sc.dataroot, sc.version)
-        frames = self.load_frames(clip)
+        frames = self.load_frames(clip, continues)
         photometric = None
         yaw = 0.0
         if self.augment is not None:
@@ -289,7 +295,7 @@ class ClipDataset(torch.utils.data.Dataset):
             yaw = aug.draw_scene_yaw(self.augment.scene_yaw_deg, seed)
         out = []
         for k, fs in enumerate(frames):
-            x = frame_set_arrays(fs, self.rectifier, reset=(k == 0))
+            x = frame_set_arrays(fs, self.rectifier, reset=(k == 0 and not continues))
             gt = gt_reader.for_frame_set(fs)
             if gt.road is None and self.require_road:
                 raise ValueError(f"{sc.dataroot}: scene {sc.scene} has no road geometry file; training needs one "

@@ -199,8 +199,11 @@ class BEVStreamModel(nn.Module):
         out.update(self.road_head.loss(outputs.road_logits, targets.road_masks))
         return out
 
-    def forward_clip(self, clip: list[ModelInputs], targets: list[Targets], state: TemporalState | None = None) -> dict[str, torch.Tensor]:
-        """Run consecutive ticks carrying the state; mean per-tick losses and their weighted 'total'."""
+    def forward_clip(self, clip: list[ModelInputs], targets: list[Targets], state: TemporalState | None = None,
+                     return_state: bool = False) -> dict[str, torch.Tensor] | tuple[dict[str, torch.Tensor], TemporalState | None]:
+        """Run consecutive ticks carrying the state (from `state`, e.g. the end of the previous clip of a
+        drive); mean per-tick losses and their weighted 'total', and with `return_state` the state after
+        the last tick."""
         if len(clip) != len(targets) or not clip:
             raise ValueError(f"forward_clip: {len(clip)} inputs and {len(targets)} targets (need equal, >= 1)")
         sums: dict[str, torch.Tensor] = {}
@@ -212,7 +215,7 @@ class BEVStreamModel(nn.Module):
         w = self.config.loss
         weights = {"seg": w.seg, "det_cls": w.det_cls, "det_reg": w.det_reg, "road": w.road}
         mean["total"] = sum(weights.get(k, 1.0) * v for k, v in mean.items())
-        return mean
+        return (mean, state) if return_state else mean
 
 
 def inputs_from_numpy(

@@ -7,10 +7,19 @@ Pure torch, no Ray. What it needs from the outside:
 - a map-style dataset indexed by `StepSampler` items `(clip index, epoch, item seed)`, and a
   collate function turning a list of its samples into `(clip_inputs, clip_targets)`.
 
+Streaming training (`TrainConfig.stream`): row b of every batch continues stream b's drive
+(`StreamSampler` items `StreamItem(clip, seed, continues)`, from the dataset's `index.walk_clips`), and
+the temporal state at the end of one step's clips, detached, starts the next step's:
+`model.forward_clip(inputs, targets, state, return_state=True) -> (losses, state)`. Frames then train
+with the full queues and the long-lived hidden raster they have at inference, not the few frames of
+one clip (the idea of StreamPETR's and SOLOFusion's streaming training). A new drive in a row starts
+with its first frame marked `reset`, which clears that row of the state.
+
 Reproducibility: the batch of step s is a pure function of (seed, s) (`StepSampler`), workers get
 explicit per-item seeds, the DataLoader draws its worker seeds from a private generator, and the
-checkpoint holds model, optimizer, scheduler, torch RNG state and step. So a run resumed from a
-checkpoint at step k takes exactly the step k+1 an uninterrupted run would have taken.
+checkpoint holds model, optimizer, scheduler, torch RNG state, step (and the carried temporal state
+when streaming). So a run resumed from a checkpoint at step k takes exactly the step k+1 an
+uninterrupted run would have taken.
 
 Outputs in `out_dir`: `step_0001000.pt` every `checkpoint_every` steps and at the end, `last.pt`
 (the newest), and `curve.jsonl` (one line per step: step, lr, losses, grad norm, wall time).
@@ -25,7 +34,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -51,6 +60,7 @@ class TrainConfig:
     num_workers: int = 1  # DataLoader worker processes (this machine has 2 cores)
     prefetch_factor: int = 2
     seed: int = 0
+    stream: bool = False  # streaming training: carry the temporal state across steps along whole drives (StreamSampler)
     progress: bool = True  # tqdm progress bar
 
     def __post_init__(self) -> None:
@@ -115,6 +125,65 @@ def _item_seed(seed: int, position: int) -> int:
     return int(np.random.default_rng((seed, position, 7919)).integers(2**31 - 1))
 
 
+class StreamItem(NamedTuple):
+    """One row of a streaming batch: a clip, the seed of its whole drive (augmentation stays the same
+    along a drive, or the carried state would see the world jump), and whether it continues the row's
+    previous clip (False: its first frame starts a fresh state)."""
+
+    clip: Any  # replay.clips.Clip
+    seed: int
+    continues: bool
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    """Batches of B parallel streams for steps start_step .. steps-1. Stream b walks every scene once per
+    epoch, in an order seeded by (seed, epoch, b); each walk is `index.walk_clips(scene, (seed, epoch, b))`,
+    consecutive clips of one drive. Step s gives each stream its s-th clip, so batches are a pure function
+    of (seed, s) and a resumed run continues the same drives."""
+
+    def __init__(self, index, batch_size: int, steps: int, seed: int = 0, start_step: int = 0):
+        self.index, self.batch_size, self.steps, self.seed, self.start_step = index, batch_size, steps, seed, start_step
+        self._epoch_lengths: dict[int, list[int]] = {b: [] for b in range(batch_size)}
+        self._cache: dict[int, tuple[int, list[StreamItem]]] = {}  # stream -> (epoch, its items)
+        if not self._epoch_items(0, 0):
+            raise ValueError("StreamSampler: no scene is long enough for one clip")
+
+    def _epoch_items(self, stream: int, epoch: int) -> list[StreamItem]:
+        cached = self._cache.get(stream)
+        if cached is not None and cached[0] == epoch:
+            return cached[1]
+        key = (self.seed, epoch, stream)
+        items = []
+        for scene in np.random.default_rng((*key, 1)).permutation(len(self.index.scenes)):
+            walk_seed = int(np.random.default_rng((*key, int(scene), 7919)).integers(2**31 - 1))
+            clips = self.index.walk_clips(int(scene), key)
+            items.extend(StreamItem(c, walk_seed, k > 0) for k, c in enumerate(clips))
+        self._cache[stream] = (epoch, items)
+        return items
+
+    def item(self, stream: int, position: int) -> StreamItem:
+        """The position-th clip (0-based) of a stream."""
+        lengths = self._epoch_lengths[stream]
+        epoch = 0
+        while True:
+            if epoch == len(lengths):
+                lengths.append(len(self._epoch_items(stream, epoch)))
+            if position < lengths[epoch]:
+                return self._epoch_items(stream, epoch)[position]
+            position -= lengths[epoch]
+            epoch += 1
+
+    def batch(self, step: int) -> list[StreamItem]:
+        return [self.item(b, step) for b in range(self.batch_size)]
+
+    def __iter__(self) -> Iterator[list[StreamItem]]:
+        for step in range(self.start_step, self.steps):
+            yield self.batch(step)
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start_step)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -161,8 +230,9 @@ def total_loss(losses: dict[str, Tensor]) -> Tensor:
 # ---- checkpoints ----------------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, step: int, config: dict) -> Path:
-    """Atomically write model, optimizer, scheduler, step, config and the torch RNG state."""
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, step: int, config: dict, stream_state: Any = None) -> Path:
+    """Atomically write model, optimizer, scheduler, step, config, the torch RNG state and, in streaming
+    training, the temporal state carried into the next step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
@@ -173,6 +243,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, st
         "step": int(step),
         "config": config,
         "torch_rng": torch.get_rng_state(),
+        "stream_state": stream_state,
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
@@ -253,6 +324,19 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+def _detached(obj: Any) -> Any:
+    """A carried temporal state cut from the graph of the step that made it (truncated back-propagation)."""
+    if obj is None:
+        return None
+    if isinstance(obj, Tensor) or hasattr(obj, "detach"):
+        return obj.detach()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_detached(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _detached(v) for k, v in obj.items()}
+    raise TypeError(f"cannot detach a carried state of type {type(obj).__name__}")
+
+
 def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)  # 2 cores: the main process does the compute
 
@@ -286,6 +370,7 @@ def train(
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     start_step = 0
+    carried = None  # streaming: the temporal state the next step starts from
     curve_path = out_dir / "curve.jsonl"
 
     if resume:
@@ -307,6 +392,7 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         start_step = int(state["step"])
+        carried = state.get("stream_state") if cfg.stream else None
         _truncate_curve(curve_path, start_step)
     else:
         if init_from is not None:
@@ -321,7 +407,12 @@ def train(
         return TrainResult(0, start_step, {}, 0.0, out_dir / "last.pt" if resume else None)
 
     end_step = cfg.steps if stop_at is None else max(start_step, min(cfg.steps, int(stop_at)))
-    sampler = StepSampler(len(dataset), cfg.batch_size, end_step, cfg.seed, start_step)
+    if cfg.stream:
+        if not hasattr(getattr(dataset, "index", None), "walk_clips"):
+            raise ValueError("streaming training needs a dataset whose .index has walk_clips (perception.batching.ClipDataset)")
+        sampler = StreamSampler(dataset.index, cfg.batch_size, end_step, cfg.seed, start_step)
+    else:
+        sampler = StepSampler(len(dataset), cfg.batch_size, end_step, cfg.seed, start_step)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -347,7 +438,11 @@ def train(
     with open(curve_path, "a") as curve:
         for batch in loader:
             clip_inputs, clip_targets = _to_device(batch, device)
-            losses = model.forward_clip(clip_inputs, clip_targets)
+            if cfg.stream:
+                losses, carried = model.forward_clip(clip_inputs, clip_targets, carried, return_state=True)
+                carried = _detached(carried)
+            else:
+                losses = model.forward_clip(clip_inputs, clip_targets)
             loss = total_loss(losses)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"step {step}: loss is {loss.item()} ({ {k: float(v) for k, v in losses.items()} })")
@@ -372,8 +467,8 @@ def train(
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in list(last.items())[:6]}, refresh=False)
             if step % cfg.checkpoint_every == 0 or step == end_step:
-                ckpt = save_checkpoint(out_dir / f"step_{step:07d}.pt", model, optimizer, scheduler, step, config)
-                save_checkpoint(out_dir / "last.pt", model, optimizer, scheduler, step, config)
+                ckpt = save_checkpoint(out_dir / f"step_{step:07d}.pt", model, optimizer, scheduler, step, config, carried)
+                save_checkpoint(out_dir / "last.pt", model, optimizer, scheduler, step, config, carried)
                 _prune(out_dir, cfg.keep_checkpoints)
     if bar is not None:
         bar.close()

@@ -129,7 +129,8 @@ class ClipIndex:
 
     `clip(i, epoch)` returns clip i; with `drop_prob > 0` each step skips each further cycle with
     probability drop_prob (at most `max_skip` in a row), drawn from a generator seeded by
-    (seed, epoch, i): the same arguments always give the same clip.
+    (seed, epoch, i): the same arguments always give the same clip. `walk_clips` instead cuts one
+    whole drive through a scene into consecutive clips, for streaming training.
     """
 
     def __init__(
@@ -176,11 +177,7 @@ class ClipIndex:
         steps = np.ones(self.length - 1, dtype=np.int64)
         if self.drop_prob > 0 and self.length > 1:
             rng = np.random.default_rng((self.seed, epoch, i))
-            skips = np.zeros(self.length - 1, dtype=np.int64)
-            for k in range(self.length - 1):
-                while skips[k] < self.max_skip and rng.random() < self.drop_prob:
-                    skips[k] += 1
-            steps += skips
+            steps += np.array([self._skips(rng) for _ in range(self.length - 1)], dtype=np.int64)
             # shrink the largest gaps until the clip fits in the scene
             while start + int(steps.sum()) >= n and steps.max() > 1:
                 steps[int(np.argmax(steps))] -= 1
@@ -190,6 +187,30 @@ class ClipIndex:
 
     def __getitem__(self, i: int) -> Clip:
         return self.clip(i)
+
+    def _skips(self, rng: np.random.Generator) -> int:
+        """Cycles skipped before the next frame: each further one with probability drop_prob, at most max_skip."""
+        skips = 0
+        while skips < self.max_skip and rng.random() < self.drop_prob:
+            skips += 1
+        return skips
+
+    def walk_clips(self, scene_index: int, key: Sequence[int]) -> list[Clip]:
+        """One drive through a whole scene for streaming training: from a random first cycle among the
+        first `length`, frames with seeded drops (as in `clip`) to the scene's end, cut into consecutive
+        clips of `length` (a shorter tail is left out). Consecutive clips continue each other, so a
+        temporal state carried from one into the next sees the drive as the runtime would.
+        Seeded by (*key, scene_index): the same key always gives the same walk."""
+        n = len(self.scenes[scene_index].cycles)
+        rng = np.random.default_rng((*(int(k) for k in key), scene_index))
+        cycle = int(rng.integers(0, min(self.length, n)))
+        cycles = [cycle]
+        while True:
+            cycle += 1 + (self._skips(rng) if self.drop_prob > 0 else 0)
+            if cycle >= n:
+                break
+            cycles.append(cycle)
+        return [Clip(scene_index, tuple(cycles[k:k + self.length])) for k in range(0, len(cycles) - self.length + 1, self.length)]
 
     def cycles_of(self, clip: Clip) -> tuple[SceneCycles, list[Cycle]]:
         sc = self.scenes[clip.scene_index]

@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps in total (default: training.steps, 1000)")
     parser.add_argument("--clip-length", type=int, default=4, help="frames per clip; the temporal state runs through it (default 4)")
     parser.add_argument("--clip-stride", type=int, default=None, help="cycles between clip starts (default: the clip length)")
+    parser.add_argument("--stream", action="store_true",
+                        help="streaming training: each batch row walks whole scenes, clip after consecutive clip, and the "
+                             "temporal state (detached) carries from one step into the next, so frames train with the full "
+                             "queues and hidden raster they have at inference (--clip-stride is not used)")
     parser.add_argument("--drop-prob", type=float, default=0.25,
                         help="probability of skipping each further frame inside a clip: variable time steps (default 0.25)")
     parser.add_argument("--max-skip", type=int, default=2, help="at most this many frames skipped in a row (default 2)")
@@ -84,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    train_kwargs = {"seed": args.seed, "progress": not args.no_progress}
+    train_kwargs = {"seed": args.seed, "progress": not args.no_progress, "stream": args.stream}
     for key, value in (("steps", args.steps), ("batch_size", args.batch), ("lr", args.lr),
                        ("num_workers", args.workers), ("checkpoint_every", args.checkpoint_every)):
         if value is not None:
@@ -119,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = ClipDataset(index, roots, model_cfg, augment=augment, min_points=args.min_points,
                           require_road=not args.allow_missing_road)
     cycles = sum(len(s.cycles) for s in scenes)
-    print(f"bevstream train: {len(scenes)} scene(s), {cycles} frame sets, {len(index)} clips of {args.clip_length} "
+    clips = (f"streams of consecutive clips of {args.clip_length}" if args.stream else f"{len(index)} clips of {args.clip_length}")
+    print(f"bevstream train: {len(scenes)} scene(s), {cycles} frame sets, {clips} "
           f"(drop {args.drop_prob:g}); video module {'on' if model_cfg.video.enabled else 'OFF'}; "
           f"{train_cfg.steps} steps x batch {train_cfg.batch_size} -> {args.out}", flush=True)
 
@@ -135,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = train(model, dataset, collate_clips, train_cfg, out, resume=args.resume, model_config=model_dict,
                        extra_config={"data": [f"{r}@{v}" for r, v in roots], "clip_length": args.clip_length,
-                                     "drop_prob": args.drop_prob, "split": split},
+                                     "drop_prob": args.drop_prob, "split": split,
+                                     **({"stream": True} if args.stream else {})},
                        stop_at=args.stop_at, init_from=args.init_from)
     except (FileNotFoundError, ValueError) as exc:
         print(f"bevstream train: {exc}", file=sys.stderr)

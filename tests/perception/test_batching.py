@@ -17,6 +17,7 @@ from perception.batching import (
 )
 from perception.model import IGNORE_INDEX, ModelConfig
 from perception.rectify import RectifyConfig, Rectifier
+from perception.training import StreamItem
 from replay.clips import ClipIndex
 from runtime.messages import CAMERA_CHANNELS
 
@@ -98,6 +99,9 @@ def test_clip_dataset_on_real_scene(real_source, real_scene_root):
         assert t.road_masks.shape[:2] == (1, 2) and float(t.road_masks.sum()) == 0.0  # no road files: empty
         assert bool((t.seg_labels == IGNORE_INDEX).all())  # no label images: ignore everywhere
     assert [bool(x.reset[0]) for x, _ in clip] == [True, False]
+    continued = ds[StreamItem(index.clip(3), 11, continues=True)]  # streaming: the clip goes on from the previous one
+    assert [bool(x.reset[0]) for x, _ in continued] == [False, False]
+    torch.testing.assert_close(continued[1][0].images, clip[1][0].images)
     with pytest.raises(ValueError, match="road geometry"):
         ClipDataset(index, [(str(real_scene_root), "v1.0-trainval")], cfg)[(0, 0, 0)]
 

@@ -255,3 +255,20 @@ def test_shipped_weights_stream_the_same_through_the_fast_paths():
         torch.testing.assert_close(f.seg_logits, r.seg_logits, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(f.bev, r.bev, atol=1e-4, rtol=1e-4)
     assert not math.isclose(float(ref[-1].bev.abs().sum()), float(ref[0].bev.abs().sum()))  # the ticks differ
+
+
+def test_forward_clip_in_two_parts_with_the_carried_state_equals_one_clip():
+    """Streaming training's premise: a clip cut in two, the state handed over, computes the same ticks."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = BEVStreamModel(cfg).eval()
+    clip = [synthetic_tick(cfg, k) for k in range(4)]
+    targets = [synthetic_targets(cfg, t, k) for k, t in enumerate(clip)]
+    with torch.no_grad():
+        whole, end = model.forward_clip(clip, targets, return_state=True)
+        first, mid = model.forward_clip(clip[:2], targets[:2], return_state=True)
+        second = model.forward_clip(clip[2:], targets[2:], mid)
+        cold = model.forward_clip(clip[2:], targets[2:])
+    for k in ("det_cls", "det_reg", "road", "seg"):
+        torch.testing.assert_close((first[k] + second[k]) / 2, whole[k])
+    assert end.started.all() and not torch.equal(second["det_cls"], cold["det_cls"]), "the handed-over state is used"

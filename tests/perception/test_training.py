@@ -10,6 +10,7 @@ from torch import nn
 
 from perception.training import (
     StepSampler,
+    StreamSampler,
     TrainConfig,
     load_checkpoint,
     lr_factor,
@@ -202,3 +203,108 @@ def test_trained_model_takes_runtime_overrides_over_its_saved_config(tmp_path):
 
     merged = merge_model_options({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 5}})
     assert merged == {"a": {"b": 5, "c": 2}, "d": 3}
+
+
+# ---- streaming training ---------------------------------------------------------------------------------
+
+
+class ToyWalkIndex:
+    """Scenes of n steps; walk_clips cuts one seeded drive (start offset 0..L-1) into clips of L."""
+
+    def __init__(self, scene_lengths=(9, 7, 2), length: int = 3) -> None:
+        self.scenes, self.length = list(scene_lengths), length
+
+    def walk_clips(self, scene: int, key):
+        start = int(np.random.default_rng((*key, scene)).integers(self.length))
+        cycles = list(range(start, self.scenes[scene]))
+        return [(scene, tuple(cycles[k:k + self.length])) for k in range(0, len(cycles) - self.length + 1, self.length)]
+
+
+class ToyStreams(torch.utils.data.Dataset):
+    """Step t of scene s has fixed inputs; the target is the running sum of the first feature over the whole
+    drive, so a model can only fit it with the state carried across clips."""
+
+    def __init__(self, dim: int = 8) -> None:
+        self.index, self.dim = ToyWalkIndex(), dim
+
+    def __len__(self) -> int:
+        return 3
+
+    def _x(self, scene: int, t: int) -> torch.Tensor:
+        return torch.from_numpy(np.random.default_rng((scene, t)).normal(size=self.dim).astype(np.float32))
+
+    def __getitem__(self, item):
+        (scene, cycles), seed, continues = item
+        x = torch.stack([self._x(scene, t) for t in cycles])  # (L, dim)
+        x = x + 0.01 * torch.from_numpy(np.random.default_rng(seed).normal(size=x.shape).astype(np.float32))
+        y = torch.stack([0.1 * sum(self._x(scene, u)[0] for u in range(t + 1)) for t in cycles])  # (L,)
+        reset = torch.zeros(len(cycles), dtype=torch.bool)
+        reset[0] = not continues
+        return x, y, reset
+
+
+def stream_collate(items):
+    xs = torch.stack([x for x, _, _ in items])  # (B, L, dim)
+    ys = torch.stack([y for _, y, _ in items])  # (B, L)
+    rs = torch.stack([r for _, _, r in items])  # (B, L)
+    return [(xs[:, t], rs[:, t]) for t in range(xs.shape[1])], [ys[:, t] for t in range(ys.shape[1])]
+
+
+class TinyStreamModel(TinyClipModel):
+    """TinyClipModel with the state passed in and out; a reset row starts from zeros."""
+
+    seen_states: list
+
+    def forward_clip(self, clip_inputs, clip_targets, state=None, return_state=False):
+        self.__dict__.setdefault("seen_states", []).append(state)
+        h = torch.zeros(clip_inputs[0][0].shape[0], 16) if state is None else state
+        losses = []
+        for (x, reset), y in zip(clip_inputs, clip_targets):  # (B, dim), (B,), (B,)
+            h = torch.where(reset[:, None], torch.zeros_like(h), h)
+            h = torch.tanh(self.inp(x) + self.rec(h))
+            losses.append(((self.out(self.drop(h)).squeeze(-1) - y) ** 2).mean())
+        out = {"mse": torch.stack(losses).mean()}
+        return (out, h) if return_state else out
+
+
+def test_stream_sampler_rows_walk_whole_scenes_and_batches_are_a_function_of_the_step():
+    index = ToyWalkIndex()
+    s = StreamSampler(index, batch_size=2, steps=12, seed=4)
+    batches = list(s)
+    for b in range(2):
+        row = [batch[b] for batch in batches]
+        for prev, cur in zip(row, row[1:]):
+            if cur.continues:
+                assert cur.clip[0] == prev.clip[0] and cur.clip[1][0] == prev.clip[1][-1] + 1, "continues the same drive"
+                assert cur.seed == prev.seed, "one augmentation per drive"
+            else:
+                assert cur.clip[1][0] < index.length, "a new drive starts at its scene's start"
+        # epoch 0 of the row: every scene long enough, once, whole
+        n0 = sum(len(index.walk_clips(sc, (4, 0, b))) for sc in range(3))
+        assert sorted({item.clip[0] for item in row[:n0]}) == [0, 1]
+    assert list(StreamSampler(index, batch_size=2, steps=12, seed=4, start_step=5)) == batches[5:]
+    assert list(StreamSampler(index, batch_size=2, steps=12, seed=5)) != batches, "the seed matters"
+    with pytest.raises(ValueError, match="no scene"):
+        StreamSampler(ToyWalkIndex(scene_lengths=(2,)), batch_size=1, steps=3)
+
+
+def test_streaming_training_carries_the_detached_state_and_resumes_exactly(tmp_path):
+    cfg = _cfg(batch_size=2, stream=True, steps=10, checkpoint_every=4)
+    torch.manual_seed(0)
+    model = TinyStreamModel()
+    train(model, ToyStreams(), stream_collate, cfg, tmp_path / "a")
+    states = model.seen_states
+    assert states[0] is None and all(isinstance(s, torch.Tensor) for s in states[1:]), "the state carries from step to step"
+    assert not any(s.requires_grad for s in states[1:]), "carried detached"
+    torch.manual_seed(0)
+    train(TinyStreamModel(), ToyStreams(), stream_collate, cfg, tmp_path / "b", stop_at=6)
+    assert load_checkpoint(tmp_path / "b")["stream_state"] is not None
+    torch.manual_seed(99)
+    train(TinyStreamModel(), ToyStreams(), stream_collate, cfg, tmp_path / "b", resume=True)
+    a, b = read_curve(tmp_path / "a" / "curve.jsonl"), read_curve(tmp_path / "b" / "curve.jsonl")
+    assert [r["loss"] for r in a] == [r["loss"] for r in b], "resume restores the carried state too"
+
+
+def test_streaming_training_needs_a_walkable_index(tmp_path):
+    with pytest.raises(ValueError, match="walk_clips"):
+        train(TinyClipModel(), ToyClips(), collate, _cfg(stream=True), tmp_path)

@@ -151,3 +151,22 @@ def test_real_model_overfits_one_sim_clip(sim_dataset, tmp_path):
     first, last = rows[0], rows[-1]
     assert last["total"] < 0.8 * first["total"], (first, last)
     assert last["seg"] < first["seg"] and last["road"] < first["road"]
+
+
+def test_walk_clips_are_one_consecutive_drive_cut_into_clips():
+    index = ClipIndex([_scene("a", 50), _scene("b", 30)], length=4, drop_prob=0.3, max_skip=2)
+    for scene in (0, 1):
+        walk = index.walk_clips(scene, (5, 0, 0))
+        assert walk == index.walk_clips(scene, (5, 0, 0)), "a function of the key"
+        assert walk != index.walk_clips(scene, (5, 1, 0)), "another epoch walks differently"
+        cycles = [c for clip in walk for c in clip.cycles]
+        assert all(len(clip) == 4 and clip.scene_index == scene for clip in walk)
+        steps = np.diff(cycles)
+        assert np.all(steps >= 1) and np.all(steps <= 3), "consecutive clips continue each other, gaps bounded"
+        assert cycles[0] < 4, "the drive starts near the scene's start"
+        n = len(index.scenes[scene].cycles)
+        assert cycles[-1] < n and n - cycles[-1] <= 4 * 3, "it runs to the scene's end (a short tail left out)"
+    no_drops = ClipIndex([_scene("a", 11)], length=3)
+    walk = no_drops.walk_clips(0, (0,))
+    start = walk[0].cycles[0]
+    assert [c.cycles for c in walk] == [tuple(range(s, s + 3)) for s in range(start, 11 - 2, 3)]

@@ -47,6 +47,24 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     assert "NDS" in capsys.readouterr().out
 
 
+def test_streaming_train_carries_the_state_through_a_resume(real_scene_root, tmp_path):
+    from perception.state import TemporalState
+    from perception.training import load_checkpoint
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_MODEL)
+    ckpt = tmp_path / "ckpt"
+    common = ["train", "--data", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val", "--keyframes-only",
+              "--allow-missing-road", "--out", str(ckpt), "--steps", "3", "--clip-length", "2", "--workers", "0",
+              "--config", str(cfg), "--no-progress", "--checkpoint-every", "1", "--stream"]
+    assert main(common + ["--stop-at", "2"]) == 0
+    state = load_checkpoint(ckpt)
+    assert isinstance(state["stream_state"], TemporalState) and bool(state["stream_state"].started.all())
+    assert state["config"]["stream"] is True and state["config"]["train"]["stream"] is True
+    assert main(common + ["--resume"]) == 0
+    assert load_checkpoint(ckpt)["step"] == 3
+
+
 def test_eval_of_a_results_file_and_bad_input(real_scene_root, tmp_path, capsys):
     from nuscenes.nuscenes import NuScenes
 
