@@ -7,13 +7,18 @@
 Baseline (same run, same process start): one process, one tick after another: load the frame set,
 rectify, `BEVStreamModel.forward`, `postprocess` (seg labels at the model's seg resolution, as the
 runtime returns them), boxes and road lines to global (torch threads: the better of 1 and all cores
-in each repeat). Loop and runtime runs alternate, order swapped every repeat; medians over repeats.
+in each repeat); JPEGs decoded in full, as research code does. Loop and runtime runs alternate, order
+swapped every repeat; medians over repeats. With pipeline.scaled_decode (default) the runtime decodes
+JPEGs only as large as the rectifier uses them; the same loop with that decode runs beside it (a row
+of its own, and the reference for "same detections"), so what the decode saves and what the
+pipeline costs are told apart.
 CPU per tick: the loop's process; the runtime's actors + driver.
-Also (not --quick): the other max_in_flight, and max_in_flight 1 with stages.*.torch_threads 0 (auto:
-every core per stage, as the stages never overlap). Per process CPU and the hand-over gaps are in the json.
-Runtime: the default runtime.yaml pipeline (backbone actor + BEV actor, 1 CPU / 1 torch thread
-each, images loaded and put by a reader thread ahead of the actors) on the same frames from the same source, with the same weights (a seeded
-random-init checkpoint written once and loaded by both, or the configured/shipped weights).
+Also (not --quick), variants in the same run: the other replay_max_in_flight, the other read_ahead,
+and scaled_decode false. Per process CPU and the hand-over gaps are in the json.
+Runtime: the default runtime.yaml pipeline (backbone actor + BEV actor; for a replay one tick in
+flight, each stage on every core in turn, a set loaded by the driver's reader threads when a slot
+frees) on the same frames from the same source, with the same weights (a seeded random-init
+checkpoint written once and loaded by both, or the configured/shipped weights).
 Reports throughput (ticks/s over the measured ticks) and per-tick latency (median): for the loop,
 load + compute of a tick; for the runtime, TickResult.latency_ms (load + submit -> result in hand).
 Writes bench/results/runtime.json.
@@ -35,34 +40,54 @@ REAL_SCENE = ROOT.parent / "shared" / "data" / "nuscenes-real-scene-0523"
 
 
 def frame_source(kind: str, n: int):
-    """A fresh iterator of the first n frame sets (loading happens as it is iterated)."""
+    """(description, a fresh iterator of the first n frame sets (loading happens as it is iterated),
+    the source's decode_for or None (NuScenesSource: how large its JPEGs decode))."""
     import itertools
 
     if kind == "nuscenes":
         from replay.nuscenes_source import NuScenesSource
 
         src = NuScenesSource(REAL_SCENE, "v1.0-trainval", keyframes_only=True)
-        return src.describe(), (lambda: itertools.islice(src.frame_sets(), n))
+        return src.describe(), (lambda: itertools.islice(src.frame_sets(), n)), src.decode_for
     from replay.live import SimulatedVehicle
 
     veh = SimulatedVehicle(seed=0, width=352, height=198, duration_s=n / 12.0 + 1.0, realtime=False)
     sets = list(itertools.islice(veh.frame_sets(), n))  # preloaded: rendering is not what is measured
-    return veh.describe() + " (preloaded)", (lambda: iter(sets))
+    return veh.describe() + " (preloaded)", (lambda: iter(sets)), None
 
 
-def offline_loop(factory, make_iter, warmup: int, threads: int) -> dict:
-    """The research loop: everything in this process, one tick after another."""
+def offline_loop(factory, make_iter, warmup: int, threads: int, decode_for=None) -> dict:
+    """The research loop: everything in this process, one tick after another. With `decode_for` (the
+    source's), its JPEGs decode as the runtime's do with pipeline.scaled_decode (else in full)."""
     import numpy as np
     import torch
 
     from perception.model import inputs_from_numpy
     from perception.rectify import Rectifier
     from runtime.messages import CAMERA_CHANNELS
+    from runtime.prescale import Prescaler
     from runtime.results import DetectionArrays, Polyline
 
     torch.set_num_threads(threads)
     model = factory.build_torch_model()
     rect = Rectifier(model.config.rectify)
+    if decode_for is not None:
+        decode_for(Prescaler(model.config.rectify).needed_size)
+    try:
+        return _loop(model, rect, make_iter, warmup, threads)
+    finally:
+        if decode_for is not None:
+            decode_for(None)
+
+
+def _loop(model, rect, make_iter, warmup: int, threads: int) -> dict:
+    import numpy as np
+    import torch
+
+    from perception.model import inputs_from_numpy
+    from runtime.messages import CAMERA_CHANNELS
+    from runtime.results import DetectionArrays, Polyline
+
     state = model.initial_state(1)
     lat, counts, t_start = [], [], None
     cpu0 = time.process_time()
@@ -104,7 +129,7 @@ def offline_loop(factory, make_iter, warmup: int, threads: int) -> dict:
             "cpu_ms_per_tick": (time.process_time() - cpu0) * 1e3 / len(lat)}
 
 
-def runtime_run(cfg, make_iter, warmup: int) -> dict:
+def runtime_run(cfg, make_iter, warmup: int, decode_for=None) -> dict:
     from runtime.api import Runtime
     from runtime.results import TickResult
 
@@ -117,12 +142,16 @@ def runtime_run(cfg, make_iter, warmup: int) -> dict:
         def describe(self):
             return "bench frames"
 
+    source = _Src()
+    if decode_for is not None:
+        source.decode_for = decode_for  # pipeline.scaled_decode reaches the source
+
     import ray
 
     with Runtime(cfg) as rt:
         actors = [rt.supervisor.backbone, rt.supervisor.bev]
         cpu0, drv0 = ray.get([a.cpu_seconds.remote() for a in actors]), time.process_time()
-        records = list(rt.iterate(_Src()))
+        records = list(rt.iterate(source))
         cpu1, drv1 = ray.get([a.cpu_seconds.remote() for a in actors]), time.process_time()
     ticks = [r for r in records if isinstance(r, TickResult)]
     measured = ticks[warmup:]
@@ -191,19 +220,28 @@ def main() -> int:
     else:
         weights = str(factory.checkpoint)
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"progress": False})})
-    desc, make_iter = frame_source(kind, n + warmup)
+    desc, make_iter, decode_for = frame_source(kind, n + warmup)
+    # pipeline.scaled_decode: the runtime's JPEGs decode only as large as the rectifier uses them. The
+    # baseline stays the research loop (full decode); the same loop with the runtime's decode is measured
+    # beside it, so the table separates what the decode saves from what the pipeline costs.
+    scaled = bool(cfg.pipeline.scaled_decode) and decode_for is not None
+    rt_decode = decode_for if scaled else None
     print(f"frames: {desc}; {n} measured ticks after {warmup} warm-up; weights: {weights}; {repeats} repeat(s)", file=sys.stderr)
 
-    loops, runs, serial, loop_tries = [], [], [], []
-    # The other max_in_flight (1 <-> 2) in the same run: what overlapping the actors costs or gains.
-    alt_n = 2 if cfg.pipeline.max_in_flight == 1 else 1
-    cfg1 = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"max_in_flight": alt_n})})
-    # max_in_flight 1 with stages.*.torch_threads 0 (auto): the stages never overlap, so each uses every core
-    st = cfg.stages
-    cfg_auto = cfg.model_copy(update={
-        "pipeline": cfg.pipeline.model_copy(update={"max_in_flight": 1}),
-        "stages": st.model_copy(update={k: getattr(st, k).model_copy(update={"torch_threads": 0}) for k in ("backbone", "bev")})})
-    alone = []
+    loops, runs, loop_tries, loops_scaled = [], [], [], []
+    # Variants of the runtime measured in the same run (not --quick), each against the same loop.
+    pc = cfg.pipeline
+    alt_n = 2 if pc.replay_max_in_flight == 1 else 1
+    variants = {  # name -> (config, the source's decode_for or None, what it shows)
+        f"replay_max_in_flight_{alt_n}": (cfg.model_copy(update={"pipeline": pc.model_copy(update={"replay_max_in_flight": alt_n})}),
+                                          rt_decode, "the other cap on ticks in flight: what overlapping the actors costs or gains"),
+        "read_ahead_1": (cfg.model_copy(update={"pipeline": pc.model_copy(update={"read_ahead": 1 if pc.read_ahead == 0 else 0})}),
+                         rt_decode, "the other read_ahead: loading the next set while the actors work"),
+    }
+    if scaled:
+        variants["full_decode"] = (cfg.model_copy(update={"pipeline": pc.model_copy(update={"scaled_decode": False})}), None,
+                                   "pipeline.scaled_decode false: the research loop's pixels, so what the pipeline alone costs")
+    measured = {name: [] for name in variants}
     thread_options = [1] if args.quick else sorted({1, os.cpu_count() or 1})
     def loop_best(r: int) -> None:
         # The baseline gets its best torch thread count (1 or all cores) in each repeat.
@@ -213,29 +251,32 @@ def main() -> int:
                   f"median {t['latency_ms_median']:.0f} ms", file=sys.stderr)
         loops.append(max(tries, key=lambda t: t["throughput_hz"]))
         loop_tries.append([{k: t[k] for k in ("threads", "throughput_hz", "latency_ms_median", "cpu_ms_per_tick")} for t in tries])
+        if scaled:
+            tries = [offline_loop(factory, make_iter, warmup, t, decode_for) for t in thread_options]
+            loops_scaled.append(max(tries, key=lambda t: t["throughput_hz"]))
+            print(f"  loop, scaled decode #{r} ({loops_scaled[-1]['threads']} thread(s)): {loops_scaled[-1]['throughput_hz']:.2f} "
+                  f"ticks/s, median {loops_scaled[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
 
     def runtime_default(r: int) -> None:
-        runs.append(runtime_run(cfg, make_iter, warmup))
+        runs.append(runtime_run(cfg, make_iter, warmup, rt_decode))
         print(f"  runtime #{r}: {runs[-1]['throughput_hz']:.2f} ticks/s, median {runs[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
 
     for r in range(repeats):
         # Interleaved, order alternating per repeat: a drift in machine load hits both sides alike.
         for side in ((loop_best, runtime_default) if r % 2 == 0 else (runtime_default, loop_best)):
             side(r)
-        if not args.quick:  # the same runtime with the other max_in_flight
-            serial.append(runtime_run(cfg1, make_iter, warmup))
-            print(f"  runtime max_in_flight={alt_n} #{r}: {serial[-1]['throughput_hz']:.2f} ticks/s, "
-                  f"median {serial[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
-            alone.append(runtime_run(cfg_auto, make_iter, warmup))
-            print(f"  runtime max_in_flight=1, torch_threads auto #{r}: {alone[-1]['throughput_hz']:.2f} ticks/s, "
-                  f"median {alone[-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
+        for name, (vcfg, vdecode, _) in ({} if args.quick else variants).items():
+            measured[name].append(runtime_run(vcfg, make_iter, warmup, vdecode))
+            print(f"  runtime, {name} #{r}: {measured[name][-1]['throughput_hz']:.2f} ticks/s, "
+                  f"median {measured[name][-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
 
     def med(xs, k):
         return statistics.median(x[k] for x in xs)
 
     loop_tp, rt_tp = med(loops, "throughput_hz"), med(runs, "throughput_hz")
     loop_lat, rt_lat = med(loops, "latency_ms_median"), med(runs, "latency_ms_median")
-    same_outputs = all(a["detections"] == b["detections"] for a, b in zip(loops, runs))
+    # The runtime computes what the loop that decodes as it does computes.
+    same_outputs = all(a["detections"] == b["detections"] for a, b in zip(loops_scaled if scaled else loops, runs))
     result = {
         "frames": desc, "ticks": n, "warmup": warmup, "repeats": repeats, "weights": weights,
         "offline_loop": {"throughput_hz": loop_tp, "latency_ms_median": loop_lat,
@@ -247,38 +288,42 @@ def main() -> int:
                     "outside_compute_ms_median": med(runs, "outside_compute_ms_median"),
                     "cpu_ms_per_tick_by_process": runs[-1]["cpu_ms_per_tick_by_process"],
                     "handover_ms_median": runs[-1]["handover_ms_median"]},
-        "runtime_max_in_flight_1_torch_threads_auto": ({
-            "throughput_hz": med(alone, "throughput_hz"), "latency_ms_median": med(alone, "latency_ms_median"),
-            "throughput_ratio": med(alone, "throughput_hz") / loop_tp,
-            "median_latency_overhead": med(alone, "latency_ms_median") / loop_lat - 1.0,
-            "cpu_ms_per_tick": med(alone, "cpu_ms_per_tick")} if alone else None),
         "per_repeat": {"offline_loop_each_thread_count": loop_tries,
                        "runtime": [{k: x[k] for k in ("throughput_hz", "latency_ms_median")} for x in runs]},
-        **{f"runtime_max_in_flight_{n}": ({"throughput_hz": med(xs, "throughput_hz"),
-                                           "latency_ms_median": med(xs, "latency_ms_median"),
-                                           "throughput_ratio": med(xs, "throughput_hz") / loop_tp,
-                                           "median_latency_overhead": med(xs, "latency_ms_median") / loop_lat - 1.0,
-                                           "outside_compute_ms_median": med(xs, "outside_compute_ms_median")}
-                                          if xs and serial else None)
-           for n, xs in ((alt_n, serial), (cfg.pipeline.max_in_flight, runs))},
+        "variants": {name: {"what": variants[name][2], "throughput_hz": med(xs, "throughput_hz"),
+                            "latency_ms_median": med(xs, "latency_ms_median"),
+                            "throughput_ratio": med(xs, "throughput_hz") / loop_tp,
+                            "median_latency_overhead": med(xs, "latency_ms_median") / loop_lat - 1.0,
+                            "outside_compute_ms_median": med(xs, "outside_compute_ms_median"),
+                            "stage_ms_median": xs[-1]["stage_ms_median"],
+                            "same_detection_counts_as_loop": all(a["detections"] == b["detections"] for a, b in zip(loops, xs))
+                            if variants[name][1] is None else None}
+                     for name, xs in measured.items() if xs},
         "throughput_ratio": rt_tp / loop_tp,
         "median_latency_overhead": rt_lat / loop_lat - 1.0,
         "same_detection_counts": same_outputs,
+        "offline_loop_scaled_decode": ({
+            "throughput_hz": med(loops_scaled, "throughput_hz"), "latency_ms_median": med(loops_scaled, "latency_ms_median"),
+            "runtime_throughput_ratio": rt_tp / med(loops_scaled, "throughput_hz"),
+            "runtime_median_latency_overhead": rt_lat / med(loops_scaled, "latency_ms_median") - 1.0,
+            # what the decode changes in the outputs: detections per tick against the full decode's, summed |diff|
+            "detection_count_changes_vs_full_decode": sum(abs(a - b) for a, b in zip(loops[0]["detections"], loops_scaled[0]["detections"])),
+            "detections_full_decode": sum(loops[0]["detections"])} if scaled else None),
         "config": {"pipeline": cfg.pipeline.model_dump(), "stages": cfg.stages.model_dump(mode="json")},
         "cpu_count": os.cpu_count(),
         "load_average_at_end": os.getloadavg(),
     }
     print(f"{'':<14}{'ticks/s':>10}{'median ms':>12}")
-    print(f"{'offline loop':<14}{loop_tp:>10.2f}{loop_lat:>12.1f}")
-    print(f"{'runtime':<14}{rt_tp:>10.2f}{rt_lat:>12.1f}   (default: max_in_flight {cfg.pipeline.max_in_flight})")
-    if alone:
-        a_tp, a_lat = med(alone, "throughput_hz"), med(alone, "latency_ms_median")
-        print(f"{'runtime, 1 A':<14}{a_tp:>10.2f}{a_lat:>12.1f}   (max_in_flight 1, torch_threads auto: ratio {a_tp / loop_tp:.2f}, "
-              f"latency overhead {100 * (a_lat / loop_lat - 1):+.1f} %)")
-    if serial:
-        s_tp, s_lat = med(serial, "throughput_hz"), med(serial, "latency_ms_median")
-        print(f"{f'runtime, {alt_n}':<14}{s_tp:>10.2f}{s_lat:>12.1f}   (max_in_flight {alt_n}: ratio {s_tp / loop_tp:.2f}, "
-              f"latency overhead {100 * (s_lat / loop_lat - 1):+.1f} %)")
+    print(f"{'offline loop':<14}{loop_tp:>10.2f}{loop_lat:>12.1f}   (research code: full JPEG decode)")
+    if scaled:
+        ls = result["offline_loop_scaled_decode"]
+        print(f"{'loop, scaled':<14}{ls['throughput_hz']:>10.2f}{ls['latency_ms_median']:>12.1f}   (the runtime's scaled decode; "
+              f"runtime vs it: ratio {ls['runtime_throughput_ratio']:.2f}, latency {100 * ls['runtime_median_latency_overhead']:+.1f} %)")
+    print(f"{'runtime':<14}{rt_tp:>10.2f}{rt_lat:>12.1f}   (runtime.yaml: replay_max_in_flight {pc.replay_max_in_flight}, "
+          f"read_ahead {pc.read_ahead}, scaled_decode {pc.scaled_decode})")
+    for name, v in result["variants"].items():
+        print(f"{'  ' + name:<14}{v['throughput_hz']:>10.2f}{v['latency_ms_median']:>12.1f}   (ratio {v['throughput_ratio']:.2f}, "
+              f"latency overhead {100 * v['median_latency_overhead']:+.1f} %)")
     print(f"throughput ratio {result['throughput_ratio']:.2f}, median latency overhead {100 * result['median_latency_overhead']:+.1f} %, "
           f"same detections per tick: {same_outputs}; {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
     out = ROOT / "bench" / "results" / "runtime.json"

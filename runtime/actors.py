@@ -413,7 +413,6 @@ class IngestActor:
 
     def node_id(self) -> str:
         return _node_id()
-
     def start(self) -> str:
         self._thread.start()
         return _node_id()
@@ -504,6 +503,10 @@ class BackboneActor:
     def node_id(self) -> str:
         return _node_id()
 
+    def set_threads(self, n: int) -> None:
+        """torch intra-op threads from now on (stages.*.torch_threads 0: per stream, Supervisor.threads_for)."""
+        _set_threads(n)
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -584,6 +587,10 @@ class BevActor:
     def node_id(self) -> str:
         return _node_id()
 
+    def set_threads(self, n: int) -> None:
+        """torch intra-op threads from now on (stages.*.torch_threads 0: per stream, Supervisor.threads_for)."""
+        _set_threads(n)
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -620,7 +627,6 @@ class SinkActor:
 
     def node_id(self) -> str:
         return _node_id()
-
     def write(self, record, extra_timing=None) -> None:
         if extra_timing is not None:
             record = record.with_timing(extra_timing)

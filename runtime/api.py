@@ -76,13 +76,18 @@ class Runtime:
         self.report = report
         sink = self.supervisor.start_sink(str(out_dir), expected_samples) if out_dir is not None else None
         late = [0]
+        report.extra["torch_threads"] = self.supervisor.threads_for(live)
+        scaled_decode = (not live and self.cfg.pipeline.scaled_decode and self.supervisor.prescaler is not None
+                         and hasattr(source, "decode_for"))
+        if scaled_decode:  # JPEGs decode only as large as the rectifier uses them (undone in `finally`)
+            source.decode_for(self.supervisor.prescaler.needed_size, workers=self.cfg.pipeline.ingest_threads)
         if live and self.cfg.pipeline.live_ingest == "actor":
             ingest = self.supervisor.start_ingest(source)
             feeder = ActorFeeder(ingest)
         else:
             ingest = None
             feeder = SourceFeeder(source_frame_sets(source, self.cfg.sync, late), live, asyncio.get_running_loop(),
-                                  prescale=self.supervisor.prescaler)
+                                  prescale=self.supervisor.prescaler, read_ahead=self.cfg.pipeline.read_ahead)
         pipeline = TickPipeline(self.supervisor.backbone, self.supervisor.bev, self.cfg.pipeline, live, sink)
         started = time.time()
         try:
@@ -92,6 +97,8 @@ class Runtime:
                 yield record
         finally:
             feeder.stop()
+            if scaled_decode:
+                source.decode_for(None)
             if ingest is not None:
                 try:
                     late[0] = await ingest.late_frames.remote()

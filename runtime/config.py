@@ -44,13 +44,14 @@ class StageConfig(_Strict):
 
 class StagesConfig(_Strict):
     ingest: StageConfig = StageConfig(num_cpus=0, max_restarts=0)
-    backbone: StageConfig = StageConfig()
-    bev: StageConfig = StageConfig()
+    backbone: StageConfig = StageConfig(torch_threads=0)  # auto: per stream (supervisor.torch_threads)
+    bev: StageConfig = StageConfig(torch_threads=0)
     sink: StageConfig = StageConfig(num_cpus=0, max_restarts=0)
 
 
 class PipelineConfig(_Strict):
-    max_in_flight: int = Field(2, ge=1)  # ticks submitted to the actors and not finished (runtime.yaml says why 2)
+    max_in_flight: int = Field(2, ge=1)  # live: ticks submitted to the actors and not finished (runtime.yaml says why 2)
+    replay_max_in_flight: int = Field(1, ge=1)  # the same cap for replays (runtime.yaml says why 1)
     live_queue: int = Field(1, ge=0)  # live: frame sets waiting for a slot before the oldest is dropped
     min_cameras: int = Field(1, ge=1, le=6)  # fewer cameras present -> drop record 'late_camera'
     checkpoint_every: int = Field(24, ge=0)  # ticks between temporal-state checkpoints; 0 = never
@@ -59,6 +60,15 @@ class PipelineConfig(_Strict):
     # Live sources through the ingest actor: "camera" = each camera goes to the backbone as it arrives
     # (the BEV step starts once the set's last camera is encoded); "set" = the whole set at once.
     live_encode: Literal["camera", "set"] = "camera"
+    # Replayed JPEGs decode at the coarsest DCT scale that still gives the rectifier its full input
+    # (replay/nuscenes_source.py decode_for); False: full-size decode, pixel-identical to a plain loop.
+    scaled_decode: bool = True
+    read_ahead: int = Field(0, ge=0)  # replay: frame sets loaded ahead of the pipeline's asks (0: on a free slot)
+    ingest_threads: int = Field(2, ge=1)  # replay: threads that decode and shrink a set's cameras at once
+
+    def cap(self, live: bool) -> int:
+        """Ticks in flight for a live stream or a replay."""
+        return self.max_in_flight if live else self.replay_max_in_flight
 
 
 class SyncConfig(_Strict):

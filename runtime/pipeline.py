@@ -130,17 +130,21 @@ def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int]
 class SourceFeeder:
     """Reads a (blocking) source in a thread and hands frame sets to the event loop.
 
-    Replay: a queue of one, so reading stops while the pipeline is full (backpressure, no loss).
-    Live: unbounded hand-off; the scheduler applies the drop policy. Each set's images are `ray.put`
-    here, in this thread, so the event loop never blocks on the copy (a nuScenes set is 26 MB), and
-    each set gets an 'ingest' timing (replay: the time to load and put it; live: its arrival)."""
+    Replay: the thread loads a set when the pipeline asks for one (`want`), plus `read_ahead` sets
+    ahead of those asks, so reading stops while the pipeline is full (backpressure, no loss). With
+    read_ahead 0 a set is loaded the moment a slot frees: its load never competes with the actors for
+    the cores and its latency holds no wait in this queue. Live: unbounded hand-off; the scheduler
+    applies the drop policy. Each set's images are `ray.put` here, in this thread, so the event loop
+    never blocks on the copy, and each set gets an 'ingest' timing (replay: the time to load and put
+    it; live: its arrival)."""
 
     def __init__(self, frame_sets: Iterator[FrameSet], live: bool, loop: asyncio.AbstractEventLoop,
-                 prescale: Callable[[FrameSet], FrameSet] | None = None):
+                 prescale: Callable[[FrameSet], FrameSet] | None = None, read_ahead: int = 1):
         self.live = live
         self.prescale = prescale  # shrinks the images as the rectifier would, before the put (prescale.py)
         self.loop = loop
-        self.queue: asyncio.Queue = asyncio.Queue(maxsize=0 if live else 1)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self._credits = None if live else threading.Semaphore(read_ahead)  # replay: sets it may load now
         self._stop = threading.Event()
         self._iter = frame_sets
         self._thread = threading.Thread(target=self._run, name="bevstream-source", daemon=True)
@@ -163,9 +167,22 @@ class SourceFeeder:
         fut.cancel()
         return False
 
+    def want(self) -> None:
+        """The pipeline takes one more set (replay: one more may be loaded)."""
+        if self._credits is not None:
+            self._credits.release()
+
+    def _may_load(self) -> bool:
+        if self._credits is None:
+            return True
+        while not self._stop.is_set():
+            if self._credits.acquire(timeout=0.1):
+                return True
+        return False
+
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
+            while self._may_load():
                 start = time.time_ns()
                 try:
                     fs = next(self._iter)
@@ -224,6 +241,9 @@ class ActorFeeder:
     def start(self) -> "ActorFeeder":
         self._task = asyncio.ensure_future(self._run())
         return self
+
+    def want(self) -> None:
+        """(A live source is read as it comes.)"""
 
     async def _run(self) -> None:
         from runtime.actors import INGEST_END
@@ -424,7 +444,7 @@ class TickPipeline:
         get_task: asyncio.Task | None = None
         recover_task: asyncio.Task | None = None
         blocked = False
-        cap = self.cfg.max_in_flight
+        cap = self.cfg.cap(self.live)
         try:
             while True:
                 if self.recovering and not blocked:
@@ -461,6 +481,7 @@ class TickPipeline:
                 # Replay reads the source only when a slot is free (backpressure); live always reads.
                 if not source_done and (self.live or (len(inflight) + len(waiting) < cap and not waiting)):
                     if get_task is None:
+                        feeder.want()
                         get_task = asyncio.ensure_future(feeder.queue.get())
                     wait_set.add(get_task)
                 if inflight:

@@ -20,8 +20,20 @@ import numpy as np
 class Prescaler:
     """FrameSet -> the same FrameSet with each camera shrunk as the rectifier would (intrinsics scaled)."""
 
-    def __init__(self, rectify_cfg: Any):
+    def __init__(self, rectify_cfg: Any, workers: int = 1):
         self.cfg = rectify_cfg
+        self._pool = None  # workers > 1: a set's cameras shrink in that many threads at once (torch frees the GIL)
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bevstream-prescale")
+
+    def needed_size(self, k: np.ndarray, full_size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of an image of `full_size` with intrinsic `k` that the rectifier actually uses: a source
+        may decode at any size at least this big (NuScenesSource.decode_for) without changing the input."""
+        from perception.rectify import prescale_size
+
+        return prescale_size(self.cfg, np.asarray(k, np.float64), tuple(full_size))
 
     def shrink(self, image: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """(H, W, 3) uint8 + (3, 3) K -> shrunk image and its K, or None to keep the camera as it is."""
@@ -43,12 +55,14 @@ class Prescaler:
         x = F.interpolate(x, size=pre, mode="bilinear", align_corners=False, antialias=True)  # as the rectifier does
         return np.ascontiguousarray(x[0].permute(1, 2, 0).numpy()), k_pre  # (h, w, 3) uint8
 
+    def _camera(self, c: Any) -> Any:
+        img, k = c.image, np.asarray(c.intrinsic)
+        fit = (isinstance(img, np.ndarray) and img.ndim == 3 and img.dtype == np.uint8 and img.shape[2] == 3
+               and min(img.shape[:2]) >= 8 and k.shape == (3, 3) and bool(np.all(np.isfinite(k))) and k[0, 0] > 0)
+        out = self.shrink(img, k) if fit else None  # bad input goes on as it is: the input check names it
+        return c if out is None else replace(c, image=out[0], intrinsic=out[1])
+
     def __call__(self, fs: Any) -> Any:
-        cams = []
-        for c in fs.cameras:
-            img, k = c.image, np.asarray(c.intrinsic)
-            fit = (isinstance(img, np.ndarray) and img.ndim == 3 and img.dtype == np.uint8 and img.shape[2] == 3
-                   and min(img.shape[:2]) >= 8 and k.shape == (3, 3) and bool(np.all(np.isfinite(k))) and k[0, 0] > 0)
-            out = self.shrink(img, k) if fit else None  # bad input goes on as it is: the input check names it
-            cams.append(c if out is None else replace(c, image=out[0], intrinsic=out[1]))
-        return replace(fs, cameras=tuple(cams))
+        if self._pool is not None and len(fs.cameras) > 1:
+            return replace(fs, cameras=tuple(self._pool.map(self._camera, fs.cameras)))
+        return replace(fs, cameras=tuple(self._camera(c) for c in fs.cameras))

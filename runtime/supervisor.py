@@ -36,13 +36,14 @@ def ensure_ray(cfg: RuntimeConfig) -> bool:
     return True
 
 
-def torch_threads(stage: StageConfig, cfg: RuntimeConfig) -> int:
-    """Intra-op threads of a stage actor. Configured (>= 1), or 0 = auto: with max_in_flight 1 the
-    stages never run at the same time, so each may use every CPU of the local Ray (ray.num_cpus);
-    otherwise they overlap, and each gets its reserved num_cpus (at least 1)."""
+def torch_threads(stage: StageConfig, cfg: RuntimeConfig, live: bool = True) -> int:
+    """Intra-op threads of a stage actor for a live stream or a replay. Configured (>= 1), or 0 = auto:
+    with one tick in flight (pipeline.max_in_flight / replay_max_in_flight) the stages never run at
+    the same time, so each may use every CPU of the local Ray (ray.num_cpus); otherwise they overlap,
+    and each gets its reserved num_cpus (at least 1)."""
     if stage.torch_threads > 0:
         return stage.torch_threads
-    if cfg.pipeline.max_in_flight == 1:
+    if cfg.pipeline.cap(live) == 1:
         return max(1, int(cfg.ray.num_cpus or os.cpu_count() or 1))
     return max(1, int(round(stage.num_cpus)))
 
@@ -51,7 +52,7 @@ def _options(stage: StageConfig, threads: int = 1) -> dict[str, Any]:
     opts: dict[str, Any] = dict(num_cpus=stage.num_cpus, max_restarts=stage.max_restarts, max_task_retries=0)
     if stage.resources:
         opts["resources"] = dict(stage.resources)
-    if threads > 1:
+    if threads > 1 or stage.torch_threads == 0:  # auto may switch to several threads per stream
         # OpenMP worker threads sleep instead of spinning between parallel regions: on a busy machine
         # (another stage, or other processes, on the same cores) spinning threads burnt ~5x the CPU
         # of a tick (the offline loop with 2 threads, 2 loaded cores: 1000 vs 190 ms CPU per tick).
@@ -79,6 +80,7 @@ class Supervisor:
         # The checkpoint store lives with the driver's node by default; it must outlive the BEV actor.
         self.store = ray.remote(StateStore).options(num_cpus=0).remote()
         nb, nv = torch_threads(st.backbone, self.cfg), torch_threads(st.bev, self.cfg)
+        self.threads = {"backbone": nb, "bev": nv}
         self.backbone = ray.remote(BackboneActor).options(**_options(st.backbone, nb)).remote(
             self.model_factory, nb, self.cfg.pipeline.seg_stride, self.store)
         self.bev = ray.remote(BevActor).options(**_options(st.bev, nv)).remote(
@@ -93,7 +95,7 @@ class Supervisor:
         if rect is not None:
             from runtime.prescale import Prescaler
 
-            self.prescaler = Prescaler(rect)
+            self.prescaler = Prescaler(rect, workers=self.cfg.pipeline.ingest_threads)
         return self
 
     def start_sink(self, out_dir: str, expected_samples: list[str] | None) -> Any:
@@ -120,6 +122,16 @@ class Supervisor:
                 actors[name] = getattr(self, name)
         ids = ray.get([a.node_id.remote() for a in actors.values()])
         return dict(zip(actors, ids))
+
+    def threads_for(self, live: bool) -> dict[str, int]:
+        """Give the stage actors with torch_threads 0 (auto) the thread count for a live stream or a
+        replay (their caps on ticks in flight differ). -> threads per stage."""
+        for name, actor in (("backbone", self.backbone), ("bev", self.bev)):
+            n = torch_threads(getattr(self.cfg.stages, name), self.cfg, live)
+            if n != self.threads.get(name):
+                ray.get(actor.set_threads.remote(n))
+                self.threads[name] = n
+        return dict(self.threads)
 
     def restarts(self) -> dict[str, int]:
         return ray.get(self.store.restarts.remote()) if self.store is not None else {}

@@ -11,7 +11,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, out_default: str | Non
     parser.add_argument("--config", default=None, metavar="FILE", help="runtime configuration (default: runtime.yaml)")
     parser.add_argument("--out", default=out_default, metavar="RUN", help="run directory (default: output.out_dir)")
     parser.add_argument("--checkpoint", default=None, metavar="FILE", help="model weights (model.checkpoint)")
-    parser.add_argument("--max-in-flight", type=int, default=None, metavar="N", help="pipeline.max_in_flight")
+    parser.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                        help="ticks in flight, live and replay (pipeline.max_in_flight and replay_max_in_flight)")
     parser.add_argument("--ray-address", default=None, metavar="ADDR", help="join this Ray cluster (ray.address)")
     parser.add_argument("--num-cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray (ray.num_cpus)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (output.progress: false)")
@@ -29,6 +30,7 @@ def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
         "output.out_dir": _abs(getattr(args, "out", None)),
         "model.checkpoint": _abs(args.checkpoint),
         "pipeline.max_in_flight": args.max_in_flight,
+        "pipeline.replay_max_in_flight": args.max_in_flight,
         "ray.address": args.ray_address,
         "ray.num_cpus": args.num_cpus,
         "output.progress": False if args.no_progress else None,

@@ -74,6 +74,30 @@ def test_real_scene_keyframes_replayed_with_sweeps_missing_said_once(real_scene_
     assert src.skipped == []
 
 
+def test_decode_for_decodes_jpegs_at_a_dct_scale_with_the_intrinsic_of_that_scale(real_scene_root):
+    from perception.rectify import scale_intrinsic
+
+    src = NuScenesSource(real_scene_root, "v1.0-trainval", keyframes_only=True)
+    full = next(src.frame_sets())
+    asked = []
+
+    def needed(k, size):
+        asked.append(size)
+        return size[0] // 2 - 10, size[1] // 2 - 10  # 1/2 is the coarsest DCT scale at least this big
+
+    src.decode_for(needed)
+    half = next(src.frame_sets())
+    assert asked[0] == full.cameras[0].image.shape[:2] == (900, 1600)
+    for a, b in zip(full.cameras, half.cameras):
+        assert b.image.shape == (450, 800, 3)
+        np.testing.assert_allclose(b.intrinsic, scale_intrinsic(a.intrinsic, 0.5, 0.5))
+        box = a.image.reshape(450, 2, 800, 2, 3).astype(np.float64).mean(axis=(1, 3))  # the 2x2 mean, pixel centres alike
+        assert np.abs(box - b.image).mean() < 2.0, "the same picture, pixel for pixel"
+    src.decode_for(None)
+    again = next(src.frame_sets())
+    np.testing.assert_array_equal(again.cameras[0].image, full.cameras[0].image)
+
+
 def test_real_scene_selection_errors_and_splits(real_scene_root, tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
         NuScenesSource(tmp_path / "nope", "v1.0-trainval")

@@ -18,9 +18,9 @@ def test_shipped_runtime_yaml_is_valid_and_matches_defaults():
     ref = RuntimeConfig().model_dump(mode="json")
     for section in ("ray", "stages", "pipeline", "sync"):
         assert d[section] == ref[section], section
-    # 2 cores: the two compute stages take one CPU and one torch thread each.
+    # 2 cores: the two compute stages take one CPU each; their torch threads follow the stream (auto).
     assert cfg.ray.num_cpus == 2 and cfg.stages.backbone.num_cpus == 1 and cfg.stages.bev.num_cpus == 1
-    assert cfg.stages.backbone.torch_threads == 1 and cfg.stages.bev.torch_threads == 1
+    assert cfg.stages.backbone.torch_threads == 0 and cfg.stages.bev.torch_threads == 0
 
 
 def test_every_key_is_documented_where_it_stands():
@@ -118,7 +118,8 @@ def test_torch_threads_auto_uses_all_cpus_only_when_stages_never_overlap():
     overlap = config_from_dict({"ray": {"num_cpus": 4}, "pipeline": {"max_in_flight": 2}, "stages": {"backbone": auto}})
     fixed = config_from_dict({"pipeline": {"max_in_flight": 1}, "stages": {"backbone": {"torch_threads": 3}}})
     assert torch_threads(alone.stages.backbone, alone) == 4
-    assert torch_threads(overlap.stages.backbone, overlap) == 1
+    assert torch_threads(overlap.stages.backbone, overlap, live=True) == 1
+    assert torch_threads(overlap.stages.backbone, overlap, live=False) == 4, "a replay has one tick in flight by default"
     assert torch_threads(fixed.stages.backbone, fixed) == 3
     assert _options(alone.stages.backbone, 4)["runtime_env"]["env_vars"]["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert "runtime_env" not in _options(overlap.stages.backbone, 1)
+    assert "runtime_env" not in _options(fixed.stages.sink, 1)

@@ -185,3 +185,51 @@ def test_replay_releases_a_tick_just_in_time_for_a_slower_bev_stage(ray_session)
         gaps.append((by["bev"].start_ns - next(t.end_ns for t in prev.timings if t.stage == "bev")) / 1e9)
     assert sorted(waits)[len(waits) // 2] < 0.06  # without the release it is ~0.13 s (0.15 - 0.02)
     assert sorted(gaps)[len(gaps) // 2] < 0.06  # and the BEV actor is kept busy
+
+
+class _DecodingSource(ListSource):
+    """A replay source that takes a decode-size hint (as NuScenesSource.decode_for) and records it."""
+
+    def __init__(self, sets):
+        super().__init__(sets)
+        self.hints, self.workers = [], None
+
+    def decode_for(self, needed_size, workers=1):
+        self.hints.append(needed_size)
+        self.workers = self.workers if needed_size is None else workers
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_replay_tells_the_source_the_size_the_rectifier_needs(ray_session, counting_factory, scaled):
+    from perception.rectify import RectifyConfig
+    from runtime.prescale import Prescaler
+
+    src = _DecodingSource([make_frame_set(i) for i in range(3)])
+    with Runtime(small_config(scaled_decode=scaled), model_factory=counting_factory) as rt:
+        rt.supervisor.prescaler = Prescaler(RectifyConfig())  # CountingModel has no rectifier of its own
+        records = list(rt.iterate(src))
+    _account(records, [0, 1, 2])
+    if scaled:
+        assert src.hints[0] == rt.supervisor.prescaler.needed_size and src.hints[-1] is None, "set for the stream, undone after"
+        assert src.workers == rt.cfg.pipeline.ingest_threads
+    else:
+        assert src.hints == []
+
+
+@pytest.mark.parametrize("read_ahead", [0, 1])
+def test_replay_read_ahead_loads_sets_only_as_far_ahead_as_allowed(ray_session, read_ahead):
+    """read_ahead 0: a set is loaded when a slot frees (its load never overlaps the previous tick);
+    read_ahead 1: the next set loads while the actors work."""
+    import functools
+
+    factory = functools.partial(CountingModel, step_sleep_s=0.1)
+    with Runtime(small_config(max_in_flight=1, read_ahead=read_ahead), model_factory=factory) as rt:
+        records = list(rt.iterate(ListSource([make_frame_set(i) for i in range(5)])))
+    _account(records, range(5))
+    ticks = sorted(records, key=lambda r: r.frame_id)
+
+    def t(r, stage, end):
+        return next((x.end_ns if end else x.start_ns) for x in r.timings if x.stage == stage)
+
+    overlaps = [t(b, "ingest", False) < t(a, "bev", True) for a, b in zip(ticks, ticks[1:])]
+    assert overlaps == [bool(read_ahead)] * 4
