@@ -328,7 +328,7 @@ def _detached(obj: Any) -> Any:
     """A carried temporal state cut from the graph of the step that made it (truncated back-propagation)."""
     if obj is None:
         return None
-    if isinstance(obj, Tensor) or hasattr(obj, "detach"):
+    if hasattr(obj, "detach"):  # a tensor, or a TemporalState
         return obj.detach()
     if isinstance(obj, (list, tuple)):
         return type(obj)(_detached(o) for o in obj)

@@ -48,28 +48,29 @@ class _Cycle:
 
 def load_image(path: str | Path, min_size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB; raises OSError/ValueError if undecodable.
+    With `min_size` (h, w), a JPEG decodes at a DCT scale (`decode_image`)."""
+    return decode_image(path, None if min_size is None else (lambda full: min_size))[0]
 
-    With `min_size` (h, w), a JPEG is decoded at the coarsest of libjpeg's DCT scales (1/2, 1/4, 1/8)
-    that is still at least that big: a 1600x900 nuScenes image at 1/2 costs about a quarter of a full
-    decode. Pixel centres keep the convention of `perception.rectify.scale_intrinsic` (a 1/s image's
-    pixel i covers source pixels s*i .. s*i+s-1). Other formats decode in full."""
+
+def decode_image(path: str | Path, min_size_for: Callable[[tuple[int, int]], tuple[int, int]] | None = None
+                 ) -> tuple[np.ndarray, tuple[int, int]]:
+    """(H, W, 3) uint8 RGB and the file's full (H, W), in one open; raises OSError/ValueError if undecodable.
+
+    With `min_size_for(full (H, W)) -> (h, w)`, a JPEG is decoded at the coarsest of libjpeg's DCT scales
+    (1/2, 1/4, 1/8) that is still at least that big: a 1600x900 nuScenes image at 1/2 costs about a
+    quarter of a full decode. Pixel centres keep the convention of `perception.rectify.scale_intrinsic`
+    (a 1/s image's pixel i covers source pixels s*i .. s*i+s-1). Other formats decode in full."""
     from PIL import Image
 
     with Image.open(path) as im:
-        if min_size is not None and im.format == "JPEG":
-            im.draft("RGB", (max(1, int(min_size[1])), max(1, int(min_size[0]))))
+        full = (im.height, im.width)
+        if min_size_for is not None and im.format == "JPEG":
+            h, w = min_size_for(full)
+            im.draft("RGB", (max(1, int(w)), max(1, int(h))))
         im.load()
         if im.mode != "RGB":  # convert() copies even when nothing changes
             im = im.convert("RGB")
-        return np.asarray(im, dtype=np.uint8)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file, from its header."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.height, im.width
+        return np.asarray(im, dtype=np.uint8), full
 
 
 class NuScenesSource:
@@ -348,8 +349,8 @@ class NuScenesSource:
         """The image, at the scale `decode_for` allows, and the intrinsic of that scale."""
         if self._needed_size is None or intrinsic.shape != (3, 3) or not np.all(np.isfinite(intrinsic)):
             return load_image(path), intrinsic  # a bad intrinsic goes on as it is: the input check names it
-        full = image_size(path)
-        image = load_image(path, self._needed_size(intrinsic, full))
+        needed = self._needed_size
+        image, full = decode_image(path, lambda size: needed(intrinsic, size))
         if image.shape[:2] == full:
             return image, intrinsic
         from perception.rectify import scale_intrinsic
