@@ -30,13 +30,27 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+class _TorchThreads:
+    """The stage actors' intra-op thread count (stages.*.torch_threads 0: set per stream, Supervisor.threads_for)."""
+
+    def set_threads(self, n: int) -> None:
+        _set_threads(n)
+
+    def threads(self) -> int:
+        import torch
+
+        return torch.get_num_threads()
+
+
 class StateStore:
-    """Keeps the latest temporal-state checkpoint outside the BEV actor, so it survives the actor's death."""
+    """Keeps what a stage actor must get back when Ray restarts it, outside the actors so it survives their
+    death: the latest temporal-state checkpoint and the per-stream thread counts (Supervisor.threads_for)."""
 
     def __init__(self) -> None:
         self.frame_id: int | None = None
         self.data: bytes | None = None
         self.starts: dict[str, int] = {}
+        self.threads: dict[str, int] = {}
 
     def save(self, frame_id: int, data: bytes) -> None:
         self.frame_id, self.data = frame_id, data
@@ -51,6 +65,13 @@ class StateStore:
 
     def restarts(self) -> dict[str, int]:
         return {k: v - 1 for k, v in self.starts.items()}
+
+    def set_threads(self, stage: str, n: int) -> None:
+        self.threads[stage] = n
+
+    def threads_of(self, stage: str, default: int) -> int:
+        """The thread count the current stream gave `stage`, or its start-up count."""
+        return self.threads.get(stage, default)
 
 
 INGEST_END = "__end__"
@@ -491,21 +512,17 @@ class IngestActor:
         self._stop.set()
 
 
-class BackboneActor:
+class BackboneActor(_TorchThreads):
     """Preprocessing + backbone + image segmentation of all cameras of a tick, in one call."""
 
     def __init__(self, model_factory: Callable[[], Any], torch_threads: int, seg_stride: int, store: Any) -> None:
-        _set_threads(torch_threads)
+        _set_threads(ray.get(store.threads_of.remote("backbone", torch_threads)))  # a restart keeps the stream's
         self.stage = BackboneStage(model_factory(), seg_stride)
         self.cameras = 0
         ray.get(store.note_start.remote("backbone"))
 
     def node_id(self) -> str:
         return _node_id()
-
-    def set_threads(self, n: int) -> None:
-        """torch intra-op threads from now on (stages.*.torch_threads 0: per stream, Supervisor.threads_for)."""
-        _set_threads(n)
 
     def pid(self) -> int:
         return os.getpid()
@@ -567,11 +584,11 @@ class _Checkpointer:
             self.store.save.remote(frame_id, self.stage.checkpoint(state))  # by value into the store actor
 
 
-class BevActor:
+class BevActor(_TorchThreads):
     """BEV encoder + video module + heads; holds the temporal state, checkpointed every N ticks."""
 
     def __init__(self, model_factory: Callable[[], Any], torch_threads: int, store: Any, checkpoint_every: int) -> None:
-        _set_threads(torch_threads)
+        _set_threads(ray.get(store.threads_of.remote("bev", torch_threads)))  # a restart keeps the stream's
         self.store = store
         self.every = checkpoint_every
         self.ticks = 0
@@ -586,10 +603,6 @@ class BevActor:
 
     def node_id(self) -> str:
         return _node_id()
-
-    def set_threads(self, n: int) -> None:
-        """torch intra-op threads from now on (stages.*.torch_threads 0: per stream, Supervisor.threads_for)."""
-        _set_threads(n)
 
     def pid(self) -> int:
         return os.getpid()

@@ -128,8 +128,8 @@ class Supervisor:
         replay (their caps on ticks in flight differ). -> threads per stage."""
         for name, actor in (("backbone", self.backbone), ("bev", self.bev)):
             n = torch_threads(getattr(self.cfg.stages, name), self.cfg, live)
-            if n != self.threads.get(name):
-                ray.get(actor.set_threads.remote(n))
+            if n != self.threads.get(name):  # the store keeps it for an actor Ray restarts mid-stream
+                ray.get([actor.set_threads.remote(n), self.store.set_threads.remote(name, n)])
                 self.threads[name] = n
         return dict(self.threads)
 

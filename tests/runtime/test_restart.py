@@ -83,3 +83,40 @@ def test_live_sets_arriving_while_the_bev_actor_restarts_are_actor_restart_drops
     assert min(d.frame_id for d in drops) > kill_after
     ticks = [r for r in records if isinstance(r, TickResult)]
     assert max(t.frame_id for t in ticks) == 29 and any(t.frame_id > max(d.frame_id for d in drops) for t in ticks)
+
+
+def test_restarted_stage_actors_keep_the_streams_thread_count(ray_session):
+    """stages.*.torch_threads 0 (auto): a replay (one tick in flight) gives each stage actor every CPU of
+    the Ray config, a live stream 1. Actors Ray restarts mid-replay come back with the replay's count,
+    not the one they were first started with."""
+    import time
+
+    from ray.exceptions import ActorUnavailableError, RayActorError
+
+    from runtime.config import config_from_dict
+    from runtime.supervisor import Supervisor
+
+    stage = {"num_cpus": 0, "torch_threads": 0, "max_restarts": 1}
+    cfg = config_from_dict({"ray": {"num_cpus": 3}, "stages": {"backbone": stage, "bev": stage},
+                            "pipeline": {"max_in_flight": 2, "replay_max_in_flight": 1}})
+    sup = Supervisor(cfg, CountingModel).start()
+    try:
+        actors = (sup.backbone, sup.bev)
+        assert ray.get([a.threads.remote() for a in actors]) == [1, 1]  # started as for a live stream
+        assert sup.threads_for(live=False) == {"backbone": 3, "bev": 3}
+        for actor in actors:
+            ray.kill(actor, no_restart=False)
+        deadline = time.monotonic() + 120
+        while sup.restarts() != {"backbone": 1, "bev": 1}:  # (the kill is asynchronous)
+            assert time.monotonic() < deadline, f"Ray did not restart the stage actors: {sup.restarts()}"
+            time.sleep(0.2)
+        while True:
+            try:
+                threads = ray.get([a.threads.remote() for a in actors])
+                break
+            except (ActorUnavailableError, RayActorError):  # constructed, not yet taking calls
+                assert time.monotonic() < deadline, "the restarted stage actors take no calls"
+                time.sleep(0.2)
+        assert threads == [3, 3]
+    finally:
+        sup.stop()
