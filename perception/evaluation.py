@@ -217,7 +217,7 @@ class RoadAccumulator:
         return {c: (float(i / u) if u > 0 else None) for c, i, u in zip(self.classes, self.intersection, self.union)}
 
     def result(self) -> dict | None:
-        from perception.metrics import chamfer_ap
+        from perception.metrics import chamfer_ap, line_outcomes
 
         if self.frames == 0 and int(self.union.sum()) == 0:
             return None
@@ -230,6 +230,10 @@ class RoadAccumulator:
             out["chamfer_AP"] = {c: {str(t): nan(v) for t, v in ap["ap"][c].items()} for c in self.classes}
             out["chamfer_AP_class_mean"] = {c: nan(v) for c, v in ap["class_ap"].items()}
             out["chamfer_mAP"] = nan(ap["mAP"])
+            # Why lines are missed, at the middle threshold: not drawn at all, or drawn as other instances.
+            t = self.thresholds[len(self.thresholds) // 2]
+            outcomes = line_outcomes(self.pred_lines, self.gt_lines, t, self.classes)
+            out["line_outcomes"] = {"threshold_m": t, **{c: {k: v if k == "lines" else nan(v) for k, v in o.items()} for c, o in outcomes.items()}}
         return out
 
 
@@ -360,6 +364,11 @@ def format_report(report: dict) -> str:
             for c, aps in road["chamfer_AP"].items():
                 lines.append(f"  Chamfer AP {c}: " + "  ".join(f"@{t}m {fmt(v)}" for t, v in aps.items()))
             lines.append(f"  Chamfer mAP {fmt(road['chamfer_mAP'])}")
+        if "line_outcomes" in road:
+            lo = road["line_outcomes"]
+            for c in road["IoU"]:
+                lines.append(f"  ground-truth {c} lines @{lo['threshold_m']}m: " + "  ".join(
+                    f"{k} {fmt(lo[c][k])}" for k in ("matched", "traced", "missed")) + f" of {lo[c]['lines']}")
     else:
         lines.append(f"road: {road}")
     return "\n".join(lines)

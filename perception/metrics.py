@@ -1,5 +1,5 @@
 """Metrics: segmentation scores from a confusion matrix (lecture Part 3), road-mask IoU, and the MapTR
-Chamfer-distance AP of vectorised road polylines.
+Chamfer-distance AP of vectorised road polylines (and what became of each ground-truth line).
 
 Confusion matrix convention (the lecture's p_ij): rows = ground-truth class i, columns = predicted class j.
 """
@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import shapely
 import torch
-from shapely.geometry import LineString
+from shapely.geometry import LineString, MultiLineString
 from torch import Tensor
 
 from perception.classes import ROAD_CLASSES
@@ -91,23 +92,25 @@ def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float((d.min(1).mean() + d.min(0).mean()) / 2)
 
 
-def _tp_fp(pred: list[tuple[np.ndarray, float]], gts: list[np.ndarray], thresholds, num_points) -> tuple[np.ndarray, dict]:
-    """One frame, one class: scores (P,) and per-threshold TP flags (P,), greedy by score as MapTR / mmdet tpfp."""
+def _tp_fp(pred: list[tuple[np.ndarray, float]], gts: list[np.ndarray], thresholds, num_points) -> tuple[np.ndarray, dict, dict]:
+    """One frame, one class: scores (P,), per-threshold TP flags (P,) and matched ground truths (G,),
+    greedy by score as MapTR / mmdet tpfp."""
     scores = np.array([s for _, s in pred], dtype=np.float64)
     flags = {thr: np.zeros(len(pred), dtype=bool) for thr in thresholds}
+    matched = {thr: np.zeros(len(gts), dtype=bool) for thr in thresholds}
     if not pred or not gts:
-        return scores, flags
+        return scores, flags, matched
     ps = [resample_polyline(p, num_points) for p, _ in pred]
     gs = [resample_polyline(g, num_points) for g in gts]
     cd = np.array([[chamfer_distance(p, g) for g in gs] for p in ps])  # (P, G)
     best, best_gt = cd.min(1), cd.argmin(1)
     for thr in thresholds:
-        covered = np.zeros(len(gts), dtype=bool)
+        covered = matched[thr]
         for i in np.argsort(-scores, kind="stable"):
             if best[i] <= thr and not covered[best_gt[i]]:
                 covered[best_gt[i]] = True
                 flags[thr][i] = True
-    return scores, flags
+    return scores, flags, matched
 
 
 def average_precision(tp: np.ndarray, scores: np.ndarray, num_gts: int) -> float:
@@ -150,7 +153,7 @@ def chamfer_ap(
         all_scores, all_flags, num_gts = [], {t: [] for t in thresholds}, 0
         for pred, gt in zip(predictions, ground_truth):
             gts = list(gt.get(cls, []))
-            scores, flags = _tp_fp(list(pred.get(cls, [])), gts, thresholds, num_points)
+            scores, flags, _ = _tp_fp(list(pred.get(cls, [])), gts, thresholds, num_points)
             num_gts += len(gts)
             all_scores.append(scores)
             for t in thresholds:
@@ -161,3 +164,38 @@ def chamfer_ap(
     class_ap = {c: float(np.mean(list(v.values()))) for c, v in ap.items()}
     valid = [v for v in class_ap.values() if not np.isnan(v)]
     return {"ap": ap, "class_ap": class_ap, "mAP": float(np.mean(valid)) if valid else float("nan")}
+
+
+def line_outcomes(
+    predictions: Sequence[dict[str, list[tuple[np.ndarray, float]]]],
+    ground_truth: Sequence[dict[str, list[np.ndarray]]],
+    threshold: float = 1.0,
+    classes: Sequence[str] = ROAD_CLASSES,
+    num_points: int = 100,
+    traced_fraction: float = 0.8,
+) -> dict[str, dict[str, float | int]]:
+    """What became of each ground-truth line at one Chamfer threshold (inputs as chamfer_ap), per class:
+    'matched' (a true positive of chamfer_ap), 'traced' (not matched, yet >= traced_fraction of its
+    resampled points lie within `threshold` of some predicted line: the raster has it, the instance
+    differs, e.g. one predicted line runs on through a gap where the ground truth is cut in two) or
+    'missed' (the rest). -> {cls: {'lines': G, 'matched': share, 'traced': share, 'missed': share}}."""
+    out: dict[str, dict[str, float | int]] = {}
+    for cls in classes:
+        counts = {"matched": 0, "traced": 0, "missed": 0}
+        for pred, gt in zip(predictions, ground_truth, strict=True):
+            preds, gts = list(pred.get(cls, [])), list(gt.get(cls, []))
+            if not gts:
+                continue
+            _, _, matched = _tp_fp(preds, gts, (threshold,), num_points)
+            lines = [np.asarray(p, np.float64) for p, _ in preds if len(p) >= 2]
+            drawn = MultiLineString(lines) if lines else None
+            for g, hit in zip(gts, matched[threshold]):
+                if hit:
+                    counts["matched"] += 1
+                    continue
+                near = drawn is not None and (
+                    shapely.distance(shapely.points(resample_polyline(g, num_points)), drawn) <= threshold).mean() >= traced_fraction
+                counts["traced" if near else "missed"] += 1
+        n = sum(counts.values())
+        out[cls] = {"lines": n, **{k: (v / n if n else float("nan")) for k, v in counts.items()}}
+    return out

@@ -110,7 +110,7 @@ def test_road_accumulation_equals_the_concatenation():
     import torch
 
     from perception.evaluation import RoadAccumulator
-    from perception.metrics import chamfer_ap, road_iou
+    from perception.metrics import chamfer_ap, line_outcomes, road_iou
 
     rng = np.random.default_rng(1)
     acc = RoadAccumulator()
@@ -140,6 +140,11 @@ def test_road_accumulation_equals_the_concatenation():
             assert got["chamfer_AP"][c][str(t)] == pytest.approx(ref["ap"][c][t], abs=1e-12)
     assert got["chamfer_mAP"] == pytest.approx(ref["mAP"], abs=1e-12)
     assert 0.0 < got["chamfer_mAP"] < 1.0
+    # What became of each line, at the middle threshold: the same as on the one big frame
+    ref_outcomes = line_outcomes([big_pred], [big_gt], 1.0)
+    assert got["line_outcomes"]["threshold_m"] == 1.0
+    for c in ("lane_divider", "road_edge"):
+        assert got["line_outcomes"][c] == pytest.approx(ref_outcomes[c])
     assert RoadAccumulator().result() is None
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from perception.metrics import (average_precision, chamfer_ap, chamfer_distance, confusion_matrix, resample_polyline,
-                                road_iou, segmentation_scores)
+from perception.metrics import (average_precision, chamfer_ap, chamfer_distance, confusion_matrix, line_outcomes,
+                                resample_polyline, road_iou, segmentation_scores)
 
 CONF = [[5, 1, 0], [2, 3, 1], [0, 1, 7]]  # rows: ground truth i, columns: predicted j
 
@@ -117,3 +117,20 @@ def test_average_precision_by_hand():
     # envelope: recall (0, 1/3] at 1, (1/3, 2/3] at 2/3 -> AP = 1/3 + 1/3 * 2/3
     ap = average_precision(np.array([True, False, True]), np.array([0.9, 0.8, 0.7]), 3)
     assert ap == pytest.approx(1 / 3 + 2 / 9)
+
+
+def test_line_outcomes_tell_matched_traced_and_missed_lines():
+    # A road edge cut in two by a side street (x 20..30 m), drawn as one line through the gap: the raster
+    # has both pieces, yet neither is a Chamfer match. A divider found exactly, one nowhere near a line.
+    gt = [{"road_edge": [_line(-5, 0, 20), _line(-5, 30, 50)], "lane_divider": [_line(0, 0, 50), _line(20, 0, 50)]}]
+    pred = [{"road_edge": [(_line(-5.2, 0, 50), 0.9)], "lane_divider": [(_line(0.1, 0, 50), 0.8)]}]
+    out = line_outcomes(pred, gt, threshold=1.0)
+    assert out["road_edge"] == {"lines": 2, "matched": 0.0, "traced": 1.0, "missed": 0.0}
+    assert out["lane_divider"] == {"lines": 2, "matched": 0.5, "traced": 0.0, "missed": 0.5}
+    # matched lines are exactly chamfer_ap's true positives: the same line found twice is one match
+    twice = [{"lane_divider": [(_line(0.1, 0, 50), 0.8), (_line(0.2, 0, 50), 0.7)]}]
+    assert line_outcomes(twice, gt, threshold=1.0)["lane_divider"]["matched"] == 0.5
+    # a piece shifted beyond the threshold is neither matched nor traced; shares add up to one
+    far = line_outcomes([{"road_edge": [(_line(-7, 0, 50), 0.9)]}], gt, threshold=1.0)["road_edge"]
+    assert far == {"lines": 2, "matched": 0.0, "traced": 0.0, "missed": 1.0}
+    assert math.isnan(line_outcomes(pred, [{}], threshold=1.0)["road_edge"]["matched"])
