@@ -89,9 +89,11 @@ def run_detection_eval(
     eval_set: str,
     output_dir: str | Path | None = None,
     verbose: bool = False,
+    max_range: float | None = None,
 ) -> dict:
     """Score a submission file with the devkit's DetectionEval; returns detection_summary(...) plus
-    'num_samples', and writes the devkit's metrics (metrics_details.json, metrics_summary.json) to output_dir."""
+    'num_samples', and writes the devkit's metrics (metrics_details.json, metrics_summary.json) to output_dir.
+    max_range caps every class's evaluation range (the devkit filters both boxes and ground truth by it)."""
     from nuscenes.eval.common.config import config_factory
     from nuscenes.eval.detection.evaluate import DetectionEval
 
@@ -106,9 +108,12 @@ def run_detection_eval(
     if output_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="bevstream-deteval-")
         output_dir = tmp.name
+    config = config_factory(DETECTION_CONFIG)
+    if max_range is not None:
+        config.class_range = {name: min(r, max_range) for name, r in config.class_range.items()}
     try:
         evaluator = DetectionEval(
-            nusc, config=config_factory(DETECTION_CONFIG), result_path=str(results_path), eval_set=eval_set,
+            nusc, config=config, result_path=str(results_path), eval_set=eval_set,
             output_dir=str(output_dir), verbose=verbose,
         )
         metrics, md_list = evaluator.evaluate()
@@ -126,7 +131,8 @@ def run_detection_eval(
 
 
 def evaluate_results_file(
-    nusc: "NuScenes", results_path: str | Path, eval_set: str, output_dir: str | Path, verbose: bool = False
+    nusc: "NuScenes", results_path: str | Path, eval_set: str, output_dir: str | Path, verbose: bool = False,
+    max_range: float | None = None,
 ) -> dict:
     """Score a results file that may lack samples of the split: completes it first (empty lists), then DetectionEval."""
     from replay.submission import read_submission, write_submission
@@ -140,7 +146,7 @@ def evaluate_results_file(
     path = results_path
     if missing or extra:
         path = write_submission(out / "results_nusc_split.json", complete, meta)
-    summary = run_detection_eval(nusc, path, eval_set, out, verbose=verbose)
+    summary = run_detection_eval(nusc, path, eval_set, out, verbose=verbose, max_range=max_range)
     summary["samples_without_predictions"] = missing
     summary["samples_outside_split_dropped"] = extra
     return summary

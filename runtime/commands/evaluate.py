@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                    "the other samples as empty)")
     parser.add_argument("--reset-every", type=int, default=None, metavar="N",
                         help="start every N-th frame from a fresh temporal state (1: no history; an ablation of the video module)")
+    parser.add_argument("--max-range", type=float, default=None, metavar="M",
+                        help="score detection within M metres of the ego only (caps the devkit's per-class ranges, "
+                             "50 m for cars)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--config", type=Path, default=None, help="runtime.yaml (model section, checkpoint)")
     parser.add_argument("--no-progress", action="store_true")
@@ -45,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.reset_every is not None and args.reset_every < 1:
         print(f"bevstream eval: --reset-every must be >= 1, got {args.reset_every}", file=sys.stderr)
         return 2
+    if args.max_range is not None and not args.max_range > 0:
+        print(f"bevstream eval: --max-range must be > 0 metres, got {args.max_range}", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config)
         eval_set = eval_set_name(args.version, args.split)
@@ -54,14 +60,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"dataroot": str(args.dataroot), "version": args.version, "eval_set": eval_set}
+    meta = {"dataroot": str(args.dataroot), "version": args.version, "eval_set": eval_set, "max_range_m": args.max_range}
     t0 = time.perf_counter()
 
     if args.results is not None:
         if not args.results.is_file():
             print(f"bevstream eval: results file not found: {args.results}", file=sys.stderr)
             return 2
-        detection = evaluate_results_file(nusc, args.results, eval_set, out / "detection", verbose=False)
+        detection = evaluate_results_file(nusc, args.results, eval_set, out / "detection", verbose=False,
+                                          max_range=args.max_range)
         meta.update(source="results file", results=str(args.results))
         report = evaluation_report(detection, None, None, meta)
         report["segmentation"] = report["road"] = "not available (scoring a results file: detection only)"
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         gt = GroundTruth(nusc, model.config.grid)
         mr = run_model(model, source, gt, progress=not args.no_progress, reset_every=args.reset_every)
         path = write_submission(out / "results_nusc.json", complete_results(nusc, mr.results, eval_set))
-        detection = run_detection_eval(nusc, path, eval_set, out / "detection")
+        detection = run_detection_eval(nusc, path, eval_set, out / "detection", max_range=args.max_range)
         detection["samples_without_predictions"] = sum(1 for t in json.loads(path.read_text())["results"] if t not in mr.results)
         meta.update(source="model", checkpoint=None if ckpt is None else str(ckpt), frames=mr.frames,
                     keyframes=mr.keyframes, model_wall_s=round(mr.wall_s, 2),

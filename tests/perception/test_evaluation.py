@@ -16,19 +16,27 @@ def nusc(real_scene_root):
     return NuScenes("v1.0-trainval", str(real_scene_root), verbose=False)
 
 
-def _gt_as_predictions(nusc, min_points: int) -> dict[str, list[dict]]:
-    """Our own ego-frame ground truth, taken back to global and written in the official format."""
-    from perception.classes import DETECTION_NAMES
-    from replay.groundtruth import GroundTruth, boxes_to_global
-    from replay.submission import detection_entry, split_sample_tokens
+def _ground_truth_per_sample(nusc, min_points: int):
+    """(sample token, ego pose, our ego-frame ground truth with >= min_points lidar points) of every val sample."""
+    from replay.groundtruth import GroundTruth
+    from replay.submission import split_sample_tokens
     from runtime.messages import Pose
 
     reader = GroundTruth(nusc, min_points=min_points)
-    results = {}
     for token in split_sample_tokens(nusc, "val"):
         sample = nusc.get("sample", token)
         pose = Pose.from_record(nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"]))
-        gt = reader.boxes_at(sample["scene_token"], sample["timestamp"], pose, sample_token=token)
+        yield token, pose, reader.boxes_at(sample["scene_token"], sample["timestamp"], pose, sample_token=token)
+
+
+def _gt_as_predictions(nusc, min_points: int) -> dict[str, list[dict]]:
+    """Our own ego-frame ground truth, taken back to global and written in the official format."""
+    from perception.classes import DETECTION_NAMES
+    from replay.groundtruth import boxes_to_global
+    from replay.submission import detection_entry
+
+    results = {}
+    for token, pose, gt in _ground_truth_per_sample(nusc, min_points):
         entries = []
         for box, label, attr in zip(boxes_to_global(gt.boxes, pose), gt.labels, gt.attribute_names):
             entries.append(detection_entry(token, box.center, box.wlh, box.orientation.elements, box.velocity[:2],
@@ -154,16 +162,10 @@ def test_submission_entries_from_ego_detections(nusc, tmp_path):
 
     from perception.evaluation import submission_entries
     from perception.structures import Detections
-    from replay.groundtruth import GroundTruth
-    from replay.submission import split_sample_tokens, write_submission
-    from runtime.messages import Pose
+    from replay.submission import write_submission
 
-    reader = GroundTruth(nusc, min_points=1)
     results = {}
-    for token in split_sample_tokens(nusc, "val"):
-        sample = nusc.get("sample", token)
-        pose = Pose.from_record(nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"]))
-        gt = reader.boxes_at(sample["scene_token"], sample["timestamp"], pose, sample_token=token)
+    for token, pose, gt in _ground_truth_per_sample(nusc, min_points=1):
         scores = torch.linspace(1.0, 0.5, len(gt))  # distinct scores: no ties
         dets = Detections(torch.from_numpy(gt.boxes), scores, torch.from_numpy(gt.labels))
         results[token] = submission_entries(dets, token, pose)
@@ -172,6 +174,30 @@ def test_submission_entries_from_ego_detections(nusc, tmp_path):
     assert summary["mAP"] == pytest.approx(1.0, abs=1e-6)
     assert summary["mATE"] < 1e-3 and summary["mASE"] < 1e-3 and summary["mAVE"] < 1e-3 and summary["mAOE"] < 0.01
     assert summary["mAAE"] < 0.5  # attributes guessed from speed and class, as the runtime writes them
+
+
+def test_max_range_scores_only_what_lies_within_it(nusc, tmp_path):
+    """`--max-range`: the ground truth within 20 m, submitted as detections, is a perfect car detector
+    within 20 m and a poor one over the devkit's 50 m."""
+    import torch
+
+    from perception.classes import DETECTION_NAMES
+    from perception.evaluation import submission_entries
+    from perception.structures import Detections
+    from replay.submission import write_submission
+
+    results, far_cars = {}, 0
+    for token, pose, gt in _ground_truth_per_sample(nusc, min_points=1):
+        dist = np.hypot(gt.boxes[:, 0], gt.boxes[:, 1])
+        near = dist < 20.0
+        far_cars += int(((dist >= 20.0) & (dist < 50.0) & (gt.labels == DETECTION_NAMES.index("car"))).sum())
+        dets = Detections(torch.from_numpy(gt.boxes[near]), torch.linspace(1.0, 0.5, int(near.sum())),
+                          torch.from_numpy(gt.labels[near]))
+        results[token] = submission_entries(dets, token, pose)
+    path = write_submission(tmp_path / "r.json", results)
+    assert far_cars > 0
+    assert run_detection_eval(nusc, path, "val", max_range=20.0)["per_class_AP"]["car"] == pytest.approx(1.0, abs=1e-3)
+    assert run_detection_eval(nusc, path, "val")["per_class_AP"]["car"] < 0.9
 
 
 @pytest.mark.parametrize("reset_every, fresh_at", [(None, [0]), (1, [0, 1, 2, 3, 4]), (2, [0, 2, 4])])

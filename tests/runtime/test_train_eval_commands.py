@@ -81,4 +81,6 @@ def test_eval_of_a_results_file_and_bad_input(real_scene_root, tmp_path, capsys)
     assert "unknown split" in capsys.readouterr().err
     assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--reset-every", "0"]) == 2
     assert "--reset-every must be >= 1" in capsys.readouterr().err
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--max-range", "-5"]) == 2
+    assert "--max-range must be > 0 metres" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
