@@ -239,7 +239,9 @@ class RoadAccumulator:
             # Why lines are missed, at the middle threshold: not drawn at all, or drawn as other instances.
             t = self.thresholds[len(self.thresholds) // 2]
             outcomes = line_outcomes(self.pred_lines, self.gt_lines, t, self.classes)
-            out["line_outcomes"] = {"threshold_m": t, **{c: {k: v if k == "lines" else nan(v) for k, v in o.items()} for c, o in outcomes.items()}}
+            out["line_outcomes"] = {"threshold_m": t}
+            for c, o in outcomes.items():
+                out["line_outcomes"][c] = {k: v if k == "lines" else nan(v) for k, v in o.items()}
         return out
 
 

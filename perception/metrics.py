@@ -193,8 +193,8 @@ def line_outcomes(
                 if hit:
                     counts["matched"] += 1
                     continue
-                near = drawn is not None and (
-                    shapely.distance(shapely.points(resample_polyline(g, num_points)), drawn) <= threshold).mean() >= traced_fraction
+                points = shapely.points(resample_polyline(g, num_points))  # (num_points,)
+                near = drawn is not None and (shapely.distance(points, drawn) <= threshold).mean() >= traced_fraction
                 counts["traced" if near else "missed"] += 1
         n = sum(counts.values())
         out[cls] = {"lines": n, **{k: (v / n if n else float("nan")) for k, v in counts.items()}}
