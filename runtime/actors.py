@@ -30,8 +30,20 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-class _TorchThreads:
-    """The stage actors' intra-op thread count (stages.*.torch_threads 0: set per stream, Supervisor.threads_for)."""
+class _StageActor:
+    """What the driver and the benchmarks ask of both stage actors: where and as which process they run,
+    their CPU time, and their intra-op thread count (stages.*.torch_threads 0: set per stream,
+    Supervisor.threads_for)."""
+
+    def node_id(self) -> str:
+        return _node_id()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def cpu_seconds(self) -> float:
+        """CPU time of this actor's process so far (all threads): benchmarks difference it."""
+        return time.process_time()
 
     def set_threads(self, n: int) -> None:
         _set_threads(n)
@@ -512,7 +524,7 @@ class IngestActor:
         self._stop.set()
 
 
-class BackboneActor(_TorchThreads):
+class BackboneActor(_StageActor):
     """Preprocessing + backbone + image segmentation of all cameras of a tick, in one call."""
 
     def __init__(self, model_factory: Callable[[], Any], torch_threads: int, seg_stride: int, store: Any) -> None:
@@ -520,16 +532,6 @@ class BackboneActor(_TorchThreads):
         self.stage = BackboneStage(model_factory(), seg_stride)
         self.cameras = 0
         ray.get(store.note_start.remote("backbone"))
-
-    def node_id(self) -> str:
-        return _node_id()
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def cpu_seconds(self) -> float:
-        """CPU time of this actor's process so far (all threads): benchmarks difference it."""
-        return time.process_time()
 
     def run(self, images: list, meta: TickMeta):
         """-> (packet, its timing): called with num_returns=2, so the driver can await the small
@@ -584,7 +586,7 @@ class _Checkpointer:
             self.store.save.remote(frame_id, self.stage.checkpoint(state))  # by value into the store actor
 
 
-class BevActor(_TorchThreads):
+class BevActor(_StageActor):
     """BEV encoder + video module + heads; holds the temporal state, checkpointed every N ticks."""
 
     def __init__(self, model_factory: Callable[[], Any], torch_threads: int, store: Any, checkpoint_every: int) -> None:
@@ -600,16 +602,6 @@ class BevActor(_TorchThreads):
         if saved is not None:  # a restart: continue from the last checkpoint
             self.restored_from = saved[0]
             self.stage.restore(saved[1])
-
-    def node_id(self) -> str:
-        return _node_id()
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def cpu_seconds(self) -> float:
-        """CPU time of this actor's process so far (all threads): benchmarks difference it."""
-        return time.process_time()
 
     def status(self) -> dict:
         return {"ticks": self.ticks, "starts": self.start_count, "restored_from": self.restored_from}
