@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import shapely
 import torch
-from shapely.geometry import LineString, MultiLineString
+from shapely.geometry import LineString, MultiLineString, box
 from torch import Tensor
 
 from perception.classes import ROAD_CLASSES
@@ -84,6 +84,22 @@ def resample_polyline(line: np.ndarray, num_points: int = 100) -> np.ndarray:
         return np.repeat(line, num_points, axis=0)
     ls = LineString(line)
     return np.array([ls.interpolate(d).coords[0] for d in np.linspace(0.0, ls.length, num_points)])
+
+
+def clip_to_window(line: np.ndarray, half_x: float, half_y: float) -> list[np.ndarray]:
+    """(N, 2) ego-frame polyline -> its pieces (M_k, 2) inside |x| <= half_x, |y| <= half_y, in order along it.
+
+    MapTR's ground-truth convention: a line that leaves the perception window and comes back is two
+    instances; what lies outside is not scored. Touching the border in a point leaves no piece.
+    """
+    line = np.asarray(line, dtype=np.float64)
+    if len(line) < 2:
+        inside = len(line) == 1 and abs(line[0, 0]) <= half_x and abs(line[0, 1]) <= half_y
+        return [line] if inside else []
+    clipped = LineString(line).intersection(box(-half_x, -half_y, half_x, half_y))
+    parts = getattr(clipped, "geoms", [clipped])
+    return [np.asarray(g.coords, dtype=np.float64) for g in parts
+            if isinstance(g, LineString) and not g.is_empty and g.length > 0]
 
 
 def chamfer_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -156,6 +156,33 @@ def test_road_accumulation_equals_the_concatenation():
     assert RoadAccumulator().result() is None
 
 
+def test_road_accumulation_scores_the_maptr_window_on_clipped_lines():
+    """Lines found exactly within +-30 m x +-15 m and wrongly beyond it: perfect in the window only; the
+    window's figure is chamfer_ap on every line clipped to it."""
+    from perception.evaluation import RoadAccumulator
+    from perception.metrics import chamfer_ap, clip_to_window
+
+    line = lambda y, x0, x1: np.array([[x0, y], [x1, y]])  # noqa: E731
+    gt = {"lane_divider": [line(2.0, -50.0, 50.0), line(30.0, -40.0, 40.0)], "road_edge": [line(-6.0, -50.0, 50.0)]}
+    # the near parts exactly; beyond |x| 30 m bent away by 10 m; a ghost divider far to the side
+    bent = lambda y: np.array([[-50.0, y + 10.0], [-30.0, y], [30.0, y], [50.0, y + 10.0]])  # noqa: E731
+    pred = {"lane_divider": [(bent(2.0), 0.9), (line(-40.0, -40.0, 40.0), 0.8)], "road_edge": [(bent(-6.0), 0.7)]}
+    masks = np.zeros((2, 4, 4), dtype=bool)
+    acc = RoadAccumulator()
+    acc.update(masks, masks, pred, gt)
+    got = acc.result()
+    assert got["chamfer_mAP"] == 0.0  # over the whole grid the bends put every line beyond 1.5 m
+    assert got["window"]["half_extent_m"] == {"x": 30.0, "y": 15.0}
+    assert got["window"]["chamfer_mAP"] == 1.0
+    clip = lambda ls: [p for l in ls for p in clip_to_window(l, 30.0, 15.0)]  # noqa: E731
+    ref = chamfer_ap([{c: [(p, s) for l, s in v for p in clip([l])] for c, v in pred.items()}],
+                     [{c: clip(v) for c, v in gt.items()}])
+    assert got["window"]["chamfer_mAP"] == ref["mAP"]
+    unwindowed = RoadAccumulator(window=None)
+    unwindowed.update(masks, masks, pred, gt)
+    assert "window" not in unwindowed.result()
+
+
 def test_submission_entries_from_ego_detections(nusc, tmp_path):
     """Ego-frame Detections (here: the visible ground truth) -> submission boxes -> DetectionEval: perfect mAP."""
     import torch

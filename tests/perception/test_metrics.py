@@ -4,9 +4,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from shapely.geometry import LineString
 
-from perception.metrics import (average_precision, chamfer_ap, chamfer_distance, confusion_matrix, line_outcomes,
-                                resample_polyline, road_iou, segmentation_scores)
+from perception.metrics import (average_precision, chamfer_ap, chamfer_distance, clip_to_window, confusion_matrix,
+                                line_outcomes, resample_polyline, road_iou, segmentation_scores)
 
 CONF = [[5, 1, 0], [2, 3, 1], [0, 1, 7]]  # rows: ground truth i, columns: predicted j
 
@@ -134,3 +135,21 @@ def test_line_outcomes_tell_matched_traced_and_missed_lines():
     far = line_outcomes([{"road_edge": [(_line(-7, 0, 50), 0.9)]}], gt, threshold=1.0)["road_edge"]
     assert far == {"lines": 2, "matched": 0.0, "traced": 0.0, "missed": 1.0}
     assert math.isnan(line_outcomes(pred, [{}], threshold=1.0)["road_edge"]["matched"])
+
+
+def test_clip_to_window_keeps_the_pieces_inside():
+    # a divider from 50 m behind to 50 m ahead: the 60 m inside the window remain
+    (piece,) = clip_to_window(_line(2.0, -50.0, 50.0), 30.0, 15.0)
+    assert LineString(piece).length == pytest.approx(60.0)
+    assert np.abs(piece[:, 0]).max() == pytest.approx(30.0) and np.allclose(piece[:, 1], 2.0)
+    # a line that leaves the window sideways and comes back is two instances, in order along it
+    detour = np.array([[-20.0, 0.0], [-10.0, 0.0], [-10.0, 25.0], [10.0, 25.0], [10.0, 0.0], [20.0, 0.0]])
+    first, second = clip_to_window(detour, 30.0, 15.0)
+    assert LineString(first).length == pytest.approx(10.0 + 15.0) and LineString(second).length == pytest.approx(15.0 + 10.0)
+    assert first[0] == pytest.approx([-20.0, 0.0]) and second[-1] == pytest.approx([20.0, 0.0])
+    # outside, or touching the border in one point: nothing; inside: unchanged
+    assert clip_to_window(_line(20.0), 30.0, 15.0) == []
+    assert clip_to_window(np.array([[0.0, 15.0], [0.0, 30.0]]), 30.0, 15.0) == []
+    inside = np.array([[0.0, 0.0], [5.0, 1.0], [9.0, -3.0]])
+    (same,) = clip_to_window(inside, 30.0, 15.0)
+    assert np.array_equal(same, inside)
