@@ -61,6 +61,7 @@ def canonical_rig(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pose(x: float, y: float, yaw: float) -> torch.Tensor:
+    """(4, 4) float64 ego-to-world pose: at (x, y) on the ground, heading yaw about +z."""
     m = torch.eye(4, dtype=torch.float64)
     c, s = math.cos(yaw), math.sin(yaw)
     m[0, 0], m[0, 1], m[1, 0], m[1, 1] = c, -s, s, c

@@ -103,6 +103,22 @@ def test_config_loader_round_trip_and_unknown_keys():
         model_config_from_dict({"bev": {"attention": "global"}})
 
 
+def _overfit(model, clip, targets, max_steps: int, done) -> tuple[dict, dict, int]:
+    """Adam (lr 1e-2) on one clip until done(first_losses, last_losses) or max_steps -> (first, last, step)."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for step in range(max_steps):
+        losses = model.forward_clip(clip, targets)
+        last = {k: float(v.detach()) for k, v in losses.items()}
+        first = first or last
+        if done(first, last):
+            break
+        opt.zero_grad()
+        losses["total"].backward()
+        opt.step()
+    return first, last, step
+
+
 def test_overfits_a_few_frames():
     """Heads, losses and the temporal path are wired right: the clip loss falls by 10x, every head's falls."""
     threads = torch.get_num_threads()
@@ -113,17 +129,8 @@ def test_overfits_a_few_frames():
         model = BEVStreamModel(cfg).train()
         clip = [synthetic_tick(cfg, k) for k in range(3)]
         targets = [synthetic_targets(cfg, t, k) for k, t in enumerate(clip)]
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        first = None
-        for step in range(150):
-            losses = model.forward_clip(clip, targets)
-            last = {k: float(v.detach()) for k, v in losses.items()}
-            first = first or last
-            if last["total"] < first["total"] / 10 and all(last[k] < first[k] / 5 for k in ("det_cls", "det_reg", "road")):
-                break
-            opt.zero_grad()
-            losses["total"].backward()
-            opt.step()
+        first, last, step = _overfit(model, clip, targets, 150, lambda first, last: last["total"] < first["total"] / 10 and all(
+            last[k] < first[k] / 5 for k in ("det_cls", "det_reg", "road")))
     finally:
         torch.set_num_threads(threads)
     assert set(last) >= {"seg", "det_cls", "det_reg", "road", "total"}
@@ -195,17 +202,7 @@ def test_overfits_simulated_frames():
         clip, targets = _simulated_clip(cfg, 3)
         assert sum(len(t.gt_labels[0]) for t in targets) > 0, "no object near the ego in the simulated frames"
         model = BEVStreamModel(cfg).train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        first = None
-        for step in range(200):
-            losses = model.forward_clip(clip, targets)
-            last = {k: float(v.detach()) for k, v in losses.items()}
-            first = first or last
-            if last["total"] < first["total"] / 10:
-                break
-            opt.zero_grad()
-            losses["total"].backward()
-            opt.step()
+        first, last, step = _overfit(model, clip, targets, 200, lambda first, last: last["total"] < first["total"] / 10)
     finally:
         torch.set_num_threads(threads)
     assert last["total"] < first["total"] / 10, (first, last, step)

@@ -10,19 +10,11 @@ import torch
 
 from perception.grid import BEVGrid
 from perception.video import VideoConfig, VideoModule, grid_norm, pose_to_2d, warp_raster
-from tests.perception.model_fixtures import one_thread  # noqa: F401  (fixture)
+from tests.perception.model_fixtures import one_thread, pose  # noqa: F401  (one_thread: fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 GRID = BEVGrid(-12.8, 12.8, -12.8, 12.8, 0.8)  # 32 x 32
-
-
-def pose(x: float, y: float, yaw: float) -> torch.Tensor:
-    m = torch.eye(4, dtype=torch.float64)
-    c, s = math.cos(yaw), math.sin(yaw)
-    m[0, 0], m[0, 1], m[1, 0], m[1, 1] = c, -s, s, c
-    m[0, 3], m[1, 3] = x, y
-    return m
 
 
 def warp_entry(feat: torch.Tensor, entry_pose: torch.Tensor, cur_pose: torch.Tensor) -> torch.Tensor:
