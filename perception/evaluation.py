@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from perception.attributes import AttributeConfig, attribute_name
 from perception.classes import DETECTION_NAMES, ROAD_CLASSES, SEG_CLASSES
 
 if TYPE_CHECKING:
@@ -153,6 +154,45 @@ def evaluate_results_file(
     return summary
 
 
+def matched_attributes(nusc: "NuScenes", results_path: str | Path, eval_set: str, dist_th: float = 2.0,
+                       max_range: float | None = None) -> dict[str, tuple[np.ndarray, list[str]]]:
+    """Per attribute group (perception.attributes): the predicted speed (N,) and the ground-truth attribute
+    of every true positive, boxes loaded and filtered as DetectionEval does and matched as its
+    `accumulate` does: per class, predictions by falling score, each to the nearest unmatched ground
+    truth of its sample within `dist_th` metres centre distance (2 m: where the devkit takes mAAE)."""
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.common.utils import center_distance
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    from perception.attributes import GROUP_OF_CLASS
+    from replay.submission import read_submission, write_submission
+
+    config = config_factory(DETECTION_CONFIG)
+    if max_range is not None:
+        config.class_range = {name: min(r, max_range) for name, r in config.class_range.items()}
+    results, meta = read_submission(results_path)
+    with tempfile.TemporaryDirectory(prefix="bevstream-attributes-") as tmp:
+        path = write_submission(Path(tmp) / "results.json", complete_results(nusc, results, eval_set), meta)
+        ev = DetectionEval(nusc, config=config, result_path=str(path), eval_set=eval_set, output_dir=tmp, verbose=False)
+    out: dict[str, tuple[list[float], list[str]]] = {}
+    for name, group in GROUP_OF_CLASS.items():
+        preds = sorted((b for b in ev.pred_boxes.all if b.detection_name == name), key=lambda b: -b.detection_score)
+        taken: set[tuple[str, int]] = set()
+        speeds, gt_attributes = out.setdefault(group, ([], []))
+        for pred in preds:
+            best, best_dist = None, math.inf
+            for i, gt in enumerate(ev.gt_boxes[pred.sample_token]):
+                if gt.detection_name == name and (pred.sample_token, i) not in taken:
+                    d = center_distance(gt, pred)
+                    if d < best_dist:
+                        best, best_dist = i, d
+            if best is not None and best_dist < dist_th:
+                taken.add((pred.sample_token, best))
+                speeds.append(float(np.hypot(*pred.velocity[:2])))
+                gt_attributes.append(ev.gt_boxes[pred.sample_token][best].attribute_name)
+    return {group: (np.asarray(v, dtype=np.float64), a) for group, (v, a) in out.items()}
+
+
 # ---- segmentation and road accumulation ---------------------------------------------------------------
 
 
@@ -269,15 +309,10 @@ def _none_if_nan(v) -> float | None:
 # ---- running a model over a split -----------------------------------------------------------------------
 
 
-def default_attribute(name: str, speed: float) -> str:
-    """The attribute written for a class at a speed (the runtime's own choice, runtime/sink.py)."""
-    from runtime.sink import _default_attribute
-
-    return _default_attribute(name, speed)
-
-
-def submission_entries(dets, sample_token: str, ego_to_global, max_boxes: int = 500) -> list[dict]:
-    """Ego-frame perception.structures.Detections of a keyframe -> official submission boxes (global frame)."""
+def submission_entries(dets, sample_token: str, ego_to_global, max_boxes: int = 500,
+                       attributes: AttributeConfig = AttributeConfig()) -> list[dict]:
+    """Ego-frame perception.structures.Detections of a keyframe -> official submission boxes (global frame),
+    attributes named from speed by the model's thresholds (perception.attributes)."""
     from replay.submission import detection_entry
 
     order = np.argsort(-dets.scores.detach().cpu().numpy(), kind="stable")[:max_boxes]
@@ -287,7 +322,7 @@ def submission_entries(dets, sample_token: str, ego_to_global, max_boxes: int = 
         speed = float(np.hypot(*box["velocity"][:2]))
         out.append(detection_entry(sample_token, box["translation"], np.maximum(box["size"], 1e-3), box["rotation"],
                                    box["velocity"], box["detection_name"], box["detection_score"],
-                                   default_attribute(box["detection_name"], speed)))
+                                   attribute_name(box["detection_name"], speed, attributes)))
     return out
 
 
@@ -341,7 +376,8 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
                 continue
             run.keyframes += 1
             post = model.postprocess(out)[0]
-            run.results[fs.sample_token] = submission_entries(post["detections"], fs.sample_token, fs.ego_to_global, max_boxes)
+            run.results[fs.sample_token] = submission_entries(post["detections"], fs.sample_token, fs.ego_to_global,
+                                                              max_boxes, model.config.attributes)
             gt = gt_reader.for_frame_set(fs)
             for cam, label in zip(fs.cameras, gt.seg_labels):
                 if label is None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from perception.attributes import AttributeConfig
 from perception.backbone import Backbone, BackboneConfig
 from perception.bev_encoder import BEVEncoder, BEVEncoderConfig
 from perception.boxes import CODE_SIZE
@@ -54,6 +55,7 @@ class ModelConfig:
     detection: DetectionHeadConfig = DetectionHeadConfig(hidden_channels=32)
     road: RoadHeadConfig = RoadHeadConfig(hidden_channels=16)
     loss: LossWeights = LossWeights()
+    attributes: AttributeConfig = AttributeConfig()  # speed thresholds of the submission attributes (bevstream calibrate)
     num_cameras: int = 6
 
     @property

@@ -273,7 +273,10 @@ def load_weights(model: nn.Module, path: str | Path) -> list[str]:
     """Copy the weights of a checkpoint or exported weights file into `model` (same architecture), except
     that parameters of a zero-initialised branch (ZERO_INIT_BRANCHES) may be absent: they keep their
     initialisation. Returns the names of those grown parameters; any other mismatch raises ValueError."""
-    state = load_checkpoint(path)
+    return _copy_weights(model, load_checkpoint(path), path)
+
+
+def _copy_weights(model: nn.Module, state: dict, path: str | Path) -> list[str]:
     try:
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as exc:
@@ -510,6 +513,25 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     return path
 
 
+def save_model_options(path: str | Path, section: str, values: dict) -> Path:
+    """Replace one section of the model config saved in a weights file (e.g. 'attributes', the speed
+    thresholds `bevstream calibrate` fits), keeping the weights and everything else as they are."""
+    from perception.config import model_config_from_dict
+
+    state = load_checkpoint(path)
+    config = dict(state.get("config") or {})
+    model = dict(config.get("model") or {})
+    model[section] = dict(values)
+    model_config_from_dict(model)  # the new section must validate before the file changes
+    config["model"] = model
+    state["config"] = config
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def load_trained_model(path: str | Path, options: dict | None = None):
     """A BEVStreamModel in eval mode with the weights of a checkpoint or exported weights file.
 
@@ -522,6 +544,6 @@ def load_trained_model(path: str | Path, options: dict | None = None):
     state = load_checkpoint(path)
     saved = (state.get("config") or {}).get("model")
     model = BEVStreamModel(model_config_from_dict(merge_model_options(saved, options)))
-    model.load_state_dict(state["model"])
+    _copy_weights(model, state, path)  # weights older than a zero-initialised branch load without it
     model.eval()
     return model

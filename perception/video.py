@@ -42,8 +42,11 @@ class VideoConfig:
     recenter_cells: int = 16  # re-centre the raster when the ego is this many cells off its centre
     update_radius_m: float | None = None  # None: update every cell inside the BEV window
     motion_channels: int = 32  # width of the motion-fusion convs over the aligned time queue (perception/motion.py); 0 = off
+    motion_wide_dilation: int = 2  # dilation of the motion fusion's wide path (reach +-2d cells); 0 = no wide path
 
     def __post_init__(self) -> None:
+        if self.motion_wide_dilation < 0:
+            raise ValueError(f"VideoConfig.motion_wide_dilation must be >= 0, got {self.motion_wide_dilation}")
         for name in ("time_queue_length", "space_queue_length", "queue_channels", "key_channels", "hidden_channels", "world_cells"):
             if getattr(self, name) < 1:
                 raise ValueError(f"VideoConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -165,7 +168,7 @@ class VideoModule(nn.Module):
         self.kin_mlp = nn.Sequential(nn.Linear(7, 32), nn.ReLU(inplace=True), nn.Linear(32, channels))
         self.gru = SpatialGRUCell(channels, config.hidden_channels)
         self.read = nn.Conv2d(config.hidden_channels, channels, 1)
-        self.motion = MotionFusion(cq, config.time_queue_length, channels, config.motion_channels) if config.motion_channels > 0 else None
+        self.motion = MotionFusion(cq, config.time_queue_length, channels, config.motion_channels, config.motion_wide_dilation) if config.motion_channels > 0 else None
         self._nf = nf
         self.fast = True  # False: always the reference path (benchmarks, tests)
 

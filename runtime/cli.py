@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "profile": "profile",
     "train": "train",
     "eval": "evaluate",
+    "calibrate": "calibrate",
     "sim": "sim",
     "viz": "viz",
 }

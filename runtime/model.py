@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from perception.attributes import attribute_names
 from runtime.results import DetectionArrays, Polyline
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,9 @@ class BEVStreamAdapter:
         """Heads' decoding as in BEVStreamModel.postprocess (minus the image seg, done in encode)."""
         dets = self.model.detection_head.decode(outputs["detection"])[0]
         roads = self.model.road_head.vectorize(outputs["road_logits"])[0]
-        arrays = DetectionArrays("ego", dets.boxes.numpy(), dets.scores.numpy(), dets.labels.numpy(), dets.names)
+        boxes = dets.boxes.numpy()
+        arrays = DetectionArrays("ego", boxes, dets.scores.numpy(), dets.labels.numpy(), dets.names,
+                                 attribute_names(dets.names, boxes[:, 7:9], self.model.config.attributes))
         lines = [Polyline(cls, line) for cls, items in roads.items() for line in items]
         return arrays, lines
 

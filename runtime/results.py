@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from perception.attributes import attribute_names
 from runtime.messages import Pose, StageTiming
 
 DROP_REASONS: tuple[str, ...] = (
@@ -34,6 +35,9 @@ class DetectionArrays:
     scores: np.ndarray  # (N,) float32
     labels: np.ndarray  # (N,) int64, index into perception.classes.DETECTION_NAMES
     names: tuple[str, ...]  # (N,) class names
+    # (N,) nuScenes attribute per box ('' for classes without); None: named from speed by the default
+    # thresholds (perception.attributes); the runtime passes those fitted for its weights
+    attributes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 9)
@@ -41,9 +45,13 @@ class DetectionArrays:
         object.__setattr__(self, "scores", np.asarray(self.scores, dtype=np.float32).reshape(-1))
         object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int64).reshape(-1))
         object.__setattr__(self, "names", tuple(self.names))
+        if self.attributes is None:
+            object.__setattr__(self, "attributes", attribute_names(self.names, boxes[:, 7:9]))
+        object.__setattr__(self, "attributes", tuple(self.attributes))
         n = len(boxes)
-        if not (len(self.scores) == len(self.labels) == len(self.names) == n):
-            raise ValueError(f"DetectionArrays: boxes {n}, scores {len(self.scores)}, labels {len(self.labels)}, names {len(self.names)} differ")
+        if not (len(self.scores) == len(self.labels) == len(self.names) == len(self.attributes) == n):
+            raise ValueError(f"DetectionArrays: boxes {n}, scores {len(self.scores)}, labels {len(self.labels)}, "
+                             f"names {len(self.names)}, attributes {len(self.attributes)} differ")
         if self.frame not in ("ego", "global"):
             raise ValueError(f"DetectionArrays: frame must be 'ego' or 'global', got {self.frame!r}")
 
@@ -68,7 +76,7 @@ class DetectionArrays:
         out[:, 6] = np.arctan2(heading[:, 1], heading[:, 0])
         vel = np.concatenate([b[:, 7:9], np.zeros((len(b), 1))], axis=1)
         out[:, 7:9] = (vel @ r.T)[:, :2]
-        return DetectionArrays("global", out.astype(np.float32), self.scores, self.labels, self.names)
+        return DetectionArrays("global", out.astype(np.float32), self.scores, self.labels, self.names, self.attributes)
 
     def to_json(self) -> dict:
         return {
@@ -77,11 +85,13 @@ class DetectionArrays:
             "scores": np.round(self.scores, 5).tolist(),
             "labels": self.labels.tolist(),
             "names": list(self.names),
+            "attributes": list(self.attributes),
         }
 
     @classmethod
     def from_json(cls, d: dict) -> "DetectionArrays":
-        return cls(d["frame"], np.asarray(d["boxes"], np.float32).reshape(-1, 9), d["scores"], d["labels"], d["names"])
+        return cls(d["frame"], np.asarray(d["boxes"], np.float32).reshape(-1, 9), d["scores"], d["labels"], d["names"],
+                   d.get("attributes"))
 
 
 @dataclass(frozen=True)

@@ -17,17 +17,6 @@ from pyquaternion import Quaternion
 
 from runtime.results import DropRecord, TickResult
 
-def _default_attribute(name: str, speed: float) -> str:
-    """The usual default attribute per class (the model predicts none; attributes only enter mAAE)."""
-    moving = speed > 0.2
-    if name in ("car", "truck", "bus", "trailer", "construction_vehicle"):
-        return "vehicle.moving" if moving else "vehicle.parked"
-    if name == "pedestrian":
-        return "pedestrian.moving" if moving else "pedestrian.standing"
-    if name in ("bicycle", "motorcycle"):
-        return "cycle.with_rider" if moving else "cycle.without_rider"
-    return ""
-
 
 def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
     """A tick's global-frame detections as official submission boxes (highest scores first)."""
@@ -46,7 +35,7 @@ def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
             velocity=b[7:9],
             detection_name=dets.names[i],
             detection_score=float(dets.scores[i]),
-            attribute_name=_default_attribute(dets.names[i], float(np.hypot(b[7], b[8]))),
+            attribute_name=dets.attributes[i],
         ))
     return out
 

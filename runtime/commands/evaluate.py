@@ -34,6 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def predict_split(model, nusc, args: argparse.Namespace, eval_set: str, results_path: Path, who: str):
+    """Run `model` over the split's scenes (args.dataroot, version, scenes, keyframes_only, reset_every,
+    no_progress) and write the complete submission file. -> (perception.evaluation.ModelRun, its path)."""
+    from perception.evaluation import complete_results, run_model
+    from replay.groundtruth import GroundTruth
+    from replay.nuscenes_source import NuScenesSource
+    from replay.submission import write_submission
+
+    source = NuScenesSource(args.dataroot, args.version, scenes=args.scenes, split=eval_set,
+                            keyframes_only=args.keyframes_only)
+    print(f"{who}: {source.describe()}", flush=True)
+    gt = GroundTruth(nusc, model.config.grid)
+    mr = run_model(model, source, gt, progress=not args.no_progress, reset_every=getattr(args, "reset_every", None))
+    return mr, write_submission(results_path, complete_results(nusc, mr.results, eval_set))
+
+
 def run(args: argparse.Namespace) -> int:
     from perception.evaluation import (
         evaluate_results_file,
@@ -75,13 +91,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         import torch
 
-        from perception.evaluation import complete_results
         from perception.model import BEVStreamModel
         from perception.training import load_trained_model
-        from replay.groundtruth import GroundTruth
-        from replay.nuscenes_source import NuScenesSource
-        from replay.submission import write_submission
-        from perception.evaluation import run_model
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -97,16 +108,12 @@ def run(args: argparse.Namespace) -> int:
 
             print(random_weights_warning(), file=sys.stderr)
             model = BEVStreamModel(model_config_from_dict(cfg.model.options)).eval()
+        print(f"bevstream eval: checkpoint {ckpt or 'none (random weights)'}", flush=True)
         try:
-            source = NuScenesSource(args.dataroot, args.version, scenes=args.scenes, split=eval_set,
-                                    keyframes_only=args.keyframes_only)
+            mr, path = predict_split(model, nusc, args, eval_set, out / "results_nusc.json", "bevstream eval")
         except (FileNotFoundError, ValueError) as exc:
             print(f"bevstream eval: {exc}", file=sys.stderr)
             return 2
-        print(f"bevstream eval: {source.describe()}; checkpoint {ckpt or 'none (random weights)'}", flush=True)
-        gt = GroundTruth(nusc, model.config.grid)
-        mr = run_model(model, source, gt, progress=not args.no_progress, reset_every=args.reset_every)
-        path = write_submission(out / "results_nusc.json", complete_results(nusc, mr.results, eval_set))
         detection = run_detection_eval(nusc, path, eval_set, out / "detection", max_range=args.max_range)
         detection["samples_without_predictions"] = sum(1 for t in json.loads(path.read_text())["results"] if t not in mr.results)
         meta.update(source="model", checkpoint=None if ckpt is None else str(ckpt), frames=mr.frames,

@@ -255,3 +255,37 @@ def test_run_model_reset_every_starts_those_frames_from_a_fresh_state(monkeypatc
     run = run_model(Model(), source, gt_reader=None, progress=False, reset_every=reset_every)
     assert run.frames == 5
     assert [k for k, s in enumerate(seen) if s is None] == fresh_at
+
+
+def test_matched_attributes_pairs_each_prediction_with_its_ground_truth(nusc, tmp_path):
+    """The visible ground truth as predictions: every box in range matches its own annotation (speed and
+    attribute its own); moved 1 m, they match within 2 m, and within 0.9 m only where another box stands near."""
+    from perception.attributes import GROUP_OF_CLASS
+    from perception.evaluation import matched_attributes
+    from replay.submission import write_submission
+
+    results = _gt_as_predictions(nusc, min_points=1)
+    matched = matched_attributes(nusc, write_submission(tmp_path / "gt.json", results), "val")
+    summary = run_detection_eval(nusc, tmp_path / "gt.json", "val")
+    assert summary["mAP"] == pytest.approx(1.0, abs=1e-3)  # so every box in range is a true positive
+    expected: dict[str, list[tuple[float, str]]] = {}
+    for boxes in results.values():
+        for b in boxes:
+            group = GROUP_OF_CLASS.get(b["detection_name"])
+            if group is not None:
+                expected.setdefault(group, []).append((round(float(np.hypot(*b["velocity"])), 6), b["attribute_name"]))
+    for group, (speeds, gt_attributes) in matched.items():
+        got = sorted(zip(np.round(speeds, 6).tolist(), gt_attributes))
+        assert len(got) > 0 and set(got) <= set(expected[group])  # the boxes beyond the class range are filtered
+        assert all(a in {"vehicle.moving", "vehicle.parked", "vehicle.stopped", "pedestrian.moving",
+                         "pedestrian.standing", "pedestrian.sitting_lying_down", "cycle.with_rider",
+                         "cycle.without_rider"} for _, a in got)
+    for boxes in results.values():
+        for b in boxes:
+            b["translation"] = [b["translation"][0] + 1.0, *b["translation"][1:]]
+    moved = write_submission(tmp_path / "moved.json", results)
+    for group, (speeds, _) in matched_attributes(nusc, moved, "val").items():  # a few boxes moved out of range
+        assert 0.95 * len(matched[group][0]) <= len(speeds) <= len(matched[group][0])
+    near = matched_attributes(nusc, moved, "val", dist_th=0.9)  # below the shift: only another box can match
+    assert len(near["vehicle"][0]) == len(near["cycle"][0]) == 0
+    assert len(near["pedestrian"][0]) <= 0.1 * len(matched["pedestrian"][0])  # a neighbour in a group, now and then

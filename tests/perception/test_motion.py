@@ -9,9 +9,10 @@ from perception.video import VideoConfig, VideoModule
 from tests.perception.test_video import GRID, _streams, pose
 
 
-def _module(motion_channels: int) -> VideoModule:
+def _module(motion_channels: int, wide_dilation: int = 2) -> VideoModule:
     torch.manual_seed(0)
-    cfg = VideoConfig(hidden_channels=4, key_channels=4, world_cells=48, recenter_cells=6, push_period_ms=50.0, motion_channels=motion_channels)
+    cfg = VideoConfig(hidden_channels=4, key_channels=4, world_cells=48, recenter_cells=6, push_period_ms=50.0,
+                      motion_channels=motion_channels, motion_wide_dilation=wide_dilation)
     return VideoModule(4, GRID, cfg)
 
 
@@ -36,12 +37,44 @@ def test_branch_starts_at_zero_so_grown_weights_compute_the_same():
         torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
 
 
+def test_wide_path_starts_at_zero_so_narrow_weights_compute_the_same():
+    narrow, grown = _module(8, wide_dilation=0), _module(8, wide_dilation=2)
+    with torch.no_grad():  # a trained narrow path
+        narrow.motion.net[-1].weight.normal_(0, 0.3)
+    missing, unexpected = grown.load_state_dict(narrow.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("motion.wide.") for k in missing)
+    for a, b in zip(_stream(narrow, True, _ticks()), _stream(grown, True, _ticks())):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+
+
+def test_the_wide_path_reaches_2d_cells_in_steps_of_d():
+    """Content of an entry moved k cells from a cell reaches that cell's output through the narrow path for
+    k <= 1 and through the wide path (two 3x3 convs dilated by d) for k in {0, d, 2d}: the displacements
+    a velocity is read from. The gaps between (k = 3 for d = 2) close only in the heads' 3x3 convs after."""
+    torch.manual_seed(0)
+    for wide_dilation, reached in ((0, {0, 1}), (2, {0, 1, 2, 4})):
+        m = MotionFusion(queue_channels=3, entries=2, channels=4, hidden=6, wide_dilation=wide_dilation)
+        with torch.no_grad():
+            for path in (m.net, m.wide):
+                for layer in path if path is not None else ():
+                    if isinstance(layer, torch.nn.Conv2d):
+                        layer.weight.normal_(0, 0.5)
+        cur, past = torch.randn(1, 3, 15, 15), torch.randn(1, 2, 3, 15, 15)
+        seen, dt = torch.ones(1, 2, 15, 15, dtype=torch.bool), torch.tensor([[0.08, 0.17]])
+        out = m(cur, past, seen, dt)[0, :, 7, 7]
+        for k in range(7):
+            moved = past.clone()
+            moved[0, 1, :, 7, 7 + k] += 5.0
+            changed = not torch.allclose(m(cur, moved, seen, dt)[0, :, 7, 7], out)
+            assert changed == (k in reached), (wide_dilation, k)
+
+
 def test_fast_path_equals_the_reference_with_the_branch_trained():
     mod = _module(8)
-    with torch.no_grad():  # a trained (non-zero) last conv, so the branch's inputs matter
-        last = mod.motion.net[-1]
-        last.weight.normal_(0, 0.3)
-        last.bias.normal_(0, 0.1)
+    with torch.no_grad():  # trained (non-zero) last convs, so the branch's inputs matter
+        for last in (mod.motion.net[-1], mod.motion.wide[-1]):
+            last.weight.normal_(0, 0.3)
+            last.bias.normal_(0, 0.1)
     ref, fast = _stream(mod, False, _ticks()), _stream(mod, True, _ticks())
     moved = 0
     for yr, yf in zip(ref, fast):

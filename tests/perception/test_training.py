@@ -308,3 +308,55 @@ def test_streaming_training_carries_the_detached_state_and_resumes_exactly(tmp_p
 def test_streaming_training_needs_a_walkable_index(tmp_path):
     with pytest.raises(ValueError, match="walk_clips"):
         train(TinyClipModel(), ToyClips(), collate, _cfg(stream=True), tmp_path)
+
+
+def test_save_model_options_rewrites_one_section_and_the_model_reads_it(tmp_path):
+    """`bevstream calibrate --write`: the attribute thresholds replace their section of the saved config;
+    weights and other sections stay; a bad value is refused before the file changes."""
+    from perception.config import model_config_to_dict
+    from perception.model import BEVStreamModel
+    from perception.training import CHECKPOINT_FORMAT, load_checkpoint, load_trained_model, save_model_options
+    from tests.perception.model_fixtures import tiny_config
+
+    torch.manual_seed(0)
+    model = BEVStreamModel(tiny_config())
+    path = tmp_path / "weights.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "step": 7,
+                "config": {"model": model_config_to_dict(model.config), "train": {"lr": 1e-3}}}, path)
+    thresholds = {"vehicle_moving_mps": 2.5, "pedestrian_moving_mps": 0.1, "cycle_moving_mps": 1.5}
+    save_model_options(path, "attributes", thresholds)
+    loaded = load_trained_model(path)
+    assert loaded.config.attributes.vehicle_moving_mps == 2.5 and loaded.config.attributes.cycle_moving_mps == 1.5
+    assert loaded.config.detection == model.config.detection
+    state = load_checkpoint(path)
+    assert state["step"] == 7 and state["config"]["train"] == {"lr": 1e-3}
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="vehicle_moving_mps"):
+        save_model_options(path, "attributes", {"vehicle_moving_mps": -1.0})
+    assert path.read_bytes() == before
+
+
+def test_weights_older_than_a_zero_initialised_branch_load_into_the_model(tmp_path):
+    """Weights saved before the motion fusion's wide path (config without the key) load with the path
+    fresh (zero output), so shipped files keep working as the architecture grows."""
+    import dataclasses
+
+    from perception.config import model_config_to_dict
+    from perception.model import BEVStreamModel
+    from perception.training import CHECKPOINT_FORMAT, load_trained_model
+    from tests.perception.model_fixtures import tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    old = BEVStreamModel(dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, motion_wide_dilation=0)))
+    saved = model_config_to_dict(old.config)
+    del saved["video"]["motion_wide_dilation"]  # a file written before the key existed
+    path = tmp_path / "old.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": old.state_dict(), "step": 0, "config": {"model": saved}}, path)
+    loaded = load_trained_model(path)
+    assert loaded.video.motion.wide is not None
+    assert all(float(p.abs().sum()) == 0 for p in loaded.video.motion.wide[-1].parameters())
+    for name, tensor in old.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name

@@ -68,3 +68,21 @@ def test_per_camera_encoding_equals_the_batched_backbone(adapter):
     np.testing.assert_allclose(packet.cam_to_ego, whole.cam_to_ego, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(packet.camera_mask, whole.camera_mask)
     assert (packet.seg == whole.seg).mean() > 0.999
+
+
+@pytest.mark.parametrize("threshold, expect", [(3.0, "vehicle.moving"), (5.0, "vehicle.parked")])
+def test_decode_names_attributes_by_the_models_thresholds(threshold, expect):
+    """A car decoded at 4 m/s is moving under a 3 m/s threshold and parked under 5 m/s (model.attributes)."""
+    from perception.boxes import CODE_SIZE
+
+    adapter = ModelFactory({"attributes": {"vehicle_moving_mps": threshold}}, None)()
+    head = adapter.model.detection_head
+    car = int(torch.nonzero(head.anchor_labels == 0)[0])  # an anchor of class 0, car
+    logits = torch.full((1, head.anchors.shape[0], head.num_classes), -20.0)
+    logits[0, car, 0] = 5.0
+    deltas = torch.zeros(1, head.anchors.shape[0], CODE_SIZE)
+    deltas[0, car, -2] = 4.0 / head.config.velocity_scale  # vx code: 4 m/s
+    dets, _ = adapter.decode({"detection": {"cls_logits": logits, "box_deltas": deltas},
+                              "road_logits": torch.full((1, 2, *adapter.model.road_head.out_shape), -10.0)})
+    assert dets.names == ("car",) and dets.attributes == (expect,)
+    assert dets.boxes[0, 7] == pytest.approx(4.0, abs=1e-4)

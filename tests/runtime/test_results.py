@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -92,3 +93,28 @@ def test_chrome_trace_has_a_slice_per_stage_and_drop_events():
     assert any(e["ph"] == "i" and "overload" in e["name"] for e in trace["traceEvents"])
     names = {e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "thread_name"}
     assert {"backbone", "bev", "drops"} <= names
+
+
+def test_detection_attributes_travel_with_the_boxes():
+    """Attributes the runtime named (by its weights' thresholds) survive to_global and the JSON round trip;
+    without them, and in ticks.jsonl lines written before them, they are named by the default thresholds."""
+    r = _result()
+    assert r.detections_ego.attributes == ("vehicle.moving", "pedestrian.moving")  # 5.1 and 1.0 m/s > 0.2 m/s
+    named = DetectionArrays("ego", r.detections_ego.boxes, [0.9, 0.4], [0, 5], ["car", "pedestrian"],
+                            ["vehicle.parked", "pedestrian.standing"])
+    assert named.to_global(r.ego_to_global).attributes == named.attributes
+    assert DetectionArrays.from_json(json.loads(json.dumps(named.to_json()))).attributes == named.attributes
+    old_line = {k: v for k, v in named.to_json().items() if k != "attributes"}
+    assert DetectionArrays.from_json(old_line).attributes == r.detections_ego.attributes
+    with pytest.raises(ValueError, match="attributes 1 differ"):
+        DetectionArrays("ego", r.detections_ego.boxes, [0.9, 0.4], [0, 5], ["car", "pedestrian"], ["vehicle.parked"])
+
+
+def test_sink_writes_the_attributes_the_runtime_named():
+    from runtime.sink import submission_boxes
+
+    r = _result()
+    glob = DetectionArrays("global", r.detections_global.boxes, [0.9, 0.4], [0, 5], ["car", "pedestrian"],
+                           ["vehicle.parked", "pedestrian.standing"])
+    boxes = submission_boxes(replace(r, detections_global=glob))
+    assert [b["attribute_name"] for b in boxes] == ["vehicle.parked", "pedestrian.standing"]

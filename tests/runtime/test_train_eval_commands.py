@@ -46,6 +46,26 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     assert len(results["results"]) == 40  # every sample of the split, as the devkit requires
     assert "NDS" in capsys.readouterr().out
 
+    # calibrate: the annotations as predictions (their own velocities): thresholds that name them better
+    # than CenterPoint's 0.2 m/s, stored in the weights file
+    from nuscenes.nuscenes import NuScenes
+
+    from perception.training import load_trained_model
+    from replay.submission import ground_truth_results, write_submission
+
+    gt = write_submission(tmp_path / "gt.json", ground_truth_results(NuScenes("v1.0-trainval", str(real_scene_root), verbose=False), "val"))
+    cal = ["calibrate", "--weights", str(tmp_path / "w.pt"), "--dataroot", str(real_scene_root), "--version",
+           "v1.0-trainval", "--split", "val", "--results", str(gt), "--out", str(tmp_path / "cal")]
+    assert main(cal) == 0 and load_trained_model(tmp_path / "w.pt").config.attributes.vehicle_moving_mps == 0.2  # dry run
+    assert main(cal + ["--write"]) == 0
+    record = json.loads((tmp_path / "cal" / "attributes.json").read_text())
+    assert {f["group"] for f in record["fits"]} == {"vehicle", "pedestrian", "cycle"}
+    assert all(f["accuracy"] >= f["previous_accuracy"] and f["boxes"] > 0 for f in record["fits"])
+    stored = load_trained_model(tmp_path / "w.pt").config.attributes
+    assert stored.vehicle_moving_mps == record["attributes"]["vehicle_moving_mps"]
+    assert main(cal[:2] + [str(tmp_path / "none.pt")] + cal[3:]) == 2
+    assert "weights not found" in capsys.readouterr().err
+
 
 def test_streaming_train_carries_the_state_through_a_resume(real_scene_root, tmp_path):
     from perception.state import TemporalState

@@ -1,0 +1,101 @@
+"""`bevstream calibrate`: fit the speed thresholds that name the submission attributes of a weights file.
+
+The model predicts no attribute; a box is named moving above its group's speed threshold
+(perception.attributes). The threshold that suits a model depends on how noisy its velocities are, so
+it is fitted per weights file on a split the weights were trained on (never the evaluation split) and
+stored in the file's model config, where `eval`, `replay` and `stream` read it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "Fit the attribute speed thresholds of a weights file on a training split (and store them with --write)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, required=True, help="weights file (or checkpoint) to calibrate")
+    parser.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataroot")
+    parser.add_argument("--version", default="v1.0-mini", help="devkit table version (default v1.0-mini)")
+    parser.add_argument("--split", default="train", help="'train' or a devkit split name (default train); not the split "
+                                                         "you report")
+    parser.add_argument("--scenes", nargs="+", default=None, help="only these scenes of the split")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="a submission file of these weights on the split, instead of running the model")
+    parser.add_argument("--keyframes-only", action="store_true", help="run the model on keyframes only")
+    parser.add_argument("--out", type=Path, default=Path("runs/calibrate"),
+                        help="results_nusc.json and attributes.json go here (default runs/calibrate)")
+    parser.add_argument("--write", action="store_true", help="store the fitted thresholds in the weights file")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def format_fits(fits) -> str:
+    rows = [f"{'group':<12}{'boxes':>7}{'threshold m/s':>15}{'right':>8}   (before: threshold, right)"]
+    for f in fits:
+        rows.append(f"{f.group:<12}{f.boxes:>7}{f.threshold:>15.2f}{f.accuracy:>8.3f}   "
+                    f"({f.previous_threshold:.2f}, {f.previous_accuracy:.3f})")
+    return "\n".join(rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from perception.attributes import AttributeConfig, fit_moving_speed
+    from perception.evaluation import eval_set_name, matched_attributes
+    from perception.training import load_trained_model, save_model_options
+    from replay.clips import load_nusc
+
+    who = "bevstream calibrate"
+    if not args.weights.is_file():
+        print(f"{who}: weights not found: {args.weights}", file=sys.stderr)
+        return 2
+    if args.results is not None and not args.results.is_file():
+        print(f"{who}: results file not found: {args.results}", file=sys.stderr)
+        return 2
+    try:
+        eval_set = eval_set_name(args.version, args.split)
+        nusc = load_nusc(str(args.dataroot), args.version)
+        model = load_trained_model(args.weights)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"{who}: {exc}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = args.results
+    if results is None:
+        import torch
+
+        from runtime.commands.evaluate import predict_split
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        try:
+            _, results = predict_split(model, nusc, args, eval_set, args.out / "results_nusc.json", who)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"{who}: {exc}", file=sys.stderr)
+            return 2
+    matched = matched_attributes(nusc, results, eval_set)
+    before: AttributeConfig = model.config.attributes
+    fits, thresholds = [], {}
+    for group, (speeds, gt_attributes) in matched.items():
+        if not len(speeds):
+            print(f"{who}: no true positive of group {group!r} on this split; its threshold stays "
+                  f"{before.threshold(group)}", file=sys.stderr)
+            continue
+        fit = fit_moving_speed(speeds, gt_attributes, group, previous=before.threshold(group))
+        fits.append(fit)
+        thresholds[f"{group}_moving_mps"] = round(fit.threshold, 3)
+    fitted = dataclasses.replace(before, **thresholds)
+    print(format_fits(fits))
+    record = {"weights": str(args.weights), "dataroot": str(args.dataroot), "version": args.version, "eval_set": eval_set,
+              "scenes": args.scenes, "results": str(results), "attributes": dataclasses.asdict(fitted),
+              "fits": [dataclasses.asdict(f) for f in fits]}
+    (args.out / "attributes.json").write_text(json.dumps(record, indent=2))
+    if args.write:
+        save_model_options(args.weights, "attributes", dataclasses.asdict(fitted))
+        print(f"stored in {args.weights}: model.attributes = {dataclasses.asdict(fitted)}")
+    else:
+        print(f"not stored (dry run; --write stores them in {args.weights}); {args.out / 'attributes.json'}")
+    return 0
