@@ -413,6 +413,9 @@ def format_report(report: dict) -> str:
         lines.append("detection (nuScenes DetectionEval, detection_cvpr_2019)")
         lines.append("  " + "  ".join(f"{k} {det[k]:.4f}" for k in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")))
         lines.append("  AP " + "  ".join(f"{k} {v:.3f}" for k, v in det["per_class_AP"].items()))
+        speeds = report.get("meta", {}).get("attributes")
+        if speeds:
+            lines.append("  attributes: moving above " + ", ".join(f"{k.removesuffix('_moving_mps')} {v:g} m/s" for k, v in speeds.items()))
     else:
         lines.append(f"detection: {det}")
     seg = report["segmentation"]

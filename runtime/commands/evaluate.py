@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -118,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
         detection["samples_without_predictions"] = sum(1 for t in json.loads(path.read_text())["results"] if t not in mr.results)
         meta.update(source="model", checkpoint=None if ckpt is None else str(ckpt), frames=mr.frames,
                     keyframes=mr.keyframes, model_wall_s=round(mr.wall_s, 2),
-                    video_module=bool(model.config.video.enabled), reset_every=args.reset_every, results=str(path))
+                    video_module=bool(model.config.video.enabled), reset_every=args.reset_every, results=str(path),
+                    attributes=dataclasses.asdict(model.config.attributes))
         report = evaluation_report(detection, mr.segmentation.result(), mr.road.result(), meta)
     report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))
