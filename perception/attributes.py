@@ -80,7 +80,8 @@ def fit_moving_speed(speeds: np.ndarray, gt_attributes, group: str, previous: fl
     predicted speed and its ground-truth attribute. Ground truth of neither kind (vehicle.stopped,
     pedestrian.sitting_lying_down) is wrong at any threshold and only lowers every accuracy alike.
 
-    Candidates are 0 and the midpoints between consecutive distinct speeds; the count right at each is
+    Candidates are 0, the midpoints between consecutive distinct speeds and the top speed (all named
+    still); the count right at each is
     one cumulative sum over the speeds in order, so the fit is O(N log N).
     """
     _, moving, still = ATTRIBUTE_GROUPS[group]

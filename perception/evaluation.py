@@ -85,6 +85,16 @@ def empty_detection_summary() -> dict:
     }
 
 
+def detection_config(max_range: float | None = None):
+    """The devkit's detection_cvpr_2019 config; max_range caps every class's evaluation range."""
+    from nuscenes.eval.common.config import config_factory
+
+    config = config_factory(DETECTION_CONFIG)
+    if max_range is not None:
+        config.class_range = {name: min(r, max_range) for name, r in config.class_range.items()}
+    return config
+
+
 def run_detection_eval(
     nusc: "NuScenes",
     results_path: str | Path,
@@ -96,7 +106,6 @@ def run_detection_eval(
     """Score a submission file with the devkit's DetectionEval; returns detection_summary(...) plus
     'num_samples', and writes the devkit's metrics (metrics_details.json, metrics_summary.json) to output_dir.
     max_range caps every class's evaluation range (the devkit filters both boxes and ground truth by it)."""
-    from nuscenes.eval.common.config import config_factory
     from nuscenes.eval.detection.evaluate import DetectionEval
 
     with open(results_path) as f:
@@ -110,9 +119,7 @@ def run_detection_eval(
     if output_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="bevstream-deteval-")
         output_dir = tmp.name
-    config = config_factory(DETECTION_CONFIG)
-    if max_range is not None:
-        config.class_range = {name: min(r, max_range) for name, r in config.class_range.items()}
+    config = detection_config(max_range)
     try:
         evaluator = DetectionEval(
             nusc, config=config, result_path=str(results_path), eval_set=eval_set,
@@ -160,16 +167,13 @@ def matched_attributes(nusc: "NuScenes", results_path: str | Path, eval_set: str
     of every true positive, boxes loaded and filtered as DetectionEval does and matched as its
     `accumulate` does: per class, predictions by falling score, each to the nearest unmatched ground
     truth of its sample within `dist_th` metres centre distance (2 m: where the devkit takes mAAE)."""
-    from nuscenes.eval.common.config import config_factory
     from nuscenes.eval.common.utils import center_distance
     from nuscenes.eval.detection.evaluate import DetectionEval
 
     from perception.attributes import GROUP_OF_CLASS
     from replay.submission import read_submission, write_submission
 
-    config = config_factory(DETECTION_CONFIG)
-    if max_range is not None:
-        config.class_range = {name: min(r, max_range) for name, r in config.class_range.items()}
+    config = detection_config(max_range)
     results, meta = read_submission(results_path)
     with tempfile.TemporaryDirectory(prefix="bevstream-attributes-") as tmp:
         path = write_submission(Path(tmp) / "results.json", complete_results(nusc, results, eval_set), meta)
