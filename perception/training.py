@@ -245,8 +245,13 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer, scheduler, st
         "torch_rng": torch.get_rng_state(),
         "stream_state": stream_state,
     }
+    return _save_atomically(state, path)
+
+
+def _save_atomically(obj: dict, path: Path) -> Path:
+    """torch.save to a temporary file, then rename: a crash mid-write never leaves a torn file at `path`."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
 
@@ -507,10 +512,7 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(out, tmp)
-    os.replace(tmp, path)
-    return path
+    return _save_atomically(out, path)
 
 
 def save_model_options(path: str | Path, section: str, values: dict) -> Path:
@@ -525,11 +527,7 @@ def save_model_options(path: str | Path, section: str, values: dict) -> Path:
     model_config_from_dict(model)  # the new section must validate before the file changes
     config["model"] = model
     state["config"] = config
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    return _save_atomically(state, Path(path))
 
 
 def load_trained_model(path: str | Path, options: dict | None = None):
