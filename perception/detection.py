@@ -18,7 +18,7 @@ from torch import Tensor, nn
 import torch.nn.functional as F
 
 from perception.anchors import DEFAULT_ANCHOR_SIZES, DEFAULT_ANCHOR_YAWS, make_anchors
-from perception.boxes import BOX_DIM, CODE_SIZE, axis_aligned_iou, decode_boxes, encode_boxes, nearest_bev_rects
+from perception.boxes import BOX_DIM, CODE_SIZE, axis_aligned_iou, decode_boxes, encode_boxes, nearest_bev_rects, wrap_angle
 from perception.classes import DETECTION_NAMES
 from perception.grid import BEVGrid
 from perception.losses import sigmoid_focal_loss, smooth_l1_loss
@@ -45,6 +45,11 @@ class DetectionHeadConfig:
     nms_pre: int = 1000  # top-k candidates per frame before NMS
     nms_iou: float = 0.2  # rotated BEV IoU above which a lower-scored same-class box is suppressed
     max_detections: int = 200
+    # Classes whose heading is only defined modulo pi (a barrier looks the same turned round; the devkit scores
+    # its orientation with period pi, and ignores a cone's): their yaw target is the one of yaw, yaw + pi
+    # nearer the anchor's, so the head is not asked to guess a direction the image does not show.
+    # E.g. ("barrier", "traffic_cone"); training only (decoding is unchanged).
+    symmetric_yaw_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.anchor_sizes) != len(DETECTION_NAMES):
@@ -53,6 +58,9 @@ class DetectionHeadConfig:
             raise ValueError(f"DetectionHeadConfig: code_weights needs {CODE_SIZE} entries, got {len(self.code_weights)}")
         if not 0 <= self.neg_iou <= self.pos_iou <= 1:
             raise ValueError(f"DetectionHeadConfig: need 0 <= neg_iou ({self.neg_iou}) <= pos_iou ({self.pos_iou}) <= 1")
+        unknown = sorted(set(self.symmetric_yaw_classes) - set(DETECTION_NAMES))
+        if unknown:
+            raise ValueError(f"DetectionHeadConfig: symmetric_yaw_classes {unknown} are not detection classes {DETECTION_NAMES}")
 
 
 @dataclass
@@ -71,6 +79,17 @@ def _yaw_distance_mod_pi(a: Tensor, b: Tensor) -> Tensor:
     return torch.minimum(d, math.pi - d)
 
 
+def fold_symmetric_yaw(boxes: Tensor, anchor_yaws: Tensor, symmetric: Tensor) -> Tensor:
+    """(P, 9) target boxes, (P,) anchor yaws, (P,) bool -> boxes whose yaw, where `symmetric`, is turned by pi
+    when that brings it within pi/2 of the anchor's (the sin/cos target then has cos >= 0)."""
+    turn = symmetric & (torch.cos(boxes[:, 6] - anchor_yaws) < 0)
+    if not bool(turn.any()):
+        return boxes
+    out = boxes.clone()
+    out[:, 6] = wrap_angle(out[:, 6] + math.pi * turn.to(out.dtype))
+    return out
+
+
 class DetectionHead(nn.Module):
     """BEV feature (B, C, H, W) -> per-anchor class logits and box deltas; loss and decode on top."""
 
@@ -84,6 +103,8 @@ class DetectionHead(nn.Module):
         self.register_buffer("anchor_labels", anchor_labels, persistent=False)  # (H*W*A,)
         self.register_buffer("anchor_rects", nearest_bev_rects(anchors), persistent=False)  # (H*W*A, 4)
         self.register_buffer("code_weights", torch.tensor(config.code_weights), persistent=False)
+        symmetric = torch.tensor([name in config.symmetric_yaw_classes for name in DETECTION_NAMES])
+        self.register_buffer("symmetric_yaw", symmetric, persistent=False)  # (num_classes,) bool
         a, c = self.num_anchors_per_cell, self.num_classes
         self.shared = nn.Sequential(nn.Conv2d(in_channels, config.hidden_channels, 3, padding=1), nn.ReLU(inplace=True))
         self.cls = nn.Conv2d(config.hidden_channels, a * c, 1)
@@ -150,8 +171,10 @@ class DetectionHead(nn.Module):
         matched = torch.where(pos, matched, torch.full_like(matched, -1))
         cls_target = self.anchors.new_zeros(na, self.num_classes)
         pos_idx = torch.nonzero(pos).flatten()
-        cls_target[pos_idx, gt_labels[matched[pos_idx]]] = 1.0
-        reg_target = encode_boxes(gt_boxes[matched[pos_idx]], self.anchors[pos_idx], cfg.velocity_scale)
+        pos_labels = gt_labels[matched[pos_idx]]
+        cls_target[pos_idx, pos_labels] = 1.0
+        target_boxes = fold_symmetric_yaw(gt_boxes[matched[pos_idx]], self.anchors[pos_idx, 6], self.symmetric_yaw[pos_labels])
+        reg_target = encode_boxes(target_boxes, self.anchors[pos_idx], cfg.velocity_scale)
         return AnchorTargets(cls_target, (pos | neg).to(cls_target.dtype), pos, reg_target, matched)
 
     def loss(self, preds: dict[str, Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor],

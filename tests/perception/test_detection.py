@@ -9,7 +9,7 @@ from pyquaternion import Quaternion
 
 from perception.boxes import encode_boxes
 from perception.classes import DETECTION_NAMES
-from perception.detection import DetectionHead, DetectionHeadConfig
+from perception.detection import DetectionHead, DetectionHeadConfig, fold_symmetric_yaw
 from perception.grid import BEVGrid
 from perception.structures import Detections
 from runtime.messages import Pose
@@ -73,6 +73,48 @@ def test_assignment_rules():
     assert outside.pos_mask.sum() == 0
     none = head.assign(torch.zeros(0, 9), torch.zeros(0, dtype=torch.int64))
     assert none.pos_mask.sum() == 0 and none.cls_weight.min() == 1
+
+
+def test_fold_symmetric_yaw_keeps_the_axis_and_faces_the_anchor():
+    torch.manual_seed(0)
+    boxes = torch.randn(200, 9)
+    boxes[:, 6] = (torch.rand(200) * 2 - 1) * math.pi
+    anchor_yaws = torch.tensor([0.0, math.pi / 2]).repeat(100)
+    symmetric = torch.rand(200) < 0.5
+    out = fold_symmetric_yaw(boxes, anchor_yaws, symmetric)
+    torch.testing.assert_close(out[:, [0, 1, 2, 3, 4, 5, 7, 8]], boxes[:, [0, 1, 2, 3, 4, 5, 7, 8]])
+    torch.testing.assert_close(out[~symmetric], boxes[~symmetric])
+    # same axis: the yaw moved by 0 or pi; symmetric targets now within pi/2 of their anchor
+    torch.testing.assert_close(torch.sin(2 * out[:, 6]), torch.sin(2 * boxes[:, 6]), atol=1e-5, rtol=0)
+    assert bool((torch.cos(out[symmetric, 6] - anchor_yaws[symmetric]) >= -1e-6).all())
+    assert bool((out[:, 6] >= -math.pi).all() and (out[:, 6] < math.pi).all())
+
+
+def test_symmetric_classes_get_the_yaw_target_nearer_the_anchor():
+    """A barrier turned round is the same barrier: its sin/cos target faces the anchor; a car's does not."""
+    boxes = torch.tensor([
+        [3.1, -4.3, 0.5, 2.5, 0.5, 1.0, -math.pi / 2 + 0.1, 0.0, 0.0],  # barrier, facing away from its anchor (pi/2)
+        [-6.2, 5.5, 0.9, 1.9, 4.5, 1.7, math.pi - 0.1, 0.0, 0.0],  # car, the same heading
+    ])
+    labels = torch.tensor([DETECTION_NAMES.index(n) for n in ("barrier", "car")])
+    for symmetric in (("barrier",), ()):
+        head = DetectionHead(8, TINY, DetectionHeadConfig(symmetric_yaw_classes=symmetric))
+        t = head.assign(boxes, labels)
+        pos = torch.nonzero(t.pos_mask).flatten()
+        matched = t.matched_gt[pos]
+        assert set(matched.tolist()) == {0, 1}
+        expected = boxes[matched].clone()
+        for row, anchor_yaw in enumerate(head.anchors[pos, 6].tolist()):  # the slow way: try both names
+            if symmetric and matched[row] == 0 and math.cos(expected[row, 6] - anchor_yaw) < 0:
+                expected[row, 6] -= math.pi
+        torch.testing.assert_close(t.reg_target, encode_boxes(expected, head.anchors[pos], head.config.velocity_scale))
+        barrier_cos = t.reg_target[matched == 0, 7]
+        assert bool((barrier_cos >= 0).all()) if symmetric else bool((barrier_cos < 0).any())
+
+
+def test_symmetric_yaw_classes_must_be_detection_classes():
+    with pytest.raises(ValueError, match="symmetric_yaw_classes"):
+        DetectionHeadConfig(symmetric_yaw_classes=("jersey_barrier",))
 
 
 def test_overfit_decodes_the_ground_truth():
