@@ -133,6 +133,7 @@ def run_detection_eval(
             json.dump(md_list.serialize(), f)
         summary = detection_summary(serialized)
         summary["num_samples"] = len(evaluator.sample_tokens)
+        summary["velocity_by_speed"] = velocity_by_speed(evaluator)
         return summary
     finally:
         if tmp is not None:
@@ -161,40 +162,93 @@ def evaluate_results_file(
     return summary
 
 
+def match_true_positives(ev, name: str, dist_th: float = 2.0) -> list[tuple[Any, Any]]:
+    """(prediction, ground truth) EvalBox pairs of class `name` in a loaded DetectionEval `ev`, matched as
+    the devkit's `accumulate` does: predictions by falling score, each to the nearest unmatched ground
+    truth of its sample within `dist_th` metres centre distance (2 m: where the devkit takes its TP errors)."""
+    preds = sorted((b for b in ev.pred_boxes.all if b.detection_name == name), key=lambda b: -b.detection_score)
+    candidates: dict[str, tuple[list[int], np.ndarray, np.ndarray]] = {}  # sample -> gt indices, (G, 2) xy, (G,) taken
+    pairs = []
+    for pred in preds:
+        token = pred.sample_token
+        if token not in candidates:
+            idx = [i for i, gt in enumerate(ev.gt_boxes[token]) if gt.detection_name == name]
+            xy = np.array([ev.gt_boxes[token][i].translation[:2] for i in idx], dtype=np.float64).reshape(-1, 2)
+            candidates[token] = (idx, xy, np.zeros(len(idx), dtype=bool))
+        idx, xy, taken = candidates[token]
+        if not idx:
+            continue
+        dist = np.where(taken, np.inf, np.linalg.norm(xy - np.asarray(pred.translation[:2]), axis=1))  # (G,)
+        best = int(np.argmin(dist))  # the first nearest, as accumulate's strict '<' keeps
+        if dist[best] < dist_th:
+            taken[best] = True
+            pairs.append((pred, ev.gt_boxes[token][idx[best]]))
+    return pairs
+
+
+def loaded_detection_eval(nusc: "NuScenes", results_path: str | Path, eval_set: str, max_range: float | None = None):
+    """A DetectionEval with the boxes loaded and filtered (nothing scored yet); the results file may lack samples."""
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    from replay.submission import read_submission, write_submission
+
+    results, meta = read_submission(results_path)
+    with tempfile.TemporaryDirectory(prefix="bevstream-match-") as tmp:
+        path = write_submission(Path(tmp) / "results.json", complete_results(nusc, results, eval_set), meta)
+        return DetectionEval(nusc, config=detection_config(max_range), result_path=str(path), eval_set=eval_set,
+                             output_dir=tmp, verbose=False)
+
+
 def matched_attributes(nusc: "NuScenes", results_path: str | Path, eval_set: str, dist_th: float = 2.0,
                        max_range: float | None = None) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Per attribute group (perception.attributes): the predicted speed (N,) and the ground-truth attribute
-    of every true positive, boxes loaded and filtered as DetectionEval does and matched as its
-    `accumulate` does: per class, predictions by falling score, each to the nearest unmatched ground
-    truth of its sample within `dist_th` metres centre distance (2 m: where the devkit takes mAAE)."""
-    from nuscenes.eval.common.utils import center_distance
-    from nuscenes.eval.detection.evaluate import DetectionEval
-
+    of every true positive (match_true_positives: DetectionEval's loading and filtering, its matching)."""
     from perception.attributes import GROUP_OF_CLASS
-    from replay.submission import read_submission, write_submission
 
-    config = detection_config(max_range)
-    results, meta = read_submission(results_path)
-    with tempfile.TemporaryDirectory(prefix="bevstream-attributes-") as tmp:
-        path = write_submission(Path(tmp) / "results.json", complete_results(nusc, results, eval_set), meta)
-        ev = DetectionEval(nusc, config=config, result_path=str(path), eval_set=eval_set, output_dir=tmp, verbose=False)
+    ev = loaded_detection_eval(nusc, results_path, eval_set, max_range)
     out: dict[str, tuple[list[float], list[str]]] = {}
     for name, group in GROUP_OF_CLASS.items():
-        preds = sorted((b for b in ev.pred_boxes.all if b.detection_name == name), key=lambda b: -b.detection_score)
-        taken: set[tuple[str, int]] = set()
         speeds, gt_attributes = out.setdefault(group, ([], []))
-        for pred in preds:
-            best, best_dist = None, math.inf
-            for i, gt in enumerate(ev.gt_boxes[pred.sample_token]):
-                if gt.detection_name == name and (pred.sample_token, i) not in taken:
-                    d = center_distance(gt, pred)
-                    if d < best_dist:
-                        best, best_dist = i, d
-            if best is not None and best_dist < dist_th:
-                taken.add((pred.sample_token, best))
-                speeds.append(float(np.hypot(*pred.velocity[:2])))
-                gt_attributes.append(ev.gt_boxes[pred.sample_token][best].attribute_name)
+        for pred, gt in match_true_positives(ev, name, dist_th):
+            speeds.append(float(np.hypot(*pred.velocity[:2])))
+            gt_attributes.append(gt.attribute_name)
     return {group: (np.asarray(v, dtype=np.float64), a) for group, (v, a) in out.items()}
+
+
+SPEED_BIN_EDGES_MPS: tuple[float, ...] = (0.0, 0.5, 3.0, 6.0, 10.0, math.inf)
+
+
+def speed_bins(gt_velocity: np.ndarray, pred_velocity: np.ndarray, edges: Sequence[float] = SPEED_BIN_EDGES_MPS) -> list[dict]:
+    """Velocity error by true speed: gt_velocity, pred_velocity (N, 2) m/s of matched boxes -> one entry per
+    bin [lo, hi) of |gt| with the boxes, their mean true and predicted speed and mean L2 error (the devkit's
+    AVE per box). Boxes whose ground-truth velocity is unknown (NaN) are left out, as the devkit does."""
+    gt, pred = np.asarray(gt_velocity, np.float64).reshape(-1, 2), np.asarray(pred_velocity, np.float64).reshape(-1, 2)
+    known = np.isfinite(gt).all(axis=1)
+    gt, pred = gt[known], pred[known]
+    gt_speed, pred_speed = np.linalg.norm(gt, axis=1), np.linalg.norm(pred, axis=1)  # (N,)
+    error = np.linalg.norm(gt - pred, axis=1)  # (N,)
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (gt_speed >= lo) & (gt_speed < hi)
+        n = int(m.sum())
+        mean = (lambda v: float(v[m].mean())) if n else (lambda v: None)
+        bins.append({"gt_speed_mps": [lo, None if math.isinf(hi) else hi], "boxes": n,
+                     "gt_speed_mean": mean(gt_speed), "pred_speed_mean": mean(pred_speed), "error_mean": mean(error)})
+    return bins
+
+
+def velocity_by_speed(ev, dist_th: float = 2.0, edges: Sequence[float] = SPEED_BIN_EDGES_MPS) -> dict[str, list[dict]]:
+    """Per class with a velocity (not cones or barriers): speed_bins of its true positives in a loaded
+    DetectionEval. Shows where mAVE comes from, e.g. speeds pulled toward a typical value."""
+    out = {}
+    for name in DETECTION_NAMES:
+        if name in ("traffic_cone", "barrier"):  # the devkit scores no velocity for them
+            continue
+        pairs = match_true_positives(ev, name, dist_th)
+        gt = np.array([gt.velocity for _, gt in pairs], dtype=np.float64).reshape(-1, 2)
+        pred = np.array([pred.velocity for pred, _ in pairs], dtype=np.float64).reshape(-1, 2)
+        out[name] = speed_bins(gt, pred, edges)
+    return out
 
 
 # ---- segmentation and road accumulation ---------------------------------------------------------------
@@ -417,6 +471,14 @@ def format_report(report: dict) -> str:
         lines.append("detection (nuScenes DetectionEval, detection_cvpr_2019)")
         lines.append("  " + "  ".join(f"{k} {det[k]:.4f}" for k in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")))
         lines.append("  AP " + "  ".join(f"{k} {v:.3f}" for k, v in det["per_class_AP"].items()))
+        by_speed = {c: [b for b in bins if b["boxes"]] for c, bins in det.get("velocity_by_speed", {}).items()}
+        if any(by_speed.values()):
+            lines.append("  velocity of true positives by true speed (boxes: mean true -> predicted speed, mean error; m/s)")
+        for c, bins in by_speed.items():
+            if bins:
+                lines.append(f"    {c}: " + " | ".join(
+                    f"{b['gt_speed_mps'][0]:g}-{'' if b['gt_speed_mps'][1] is None else format(b['gt_speed_mps'][1], 'g')}: {b['boxes']}: "
+                    f"{b['gt_speed_mean']:.2f} -> {b['pred_speed_mean']:.2f}, {b['error_mean']:.2f}" for b in bins))
         speeds = report.get("meta", {}).get("attributes")
         if speeds:
             lines.append("  attributes: moving above " + ", ".join(f"{k.removesuffix('_moving_mps')} {v:g} m/s" for k, v in speeds.items()))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -289,3 +290,80 @@ def test_matched_attributes_pairs_each_prediction_with_its_ground_truth(nusc, tm
     near = matched_attributes(nusc, moved, "val", dist_th=0.9)  # below the shift: only another box can match
     assert len(near["vehicle"][0]) == len(near["cycle"][0]) == 0
     assert len(near["pedestrian"][0]) <= 0.1 * len(matched["pedestrian"][0])  # a neighbour in a group, now and then
+
+
+def test_match_true_positives_equals_the_devkit_loop(nusc, tmp_path):
+    """The vectorised matching against accumulate's own loop (center_distance, strict '<'), boxes moved 1.2 m."""
+    from nuscenes.eval.common.utils import center_distance
+
+    from perception.classes import DETECTION_NAMES
+    from perception.evaluation import loaded_detection_eval, match_true_positives
+    from replay.submission import write_submission
+
+    results = _gt_as_predictions(nusc, min_points=1)
+    for boxes in results.values():
+        for k, b in enumerate(boxes):
+            b["translation"] = [b["translation"][0] + 1.2 * math.cos(k), b["translation"][1] + 1.2 * math.sin(k), b["translation"][2]]
+    ev = loaded_detection_eval(nusc, write_submission(tmp_path / "moved.json", results), "val")
+    matched = 0
+    for name in DETECTION_NAMES:
+        preds = sorted((b for b in ev.pred_boxes.all if b.detection_name == name), key=lambda b: -b.detection_score)
+        taken, expected = set(), []
+        for pred in preds:
+            best, best_dist = None, math.inf
+            for i, gt in enumerate(ev.gt_boxes[pred.sample_token]):
+                if gt.detection_name == name and (pred.sample_token, i) not in taken and center_distance(gt, pred) < best_dist:
+                    best, best_dist = i, center_distance(gt, pred)
+            if best is not None and best_dist < 2.0:
+                taken.add((pred.sample_token, best))
+                expected.append((pred, ev.gt_boxes[pred.sample_token][best]))
+        got = match_true_positives(ev, name, 2.0)
+        assert [(id(p), id(g)) for p, g in got] == [(id(p), id(g)) for p, g in expected]
+        matched += len(got)
+    assert 0 < matched < len(ev.pred_boxes.all)  # some boxes matched, some moved beyond their ground truth's reach
+
+
+def test_speed_bins_against_a_loop():
+    from perception.evaluation import speed_bins
+
+    rng = np.random.default_rng(0)
+    gt = rng.normal(0, 6, (300, 2))
+    gt[:40] *= 0.01  # some standing still
+    gt[5] = np.nan  # unknown velocity: left out
+    pred = gt * 0.7 + rng.normal(0, 0.5, (300, 2))
+    edges = (0.0, 0.5, 3.0, 6.0, 10.0, math.inf)
+    bins = speed_bins(gt, pred, edges)
+    assert sum(b["boxes"] for b in bins) == 299
+    for b, lo, hi in zip(bins, edges[:-1], edges[1:]):
+        rows = [(np.hypot(*g), np.hypot(*p), np.hypot(*(g - p))) for g, p in zip(gt, pred)
+                if np.isfinite(g).all() and lo <= np.hypot(*g) < hi]
+        assert b["boxes"] == len(rows) and b["gt_speed_mps"] == [lo, None if hi == math.inf else hi]
+        if rows:
+            for key, col in (("gt_speed_mean", 0), ("pred_speed_mean", 1), ("error_mean", 2)):
+                assert b[key] == pytest.approx(np.mean([r[col] for r in rows]))
+        else:
+            assert b["gt_speed_mean"] is None and b["error_mean"] is None
+
+
+def test_velocity_by_speed_shows_speeds_pulled_toward_zero(nusc, tmp_path):
+    """Ground truth as predictions at half its velocity: each bin predicts half the true speed, off by the other half."""
+    from replay.submission import write_submission
+
+    results = _gt_as_predictions(nusc, min_points=1)
+    for boxes in results.values():
+        for b in boxes:
+            b["velocity"] = [0.5 * v for v in b["velocity"]]
+    summary = run_detection_eval(nusc, write_submission(tmp_path / "half.json", results), "val")
+    by_speed = summary["velocity_by_speed"]
+    assert "barrier" not in by_speed and "traffic_cone" not in by_speed
+    assert by_speed["car"][0]["boxes"] > 0 and sum(b["boxes"] for b in by_speed["car"][1:]) > 0
+    for bins in by_speed.values():
+        for b in bins:
+            if b["boxes"]:
+                assert b["pred_speed_mean"] == pytest.approx(0.5 * b["gt_speed_mean"], rel=1e-3, abs=1e-3)
+                assert b["error_mean"] == pytest.approx(0.5 * b["gt_speed_mean"], rel=1e-3, abs=1e-3)
+    from perception.evaluation import format_report
+
+    text = format_report({"detection": summary, "segmentation": "not available", "road": "not available"})
+    car = by_speed["car"][0]
+    assert f"car: 0-0.5: {car['boxes']}: {car['gt_speed_mean']:.2f} -> {car['pred_speed_mean']:.2f}" in text
