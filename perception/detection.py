@@ -44,6 +44,9 @@ class DetectionHeadConfig:
     score_threshold: float = 0.3
     nms_pre: int = 1000  # top-k candidates per frame before NMS
     nms_iou: float = 0.2  # rotated BEV IoU above which a lower-scored same-class box is suppressed
+    # ... or whose centre lies this close (metres, per class in DETECTION_NAMES order; 0 = IoU only): CenterPoint's
+    # circle NMS, fitted per weights file by `bevstream calibrate`
+    nms_radius_m: tuple[float, ...] = (0.0,) * len(DETECTION_NAMES)
     max_detections: int = 200
     # Classes whose heading is only defined modulo pi (a barrier looks the same turned round; the devkit scores
     # its orientation with period pi, and ignores a cone's): their yaw target is the one of yaw, yaw + pi
@@ -58,6 +61,9 @@ class DetectionHeadConfig:
             raise ValueError(f"DetectionHeadConfig: code_weights needs {CODE_SIZE} entries, got {len(self.code_weights)}")
         if not 0 <= self.neg_iou <= self.pos_iou <= 1:
             raise ValueError(f"DetectionHeadConfig: need 0 <= neg_iou ({self.neg_iou}) <= pos_iou ({self.pos_iou}) <= 1")
+        if len(self.nms_radius_m) != len(DETECTION_NAMES) or not all(r >= 0 for r in self.nms_radius_m):
+            raise ValueError(f"DetectionHeadConfig: nms_radius_m needs {len(DETECTION_NAMES)} radii >= 0 "
+                             f"(one per class of {DETECTION_NAMES}), got {self.nms_radius_m}")
         unknown = sorted(set(self.symmetric_yaw_classes) - set(DETECTION_NAMES))
         if unknown:
             raise ValueError(f"DetectionHeadConfig: symmetric_yaw_classes {unknown} are not detection classes {DETECTION_NAMES}")
@@ -212,9 +218,10 @@ class DetectionHead(nn.Module):
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, preds: dict[str, Tensor], nms=batched_nms_bev) -> list[Detections]:
-        """Per batch item: score threshold, top-k (nms_pre), per-class rotated-BEV NMS, keep max_detections.
+        """Per batch item: score threshold, top-k (nms_pre), per-class rotated-BEV NMS (with the class's circle
+        radius), keep max_detections.
 
-        `nms(boxes, scores, labels, iou_threshold, max_keep)` is the NMS (perception.nms; its reference
+        `nms(boxes, scores, labels, iou_threshold, max_keep, radii)` is the NMS (perception.nms; its reference
         implementation for comparisons); with max_keep it stops after the max_detections best kept boxes.
         """
         cfg = self.config
@@ -225,6 +232,6 @@ class DetectionHead(nn.Module):
             if idx.numel() > cfg.nms_pre:
                 idx = idx[scores[idx].topk(cfg.nms_pre).indices]
             boxes = decode_boxes(deltas[idx], self.anchors[idx], cfg.velocity_scale)  # (K, 9)
-            keep = nms(boxes, scores[idx], labels[idx], cfg.nms_iou, max_keep=cfg.max_detections)
+            keep = nms(boxes, scores[idx], labels[idx], cfg.nms_iou, max_keep=cfg.max_detections, radii=cfg.nms_radius_m)
             out.append(Detections(boxes[keep].float(), scores[idx][keep].float(), labels[idx][keep]))
         return out

@@ -81,6 +81,7 @@ def empty_detection_summary() -> dict:
         "per_class_AP": {name: 0.0 for name in DETECTION_NAMES},
         "per_class_tp_errors": {name: {} for name in DETECTION_NAMES},
         "AP_per_distance": {name: {} for name in DETECTION_NAMES},
+        "velocity_by_speed": {name: speed_bins(np.zeros((0, 2)), np.zeros((0, 2))) for name in VELOCITY_CLASSES},
         "note": "no predicted box in the results: DetectionEval not run (the devkit fails on empty results); worst scores",
     }
 
@@ -216,6 +217,8 @@ def matched_attributes(nusc: "NuScenes", results_path: str | Path, eval_set: str
 
 
 SPEED_BIN_EDGES_MPS: tuple[float, ...] = (0.0, 0.5, 3.0, 6.0, 10.0, math.inf)
+# the classes whose velocity the devkit scores (it gives cones and barriers none)
+VELOCITY_CLASSES: tuple[str, ...] = tuple(n for n in DETECTION_NAMES if n not in ("traffic_cone", "barrier"))
 
 
 def speed_bins(gt_velocity: np.ndarray, pred_velocity: np.ndarray, edges: Sequence[float] = SPEED_BIN_EDGES_MPS) -> list[dict]:
@@ -241,9 +244,7 @@ def velocity_by_speed(ev, dist_th: float = 2.0, edges: Sequence[float] = SPEED_B
     """Per class with a velocity (not cones or barriers): speed_bins of its true positives in a loaded
     DetectionEval. Shows where mAVE comes from, e.g. speeds pulled toward a typical value."""
     out = {}
-    for name in DETECTION_NAMES:
-        if name in ("traffic_cone", "barrier"):  # the devkit scores no velocity for them
-            continue
+    for name in VELOCITY_CLASSES:
         pairs = match_true_positives(ev, name, dist_th)
         gt = np.array([gt.velocity for _, gt in pairs], dtype=np.float64).reshape(-1, 2)
         pred = np.array([pred.velocity for pred, _ in pairs], dtype=np.float64).reshape(-1, 2)
@@ -482,6 +483,10 @@ def format_report(report: dict) -> str:
         speeds = report.get("meta", {}).get("attributes")
         if speeds:
             lines.append("  attributes: moving above " + ", ".join(f"{k.removesuffix('_moving_mps')} {v:g} m/s" for k, v in speeds.items()))
+        radii = {k: v for k, v in report.get("meta", {}).get("nms_radius_m", {}).items() if v > 0}
+        if radii:
+            lines.append("  NMS also drops a box within " + ", ".join(f"{k} {v:g}" for k, v in radii.items())
+                         + " m of a better one of its class")
     else:
         lines.append(f"detection: {det}")
     seg = report["segmentation"]

@@ -1,5 +1,10 @@
 """Greedy non-maximum suppression on rotated BEV boxes, per class (lecture Part 1: NMS is done per class).
 
+A box is suppressed by a kept, higher-ranked box of its class when their rotated BEV IoU exceeds the
+threshold or, with per-class `radii`, when their centres lie closer than the class's radius (CenterPoint's
+circle NMS: small objects such as pedestrians and cones barely overlap their own duplicates one anchor cell
+away, so IoU alone keeps them).
+
 The fast path (`batched_nms_bev`) is one numba pass over the boxes in rank order (score descending, ties by
 class then index): a kept box tests only the later, still unsuppressed boxes of its own class, and computes
 the exact rotated IoU (convex polygon clipping, float64) only for those whose axis-aligned bounding rectangles
@@ -93,11 +98,12 @@ def _clip_area(px, py, n, qx, qy, tx, ty):
 
 
 @njit(cache=True, nogil=True)
-def _greedy_nms(boxes, labels, thr, max_keep):
+def _greedy_nms(boxes, labels, thr, max_keep, radius):
     """Greedy NMS over boxes already in rank order -> positions kept, in order. A kept box scans only the later
     boxes of its class (positions grouped by class once, rank order kept within each class).
 
-    boxes (N, 7) float64 (x, y, z, w, l, h, yaw); labels (N,) int64.
+    boxes (N, 7) float64 (x, y, z, w, l, h, yaw); labels (N,) int64; radius (N,) float64 suppression radius of
+    each box's class (0: IoU only).
     """
     n = labels.shape[0]
     ox, oy = np.empty((n, 4)), np.empty((n, 4))  # CCW corner offsets from the centre, ego axes
@@ -139,6 +145,9 @@ def _greedy_nms(boxes, labels, thr, max_keep):
             if suppressed[j]:
                 continue
             dx, dy = boxes[j, 0] - boxes[i, 0], boxes[j, 1] - boxes[i, 1]
+            if dx * dx + dy * dy < radius[i] * radius[i]:  # centres within the class's radius
+                suppressed[j] = True
+                continue
             iou = 0.0
             if abs(dx) < hx[i] + hx[j] and abs(dy) < hy[i] + hy[j]:  # bounding rectangles meet: exact IoU, i's frame
                 for k in range(4):
@@ -151,21 +160,37 @@ def _greedy_nms(boxes, labels, thr, max_keep):
     return keep[:nk]
 
 
-def batched_nms_bev(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, max_keep: int | None = None) -> Tensor:
+def _box_radii(radii, labels: Tensor) -> np.ndarray:
+    """Per-class radii (C,) metres (None: none) -> (N,) float64 radius of each box's class; checks them."""
+    lab = labels.detach().cpu().to(torch.int64).numpy()
+    if radii is None:
+        return np.zeros(lab.shape[0])
+    r = np.asarray(radii, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(r) & (r >= 0)):
+        raise ValueError(f"NMS radii must be finite and >= 0 metres, got {r.tolist()}")
+    if lab.size and int(lab.max()) >= r.shape[0]:
+        raise ValueError(f"NMS radii: {r.shape[0]} radii for labels up to {int(lab.max())}")
+    return r[lab]
+
+
+def batched_nms_bev(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, max_keep: int | None = None,
+                    radii=None) -> Tensor:
     """Per-class greedy NMS: boxes (N, >=7), scores (N,), labels (N,) -> kept indices (K,) int64 by descending score.
 
     A box is dropped when its exact rotated BEV IoU with an already kept, higher-ranked box of its class is
-    > iou_threshold. Rank: descending score, ties by ascending label, then index. `max_keep` returns only the
-    first max_keep of the kept list (the same as slicing the full result, but stops early).
+    > iou_threshold, or when its centre lies within `radii[label]` metres of that box's (radii (C,), per class;
+    None or 0: IoU only). Rank: descending score, ties by ascending label, then index. `max_keep` returns only
+    the first max_keep of the kept list (the same as slicing the full result, but stops early).
     """
     _check("batched_nms_bev", boxes, scores, labels)
+    radius = _box_radii(radii, labels)
     n = boxes.shape[0]
     if n == 0 or (max_keep is not None and max_keep <= 0):
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     order = rank_order(scores, labels)
     b = boxes[order, :7].detach().cpu().to(torch.float64).numpy()  # (N, 7) exact widening of float32 boxes
     lab = labels[order].detach().cpu().to(torch.int64).numpy()
-    kept = _greedy_nms(b, lab, float(iou_threshold), n if max_keep is None else int(max_keep))
+    kept = _greedy_nms(b, lab, float(iou_threshold), n if max_keep is None else int(max_keep), radius[order.cpu().numpy()])
     return order[torch.from_numpy(kept).to(order.device)]
 
 
@@ -180,14 +205,17 @@ def nms_bev(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
 
 # ---- the previous dense implementation: reference for tests and the benchmark --------------------------
-def nms_bev_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
-    """nms_bev as it was: all near pairs' IoU in torch (perception.boxes.rotated_bev_iou), then a numpy greedy loop."""
+def nms_bev_reference(boxes: Tensor, scores: Tensor, iou_threshold: float, radius: float = 0.0) -> Tensor:
+    """nms_bev as it was: all near pairs' IoU in torch (perception.boxes.rotated_bev_iou), then a numpy greedy
+    loop; `radius` adds the centre-distance rule (all pairs' distances)."""
     _check("nms_bev_reference", boxes, scores)
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     over = (rotated_bev_iou(boxes[order], boxes[order]) > iou_threshold).cpu().numpy()  # (N, N), sorted order
+    centres = boxes[order, :2].detach().cpu().to(torch.float64)
+    over |= (torch.cdist(centres, centres) < radius).numpy()
     suppressed = np.zeros(n, dtype=bool)
     keep = []
     for i in range(n):
@@ -199,10 +227,11 @@ def nms_bev_reference(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Te
 
 
 def batched_nms_bev_reference(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float,
-                              max_keep: int | None = None) -> Tensor:
+                              max_keep: int | None = None, radii=None) -> Tensor:
     """batched_nms_bev as it was: nms_bev_reference per class, then the kept indices sorted by descending score."""
     _check("batched_nms_bev_reference", boxes, scores, labels)
-    keep = [idx[nms_bev_reference(boxes[idx], scores[idx], iou_threshold)] for idx in
+    radius = _box_radii(radii, labels)
+    keep = [idx[nms_bev_reference(boxes[idx], scores[idx], iou_threshold, float(radius[idx[0]]))] for idx in
             (torch.nonzero(labels == c).flatten() for c in torch.unique(labels))]
     if not keep:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)

@@ -90,12 +90,15 @@ def read_submission(path: str | Path) -> tuple[dict[str, list[dict]], dict]:
     return data["results"], data["meta"]
 
 
-def split_sample_tokens(nusc: "NuScenes", eval_set: str) -> list[str]:
-    """Tokens of every sample whose scene is in the devkit's split `eval_set` (e.g. 'mini_val')."""
+def split_sample_tokens(nusc: "NuScenes", eval_set: str, scenes: Iterable[str] | None = None) -> list[str]:
+    """Tokens of every sample whose scene is in the devkit's split `eval_set` (e.g. 'mini_val'), and among
+    `scenes` (names) when given."""
     from nuscenes.utils.splits import create_splits_scenes
 
-    scenes = set(create_splits_scenes()[eval_set])
-    return [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in scenes]
+    names = set(create_splits_scenes()[eval_set])
+    if scenes is not None:
+        names &= set(scenes)
+    return [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in names]
 
 
 def ground_truth_results(nusc: "NuScenes", eval_set: str, score: float = 1.0) -> dict[str, list[dict]]:

@@ -1,9 +1,13 @@
-"""`bevstream calibrate`: fit the speed thresholds that name the submission attributes of a weights file.
+"""`bevstream calibrate`: fit the post-processing settings that depend on a weights file's own errors.
 
-The model predicts no attribute; a box is named moving above its group's speed threshold
-(perception.attributes). The threshold that suits a model depends on how noisy its velocities are, so
-it is fitted per weights file on a split the weights were trained on (never the evaluation split) and
-stored in the file's model config, where `eval`, `replay` and `stream` read it.
+- Attribute speed thresholds: the model predicts no attribute; a box is named moving above its group's
+  speed threshold (perception.attributes), and the threshold that suits a model depends on how noisy its
+  velocities are.
+- Circle-NMS radii: per class, the centre distance within which a lower-scored box is a duplicate
+  (perception.nms_radius), which depends on how far apart the model places its duplicates.
+
+Both are fitted on a split the weights were trained on (never the evaluation split) and stored in the
+file's model config, where `eval`, `replay` and `stream` read them.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-HELP = "Fit the attribute speed thresholds of a weights file on a training split (and store them with --write)."
+HELP = ("Fit the attribute speed thresholds and circle-NMS radii of a weights file on a training split "
+        "(and store them with --write).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,11 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "you report")
     parser.add_argument("--scenes", nargs="+", default=None, help="only these scenes of the split")
     parser.add_argument("--results", type=Path, default=None,
-                        help="a submission file of these weights on the split, instead of running the model")
+                        help="a submission file of these weights on the split with no NMS radius (as calibrate makes "
+                             "them), instead of running the model")
     parser.add_argument("--keyframes-only", action="store_true", help="run the model on keyframes only")
     parser.add_argument("--out", type=Path, default=Path("runs/calibrate"),
-                        help="results_nusc.json and attributes.json go here (default runs/calibrate)")
-    parser.add_argument("--write", action="store_true", help="store the fitted thresholds in the weights file")
+                        help="results_nusc.json and calibration.json go here (default runs/calibrate)")
+    parser.add_argument("--write", action="store_true", help="store the fitted thresholds and radii in the weights file")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -40,13 +46,23 @@ def format_fits(fits) -> str:
     return "\n".join(rows)
 
 
+def format_radius_fits(fits) -> str:
+    rows = [f"{'class':<22}{'boxes':>7}{'radius m':>10}{'AP':>8}   (before: radius, AP)"]
+    for f in fits:
+        rows.append(f"{f.name:<22}{f.boxes:>7}{f.radius:>10.1f}{f.ap:>8.3f}   ({f.previous_radius:.1f}, {f.previous_ap:.3f})")
+    return "\n".join(rows)
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from perception.attributes import AttributeConfig, fit_moving_speed
-    from perception.evaluation import eval_set_name, matched_attributes
+    from perception.config import model_config_to_dict
+    from perception.evaluation import eval_set_name, loaded_detection_eval, matched_attributes
+    from perception.nms_radius import fit_nms_radii
     from perception.training import load_trained_model, save_model_options
     from replay.clips import load_nusc
+    from replay.submission import split_sample_tokens
 
     who = "bevstream calibrate"
     if not args.weights.is_file():
@@ -71,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
+        head = model.detection_head  # predict with no radius, so that every candidate can be tried afterwards
+        head.config = dataclasses.replace(head.config, nms_radius_m=(0.0,) * len(head.config.nms_radius_m))
         try:
             _, results = predict_split(model, nusc, args, eval_set, args.out / "results_nusc.json", who)
         except (FileNotFoundError, ValueError) as exc:
@@ -89,13 +107,23 @@ def run(args: argparse.Namespace) -> int:
         thresholds[f"{group}_moving_mps"] = round(fit.threshold, 3)
     fitted = dataclasses.replace(before, **thresholds)
     print(format_fits(fits))
+
+    tokens = split_sample_tokens(nusc, eval_set, args.scenes)
+    previous_radii = model.config.detection.nms_radius_m
+    radius_fits = fit_nms_radii(loaded_detection_eval(nusc, results, eval_set), tokens, previous_radii)
+    radii = [f.radius for f in radius_fits]
+    print(format_radius_fits(radius_fits))
+
     record = {"weights": str(args.weights), "dataroot": str(args.dataroot), "version": args.version, "eval_set": eval_set,
-              "scenes": args.scenes, "results": str(results), "attributes": dataclasses.asdict(fitted),
-              "fits": [dataclasses.asdict(f) for f in fits]}
-    (args.out / "attributes.json").write_text(json.dumps(record, indent=2))
+              "scenes": args.scenes, "samples": len(tokens), "results": str(results),
+              "attributes": dataclasses.asdict(fitted), "fits": [dataclasses.asdict(f) for f in fits],
+              "nms_radius_m": radii, "radius_fits": [dataclasses.asdict(f) for f in radius_fits]}
+    (args.out / "calibration.json").write_text(json.dumps(record, indent=2))
     if args.write:
         save_model_options(args.weights, "attributes", dataclasses.asdict(fitted))
-        print(f"stored in {args.weights}: model.attributes = {dataclasses.asdict(fitted)}")
+        detection = model_config_to_dict(model.config)["detection"]
+        save_model_options(args.weights, "detection", {**detection, "nms_radius_m": radii})
+        print(f"stored in {args.weights}: model.attributes = {dataclasses.asdict(fitted)}, model.detection.nms_radius_m = {radii}")
     else:
-        print(f"not stored (dry run; --write stores them in {args.weights}); {args.out / 'attributes.json'}")
+        print(f"not stored (dry run; --write stores them in {args.weights}); {args.out / 'calibration.json'}")
     return 0

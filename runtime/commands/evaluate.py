@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         import torch
 
+        from perception.classes import DETECTION_NAMES
         from perception.model import BEVStreamModel
         from perception.training import load_trained_model
 
@@ -120,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         meta.update(source="model", checkpoint=None if ckpt is None else str(ckpt), frames=mr.frames,
                     keyframes=mr.keyframes, model_wall_s=round(mr.wall_s, 2),
                     video_module=bool(model.config.video.enabled), reset_every=args.reset_every, results=str(path),
-                    attributes=dataclasses.asdict(model.config.attributes))
+                    attributes=dataclasses.asdict(model.config.attributes),
+                    nms_radius_m=dict(zip(DETECTION_NAMES, model.detection_head.config.nms_radius_m)))
         report = evaluation_report(detection, mr.segmentation.result(), mr.road.result(), meta)
     report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))

@@ -17,16 +17,18 @@ def _iou(a, b) -> float:
     return pa.intersection(pb).area / pa.union(pb).area
 
 
-def brute_force_nms(boxes, scores, labels, thr):
-    """Per class: rank by (-score, index), keep a box unless its IoU with a kept one is > thr; then all kept
-    boxes by (-score, label, index)."""
+def brute_force_nms(boxes, scores, labels, thr, radii=None):
+    """Per class: rank by (-score, index), keep a box unless its IoU with a kept one is > thr or its centre
+    lies within the class's radius of that one's; then all kept boxes by (-score, label, index)."""
     keep = []
     for c in sorted(set(labels.tolist())):
+        r = 0.0 if radii is None else radii[c]
         idx = [i for i in range(len(scores)) if labels[i].item() == c]
         idx.sort(key=lambda i: (-scores[i].item(), i))
         kept_c = []
         for i in idx:
-            if all(_iou(boxes[i], boxes[k]) <= thr for k in kept_c):
+            if all(_iou(boxes[i], boxes[k]) <= thr and math.dist(boxes[i, :2].tolist(), boxes[k, :2].tolist()) >= r
+                   for k in kept_c):
                 kept_c.append(i)
         keep += kept_c
     return sorted(keep, key=lambda i: (-scores[i].item(), labels[i].item(), i))
@@ -64,6 +66,32 @@ def test_batched_nms_equals_brute_force(seed, thr, classes, levels):
         assert batched_nms_bev(boxes, scores, labels, thr, max_keep=k).tolist() == got[:k]
 
 
+@pytest.mark.parametrize("seed,thr,radii", [
+    (0, 0.2, [0.0, 1.0, 2.5]),  # IoU only for class 0; small and large circles
+    (1, 1.0, [0.5, 1.5, 3.0]),  # circles only: IoU never exceeds 1
+    (2, 0.0, [2.0, 0.0, 1.0]),
+])
+def test_nms_with_class_radii_equals_brute_force(seed, thr, radii):
+    """The centre-distance rule (CenterPoint's circle NMS) beside the IoU rule, per class."""
+    boxes, scores, labels = _random(80, seed, classes=3)
+    boxes[:, 3:5] *= 0.3  # small boxes, as pedestrians and cones: their duplicates barely overlap
+    got = batched_nms_bev(boxes, scores, labels, thr, radii=radii).tolist()
+    assert got == brute_force_nms(boxes, scores, labels, thr, radii)
+    assert got == batched_nms_bev_reference(boxes, scores, labels, thr, radii=radii).tolist()
+    assert set(got) < set(batched_nms_bev(boxes, scores, labels, thr).tolist()) or thr == 1.0  # the circles take more
+    for k in (1, 5, len(got)):
+        assert batched_nms_bev(boxes, scores, labels, thr, max_keep=k, radii=radii).tolist() == got[:k]
+    assert batched_nms_bev(boxes, scores, labels, thr, radii=[0.0] * 3).tolist() == batched_nms_bev(boxes, scores, labels, thr).tolist()
+
+
+def test_nms_radii_are_checked():
+    boxes, scores, labels = _random(10, 0, classes=3)
+    with pytest.raises(ValueError, match="radii"):
+        batched_nms_bev(boxes, scores, labels, 0.2, radii=[1.0, 1.0])  # label 2 has none
+    with pytest.raises(ValueError, match="radii"):
+        batched_nms_bev(boxes, scores, labels, 0.2, radii=[1.0, -1.0, 1.0])
+
+
 def test_touching_nested_and_identical_boxes():
     # yaw 0.3 everywhere: b shares a's long edge, c touches a at a corner only, d lies inside e, f duplicates e
     yaw = 0.3
@@ -96,15 +124,22 @@ def test_float32_model_boxes_equal_the_previous_implementation():
         assert 50 < len(got) < 600
 
 
-def test_decode_equals_decode_with_the_previous_nms():
+@pytest.mark.parametrize("radii", [(0.0,) * 10, (2.0, 4.0, 2.5, 4.0, 4.0, 2.5, 4.0, 0.0, 2.5, 2.0)])
+def test_decode_equals_decode_with_the_previous_nms(radii):
     torch.manual_seed(0)
     grid = BEVGrid(x_min=-25.6, x_max=25.6, y_min=-25.6, y_max=25.6, resolution=1.6)
-    head = DetectionHead(8, grid, DetectionHeadConfig(score_threshold=0.05, nms_pre=1000, max_detections=100)).eval()
+    config = DetectionHeadConfig(score_threshold=0.05, nms_pre=1000, max_detections=100, nms_radius_m=radii)
+    head = DetectionHead(8, grid, config).eval()
     preds = {"cls_logits": torch.randn(2, head.anchors.shape[0], head.num_classes) - 2.0,
              "box_deltas": torch.randn(2, head.anchors.shape[0], 10) * 0.5}
     for fast, ref in zip(head.decode(preds), head.decode(preds, nms=batched_nms_bev_reference)):
         assert len(fast) == 100  # the max_detections limit is reached: the early stop is exercised
         assert torch.equal(fast.boxes, ref.boxes) and torch.equal(fast.scores, ref.scores) and torch.equal(fast.labels, ref.labels)
+        if any(radii):  # no two kept boxes of a class closer than its radius
+            d = torch.cdist(fast.boxes[:, :2].double(), fast.boxes[:, :2].double())
+            same = fast.labels[:, None] == fast.labels[None, :]
+            r = torch.tensor(radii, dtype=torch.float64)[fast.labels]
+            assert not bool(((d < r[:, None]) & same & ~torch.eye(len(fast), dtype=torch.bool)).any())
 
 
 def test_nms_keeps_one_of_duplicates_but_not_across_classes():

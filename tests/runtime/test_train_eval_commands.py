@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from perception.classes import DETECTION_NAMES
 from runtime.cli import main
 from tests.perception.model_fixtures import TINY_MODEL_YAML as TINY_MODEL
 
@@ -41,6 +42,7 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["keyframes"] == 40 and report["meta"]["checkpoint"] == str(tmp_path / "w.pt")
     assert report["meta"]["attributes"] == {"vehicle_moving_mps": 0.2, "pedestrian_moving_mps": 0.2, "cycle_moving_mps": 0.2}
+    assert report["meta"]["nms_radius_m"] == dict.fromkeys(DETECTION_NAMES, 0.0)
     assert set(report["detection"]) >= {"NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "per_class_AP", "velocity_by_speed"}
     assert report["segmentation"].startswith("not available") and report["road"].startswith("not available")
     results = json.loads((out / "results_nusc.json").read_text())
@@ -58,12 +60,19 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     cal = ["calibrate", "--weights", str(tmp_path / "w.pt"), "--dataroot", str(real_scene_root), "--version",
            "v1.0-trainval", "--split", "val", "--results", str(gt), "--out", str(tmp_path / "cal")]
     assert main(cal) == 0 and load_trained_model(tmp_path / "w.pt").config.attributes.vehicle_moving_mps == 0.2  # dry run
+    from perception.training import save_model_options
+
+    save_model_options(tmp_path / "w.pt", "detection", {**saved["config"]["model"]["detection"], "nms_radius_m": [1.0] * 10})
     assert main(cal + ["--write"]) == 0
-    record = json.loads((tmp_path / "cal" / "attributes.json").read_text())
+    record = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     assert {f["group"] for f in record["fits"]} == {"vehicle", "pedestrian", "cycle"}
     assert all(f["accuracy"] >= f["previous_accuracy"] and f["boxes"] > 0 for f in record["fits"])
-    stored = load_trained_model(tmp_path / "w.pt").config.attributes
-    assert stored.vehicle_moving_mps == record["attributes"]["vehicle_moving_mps"]
+    stored = load_trained_model(tmp_path / "w.pt").config
+    assert stored.attributes.vehicle_moving_mps == record["attributes"]["vehicle_moving_mps"]
+    assert len(record["radius_fits"]) == 10 and all(f["ap"] >= f["previous_ap"] and f["previous_radius"] == 1.0
+                                                    for f in record["radius_fits"])
+    assert list(stored.detection.nms_radius_m) == record["nms_radius_m"] == [0.0] * 10  # clean boxes: no radius
+    assert stored.detection.score_threshold == saved["config"]["model"]["detection"]["score_threshold"]  # the rest kept
     assert main(cal[:2] + [str(tmp_path / "none.pt")] + cal[3:]) == 2
     assert "weights not found" in capsys.readouterr().err
 
