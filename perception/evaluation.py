@@ -200,13 +200,11 @@ def loaded_detection_eval(nusc: "NuScenes", results_path: str | Path, eval_set: 
                              output_dir=tmp, verbose=False)
 
 
-def matched_attributes(nusc: "NuScenes", results_path: str | Path, eval_set: str, dist_th: float = 2.0,
-                       max_range: float | None = None) -> dict[str, tuple[np.ndarray, list[str]]]:
+def matched_attributes(ev, dist_th: float = 2.0) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Per attribute group (perception.attributes): the predicted speed (N,) and the ground-truth attribute
-    of every true positive (match_true_positives: DetectionEval's loading and filtering, its matching)."""
+    of every true positive of a loaded DetectionEval `ev` (loaded_detection_eval; match_true_positives)."""
     from perception.attributes import GROUP_OF_CLASS
 
-    ev = loaded_detection_eval(nusc, results_path, eval_set, max_range)
     out: dict[str, tuple[list[float], list[str]]] = {}
     for name, group in GROUP_OF_CLASS.items():
         speeds, gt_attributes = out.setdefault(group, ([], []))

@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             print(f"{who}: {exc}", file=sys.stderr)
             return 2
-    matched = matched_attributes(nusc, results, eval_set)
+    ev = loaded_detection_eval(nusc, results, eval_set)  # the devkit's loading and filtering, once for both fits
+    matched = matched_attributes(ev)
     before: AttributeConfig = model.config.attributes
     fits, thresholds = [], {}
     for group, (speeds, gt_attributes) in matched.items():
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     tokens = split_sample_tokens(nusc, eval_set, args.scenes)
     previous_radii = model.config.detection.nms_radius_m
-    radius_fits = fit_nms_radii(loaded_detection_eval(nusc, results, eval_set), tokens, previous_radii)
+    radius_fits = fit_nms_radii(ev, tokens, previous_radii)
     radii = [f.radius for f in radius_fits]
     print(format_radius_fits(radius_fits))
 

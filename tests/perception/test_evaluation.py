@@ -262,11 +262,11 @@ def test_matched_attributes_pairs_each_prediction_with_its_ground_truth(nusc, tm
     """The visible ground truth as predictions: every box in range matches its own annotation (speed and
     attribute its own); moved 1 m, they match within 2 m, and within 0.9 m only where another box stands near."""
     from perception.attributes import GROUP_OF_CLASS
-    from perception.evaluation import matched_attributes
+    from perception.evaluation import loaded_detection_eval, matched_attributes
     from replay.submission import write_submission
 
     results = _gt_as_predictions(nusc, min_points=1)
-    matched = matched_attributes(nusc, write_submission(tmp_path / "gt.json", results), "val")
+    matched = matched_attributes(loaded_detection_eval(nusc, write_submission(tmp_path / "gt.json", results), "val"))
     summary = run_detection_eval(nusc, tmp_path / "gt.json", "val")
     assert summary["mAP"] == pytest.approx(1.0, abs=1e-3)  # so every box in range is a true positive
     expected: dict[str, list[tuple[float, str]]] = {}
@@ -285,9 +285,10 @@ def test_matched_attributes_pairs_each_prediction_with_its_ground_truth(nusc, tm
         for b in boxes:
             b["translation"] = [b["translation"][0] + 1.0, *b["translation"][1:]]
     moved = write_submission(tmp_path / "moved.json", results)
-    for group, (speeds, _) in matched_attributes(nusc, moved, "val").items():  # a few boxes moved out of range
+    moved_ev = loaded_detection_eval(nusc, moved, "val")
+    for group, (speeds, _) in matched_attributes(moved_ev).items():  # a few boxes moved out of range
         assert 0.95 * len(matched[group][0]) <= len(speeds) <= len(matched[group][0])
-    near = matched_attributes(nusc, moved, "val", dist_th=0.9)  # below the shift: only another box can match
+    near = matched_attributes(moved_ev, dist_th=0.9)  # below the shift: only another box can match
     assert len(near["vehicle"][0]) == len(near["cycle"][0]) == 0
     assert len(near["pedestrian"][0]) <= 0.1 * len(matched["pedestrian"][0])  # a neighbour in a group, now and then
 
