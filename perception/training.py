@@ -516,14 +516,14 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
 
 
 def save_model_options(path: str | Path, section: str, values: dict) -> Path:
-    """Replace one section of the model config saved in a weights file (e.g. 'attributes', the speed
-    thresholds `bevstream calibrate` fits), keeping the weights and everything else as they are."""
+    """Update one section of the model config saved in a weights file with `values` (e.g. 'attributes', the
+    speed thresholds `bevstream calibrate` fits), keeping the weights and everything else as they are."""
     from perception.config import model_config_from_dict
 
     state = load_checkpoint(path)
     config = dict(state.get("config") or {})
     model = dict(config.get("model") or {})
-    model[section] = dict(values)
+    model[section] = {**(model.get(section) or {}), **values}
     model_config_from_dict(model)  # the new section must validate before the file changes
     config["model"] = model
     state["config"] = config

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/calibrate"),
                         help="results_nusc.json and calibration.json go here (default runs/calibrate)")
     parser.add_argument("--write", action="store_true", help="store the fitted thresholds and radii in the weights file")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="runtime.yaml whose model section is laid over the weights' config when the model runs "
+                             "(as in eval: the score threshold); default: the project's runtime.yaml")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -57,12 +60,12 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from perception.attributes import AttributeConfig, fit_moving_speed
-    from perception.config import model_config_to_dict
     from perception.evaluation import eval_set_name, loaded_detection_eval, matched_attributes
     from perception.nms_radius import fit_nms_radii
     from perception.training import load_trained_model, save_model_options
     from replay.clips import load_nusc
     from replay.submission import split_sample_tokens
+    from runtime.config import ConfigError, load_config
 
     who = "bevstream calibrate"
     if not args.weights.is_file():
@@ -74,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         eval_set = eval_set_name(args.version, args.split)
         nusc = load_nusc(str(args.dataroot), args.version)
-        model = load_trained_model(args.weights)
-    except (ValueError, FileNotFoundError) as exc:
+        model = load_trained_model(args.weights, load_config(args.config).model.options)  # post-processing as eval runs it
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
         print(f"{who}: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
@@ -122,8 +125,7 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "calibration.json").write_text(json.dumps(record, indent=2))
     if args.write:
         save_model_options(args.weights, "attributes", dataclasses.asdict(fitted))
-        detection = model_config_to_dict(model.config)["detection"]
-        save_model_options(args.weights, "detection", {**detection, "nms_radius_m": radii})
+        save_model_options(args.weights, "detection", {"nms_radius_m": radii})
         print(f"stored in {args.weights}: model.attributes = {dataclasses.asdict(fitted)}, model.detection.nms_radius_m = {radii}")
     else:
         print(f"not stored (dry run; --write stores them in {args.weights}); {args.out / 'calibration.json'}")

@@ -1,6 +1,7 @@
 """Training loop: loss decreases, checkpoint -> resume reproduces an uninterrupted run, schedule, sampler."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -311,8 +312,8 @@ def test_streaming_training_needs_a_walkable_index(tmp_path):
 
 
 def test_save_model_options_rewrites_one_section_and_the_model_reads_it(tmp_path):
-    """`bevstream calibrate --write`: the attribute thresholds replace their section of the saved config;
-    weights and other sections stay; a bad value is refused before the file changes."""
+    """`bevstream calibrate --write`: the attribute thresholds and NMS radii update their sections of the saved
+    config; weights, other keys and other sections stay; a bad value is refused before the file changes."""
     from perception.config import model_config_to_dict
     from perception.model import BEVStreamModel
     from perception.training import CHECKPOINT_FORMAT, load_checkpoint, load_trained_model, save_model_options
@@ -336,6 +337,11 @@ def test_save_model_options_rewrites_one_section_and_the_model_reads_it(tmp_path
     with pytest.raises(ValueError, match="vehicle_moving_mps"):
         save_model_options(path, "attributes", {"vehicle_moving_mps": -1.0})
     assert path.read_bytes() == before
+    radii = [2.0, 4.0, 2.5, 4.0, 4.0, 2.5, 4.0, 0.0, 2.5, 2.0]
+    save_model_options(path, "detection", {"nms_radius_m": radii})  # the other keys of the section stay
+    loaded = load_trained_model(path)
+    assert loaded.config.detection == dataclasses.replace(model.config.detection, nms_radius_m=tuple(radii))
+    assert loaded.config.attributes.vehicle_moving_mps == 2.5
 
 
 def test_weights_older_than_a_zero_initialised_branch_load_into_the_model(tmp_path):
