@@ -23,6 +23,7 @@ from perception.classes import DETECTION_NAMES
 from perception.grid import BEVGrid
 from perception.losses import sigmoid_focal_loss, smooth_l1_loss
 from perception.nms import batched_nms_bev, best_class
+from perception.still_speed import zero_slow_velocities
 from perception.structures import Detections
 
 
@@ -47,6 +48,9 @@ class DetectionHeadConfig:
     # ... or whose centre lies this close (metres, per class in DETECTION_NAMES order; 0 = IoU only): CenterPoint's
     # circle NMS, fitted per weights file by `bevstream calibrate`
     nms_radius_m: tuple[float, ...] = (0.0,) * len(DETECTION_NAMES)
+    # a kept box slower than its class's still speed (m/s, DETECTION_NAMES order; 0 = off) is reported at velocity 0:
+    # the velocity noise of parked objects, fitted per weights file by `bevstream calibrate` (perception.still_speed)
+    still_speed_mps: tuple[float, ...] = (0.0,) * len(DETECTION_NAMES)
     max_detections: int = 200
     # Classes whose heading is only defined modulo pi (a barrier looks the same turned round; the devkit scores
     # its orientation with period pi, and ignores a cone's): their yaw target is the one of yaw, yaw + pi
@@ -61,9 +65,11 @@ class DetectionHeadConfig:
             raise ValueError(f"DetectionHeadConfig: code_weights needs {CODE_SIZE} entries, got {len(self.code_weights)}")
         if not 0 <= self.neg_iou <= self.pos_iou <= 1:
             raise ValueError(f"DetectionHeadConfig: need 0 <= neg_iou ({self.neg_iou}) <= pos_iou ({self.pos_iou}) <= 1")
-        if len(self.nms_radius_m) != len(DETECTION_NAMES) or not all(r >= 0 for r in self.nms_radius_m):
-            raise ValueError(f"DetectionHeadConfig: nms_radius_m needs {len(DETECTION_NAMES)} radii >= 0 "
-                             f"(one per class of {DETECTION_NAMES}), got {self.nms_radius_m}")
+        for key in ("nms_radius_m", "still_speed_mps"):
+            values = getattr(self, key)
+            if len(values) != len(DETECTION_NAMES) or not all(v >= 0 for v in values):
+                raise ValueError(f"DetectionHeadConfig: {key} needs {len(DETECTION_NAMES)} values >= 0 "
+                                 f"(one per class of {DETECTION_NAMES}), got {values}")
         unknown = sorted(set(self.symmetric_yaw_classes) - set(DETECTION_NAMES))
         if unknown:
             raise ValueError(f"DetectionHeadConfig: symmetric_yaw_classes {unknown} are not detection classes {DETECTION_NAMES}")
@@ -219,7 +225,7 @@ class DetectionHead(nn.Module):
     @torch.no_grad()
     def decode(self, preds: dict[str, Tensor], nms=batched_nms_bev) -> list[Detections]:
         """Per batch item: score threshold, top-k (nms_pre), per-class rotated-BEV NMS (with the class's circle
-        radius), keep max_detections.
+        radius), keep max_detections, velocity 0 below the class's still speed.
 
         `nms(boxes, scores, labels, iou_threshold, max_keep, radii)` is the NMS (perception.nms; its reference
         implementation for comparisons); with max_keep it stops after the max_detections best kept boxes.
@@ -233,5 +239,6 @@ class DetectionHead(nn.Module):
                 idx = idx[scores[idx].topk(cfg.nms_pre).indices]
             boxes = decode_boxes(deltas[idx], self.anchors[idx], cfg.velocity_scale)  # (K, 9)
             keep = nms(boxes, scores[idx], labels[idx], cfg.nms_iou, max_keep=cfg.max_detections, radii=cfg.nms_radius_m)
-            out.append(Detections(boxes[keep].float(), scores[idx][keep].float(), labels[idx][keep]))
+            kept = zero_slow_velocities(boxes[keep], labels[idx][keep], cfg.still_speed_mps)  # (k, 9)
+            out.append(Detections(kept.float(), scores[idx][keep].float(), labels[idx][keep]))
         return out

@@ -200,16 +200,20 @@ def loaded_detection_eval(nusc: "NuScenes", results_path: str | Path, eval_set: 
                              output_dir=tmp, verbose=False)
 
 
-def matched_attributes(ev, dist_th: float = 2.0) -> dict[str, tuple[np.ndarray, list[str]]]:
+def matched_attributes(ev, dist_th: float = 2.0, still_speed: Mapping[str, float] | None = None,
+                       ) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Per attribute group (perception.attributes): the predicted speed (N,) and the ground-truth attribute
-    of every true positive of a loaded DetectionEval `ev` (loaded_detection_eval; match_true_positives)."""
+    of every true positive of a loaded DetectionEval `ev` (loaded_detection_eval; match_true_positives).
+    `still_speed` {class: m/s}: speeds below a class's are taken as 0, as the runtime reports them."""
     from perception.attributes import GROUP_OF_CLASS
 
+    still_speed = still_speed or {}
     out: dict[str, tuple[list[float], list[str]]] = {}
     for name, group in GROUP_OF_CLASS.items():
         speeds, gt_attributes = out.setdefault(group, ([], []))
         for pred, gt in match_true_positives(ev, name, dist_th):
-            speeds.append(float(np.hypot(*pred.velocity[:2])))
+            speed = float(np.hypot(*pred.velocity[:2]))
+            speeds.append(0.0 if speed < still_speed.get(name, 0.0) else speed)
             gt_attributes.append(gt.attribute_name)
     return {group: (np.asarray(v, dtype=np.float64), a) for group, (v, a) in out.items()}
 
@@ -485,6 +489,9 @@ def format_report(report: dict) -> str:
         if radii:
             lines.append("  NMS also drops a box within " + ", ".join(f"{k} {v:g}" for k, v in radii.items())
                          + " m of a better one of its class")
+        still = {k: v for k, v in report.get("meta", {}).get("still_speed_mps", {}).items() if v > 0}
+        if still:
+            lines.append("  velocity 0 below " + ", ".join(f"{k} {v:g}" for k, v in still.items()) + " m/s")
     else:
         lines.append(f"detection: {det}")
     seg = report["segmentation"]

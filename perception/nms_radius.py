@@ -69,6 +69,20 @@ def circle_suppressed(boxes: Sequence, radius: float) -> list:
     return [boxes[i] for i in keep.tolist()]
 
 
+def with_radii(pred_boxes, tokens: Iterable[str], radii: Sequence[float], names: Sequence[str] = DETECTION_NAMES):
+    """EvalBoxes of the samples `tokens`, each class thinned by the circle rule of its radius (names order)."""
+    from nuscenes.eval.common.data_classes import EvalBoxes
+
+    out = EvalBoxes()
+    for token in tokens:
+        kept = []
+        for name, radius in zip(names, radii):
+            boxes = sorted((b for b in pred_boxes[token] if b.detection_name == name), key=lambda b: -b.detection_score)
+            kept += circle_suppressed(boxes, radius)
+        out.add_boxes(token, kept)
+    return out
+
+
 def fit_nms_radii(ev, tokens: Iterable[str], previous: Sequence[float], candidates: Sequence[float] = CANDIDATE_RADII_M,
                   names: Sequence[str] = DETECTION_NAMES) -> list[RadiusFit]:
     """Per class of a loaded DetectionEval `ev` (predictions made with no radius), restricted to the samples

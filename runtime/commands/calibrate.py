@@ -5,8 +5,11 @@
   velocities are.
 - Circle-NMS radii: per class, the centre distance within which a lower-scored box is a duplicate
   (perception.nms_radius), which depends on how far apart the model places its duplicates.
+- Still speeds: per class, the speed below which a box is reported at velocity 0 (perception.still_speed),
+  which depends on how noisy the model's velocity of parked objects is.
 
-Both are fitted on a split the weights were trained on (never the evaluation split) and stored in the
+The radii are fitted first, the still speeds on the boxes the fitted radii keep, the thresholds on speeds
+the fitted still speeds have zeroed: each in the runtime's order. All are fitted on a split the weights were trained on (never the evaluation split) and stored in the
 file's model config, where `eval`, `replay` and `stream` read them.
 """
 from __future__ import annotations
@@ -16,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-HELP = ("Fit the attribute speed thresholds and circle-NMS radii of a weights file on a training split "
-        "(and store them with --write).")
+HELP = ("Fit the attribute speed thresholds, circle-NMS radii and still speeds of a weights file on a training "
+        "split (and store them with --write).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,12 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "you report")
     parser.add_argument("--scenes", nargs="+", default=None, help="only these scenes of the split")
     parser.add_argument("--results", type=Path, default=None,
-                        help="a submission file of these weights on the split with no NMS radius (as calibrate makes "
-                             "them), instead of running the model")
+                        help="a submission file of these weights on the split with no NMS radius and no still speed (as "
+                             "calibrate makes them), instead of running the model")
     parser.add_argument("--keyframes-only", action="store_true", help="run the model on keyframes only")
     parser.add_argument("--out", type=Path, default=Path("runs/calibrate"),
                         help="results_nusc.json and calibration.json go here (default runs/calibrate)")
-    parser.add_argument("--write", action="store_true", help="store the fitted thresholds and radii in the weights file")
+    parser.add_argument("--write", action="store_true", help="store the fitted thresholds, radii and still speeds in the weights file")
     parser.add_argument("--config", type=Path, default=None,
                         help="runtime.yaml whose model section is laid over the weights' config when the model runs "
                              "(as in eval: the score threshold); default: the project's runtime.yaml")
@@ -56,12 +59,22 @@ def format_radius_fits(fits) -> str:
     return "\n".join(rows)
 
 
+def format_still_speed_fits(fits) -> str:
+    rows = [f"{'class':<22}{'boxes':>7}{'still m/s':>11}{'AVE':>8}   (before: still speed, AVE)"]
+    for f in fits:
+        rows.append(f"{f.name:<22}{f.boxes:>7}{f.still_speed:>11.2f}{f.vel_err:>8.3f}   "
+                    f"({f.previous_still_speed:.2f}, {f.previous_vel_err:.3f})")
+    return "\n".join(rows)
+
+
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from perception.attributes import AttributeConfig, fit_moving_speed
+    from perception.classes import DETECTION_NAMES
     from perception.evaluation import eval_set_name, loaded_detection_eval, matched_attributes
-    from perception.nms_radius import fit_nms_radii
+    from perception.nms_radius import fit_nms_radii, with_radii
+    from perception.still_speed import fit_still_speeds
     from perception.training import load_trained_model, save_model_options
     from replay.clips import load_nusc
     from replay.submission import split_sample_tokens
@@ -90,15 +103,26 @@ def run(args: argparse.Namespace) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        head = model.detection_head  # predict with no radius, so that every candidate can be tried afterwards
-        head.config = dataclasses.replace(head.config, nms_radius_m=(0.0,) * len(head.config.nms_radius_m))
+        head = model.detection_head  # predict with neither, so that every candidate can be tried afterwards
+        off = (0.0,) * len(DETECTION_NAMES)
+        head.config = dataclasses.replace(head.config, nms_radius_m=off, still_speed_mps=off)
         try:
             _, results = predict_split(model, nusc, args, eval_set, args.out / "results_nusc.json", who)
         except (FileNotFoundError, ValueError) as exc:
             print(f"{who}: {exc}", file=sys.stderr)
             return 2
-    ev = loaded_detection_eval(nusc, results, eval_set)  # the devkit's loading and filtering, once for both fits
-    matched = matched_attributes(ev)
+    ev = loaded_detection_eval(nusc, results, eval_set)  # the devkit's loading and filtering, once for all fits
+    tokens = split_sample_tokens(nusc, eval_set, args.scenes)
+    detection = model.config.detection
+    radius_fits = fit_nms_radii(ev, tokens, detection.nms_radius_m)
+    radii = [f.radius for f in radius_fits]
+    print(format_radius_fits(radius_fits))
+
+    still_fits = fit_still_speeds(ev, with_radii(ev.pred_boxes, tokens, radii), tokens, detection.still_speed_mps)
+    still_speed = dict(zip(DETECTION_NAMES, detection.still_speed_mps)) | {f.name: f.still_speed for f in still_fits}
+    print(format_still_speed_fits(still_fits))
+
+    matched = matched_attributes(ev, still_speed=still_speed)
     before: AttributeConfig = model.config.attributes
     fits, thresholds = [], {}
     for group, (speeds, gt_attributes) in matched.items():
@@ -112,21 +136,17 @@ def run(args: argparse.Namespace) -> int:
     fitted = dataclasses.replace(before, **thresholds)
     print(format_fits(fits))
 
-    tokens = split_sample_tokens(nusc, eval_set, args.scenes)
-    previous_radii = model.config.detection.nms_radius_m
-    radius_fits = fit_nms_radii(ev, tokens, previous_radii)
-    radii = [f.radius for f in radius_fits]
-    print(format_radius_fits(radius_fits))
-
+    fitted_detection = {"nms_radius_m": radii, "still_speed_mps": [still_speed[n] for n in DETECTION_NAMES]}
     record = {"weights": str(args.weights), "dataroot": str(args.dataroot), "version": args.version, "eval_set": eval_set,
               "scenes": args.scenes, "samples": len(tokens), "results": str(results),
               "attributes": dataclasses.asdict(fitted), "fits": [dataclasses.asdict(f) for f in fits],
-              "nms_radius_m": radii, "radius_fits": [dataclasses.asdict(f) for f in radius_fits]}
+              **fitted_detection, "radius_fits": [dataclasses.asdict(f) for f in radius_fits],
+              "still_speed_fits": [dataclasses.asdict(f) for f in still_fits]}
     (args.out / "calibration.json").write_text(json.dumps(record, indent=2))
     if args.write:
         save_model_options(args.weights, "attributes", dataclasses.asdict(fitted))
-        save_model_options(args.weights, "detection", {"nms_radius_m": radii})
-        print(f"stored in {args.weights}: model.attributes = {dataclasses.asdict(fitted)}, model.detection.nms_radius_m = {radii}")
+        save_model_options(args.weights, "detection", fitted_detection)
+        print(f"stored in {args.weights}: model.attributes = {dataclasses.asdict(fitted)}, model.detection: {fitted_detection}")
     else:
         print(f"not stored (dry run; --write stores them in {args.weights}); {args.out / 'calibration.json'}")
     return 0

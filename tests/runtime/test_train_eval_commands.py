@@ -42,7 +42,7 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["keyframes"] == 40 and report["meta"]["checkpoint"] == str(tmp_path / "w.pt")
     assert report["meta"]["attributes"] == {"vehicle_moving_mps": 0.2, "pedestrian_moving_mps": 0.2, "cycle_moving_mps": 0.2}
-    assert report["meta"]["nms_radius_m"] == dict.fromkeys(DETECTION_NAMES, 0.0)
+    assert report["meta"]["nms_radius_m"] == report["meta"]["still_speed_mps"] == dict.fromkeys(DETECTION_NAMES, 0.0)
     assert set(report["detection"]) >= {"NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "per_class_AP", "velocity_by_speed"}
     assert report["segmentation"].startswith("not available") and report["road"].startswith("not available")
     results = json.loads((out / "results_nusc.json").read_text())
@@ -62,7 +62,8 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     assert main(cal) == 0 and load_trained_model(tmp_path / "w.pt").config.attributes.vehicle_moving_mps == 0.2  # dry run
     from perception.training import save_model_options
 
-    save_model_options(tmp_path / "w.pt", "detection", {**saved["config"]["model"]["detection"], "nms_radius_m": [1.0] * 10})
+    save_model_options(tmp_path / "w.pt", "detection", {**saved["config"]["model"]["detection"], "nms_radius_m": [1.0] * 10,
+                                                        "still_speed_mps": [1.0] * 10})
     assert main(cal + ["--write"]) == 0
     record = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     assert {f["group"] for f in record["fits"]} == {"vehicle", "pedestrian", "cycle"}
@@ -72,6 +73,9 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     assert len(record["radius_fits"]) == 10 and all(f["ap"] >= f["previous_ap"] and f["previous_radius"] == 1.0
                                                     for f in record["radius_fits"])
     assert list(stored.detection.nms_radius_m) == record["nms_radius_m"] == [0.0] * 10  # clean boxes: no radius
+    assert len(record["still_speed_fits"]) == 8 and all(f["vel_err"] <= f["previous_vel_err"] for f in record["still_speed_fits"])
+    # exact velocities: no still speed; cones and barriers (no scored velocity) keep theirs
+    assert list(stored.detection.still_speed_mps) == record["still_speed_mps"] == [0.0] * 8 + [1.0] * 2
     assert stored.detection.score_threshold == saved["config"]["model"]["detection"]["score_threshold"]  # the rest kept
     assert main(cal[:2] + [str(tmp_path / "none.pt")] + cal[3:]) == 2
     assert "weights not found" in capsys.readouterr().err

@@ -1,0 +1,99 @@
+"""Still speeds: the velocity rule against a per-box reference, through decode, and the fit on the real scene:
+parked boxes with velocity noise are zeroed by a still speed just above the noise; movers are not zeroed."""
+import math
+
+import pytest
+import torch
+
+from perception.classes import DETECTION_NAMES
+from perception.still_speed import zero_slow_velocities
+from tests.perception.test_evaluation import _gt_as_predictions
+
+STILL = (2.0, 1.5, 0.75, 1.25, 0.25, 0.5, 1.0, 1.25, 0.0, 0.0)
+
+
+def test_zero_slow_velocities_against_a_per_box_reference():
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.randn(500, 9, generator=g, dtype=torch.float64) * 2.0  # speeds 0 to ~8 m/s
+    labels = torch.randint(0, 10, (500,), generator=g)
+    before = boxes.clone()
+    got = zero_slow_velocities(boxes, labels, STILL)
+    assert torch.equal(boxes, before)  # the input is left as it is
+    for box, label, out in zip(boxes, labels.tolist(), got):
+        slow = math.hypot(box[7], box[8]) < STILL[label]
+        assert out[7:].tolist() == ([0.0, 0.0] if slow else box[7:].tolist())
+        assert torch.equal(out[:7], box[:7])
+    assert 50 < int((got[:, 7:] == 0).all(dim=1).sum()) < 450  # both kinds are exercised
+
+
+def test_decode_zeroes_the_slow_boxes_only():
+    from perception.detection import DetectionHead, DetectionHeadConfig
+    from perception.grid import BEVGrid
+
+    torch.manual_seed(0)
+    grid = BEVGrid(x_min=-25.6, x_max=25.6, y_min=-25.6, y_max=25.6, resolution=1.6)
+    plain = DetectionHead(8, grid, DetectionHeadConfig(score_threshold=0.05, max_detections=100)).eval()
+    still = DetectionHead(8, grid, DetectionHeadConfig(score_threshold=0.05, max_detections=100, still_speed_mps=STILL)).eval()
+    preds = {"cls_logits": torch.randn(1, plain.anchors.shape[0], plain.num_classes) - 2.0,
+             "box_deltas": torch.randn(1, plain.anchors.shape[0], 10) * 0.5}
+    (a,), (b,) = plain.decode(preds), still.decode(preds)
+    assert torch.equal(a.scores, b.scores) and torch.equal(a.labels, b.labels) and torch.equal(a.boxes[:, :7], b.boxes[:, :7])
+    assert torch.equal(b.boxes, zero_slow_velocities(a.boxes, a.labels, STILL))
+    assert bool((b.boxes[:, 7:] == 0).all(dim=1).any())
+
+
+def test_config_needs_one_speed_per_class():
+    from perception.detection import DetectionHeadConfig
+
+    with pytest.raises(ValueError, match="still_speed_mps needs 10"):
+        DetectionHeadConfig(still_speed_mps=(1.0,) * 9)
+    with pytest.raises(ValueError, match="still_speed_mps"):
+        DetectionHeadConfig(still_speed_mps=(-1.0,) + (0.0,) * 9)
+
+
+@pytest.fixture(scope="module")
+def nusc(real_scene_root):
+    from nuscenes.nuscenes import NuScenes
+
+    return NuScenes("v1.0-trainval", str(real_scene_root), verbose=False)
+
+
+def _fit(nusc, results, tmp_path, name, candidates=(0.0, 0.25, 0.5, 1.0)):
+    from perception.evaluation import loaded_detection_eval
+    from perception.still_speed import fit_still_speeds
+    from replay.submission import split_sample_tokens, write_submission
+
+    ev = loaded_detection_eval(nusc, write_submission(tmp_path / name, results), "val")
+    fits = fit_still_speeds(ev, ev.pred_boxes, split_sample_tokens(nusc, "val"), [0.0] * 10, candidates=candidates)
+    return ev, {f.name: f for f in fits}
+
+
+def test_parked_velocity_noise_is_zeroed_by_a_still_speed_above_it(nusc, tmp_path):
+    results = _gt_as_predictions(nusc, min_points=1)
+    noisy = 0
+    for boxes in results.values():
+        for k, b in enumerate(boxes):
+            b["detection_score"] = 0.3 + 0.7 * ((k * 0.618) % 1.0)  # spread: the devkit's TP errors interpolate over score
+            if math.hypot(*b["velocity"]) < 0.2:  # standing still (annotation jitter): 0.4 m/s of noise in some direction
+                b["velocity"] = [0.4 * math.cos(k), 0.4 * math.sin(k)]
+                noisy += 1
+    assert noisy > 100
+    ev, fits = _fit(nusc, results, tmp_path, "noisy.json")
+    assert set(fits) == set(DETECTION_NAMES) - {"traffic_cone", "barrier"}  # no scored velocity: not fitted
+    car = fits["car"]
+    assert car.boxes > 0 and car.previous_still_speed == 0.0
+    assert car.still_speed == 0.5  # 0.25 leaves the noise; 1.0 would also zero slow movers
+    assert car.previous_vel_err > 0.2 and car.vel_err < car.previous_vel_err - 0.2
+
+    from perception.evaluation import matched_attributes  # the attribute fit sees the zeroed speeds
+
+    raw, zeroed = matched_attributes(ev)["vehicle"][0], matched_attributes(ev, still_speed=dict.fromkeys(DETECTION_NAMES, 0.5))["vehicle"][0]
+    assert ((raw < 0.5) | (zeroed == raw)).all() and (zeroed[raw < 0.5] == 0).all() and (raw < 0.5).sum() > 50
+
+
+def test_exact_velocities_keep_their_movers(nusc, tmp_path):
+    """The annotations' own velocities: a still speed above the slow movers' speed would zero them and is not
+    chosen; the fit never does worse than the weights' own speed (one of the candidates)."""
+    _, fits = _fit(nusc, _gt_as_predictions(nusc, min_points=1), tmp_path, "gt.json", candidates=(0.0, 0.25, 5.0))
+    assert all(f.vel_err <= f.previous_vel_err for f in fits.values())
+    assert fits["car"].still_speed < 5.0 and fits["car"].vel_err < 0.01
