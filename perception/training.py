@@ -361,6 +361,7 @@ def train(
     extra_config: dict | None = None,
     stop_at: int | None = None,
     init_from: str | Path | None = None,
+    complete_model_config: Callable[[dict], dict] | None = None,
 ) -> TrainResult:
     """Train `model` up to cfg.steps optimizer steps (from out_dir/last.pt if `resume`), writing to out_dir.
 
@@ -368,6 +369,8 @@ def train(
     so a long run can be done in pieces: `stop_at=k`, then `resume=True`.
     `init_from` (a checkpoint or exported weights file) starts a new run from those weights, with a fresh
     optimizer and schedule: fine-tuning, e.g. at another input size or on other data. Ignored on resume.
+    `complete_model_config` fills a saved model config's missing keys with their defaults before resume
+    compares it with `model_config`: a checkpoint from before a key was added is the model it was.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -387,6 +390,8 @@ def train(
             raise FileNotFoundError(f"--resume: no checkpoint {ckpt_path}")
         state = load_checkpoint(ckpt_path)
         saved_model = (state.get("config") or {}).get("model")
+        if saved_model is not None and complete_model_config is not None:
+            saved_model = complete_model_config(saved_model)
         if model_config is not None and saved_model is not None and saved_model != model_config:
             raise ValueError(f"--resume: the checkpoint's model config differs from this run's:\n{saved_model}\nvs\n{model_config}")
         saved_extra = {k: v for k, v in (state.get("config") or {}).items() if k not in ("train", "model")}

@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
                        extra_config={"data": [f"{r}@{v}" for r, v in roots], "clip_length": args.clip_length,
                                      "drop_prob": args.drop_prob, "split": split,
                                      **({"stream": True} if args.stream else {})},
-                       stop_at=args.stop_at, init_from=args.init_from)
+                       stop_at=args.stop_at, init_from=args.init_from,
+                       complete_model_config=lambda saved: model_config_to_dict(model_config_from_dict(saved)))
     except (FileNotFoundError, ValueError) as exc:
         print(f"bevstream train: {exc}", file=sys.stderr)
         return 2

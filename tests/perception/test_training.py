@@ -119,6 +119,17 @@ def test_resume_rejects_another_model_config(tmp_path):
         train(TinyClipModel(), ToyClips(), collate, _cfg(), tmp_path / "empty", resume=True)
 
 
+def test_resume_completes_a_saved_config_from_before_a_key_was_added(tmp_path):
+    train(TinyClipModel(), ToyClips(), collate, _cfg(steps=2), tmp_path, model_config={"video": True})
+    with_default = lambda saved: {"still_speed": 0.0, **saved}  # noqa: E731  the key's default, as the schema fills it
+    resumed = train(TinyClipModel(), ToyClips(), collate, _cfg(steps=4), tmp_path, resume=True,
+                    model_config={"video": True, "still_speed": 0.0}, complete_model_config=with_default)
+    assert resumed.steps_run == 2 and resumed.final_step == 4
+    with pytest.raises(ValueError, match="model config differs"):  # a value other than the default is another model
+        train(TinyClipModel(), ToyClips(), collate, _cfg(steps=6), tmp_path, resume=True,
+              model_config={"video": True, "still_speed": 1.0}, complete_model_config=with_default)
+
+
 def test_init_from_starts_a_fresh_run_from_the_weights(tmp_path):
     torch.manual_seed(0)
     first = train(TinyClipModel(), ToyClips(), collate, _cfg(steps=20), tmp_path / "a")
