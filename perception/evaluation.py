@@ -200,20 +200,16 @@ def loaded_detection_eval(nusc: "NuScenes", results_path: str | Path, eval_set: 
                              output_dir=tmp, verbose=False)
 
 
-def matched_attributes(ev, dist_th: float = 2.0, still_speed: Mapping[str, float] | None = None,
-                       ) -> dict[str, tuple[np.ndarray, list[str]]]:
+def matched_attributes(ev, dist_th: float = 2.0) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Per attribute group (perception.attributes): the predicted speed (N,) and the ground-truth attribute
-    of every true positive of a loaded DetectionEval `ev` (loaded_detection_eval; match_true_positives).
-    `still_speed` {class: m/s}: speeds below a class's are taken as 0, as the runtime reports them."""
+    of every true positive of a loaded DetectionEval `ev` (loaded_detection_eval; match_true_positives)."""
     from perception.attributes import GROUP_OF_CLASS
 
-    still_speed = still_speed or {}
     out: dict[str, tuple[list[float], list[str]]] = {}
     for name, group in GROUP_OF_CLASS.items():
         speeds, gt_attributes = out.setdefault(group, ([], []))
         for pred, gt in match_true_positives(ev, name, dist_th):
-            speed = float(np.hypot(*pred.velocity[:2]))
-            speeds.append(0.0 if speed < still_speed.get(name, 0.0) else speed)
+            speeds.append(float(np.hypot(*pred.velocity[:2])))
             gt_attributes.append(gt.attribute_name)
     return {group: (np.asarray(v, dtype=np.float64), a) for group, (v, a) in out.items()}
 

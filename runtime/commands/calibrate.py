@@ -8,8 +8,8 @@
 - Still speeds: per class, the speed below which a box is reported at velocity 0 (perception.still_speed),
   which depends on how noisy the model's velocity of parked objects is.
 
-The radii are fitted first, the still speeds on the boxes the fitted radii keep, the thresholds on speeds
-the fitted still speeds have zeroed: each in the runtime's order. All are fitted on a split the weights were trained on (never the evaluation split) and stored in the
+The radii are fitted first, then the thresholds, then the still speeds on the boxes the fitted radii keep,
+each at most its class's threshold (a box named moving keeps its velocity). All are fitted on a split the weights were trained on (never the evaluation split) and stored in the
 file's model config, where `eval`, `replay` and `stream` read them.
 """
 from __future__ import annotations
@@ -70,7 +70,7 @@ def format_still_speed_fits(fits) -> str:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from perception.attributes import AttributeConfig, fit_moving_speed
+    from perception.attributes import GROUP_OF_CLASS, AttributeConfig, fit_moving_speed
     from perception.classes import DETECTION_NAMES
     from perception.evaluation import eval_set_name, loaded_detection_eval, matched_attributes
     from perception.nms_radius import fit_nms_radii, with_radii
@@ -118,11 +118,7 @@ def run(args: argparse.Namespace) -> int:
     radii = [f.radius for f in radius_fits]
     print(format_radius_fits(radius_fits))
 
-    still_fits = fit_still_speeds(ev, with_radii(ev.pred_boxes, tokens, radii), tokens, detection.still_speed_mps)
-    still_speed = dict(zip(DETECTION_NAMES, detection.still_speed_mps)) | {f.name: f.still_speed for f in still_fits}
-    print(format_still_speed_fits(still_fits))
-
-    matched = matched_attributes(ev, still_speed=still_speed)
+    matched = matched_attributes(ev)
     before: AttributeConfig = model.config.attributes
     fits, thresholds = [], {}
     for group, (speeds, gt_attributes) in matched.items():
@@ -135,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
         thresholds[f"{group}_moving_mps"] = round(fit.threshold, 3)
     fitted = dataclasses.replace(before, **thresholds)
     print(format_fits(fits))
+
+    moving_speed = {name: fitted.threshold(group) for name, group in GROUP_OF_CLASS.items()}  # caps the still speeds
+    still_fits = fit_still_speeds(ev, with_radii(ev.pred_boxes, tokens, radii), tokens, detection.still_speed_mps, moving_speed)
+    still_speed = dict(zip(DETECTION_NAMES, detection.still_speed_mps)) | {f.name: f.still_speed for f in still_fits}
+    print(format_still_speed_fits(still_fits))
 
     fitted_detection = {"nms_radius_m": radii, "still_speed_mps": [still_speed[n] for n in DETECTION_NAMES]}
     record = {"weights": str(args.weights), "dataroot": str(args.dataroot), "version": args.version, "eval_set": eval_set,
