@@ -9,8 +9,9 @@
   which depends on how noisy the model's velocity of parked objects is.
 
 The radii are fitted first, then the thresholds, then the still speeds on the boxes the fitted radii keep,
-each at most its class's threshold (a box named moving keeps its velocity). All are fitted on a split the weights were trained on (never the evaluation split) and stored in the
-file's model config, where `eval`, `replay` and `stream` read them.
+each at most its class's threshold (a box named moving keeps its velocity). All are fitted on a split the
+weights were trained on (never the evaluation split) and stored in the file's model config, where `eval`,
+`replay` and `stream` read them.
 """
 from __future__ import annotations
 
