@@ -470,6 +470,11 @@ def format_report(report: dict) -> str:
         lines.append("detection (nuScenes DetectionEval, detection_cvpr_2019)")
         lines.append("  " + "  ".join(f"{k} {det[k]:.4f}" for k in ("NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE")))
         lines.append("  AP " + "  ".join(f"{k} {v:.3f}" for k, v in det["per_class_AP"].items()))
+        by_distance = {c: aps for c, aps in det.get("AP_per_distance", {}).items() if aps}
+        if by_distance:  # a class found but badly placed has its AP at 2-4 m far above its AP at 0.5-1 m
+            dists = "/".join(f"{float(d):g}" for d in next(iter(by_distance.values())))
+            lines.append(f"  AP at match distance {dists} m: " + "  ".join(
+                f"{c} " + "/".join(f"{v:.2f}" for v in aps.values()) for c, aps in by_distance.items()))
         by_speed = {c: [b for b in bins if b["boxes"]] for c, bins in det.get("velocity_by_speed", {}).items()}
         if any(by_speed.values()):
             lines.append("  velocity of true positives by true speed (boxes: mean true -> predicted speed, mean error; m/s)")

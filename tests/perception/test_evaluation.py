@@ -368,3 +368,7 @@ def test_velocity_by_speed_shows_speeds_pulled_toward_zero(nusc, tmp_path):
     text = format_report({"detection": summary, "segmentation": "not available", "road": "not available"})
     car = by_speed["car"][0]
     assert f"car: 0-0.5: {car['boxes']}: {car['gt_speed_mean']:.2f} -> {car['pred_speed_mean']:.2f}" in text
+    # ground truth as predictions is placed exactly: AP is the same at every match distance
+    car_aps = summary["AP_per_distance"]["car"]
+    assert len(set(car_aps.values())) == 1
+    assert "AP at match distance 0.5/1/2/4 m: car " + "/".join([f"{car_aps[0.5]:.2f}"] * 4) in text
