@@ -82,6 +82,7 @@ def empty_detection_summary() -> dict:
         "per_class_tp_errors": {name: {} for name in DETECTION_NAMES},
         "AP_per_distance": {name: {} for name in DETECTION_NAMES},
         "velocity_by_speed": {name: speed_bins(np.zeros((0, 2)), np.zeros((0, 2))) for name in VELOCITY_CLASSES},
+        "translation_by_range": {name: range_bins(np.zeros((0, 2)), np.zeros((0, 2))) for name in DETECTION_NAMES},
         "note": "no predicted box in the results: DetectionEval not run (the devkit fails on empty results); worst scores",
     }
 
@@ -135,6 +136,7 @@ def run_detection_eval(
         summary = detection_summary(serialized)
         summary["num_samples"] = len(evaluator.sample_tokens)
         summary["velocity_by_speed"] = velocity_by_speed(evaluator)
+        summary["translation_by_range"] = translation_by_range(evaluator)
         return summary
     finally:
         if tmp is not None:
@@ -247,6 +249,42 @@ def velocity_by_speed(ev, dist_th: float = 2.0, edges: Sequence[float] = SPEED_B
         gt = np.array([gt.velocity for _, gt in pairs], dtype=np.float64).reshape(-1, 2)
         pred = np.array([pred.velocity for pred, _ in pairs], dtype=np.float64).reshape(-1, 2)
         out[name] = speed_bins(gt, pred, edges)
+    return out
+
+
+RANGE_BIN_EDGES_M: tuple[float, ...] = (0.0, 10.0, 20.0, 30.0, 40.0, math.inf)
+
+
+def range_bins(gt_offset: np.ndarray, pred_offset: np.ndarray, edges: Sequence[float] = RANGE_BIN_EDGES_M) -> list[dict]:
+    """Placement error by range: gt_offset, pred_offset (N, 2) metres of matched boxes' centres from the ego
+    (BEV) -> one entry per bin [lo, hi) of the ground truth's range with the boxes, their mean error (the
+    devkit's ATE per box), and that error split along the ray from the ego (mean signed: + placed too far;
+    mean absolute) and across it (mean absolute). Depth from cameras fails along the ray, and more with range."""
+    gt, pred = np.asarray(gt_offset, np.float64).reshape(-1, 2), np.asarray(pred_offset, np.float64).reshape(-1, 2)
+    rng = np.linalg.norm(gt, axis=1)  # (N,)
+    ray = gt / np.maximum(rng, 1e-9)[:, None]  # (N, 2) unit vectors from the ego
+    err = pred - gt  # (N, 2)
+    along = (err * ray).sum(axis=1)  # (N,)
+    across = ray[:, 0] * err[:, 1] - ray[:, 1] * err[:, 0]  # (N,)
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (rng >= lo) & (rng < hi)
+        n = int(m.sum())
+        mean = (lambda v: float(v[m].mean())) if n else (lambda v: None)
+        bins.append({"range_m": [lo, None if math.isinf(hi) else hi], "boxes": n, "error_mean": mean(np.hypot(*err.T)),
+                     "along_mean": mean(along), "along_abs_mean": mean(np.abs(along)), "across_abs_mean": mean(np.abs(across))})
+    return bins
+
+
+def translation_by_range(ev, dist_th: float = 2.0, edges: Sequence[float] = RANGE_BIN_EDGES_M) -> dict[str, list[dict]]:
+    """Per class: range_bins of its true positives in a loaded DetectionEval (the devkit stores each box's
+    offset from the ego as ego_translation). Shows whether a class is missed far away or found and misplaced."""
+    out = {}
+    for name in DETECTION_NAMES:
+        pairs = match_true_positives(ev, name, dist_th)
+        gt = np.array([gt.ego_translation[:2] for _, gt in pairs], dtype=np.float64).reshape(-1, 2)
+        pred = np.array([pred.ego_translation[:2] for pred, _ in pairs], dtype=np.float64).reshape(-1, 2)
+        out[name] = range_bins(gt, pred, edges)
     return out
 
 
@@ -462,6 +500,19 @@ def evaluation_report(detection: dict | None, segmentation: dict | None, road: d
     }
 
 
+def _binned_lines(by_class: Mapping[str, list[dict]], edges_key: str, title: str, figures) -> list[str]:
+    """Report lines of per-class bins (speed_bins, range_bins): the title, then per class its non-empty bins
+    as 'lo-hi: boxes: figures(bin)'."""
+    lines = []
+    for name, bins in by_class.items():
+        bins = [b for b in bins if b["boxes"]]
+        if bins:
+            lines.append(f"    {name}: " + " | ".join(
+                f"{b[edges_key][0]:g}-{'' if b[edges_key][1] is None else format(b[edges_key][1], 'g')}: {b['boxes']}: {figures(b)}"
+                for b in bins))
+    return [f"  {title}"] + lines if lines else []
+
+
 def format_report(report: dict) -> str:
     """A short human-readable table of the report."""
     lines = []
@@ -475,14 +526,12 @@ def format_report(report: dict) -> str:
             dists = "/".join(f"{float(d):g}" for d in next(iter(by_distance.values())))
             lines.append(f"  AP at match distance {dists} m: " + "  ".join(
                 f"{c} " + "/".join(f"{v:.2f}" for v in aps.values()) for c, aps in by_distance.items()))
-        by_speed = {c: [b for b in bins if b["boxes"]] for c, bins in det.get("velocity_by_speed", {}).items()}
-        if any(by_speed.values()):
-            lines.append("  velocity of true positives by true speed (boxes: mean true -> predicted speed, mean error; m/s)")
-        for c, bins in by_speed.items():
-            if bins:
-                lines.append(f"    {c}: " + " | ".join(
-                    f"{b['gt_speed_mps'][0]:g}-{'' if b['gt_speed_mps'][1] is None else format(b['gt_speed_mps'][1], 'g')}: {b['boxes']}: "
-                    f"{b['gt_speed_mean']:.2f} -> {b['pred_speed_mean']:.2f}, {b['error_mean']:.2f}" for b in bins))
+        lines += _binned_lines(det.get("velocity_by_speed", {}), "gt_speed_mps",
+                               "velocity of true positives by true speed (boxes: mean true -> predicted speed, mean error; m/s)",
+                               lambda b: f"{b['gt_speed_mean']:.2f} -> {b['pred_speed_mean']:.2f}, {b['error_mean']:.2f}")
+        lines += _binned_lines(det.get("translation_by_range", {}), "range_m",
+                               "placement of true positives by range (boxes: mean error, |along the ray|, |across|, bias along; m)",
+                               lambda b: f"{b['error_mean']:.2f}, {b['along_abs_mean']:.2f}, {b['across_abs_mean']:.2f}, {b['along_mean']:+.2f}")
         speeds = report.get("meta", {}).get("attributes")
         if speeds:
             lines.append("  attributes: moving above " + ", ".join(f"{k.removesuffix('_moving_mps')} {v:g} m/s" for k, v in speeds.items()))
