@@ -135,8 +135,9 @@ def run_detection_eval(
             json.dump(md_list.serialize(), f)
         summary = detection_summary(serialized)
         summary["num_samples"] = len(evaluator.sample_tokens)
-        summary["velocity_by_speed"] = velocity_by_speed(evaluator)
-        summary["translation_by_range"] = translation_by_range(evaluator)
+        true_positives = {name: match_true_positives(evaluator, name) for name in DETECTION_NAMES}
+        summary["velocity_by_speed"] = velocity_by_speed(true_positives)
+        summary["translation_by_range"] = translation_by_range(true_positives)
         return summary
     finally:
         if tmp is not None:
@@ -240,12 +241,13 @@ def speed_bins(gt_velocity: np.ndarray, pred_velocity: np.ndarray, edges: Sequen
     return bins
 
 
-def velocity_by_speed(ev, dist_th: float = 2.0, edges: Sequence[float] = SPEED_BIN_EDGES_MPS) -> dict[str, list[dict]]:
-    """Per class with a velocity (not cones or barriers): speed_bins of its true positives in a loaded
-    DetectionEval. Shows where mAVE comes from, e.g. speeds pulled toward a typical value."""
+def velocity_by_speed(true_positives: Mapping[str, list[tuple[Any, Any]]],
+                      edges: Sequence[float] = SPEED_BIN_EDGES_MPS) -> dict[str, list[dict]]:
+    """Per class with a velocity (not cones or barriers): speed_bins of its true positives (class ->
+    match_true_positives). Shows where mAVE comes from, e.g. speeds pulled toward a typical value."""
     out = {}
     for name in VELOCITY_CLASSES:
-        pairs = match_true_positives(ev, name, dist_th)
+        pairs = true_positives[name]
         gt = np.array([gt.velocity for _, gt in pairs], dtype=np.float64).reshape(-1, 2)
         pred = np.array([pred.velocity for pred, _ in pairs], dtype=np.float64).reshape(-1, 2)
         out[name] = speed_bins(gt, pred, edges)
@@ -276,12 +278,12 @@ def range_bins(gt_offset: np.ndarray, pred_offset: np.ndarray, edges: Sequence[f
     return bins
 
 
-def translation_by_range(ev, dist_th: float = 2.0, edges: Sequence[float] = RANGE_BIN_EDGES_M) -> dict[str, list[dict]]:
-    """Per class: range_bins of its true positives in a loaded DetectionEval (the devkit stores each box's
-    offset from the ego as ego_translation). Shows whether a class is missed far away or found and misplaced."""
+def translation_by_range(true_positives: Mapping[str, list[tuple[Any, Any]]],
+                         edges: Sequence[float] = RANGE_BIN_EDGES_M) -> dict[str, list[dict]]:
+    """Per class: range_bins of its true positives (class -> match_true_positives; the devkit stores each
+    box's offset from the ego as ego_translation). Shows whether a class is missed far away or found and misplaced."""
     out = {}
-    for name in DETECTION_NAMES:
-        pairs = match_true_positives(ev, name, dist_th)
+    for name, pairs in true_positives.items():
         gt = np.array([gt.ego_translation[:2] for _, gt in pairs], dtype=np.float64).reshape(-1, 2)
         pred = np.array([pred.ego_translation[:2] for pred, _ in pairs], dtype=np.float64).reshape(-1, 2)
         out[name] = range_bins(gt, pred, edges)
