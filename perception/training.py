@@ -34,7 +34,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -514,6 +514,36 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
         "step": state["step"],
         "config": {"model": (state.get("config") or {}).get("model"), "train": (state.get("config") or {}).get("train")},
         "torch_rng": torch.get_rng_state(),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _save_atomically(out, path)
+
+
+def average_weights(paths: Sequence[str | Path], path: str | Path) -> Path:
+    """Write the parameter-wise mean of weights files of one architecture (a model soup: fine-tunes from one
+    start lie in one basin, and their mean often scores above each). Buffers that are not floating point
+    (BatchNorm's batch counters) and the config come from the first file; calibrate the result again
+    (`bevstream calibrate`), since its errors are its own."""
+    if len(paths) < 2:
+        raise ValueError(f"average_weights: need at least two weights files, got {len(paths)}")
+    states = [load_checkpoint(p) for p in paths]
+    first = states[0]["model"]
+    for p, state in zip(paths[1:], states[1:]):
+        shapes = {k: (tuple(v.shape), v.dtype) for k, v in state["model"].items()}
+        if shapes != {k: (tuple(v.shape), v.dtype) for k, v in first.items()}:
+            differ = sorted(set(shapes) ^ set(first)) or [k for k in first if shapes[k] != (tuple(first[k].shape), first[k].dtype)]
+            raise ValueError(f"average_weights: {p} is another architecture than {paths[0]} (e.g. {differ[:3]})")
+    model = {k: sum(state["model"][k] for state in states) / len(states) if v.is_floating_point() else v
+             for k, v in first.items()}
+    config = states[0].get("config") or {}
+    out = {
+        "format": CHECKPOINT_FORMAT,
+        "model": model,
+        "step": states[0]["step"],
+        "config": {"model": config.get("model"), "train": config.get("train")},
+        "torch_rng": torch.get_rng_state(),
+        "averaged_from": [{"path": str(p), "step": state["step"]} for p, state in zip(paths, states)],
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "eval": "evaluate",
     "calibrate": "calibrate",
+    "average": "average",
     "sim": "sim",
     "viz": "viz",
 }

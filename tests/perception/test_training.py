@@ -377,3 +377,46 @@ def test_weights_older_than_a_zero_initialised_branch_load_into_the_model(tmp_pa
     assert all(int(torch.count_nonzero(p.detach())) == 0 for p in loaded.video.motion.wide[-1].parameters())
     for name, tensor in old.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[name]), name
+
+
+def test_average_weights_is_the_parameter_mean_and_loads(tmp_path):
+    """`bevstream average`: every floating-point tensor is the mean over the files (against a per-tensor
+    reference), batch counters and the config are the first file's, the result loads as a model; files of
+    another architecture, or a single file, are refused before anything is written."""
+    from perception.config import model_config_to_dict
+    from perception.model import BEVStreamModel
+    from perception.training import CHECKPOINT_FORMAT, average_weights, load_trained_model
+    from tests.perception.model_fixtures import tiny_config
+
+    paths, models = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = BEVStreamModel(tiny_config())
+        for buf in model.buffers():  # distinct batch counters, to see whose are kept
+            if not buf.is_floating_point() and buf.ndim == 0:
+                buf.fill_(10 + seed)
+        paths.append(tmp_path / f"w{seed}.pt")
+        torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "step": 100 * seed,
+                    "config": {"model": model_config_to_dict(model.config), "train": {"seed": seed}}}, paths[-1])
+        models.append(model)
+    out = average_weights(paths, tmp_path / "soup.pt")
+    state = load_checkpoint(out)
+    for name, first in models[0].state_dict().items():
+        tensors = [m.state_dict()[name] for m in models]
+        if first.is_floating_point():
+            expect = torch.stack([t.double() for t in tensors]).mean(0).to(first.dtype)
+            assert torch.allclose(state["model"][name], expect, atol=1e-6), name
+        else:
+            assert torch.equal(state["model"][name], first), name
+    assert state["config"]["train"] == {"seed": 0} and [a["step"] for a in state["averaged_from"]] == [0, 100, 200]
+    loaded = load_trained_model(out)
+    assert loaded.config == models[0].config
+
+    other = BEVStreamModel(dataclasses.replace(tiny_config(), detection=dataclasses.replace(tiny_config().detection, hidden_channels=24)))
+    torch.save({"format": CHECKPOINT_FORMAT, "model": other.state_dict(), "step": 0,
+                "config": {"model": model_config_to_dict(other.config)}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt is another architecture"):
+        average_weights([paths[0], tmp_path / "other.pt"], tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="at least two"):
+        average_weights(paths[:1], tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()

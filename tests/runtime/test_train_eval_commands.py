@@ -118,3 +118,26 @@ def test_eval_of_a_results_file_and_bad_input(real_scene_root, tmp_path, capsys)
     assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--max-range", "-5"]) == 2
     assert "--max-range must be > 0 metres" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
+
+
+def test_average_command_writes_the_soup_and_refuses_bad_input(tmp_path, capsys):
+    """`bevstream average`: two files give a loadable mean; one file or a missing one: one message, exit 2."""
+    from perception.config import model_config_to_dict
+    from perception.model import BEVStreamModel
+    from perception.training import CHECKPOINT_FORMAT, load_trained_model
+    from tests.perception.model_fixtures import tiny_config
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = BEVStreamModel(tiny_config())
+        paths.append(str(tmp_path / f"w{seed}.pt"))
+        torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "step": seed,
+                    "config": {"model": model_config_to_dict(model.config)}}, paths[-1])
+    assert main(["average", "--weights", *paths, "--out", str(tmp_path / "soup.pt")]) == 0
+    assert load_trained_model(tmp_path / "soup.pt").config == tiny_config()
+    assert main(["average", "--weights", paths[0], "--out", str(tmp_path / "one.pt")]) == 2
+    assert main(["average", "--weights", paths[0], str(tmp_path / "missing.pt"), "--out", str(tmp_path / "two.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "need at least two weights files" in err and "no checkpoint at" in err and "missing.pt" in err
+    assert not (tmp_path / "one.pt").exists() and not (tmp_path / "two.pt").exists()
