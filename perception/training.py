@@ -508,16 +508,7 @@ def read_curve(path: str | Path) -> list[dict]:
 def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """Write the small file the runtime ships: model weights + model config (+ step), no optimizer state."""
     state = load_checkpoint(checkpoint)
-    out = {
-        "format": CHECKPOINT_FORMAT,
-        "model": state["model"],
-        "step": state["step"],
-        "config": {"model": (state.get("config") or {}).get("model"), "train": (state.get("config") or {}).get("train")},
-        "torch_rng": torch.get_rng_state(),
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _save_atomically(out, path)
+    return _write_weights_file(path, state["model"], state)
 
 
 def average_weights(paths: Sequence[str | Path], path: str | Path) -> Path:
@@ -529,21 +520,28 @@ def average_weights(paths: Sequence[str | Path], path: str | Path) -> Path:
         raise ValueError(f"average_weights: need at least two weights files, got {len(paths)}")
     states = [load_checkpoint(p) for p in paths]
     first = states[0]["model"]
+    layout = {k: (tuple(v.shape), v.dtype) for k, v in first.items()}
     for p, state in zip(paths[1:], states[1:]):
-        shapes = {k: (tuple(v.shape), v.dtype) for k, v in state["model"].items()}
-        if shapes != {k: (tuple(v.shape), v.dtype) for k, v in first.items()}:
-            differ = sorted(set(shapes) ^ set(first)) or [k for k in first if shapes[k] != (tuple(first[k].shape), first[k].dtype)]
+        other = {k: (tuple(v.shape), v.dtype) for k, v in state["model"].items()}
+        if other != layout:
+            differ = sorted(k for k in set(layout) | set(other) if layout.get(k) != other.get(k))
             raise ValueError(f"average_weights: {p} is another architecture than {paths[0]} (e.g. {differ[:3]})")
     model = {k: sum(state["model"][k] for state in states) / len(states) if v.is_floating_point() else v
              for k, v in first.items()}
-    config = states[0].get("config") or {}
+    return _write_weights_file(path, model, states[0],
+                               averaged_from=[{"path": str(p), "step": state["step"]} for p, state in zip(paths, states)])
+
+
+def _write_weights_file(path: str | Path, model: dict, state: dict, **extra) -> Path:
+    """A weights file: `model` with the step and the model/train config of checkpoint `state`, plus `extra`."""
+    config = state.get("config") or {}
     out = {
         "format": CHECKPOINT_FORMAT,
         "model": model,
-        "step": states[0]["step"],
+        "step": state["step"],
         "config": {"model": config.get("model"), "train": config.get("train")},
         "torch_rng": torch.get_rng_state(),
-        "averaged_from": [{"path": str(p), "step": state["step"]} for p, state in zip(paths, states)],
+        **extra,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
