@@ -9,9 +9,10 @@ writes, under `out`:
     sweeps/CAM_*/<log>__CAM_*__<ts>.jpg    the other camera frames of the 12 Hz cycles
     bevstream/road_geometry/<scene>.json   and bevstream/labels/...png (replay/layout.py)
     bevstream/manifest.json           how the dataset was made
-LIDAR_TOP has a sample_data row and ego pose at every keyframe (the devkit's evaluation reads the
-ego pose through it) but no 20 Hz sweeps and, as in shared/data/nuscenes-real-scene-0523, no point
-files: the simulator counts lidar hits per object (num_lidar_pts) without producing a point cloud.
+    samples/LIDAR_TOP/<log>__LIDAR_TOP__<ts>.pcd.bin   the simulated lidar's sweep at every keyframe
+LIDAR_TOP has a sample_data row, ego pose and point file (replay/lidar.py: 32 beams, 70 m, nuScenes'
+float32 x, y, z, intensity, ring layout) at every keyframe, and no 20 Hz sweeps between them; its hits
+per object are the annotations' num_lidar_pts.
 
 Each scene is its own World (seed derived from the dataset seed and the scene index), driven for
 `duration_s`; its keyframe annotations are measured at the LIDAR_TOP keyframe timestamps (the
@@ -144,7 +145,7 @@ def _near(agents, ego_xy: np.ndarray, radius: float) -> list:
 def export_scene(job: SceneJob) -> dict[str, list[dict]]:
     """Render and write one scene's images, labels, map and road geometry; return its table rows."""
     from replay.drive import iter_captures
-    from replay.lidar import lidar_point_counts
+    from replay.lidar import lidar_sweep, write_pcd_bin
     from replay.render import Renderer
     from replay.rig import camera_rig, lidar_calibration
     from replay.world import World
@@ -186,15 +187,18 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
             agents = _near(cap.state.agents, ego_xy, ANNOTATION_RADIUS_M + VISIBILITY_MARGIN_M)
             visibility[cap.cycle // KEYFRAME_EVERY].add_camera(agents, cap.state.ego_pose, cam, labels)
 
-    # LIDAR_TOP keyframes (the sample timestamps). 20 Hz lidar sweeps are not written: they would
-    # cost a World.state_at each for an ego pose nobody reads (no point files exist).
+    # LIDAR_TOP keyframes (the sample timestamps), each with its sweep. The 20 Hz sweeps between
+    # keyframes are not simulated: nothing here trains or evaluates on them.
     keyframes: list[KeyframeTruth] = []
+    (root / "samples" / LIDAR_CHANNEL).mkdir(parents=True, exist_ok=True)
     for k in range(n_kf):
         ts = start_us + lidar.time_offset_us + int(round(k * 1e6 * KEYFRAME_EVERY / CAMERA_HZ))
         state = world.state_at((ts - start_us) / 1e6)
         filename = f"samples/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{ts}.pcd.bin"
+        sweep = lidar_sweep(world, state, lidar)
+        write_pcd_bin(root / filename, sweep.points)
         frames.append(SensorFrame(LIDAR_CHANNEL, ts, state.ego_pose, True, filename, "pcd"))
-        keyframes.append(KeyframeTruth(ts, state, lidar_point_counts(world, state, lidar), visibility[k].fractions()))
+        keyframes.append(KeyframeTruth(ts, state, sweep.counts, visibility[k].fractions()))
 
     map_filename = f"maps/{map_token(key)}.png"
     info = SceneInfo(
@@ -302,7 +306,7 @@ def export_dataset(cfg: ExportConfig, progress: bool = False) -> ExportSummary:
         "generator": "bevstream sim",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ("out", "workers", "overwrite")},
         "scenes": [{"name": j.name, "split": j.split, "world_seed": scene_seed(cfg.seed, j.index)} for j in jobs],
-        "lidar_files": "absent: LIDAR_TOP sample_data rows and ego poses exist, point files do not",
+        "lidar_files": "samples/LIDAR_TOP/*.pcd.bin at keyframes (simulated 32-beam sweep, intensity 0); no sweeps between",
         "layout": "see replay/layout.py: bevstream/road_geometry/<scene>.json, bevstream/labels/<image path>.png",
     }
     (root / BEVSTREAM_DIR).mkdir(parents=True, exist_ok=True)

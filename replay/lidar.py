@@ -1,12 +1,16 @@
-"""A simulated spinning lidar (nuScenes-like LIDAR_TOP) that counts the points each agent returns.
+"""A simulated spinning lidar (nuScenes-like LIDAR_TOP): its point cloud and the points each agent returns.
 
 32 beams from -30.67 to +10.67 degrees elevation, 1084 azimuth steps per revolution, 70 m range,
 cast from the real LIDAR_TOP pose. Each ray keeps its nearest hit among the ground, the roadside
 structures and every agent's annotation box, so an agent hidden behind another (or beyond range)
-gets 0 points; the counts play the role of nuScenes' `num_lidar_pts`. The kernel is numba, single
-threaded, so counts are deterministic.
+gets 0 points; the counts play the role of nuScenes' `num_lidar_pts`, and the hits are the sweep's
+points (the exporter writes them as nuScenes `.pcd.bin` files, for depth targets). The whole sweep is
+cast at one instant (no rolling-shutter skew), and intensity is not simulated. The kernel is numba,
+single threaded, so sweeps are deterministic.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -34,8 +38,19 @@ _DIRS = beam_directions()
 _SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
 
 
+@dataclass(frozen=True)
+class LidarSweep:
+    points: np.ndarray  # (N, 5) float32 in the lidar frame: x, y, z (m), intensity (0: not simulated), ring (beam index)
+    counts: dict[str, int]  # lidar returns per agent instance_id (every agent of the state, zeros included)
+
+
 def lidar_point_counts(world: World, state: WorldState, lidar: SensorCalibration) -> dict[str, int]:
     """Lidar returns per agent instance_id (every agent of the state, zeros included)."""
+    return lidar_sweep(world, state, lidar).counts
+
+
+def lidar_sweep(world: World, state: WorldState, lidar: SensorCalibration) -> LidarSweep:
+    """Cast every beam once: the returns (nearest hit within MIN_RANGE_M..RANGE_M) and their count per agent."""
     s2g = state.ego_pose.matrix @ lidar.sensor_to_ego.matrix
     g2s = np.linalg.inv(s2g)
     origin = s2g[:3, 3]
@@ -75,10 +90,22 @@ def lidar_point_counts(world: World, state: WorldState, lidar: SensorCalibration
     depth = np.minimum(tg, RANGE_M)
     ident = np.full(depth.shape, -1, np.int64)
     _cast(np.stack([c0, c1], 1), r_sb, orig, halves[idx], _DIRS, depth, ident)
-    hits = ident[(ident >= 0) & (depth >= MIN_RANGE_M)]
-    hits = idx[hits]
+    returned = (depth < RANGE_M) & (depth >= MIN_RANGE_M)  # (beams, az): ground, structure or agent hit
+    hits = idx[ident[returned & (ident >= 0)]]
     counts = np.bincount(hits[hits < n_agents], minlength=n_agents)
-    return {a.instance_id: int(counts[i]) for i, a in enumerate(state.agents)}
+    beam, az = np.nonzero(returned)
+    points = np.zeros((len(beam), 5), np.float32)
+    points[:, :3] = _DIRS[beam, az] * depth[beam, az][:, None]
+    points[:, 4] = beam
+    return LidarSweep(points, {a.instance_id: int(counts[i]) for i, a in enumerate(state.agents)})
+
+
+def write_pcd_bin(path, points: np.ndarray) -> None:
+    """Write (N, 5) points in nuScenes' LIDAR_TOP file layout (little-endian float32 rows), which
+    `nuscenes.utils.data_classes.LidarPointCloud.from_file` reads."""
+    if points.ndim != 2 or points.shape[1] != 5:
+        raise ValueError(f"lidar points must be (N, 5), got {points.shape}")
+    np.ascontiguousarray(points, dtype="<f4").tofile(path)
 
 
 @njit(cache=True, nogil=True)

@@ -15,7 +15,9 @@ from replay.submission import ground_truth_results, write_submission
 
 pytest.importorskip("nuscenes")
 from nuscenes.eval.detection.utils import category_to_detection_name  # noqa: E402
-from nuscenes.utils.geometry_utils import BoxVisibility, view_points  # noqa: E402
+from nuscenes.utils.data_classes import LidarPointCloud  # noqa: E402
+from nuscenes.utils.geometry_utils import BoxVisibility, points_in_box, view_points  # noqa: E402
+from pyquaternion import Quaternion  # noqa: E402
 
 TABLES = ("attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map",
           "sample", "sample_annotation", "sample_data", "scene", "sensor", "visibility")
@@ -114,6 +116,49 @@ def test_boxes_project_onto_their_class_in_the_label_image(sim_dataset, sim_nusc
                 agree += labels[int(v), int(u)] == SEG_INDEX[DETECTION_TO_SEG[name]]
     assert checked >= 10, f"only {checked} well-visible boxes to check"
     assert agree / checked >= 0.95, f"{agree}/{checked} box centres on a pixel of their class"
+
+
+def _to_frame(points: np.ndarray, record: dict, inverse: bool = False) -> np.ndarray:
+    """(3, N) points through a calibrated_sensor or ego_pose record (sensor -> parent, or back)."""
+    rot, t = Quaternion(record["rotation"]).rotation_matrix, np.array(record["translation"])[:, None]
+    return rot.T @ (points - t) if inverse else rot @ points + t
+
+
+def test_lidar_sweeps_agree_with_annotations_and_camera_labels(sim_dataset, sim_nusc):
+    nusc, root = sim_nusc, sim_dataset.dataroot
+    ground_labels = [SEG_INDEX[n] for n in ("background", "road", "lane_marking", "road_edge", "sidewalk")]
+    checked, agree, counted = 0, 0, []
+    for sample in nusc.sample:
+        lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        cloud = LidarPointCloud.from_file(str(root / lidar["filename"]))
+        assert cloud.nbr_points() > 5_000
+        sensor = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+        world = _to_frame(_to_frame(cloud.points[:3], sensor), nusc.get("ego_pose", lidar["ego_pose_token"]))  # (3, N)
+        ground = np.abs(world[2]) < 1e-3
+        for token in sample["anns"]:  # num_lidar_pts: the sweep's points on the box
+            ann = nusc.get("sample_annotation", token)
+            inside = points_in_box(nusc.get_box(token), world, wlh_factor=1.0 + 1e-4)
+            counted.append((inside.sum(), ann["num_lidar_pts"]))
+        assert ground.mean() > 0.3, "a flat world: many returns are ground"
+        # ground returns seen from CAM_FRONT land on ground pixels of its label image (parallax and the
+        # lidar's box-shaped agents excepted): calibration, poses and timestamps agree across sensors
+        cam = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
+        cam_sensor = nusc.get("calibrated_sensor", cam["calibrated_sensor_token"])
+        in_cam = _to_frame(_to_frame(world[:, ground], nusc.get("ego_pose", cam["ego_pose_token"]), inverse=True),
+                           cam_sensor, inverse=True)  # (3, G)
+        front = in_cam[2] > 1.0
+        uv = view_points(in_cam[:, front], np.array(cam_sensor["camera_intrinsic"]), normalize=True)[:2]
+        seen = (uv[0] >= 0) & (uv[0] < cam["width"] - 0.5) & (uv[1] >= 0) & (uv[1] < cam["height"] - 0.5)
+        labels = np.asarray(Image.open(label_path(root, cam["filename"])))
+        hit = labels[np.round(uv[1, seen]).astype(int), np.round(uv[0, seen]).astype(int)]
+        checked += len(hit)
+        agree += int(np.isin(hit, ground_labels).sum())
+    in_box, num_lidar_pts = np.array(counted).T
+    assert (num_lidar_pts > 0).sum() > 500
+    # a ground return on the edge of a footprint may fall in the devkit's box (wlh_factor slack)
+    assert np.abs(in_box - num_lidar_pts).max() <= 1 and (in_box == num_lidar_pts).mean() > 0.99
+    assert checked > 1000
+    assert agree / checked > 0.95, f"{agree}/{checked} ground returns on ground pixels"
 
 
 def test_ground_truth_as_predictions_scores_mini_val(sim_nusc, tmp_path):
