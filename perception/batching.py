@@ -7,7 +7,9 @@ offline evaluation both use it; the runtime's model adapter should call it too (
 Rectifier calls), so the network never sees a preprocessing it was not trained on.
 
 `ClipDataset` reads clips through replay.nuscenes_source.NuScenesSource (the replay loader, not a
-second one), the ground truth through replay.groundtruth, and applies perception.augment.
+second one), the ground truth through replay.groundtruth, and applies perception.augment. With the
+depth head enabled it also projects each keyframe's lidar returns into the rectified cameras
+(`frame_depth_bins`).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 
 from perception import augment as aug
 from perception.classes import ROAD_CLASSES
+from perception.depth import CameraGeometry, depth_bin_targets
 from perception.grid import BEVGrid
 from perception.model import IGNORE_INDEX, ModelConfig, ModelInputs, Targets
 from perception.rectify import Rectifier
@@ -114,6 +117,19 @@ class FrameTargetArrays:
     labels: np.ndarray  # (N,) int64
     road: dict[str, list[np.ndarray]]  # ego polylines
     seg_labels: torch.Tensor  # (Ncam, H, W) int64, 255 ignore
+    depth_bins: torch.Tensor | None = None  # (Ncam, H/16, W/16) int64, 255 where no lidar return; None: no depth targets
+
+
+def frame_depth_bins(points_global: np.ndarray | None, fs: FrameSet, x: FrameArrays, config: ModelConfig) -> torch.Tensor:
+    """(Ncam, H/16, W/16) depth-bin targets of a frame set's rectified cameras (CAMERA_CHANNELS slots),
+    each camera at the ego pose of its own timestamp; all ignored where there are no points."""
+    from perception.backbone import Backbone
+
+    cameras: list[CameraGeometry | None] = [None] * len(CAMERA_CHANNELS)
+    for cam in fs.cameras:
+        k = CAMERA_CHANNELS.index(cam.channel)
+        cameras[k] = CameraGeometry(x.intrinsics[k], x.cam_to_ego[k], cam.ego_to_global.matrix)
+    return depth_bin_targets(points_global, cameras, config.image_size, Backbone.stride, config.depth)
 
 
 def frame_target_arrays(gt, fs: FrameSet, rectifier: Rectifier) -> FrameTargetArrays:
@@ -137,6 +153,7 @@ def to_targets(t: FrameTargetArrays, grid: BEVGrid, road_upsample: int, road_thi
         gt_labels=[torch.as_tensor(np.asarray(t.labels, np.int64))],
         road_masks=torch.from_numpy(road)[None],
         seg_labels=t.seg_labels[None],
+        depth_bins=None if t.depth_bins is None else t.depth_bins[None],
     )
 
 
@@ -155,7 +172,7 @@ def rotate_frame(x: FrameArrays, t: FrameTargetArrays, yaw: float) -> tuple[Fram
         reset=x.reset,
     )
     road = {c: [aug.rotate_points_2d(p, yaw) for p in lines] for c, lines in t.road.items()}
-    t2 = FrameTargetArrays(aug.rotate_boxes(t.boxes, yaw).astype(np.float32), t.labels, road, t.seg_labels)
+    t2 = FrameTargetArrays(aug.rotate_boxes(t.boxes, yaw).astype(np.float32), t.labels, road, t.seg_labels, t.depth_bins)
     return x2, t2
 
 
@@ -175,9 +192,19 @@ def collate_clips(items: Sequence[Sequence[tuple[ModelInputs, Targets]]]) -> tup
                 gt_labels=[b for y in ys for b in y.gt_labels],
                 road_masks=torch.cat([y.road_masks for y in ys]),
                 seg_labels=torch.cat([y.seg_labels for y in ys]),
+                depth_bins=_cat_depth_bins(ys),
             )
         )
     return inputs, targets
+
+
+def _cat_depth_bins(ys: Sequence[Targets]) -> torch.Tensor | None:
+    """Stack the streams' depth bins; a stream without any (None) is all ignored; None if none has any."""
+    present = [y.depth_bins for y in ys if y.depth_bins is not None]
+    if not present:
+        return None
+    blank = torch.full_like(present[0], IGNORE_INDEX)
+    return torch.cat([y.depth_bins if y.depth_bins is not None else blank for y in ys])
 
 
 # ---- the clip dataset ---------------------------------------------------------------------------------
@@ -294,13 +321,16 @@ class ClipDataset(torch.utils.data.Dataset):
                 photometric = aug.draw_photometric(self.augment.photometric, len(CAMERA_CHANNELS), seed)
             yaw = aug.draw_scene_yaw(self.augment.scene_yaw_deg, seed)
         out = []
+        depth = self.model_config.depth.enabled
         for k, fs in enumerate(frames):
             x = frame_set_arrays(fs, self.rectifier, reset=(k == 0 and not continues))
-            gt = gt_reader.for_frame_set(fs)
+            gt = gt_reader.for_frame_set(fs, with_lidar=depth)
             if gt.road is None and self.require_road:
                 raise ValueError(f"{sc.dataroot}: scene {sc.scene} has no road geometry file; training needs one "
                                  "(pass require_road=False to train with empty road targets)")
             t = frame_target_arrays(gt, fs, self.rectifier)
+            if depth:  # in the camera frames, before the scene yaw turns the ego frame (depth does not change)
+                t.depth_bins = frame_depth_bins(gt.lidar_points, fs, x, self.model_config)
             x, t = rotate_frame(x, t, yaw)
             if photometric is not None:
                 x.images = aug.apply_photometric(x.images, photometric) * torch.as_tensor(x.camera_mask, dtype=torch.float32)[:, None, None, None]

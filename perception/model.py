@@ -5,6 +5,7 @@
     feats + calibration --BEVEncoder--> bev (B, C, Hb, Wb)
     bev + poses/time/kinematics + TemporalState --VideoModule--> fused bev, new state
     fused bev --DetectionHead / RoadHead--> detections, road masks
+    feats --DepthHead--> depth-bin logits (B, Ncam, D, H/16, W/16), in training only and where enabled
 
 `forward(inputs, state) -> (outputs, state)` is the streaming entry point; the runtime may run its two
 halves in different actors: `encode_images` (per-camera work) and `bev_step` (BEV + temporal + heads).
@@ -23,6 +24,7 @@ from perception.attributes import AttributeConfig
 from perception.backbone import Backbone, BackboneConfig
 from perception.bev_encoder import BEVEncoder, BEVEncoderConfig
 from perception.boxes import CODE_SIZE
+from perception.depth import DepthHead, DepthHeadConfig
 from perception.classes import ROAD_CLASSES
 from perception.detection import DetectionHead, DetectionHeadConfig
 from perception.grid import BEVGrid
@@ -56,6 +58,7 @@ class ModelConfig:
     road: RoadHeadConfig = RoadHeadConfig(hidden_channels=16)
     loss: LossWeights = LossWeights()
     attributes: AttributeConfig = AttributeConfig()  # speed thresholds of the submission attributes (bevstream calibrate)
+    depth: DepthHeadConfig = DepthHeadConfig()  # lidar depth supervision of the camera features (off by default)
     num_cameras: int = 6
 
     @property
@@ -102,6 +105,7 @@ class Targets:
     gt_labels: list[torch.Tensor]  # B x (N_b,) int64 into DETECTION_NAMES
     road_masks: torch.Tensor  # (B, 2, H_r, W_r) float {0, 1}, ROAD_CLASSES
     seg_labels: torch.Tensor  # (B, Ncam, H, W) int64 into SEG_CLASSES, 255 = ignore
+    depth_bins: torch.Tensor | None = None  # (B, Ncam, H/16, W/16) int64 depth bins, 255 = no lidar return
 
 
 @dataclass
@@ -110,6 +114,7 @@ class ModelOutputs:
     road_logits: torch.Tensor  # (B, 2, H_r, W_r)
     seg_logits: torch.Tensor  # (B, Ncam, K, H/4, W/4)
     bev: torch.Tensor  # (B, C, Hb, Wb) fused BEV feature the heads read
+    depth_logits: torch.Tensor | None = None  # (B, Ncam, D, H/16, W/16), training with the depth head only
 
 
 class BEVStreamModel(nn.Module):
@@ -126,6 +131,7 @@ class BEVStreamModel(nn.Module):
         # Heads may be injected (tests, experiments); by default those of perception.detection / perception.road.
         self.detection_head = detection_head if detection_head is not None else DetectionHead(c, config.grid, config.detection)
         self.road_head = road_head if road_head is not None else RoadHead(c, config.grid, config.road)
+        self.depth_head = DepthHead(bb.out_channels, config.depth) if config.depth.enabled else None
 
     # ------------------------------------------------------------ stages
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +166,9 @@ class BEVStreamModel(nn.Module):
         inputs.validate(self.config.num_cameras, self.config.image_size)
         feats, seg = self.encode_images(inputs.images)
         out, state = self.bev_step(feats, inputs, state)
-        return ModelOutputs(detection=out["detection"], road_logits=out["road_logits"], seg_logits=seg, bev=out["bev"]), state
+        depth = self.depth_head(feats) if self.depth_head is not None and self.training else None
+        return ModelOutputs(detection=out["detection"], road_logits=out["road_logits"], seg_logits=seg, bev=out["bev"],
+                            depth_logits=depth), state
 
     # ------------------------------------------------------------ outputs
     @torch.no_grad()
@@ -187,7 +195,8 @@ class BEVStreamModel(nn.Module):
 
     # ------------------------------------------------------------ training
     def losses(self, outputs: ModelOutputs, targets: Targets, camera_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Per-tick losses: CE on segmentation (logits upsampled to the labels), detection and road heads'."""
+        """Per-tick losses: CE on segmentation (logits upsampled to the labels), detection and road heads', and
+        with the depth head CE on depth bins (zero at a tick without lidar returns)."""
         labels = targets.seg_labels.long()
         if camera_mask is not None:  # no supervision for a camera the model did not see
             labels = labels.masked_fill(~camera_mask.bool()[:, :, None, None], IGNORE_INDEX)
@@ -199,6 +208,12 @@ class BEVStreamModel(nn.Module):
         out = {"seg": seg}
         out.update(self.detection_head.loss(outputs.detection, targets.gt_boxes, targets.gt_labels))
         out.update(self.road_head.loss(outputs.road_logits, targets.road_masks))
+        if outputs.depth_logits is not None:
+            bins = targets.depth_bins
+            if bins is None:  # no returns at this tick (a sweep between keyframes)
+                out["depth"] = outputs.depth_logits.sum() * 0.0
+            else:
+                out["depth"] = DepthHead.loss(outputs.depth_logits, bins, camera_mask)
         return out
 
     def forward_clip(self, clip: list[ModelInputs], targets: list[Targets], state: TemporalState | None = None,
@@ -215,7 +230,7 @@ class BEVStreamModel(nn.Module):
                 sums[k] = sums.get(k, 0.0) + v
         mean = {k: v / len(clip) for k, v in sums.items()}
         w = self.config.loss
-        weights = {"seg": w.seg, "det_cls": w.det_cls, "det_reg": w.det_reg, "road": w.road}
+        weights = {"seg": w.seg, "det_cls": w.det_cls, "det_reg": w.det_reg, "road": w.road, "depth": self.config.depth.loss_weight}
         mean["total"] = sum(weights.get(k, 1.0) * v for k, v in mean.items())
         return (mean, state) if return_state else mean
 

@@ -269,9 +269,10 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-# Branches whose output starts at exactly zero (perception/motion.py): weights trained without them load
-# into a model that has them and it computes what those weights computed, so training can grow them.
-ZERO_INIT_BRANCHES = ("video.motion.",)
+# Branches whose output starts at exactly zero (perception/motion.py), or that no output reads (the
+# training-only depth head): weights trained without them load into a model that has them and it computes
+# what those weights computed, so training can grow them.
+ZERO_INIT_BRANCHES = ("video.motion.", "depth_head.")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> list[str]:

@@ -11,7 +11,8 @@ are. Velocities are the devkit's `box_velocity` (global frame, interpolated the 
 into the ego frame; a NaN velocity becomes 0 with `velocity_valid` False.
 
 Road geometry and label images come from the files that replay/layout.py places beside the
-dataroot; real nuScenes has neither and the readers return None.
+dataroot; real nuScenes has neither and the readers return None. A keyframe's LIDAR_TOP returns
+(depth targets) are read through the devkit, in the global frame; None where the point file is absent.
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class FrameGroundTruth:
     boxes: BoxTargets
     road: dict[str, list[np.ndarray]] | None  # ROAD_CLASSES name -> polylines (K, 2) ego x, y; None: no road files
     seg_labels: tuple[np.ndarray | None, ...]  # per camera of the frame set (its order): (H, W) uint8 or None
+    lidar_points: np.ndarray | None = None  # (N, 3) float64 global: the keyframe's LIDAR_TOP returns, where asked and present
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,21 @@ class GroundTruth:
         with Image.open(path) as im:
             return np.asarray(im.convert("L") if im.mode not in ("L", "P") else im, dtype=np.uint8)
 
+    def lidar_points(self, sample_token: str) -> np.ndarray | None:
+        """(N, 3) float64 global positions of a keyframe's LIDAR_TOP returns, or None where its point file
+        is absent (the real scene beside this project ships without them)."""
+        from nuscenes.utils.data_classes import LidarPointCloud
+
+        sd = self.nusc.get("sample_data", self.nusc.get("sample", sample_token)["data"]["LIDAR_TOP"])
+        path = self.dataroot / sd["filename"]
+        if not path.is_file():
+            return None
+        cloud = LidarPointCloud.from_file(str(path))  # (4, N) in the sensor frame
+        for record in (self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]), self.nusc.get("ego_pose", sd["ego_pose_token"])):
+            cloud.rotate(Quaternion(record["rotation"]).rotation_matrix)  # sensor -> ego, then ego -> global
+            cloud.translate(np.asarray(record["translation"], dtype=np.float64))
+        return cloud.points[:3].T.astype(np.float64)
+
     # ---- a whole frame set ------------------------------------------------------------------------------
 
     def scene_token(self, scene_name: str) -> str:
@@ -286,14 +303,16 @@ class GroundTruth:
         except KeyError:
             raise KeyError(f"scene {scene_name!r} is not in {self.dataroot} ({self.nusc.version})") from None
 
-    def for_frame_set(self, frame_set: FrameSet, with_labels: bool = True) -> FrameGroundTruth:
-        """Ground truth of one frame set at its reference time and ego pose."""
+    def for_frame_set(self, frame_set: FrameSet, with_labels: bool = True, with_lidar: bool = False) -> FrameGroundTruth:
+        """Ground truth of one frame set at its reference time and ego pose (`with_lidar`: and, at a
+        keyframe, its lidar returns)."""
         boxes = self.boxes_at(
             self.scene_token(frame_set.scene), frame_set.timestamp_us, frame_set.ego_to_global, frame_set.sample_token
         )
         road = self.road_at(frame_set.scene, frame_set.ego_to_global)
         labels = tuple(self.seg_label(c.sample_data_token) if with_labels else None for c in frame_set.cameras)
-        return FrameGroundTruth(boxes=boxes, road=road, seg_labels=labels)
+        points = self.lidar_points(frame_set.sample_token) if with_lidar and frame_set.is_keyframe else None
+        return FrameGroundTruth(boxes=boxes, road=road, seg_labels=labels, lidar_points=points)
 
 
 def _interp_velocity(v0: np.ndarray, v1: np.ndarray, amount: float) -> np.ndarray:

@@ -170,3 +170,39 @@ def test_walk_clips_are_one_consecutive_drive_cut_into_clips():
     walk = no_drops.walk_clips(0, (0,))
     start = walk[0].cycles[0]
     assert [c.cycles for c in walk] == [tuple(range(s, s + 3)) for s in range(start, 11 - 2, 3)]
+
+
+def test_clip_depth_targets_from_the_sim_lidar(sim_dataset):
+    """With the depth head on, keyframes get lidar depth bins in every camera (near at the bottom of the
+    image, where the ground is), frames between keyframes none; the scene-yaw augmentation leaves them be."""
+    import torch
+
+    from perception.batching import AugmentConfig, ClipDataset, scenes_from_source
+    from perception.config import model_config_from_dict
+    from perception.depth import IGNORE_INDEX
+    from replay.nuscenes_source import NuScenesSource
+
+    torch.set_num_threads(1)
+    src = NuScenesSource(sim_dataset.dataroot, sim_dataset.version, scenes=[sim_dataset.summary.scenes[0][0]])
+    scenes = scenes_from_source(src)
+    index = ClipIndex(scenes, length=6, stride=1000)  # one clip: a keyframe and the five sweeps after it
+    model = {k: v for k, v in TINY_MODEL.items() if k != "rectify"}  # the default input size: 11 x 20 feature cells
+    cfg = model_config_from_dict({**model, "depth": {"enabled": True}})
+    roots = [(str(sim_dataset.dataroot), sim_dataset.version)]
+    clip = index.clip(0, 0)
+    keyframe = [scenes[0].cycles[c].is_keyframe for c in clip.cycles]
+    assert keyframe[0] and not any(keyframe[1:])
+    items = ClipDataset(index, roots, cfg, augment=AugmentConfig(photometric=None))[(0, 0, 0)]
+    turned = ClipDataset(index, roots, cfg, augment=AugmentConfig(photometric=None, scene_yaw_deg=20.0))[(0, 0, 3)]
+    for (_, t), (_, t_turned), key in zip(items, turned, keyframe):
+        bins = t.depth_bins[0]  # (6, 11, 20)
+        assert bins.shape == (6, *(s // 16 for s in cfg.image_size))
+        torch.testing.assert_close(t_turned.depth_bins, t.depth_bins)
+        if not key:
+            assert (bins == IGNORE_INDEX).all()
+            continue
+        seen = bins != IGNORE_INDEX
+        assert seen.float().mean() > 0.3 and seen.flatten(1).any(1).all(), "every camera gets returns"
+        both = seen[:, -1] & seen[:, 7]  # (6, 20) columns seen in the bottom row and in row 7
+        bottom, middle = bins[:, -1][both].float(), bins[:, 7][both].float()
+        assert len(bottom) > 60 and (bottom <= middle).float().mean() > 0.9 and bottom.mean() < middle.mean()
