@@ -506,10 +506,21 @@ def read_curve(path: str | Path) -> list[dict]:
 # ---- trained models -------------------------------------------------------------------------------------
 
 
+# Parameters no output reads (the depth head supervises the camera features in training only).
+TRAINING_ONLY = ("depth_head.",)
+
+
 def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
-    """Write the small file the runtime ships: model weights + model config (+ step), no optimizer state."""
+    """Write the small file the runtime ships: model weights + model config (+ step), no optimizer state, and
+    no training-only head (its config is switched off; a fine-tune from the file grows the head afresh)."""
     state = load_checkpoint(checkpoint)
-    return _write_weights_file(path, state["model"], state)
+    model = {k: v for k, v in state["model"].items() if not k.startswith(TRAINING_ONLY)}
+    config = dict(state.get("config") or {})
+    model_config = dict(config.get("model") or {})
+    if "depth" in model_config:
+        model_config["depth"] = {**model_config["depth"], "enabled": False}
+    config["model"] = model_config
+    return _write_weights_file(path, model, {**state, "config": config})
 
 
 def average_weights(paths: Sequence[str | Path], path: str | Path) -> Path:

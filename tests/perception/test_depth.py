@@ -135,8 +135,9 @@ def test_expected_depth_of_a_confident_bin_is_its_centre():
     torch.testing.assert_close(expected_depth(logits, CFG), torch.full((1, 2, 2), 13.5))
 
 
-def test_model_trains_the_head_and_infers_without_it(one_thread, tmp_path):
-    from perception.training import load_weights
+def test_model_trains_the_head_and_ships_without_it(one_thread, tmp_path):
+    from perception.config import model_config_from_dict, model_config_to_dict
+    from perception.training import export_weights, load_checkpoint, load_weights, save_checkpoint
 
     cfg = dataclasses.replace(tiny_config(video=False), depth=dataclasses.replace(CFG, hidden_channels=8, loss_weight=0.5))
     torch.manual_seed(0)
@@ -168,3 +169,12 @@ def test_model_trains_the_head_and_infers_without_it(one_thread, tmp_path):
         b, _ = grown(x)
     assert b.depth_logits is None, "inference does not run the head"
     torch.testing.assert_close(a.detection["cls_logits"], b.detection["cls_logits"])
+
+    # the shipped file leaves the head out and switches it off: it loads into a model without one
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", model, optim, sched, 1, {"model": model_config_to_dict(cfg)})
+    shipped = load_checkpoint(export_weights(ckpt, tmp_path / "shipped.pt"))
+    assert not any(k.startswith("depth_head.") for k in shipped["model"])
+    assert not model_config_from_dict(shipped["config"]["model"]).depth.enabled
+    BEVStreamModel(tiny_config(video=False)).load_state_dict(shipped["model"])  # strict
