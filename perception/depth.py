@@ -124,8 +124,3 @@ class DepthHead(nn.Module):
             return logits.sum() * 0.0
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(0, 1), ignore_index=IGNORE_INDEX)
 
-
-def expected_depth(logits: torch.Tensor, config: DepthHeadConfig) -> torch.Tensor:
-    """(..., D, Hf, Wf) logits -> (..., Hf, Wf) the softmax-weighted bin centre (m), to look at and to score."""
-    centres = torch.as_tensor(config.bin_centres(), dtype=logits.dtype)
-    return (logits.softmax(dim=-3) * centres[:, None, None]).sum(dim=-3)

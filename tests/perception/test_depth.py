@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from perception.depth import IGNORE_INDEX, CameraGeometry, DepthHead, DepthHeadConfig, depth_bin_targets, expected_depth, project_points
+from perception.depth import IGNORE_INDEX, CameraGeometry, DepthHead, DepthHeadConfig, depth_bin_targets, project_points
 from perception.model import BEVStreamModel
 from tests.perception.model_fixtures import canonical_rig, one_thread, synthetic_targets, synthetic_tick, tiny_config  # noqa: F401 (fixture)
 
@@ -127,12 +127,6 @@ def test_loss_is_cross_entropy_over_supervised_cells_of_seen_cameras():
     assert none.item() == 0.0
     none.backward()  # a gradient path even with nothing to learn
     assert logits.grad is not None
-
-
-def test_expected_depth_of_a_confident_bin_is_its_centre():
-    logits = torch.full((1, 60, 2, 2), -30.0)
-    logits[0, 12] = 30.0
-    torch.testing.assert_close(expected_depth(logits, CFG), torch.full((1, 2, 2), 13.5))
 
 
 def test_model_trains_the_head_and_ships_without_it(one_thread, tmp_path):
