@@ -14,6 +14,10 @@ Two attention modes:
   ``embedding_bag`` with per-point tap weights. The sampling layout depends only on the
   calibration and is cached; with rectified (canonical) cameras it never changes.
 - ``"dense"``: every cell attends to every pixel of every camera (masked for missing cameras).
+
+With depth-aware attention (``model.depth.attention``, perception/depth.py) each sampled point also
+carries the depth head's probability that its pixel's surface lies at the point; every layer then adds a
+second, zero-initialised output projection of the context weighted by it (sampled mode only).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from perception.depth import DepthHeadConfig, depth_window_weights
 from perception.grid import BEVGrid
 
 
@@ -86,6 +91,7 @@ class SampledLayout:
     point_grid: torch.Tensor  # (P, 2) grid_sample coords (align_corners=False) in its camera's image
     taps: torch.Tensor  # (P, 4) long: flattened feature pixels (cam*Hf*Wf + y*Wf + x)
     weights: torch.Tensor  # (P, 4) float: bilinear weights of the taps
+    point_depth: torch.Tensor  # (P,) float: depth (m) of each point in its camera
 
 
 def bilinear_taps(cam: torch.Tensor, grid_xy: torch.Tensor, feat_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +137,8 @@ def build_sampled_layout(
     point_grid = gxy[valid][order].float()
     feat_size = feat_size or (h_img // 16, w_img // 16)
     taps, weights = bilinear_taps(point_cam, point_grid, feat_size)
-    return SampledLayout(point_cell=point_cell, point_cam=point_cam, point_grid=point_grid, taps=taps, weights=weights)
+    return SampledLayout(point_cell=point_cell, point_cam=point_cam, point_grid=point_grid, taps=taps, weights=weights,
+                         point_depth=depth[valid][order].float())
 
 
 @dataclass
@@ -150,24 +157,35 @@ class _FastConstants:
     point_cam: torch.Tensor  # (P,) long
     taps: torch.Tensor  # (P, 4) long
     weights: torch.Tensor  # (P, 4) float
+    point_depth: torch.Tensor  # (P,) float
 
 
 class CrossAttentionLayer(nn.Module):
-    """Pre-norm multi-head cross-attention of BEV tokens over per-token key sets, then an FFN."""
+    """Pre-norm multi-head cross-attention of BEV tokens over per-token key sets, then an FFN.
 
-    def __init__(self, channels: int, heads: int, ffn_ratio: int) -> None:
+    With `depth_context`, a second output projection `depth_out` (zero at initialisation, so weights
+    trained without it compute what they computed) reads the context re-weighted per point by a given
+    (P,) weight: the depth probability of depth-aware attention."""
+
+    def __init__(self, channels: int, heads: int, ffn_ratio: int, depth_context: bool = False) -> None:
         super().__init__()
         self.heads = heads
         self.norm_q = nn.LayerNorm(channels)
         self.q = nn.Linear(channels, channels)
         self.out = nn.Linear(channels, channels)
+        self.depth_out = nn.Linear(channels, channels) if depth_context else None
+        if self.depth_out is not None:
+            nn.init.zeros_(self.depth_out.weight)
+            nn.init.zeros_(self.depth_out.bias)
         self.norm_f = nn.LayerNorm(channels) if ffn_ratio > 0 else None
         self.ffn = nn.Sequential(nn.Linear(channels, channels * ffn_ratio), nn.GELU(), nn.Linear(channels * ffn_ratio, channels)) if ffn_ratio > 0 else None
 
-    def attend_points(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, point_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def attend_points(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, point_token: torch.Tensor, mask: torch.Tensor,
+                      point_weight: torch.Tensor | None = None) -> torch.Tensor:
         """Each token attends over its own points only (softmax grouped by token, no padding).
 
-        tokens (T, C); keys/values (P, C) of P sampled points; point_token (P,) long in [0, T); mask (P,) bool.
+        tokens (T, C); keys/values (P, C) of P sampled points; point_token (P,) long in [0, T); mask (P,) bool;
+        point_weight (P,) the depth weights (read by `depth_out` only).
         """
         t, c = tokens.shape
         h, d = self.heads, c // self.heads
@@ -181,9 +199,13 @@ class CrossAttentionLayer(nn.Module):
         attn = e / denom.index_select(0, point_token).clamp_min(1e-20)  # (P, h)
         weighted = (attn[:, :, None] * values.view(-1, h, d)).reshape(-1, c)
         ctx = torch.zeros(t, c, dtype=values.dtype, device=values.device).index_add_(0, point_token, weighted)
-        return self.finish(tokens, ctx)  # tokens seeing no point read nothing (ctx 0)
+        ctx_depth = None
+        if self.depth_out is not None:
+            ctx_depth = torch.zeros_like(ctx).index_add_(0, point_token, weighted * point_weight[:, None])
+        return self.finish(tokens, ctx, ctx_depth)  # tokens seeing no point read nothing (ctx 0)
 
-    def attend_points_inplace(self, tokens: torch.Tensor, qsel: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, point_token: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def attend_points_inplace(self, tokens: torch.Tensor, qsel: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, point_token: torch.Tensor, mask: torch.Tensor | None,
+                              point_weight: torch.Tensor | None = None) -> torch.Tensor:
         """`attend_points` for inference with the query already gathered per point, qsel (P, C); overwrites
         `keys` and `values` (P, C views of a scratch buffer). mask None: every point is visible."""
         t, c = tokens.shape
@@ -200,7 +222,10 @@ class CrossAttentionLayer(nn.Module):
         attn = e.div_(denom.index_select(0, point_token).clamp_min_(1e-20))  # (P, h)
         weighted = values.view(-1, h, d).mul_(attn[:, :, None]).view(-1, c)
         ctx = torch.zeros(t, c, dtype=values.dtype, device=values.device).index_add_(0, point_token, weighted)
-        return self.finish(tokens, ctx)
+        ctx_depth = None
+        if self.depth_out is not None:
+            ctx_depth = torch.zeros_like(ctx).index_add_(0, point_token, weighted.mul_(point_weight[:, None]))
+        return self.finish(tokens, ctx, ctx_depth)
 
     def attend_dense(self, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """tokens (B, T, C); keys/values (B, S, C); mask (B, S) bool -> (B, T, C)."""
@@ -214,8 +239,10 @@ class CrossAttentionLayer(nn.Module):
         ctx = ctx.nan_to_num(0.0).transpose(1, 2).reshape(b, t, c)
         return self.finish(tokens, ctx)
 
-    def finish(self, tokens: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
+    def finish(self, tokens: torch.Tensor, ctx: torch.Tensor, ctx_depth: torch.Tensor | None = None) -> torch.Tensor:
         x = tokens + self.out(ctx)
+        if ctx_depth is not None:
+            x = x + self.depth_out(ctx_depth)
         return x if self.ffn is None else x + self.ffn(self.norm_f(x))
 
 
@@ -241,9 +268,14 @@ class SeparableBlock(nn.Module):
 class BEVEncoder(nn.Module):
     """Camera features (B, Ncam, Cimg, Hf, Wf) + calibration -> BEV feature (B, C, H, W) over `grid`."""
 
-    def __init__(self, in_channels: int, grid: BEVGrid, image_size: tuple[int, int], stride: int = 16, config: BEVEncoderConfig = BEVEncoderConfig()) -> None:
+    def __init__(self, in_channels: int, grid: BEVGrid, image_size: tuple[int, int], stride: int = 16, config: BEVEncoderConfig = BEVEncoderConfig(),
+                 depth: DepthHeadConfig | None = None) -> None:
         super().__init__()
         self.config, self.grid, self.image_size, self.stride = config, grid, tuple(image_size), stride
+        # Depth-aware attention: forward then takes the depth head's logits (see perception/depth.py).
+        self.depth = depth if depth is not None and depth.attention else None
+        if self.depth is not None and config.attention != "sampled":
+            raise ValueError("depth-aware attention (model.depth.attention) needs model.bev.attention: sampled")
         c = config.channels
         h, w = grid.shape
         self.queries = nn.Parameter(torch.randn(c, h, w) * 0.02)
@@ -252,7 +284,7 @@ class BEVEncoder(nn.Module):
         self.key_proj = nn.Conv2d(in_channels, c, 1)
         self.value_proj = nn.Conv2d(in_channels, c, 1)
         self.ray_mlp = nn.Sequential(nn.Linear(6, c), nn.ReLU(inplace=True), nn.Linear(c, c))
-        self.layers = nn.ModuleList([CrossAttentionLayer(c, config.heads, config.ffn_ratio) for _ in range(config.num_layers)])
+        self.layers = nn.ModuleList([CrossAttentionLayer(c, config.heads, config.ffn_ratio, self.depth is not None) for _ in range(config.num_layers)])
         self.context = nn.Sequential(*[SeparableBlock(c) for _ in range(config.context_blocks)])
         self._layouts: dict[bytes, SampledLayout] = {}
         self.fast = True  # False: always the reference path (benchmarks, tests)
@@ -278,14 +310,25 @@ class BEVEncoder(nn.Module):
             self._layouts[key] = lay
         return lay
 
-    def forward(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor) -> torch.Tensor:
-        """(B, Ncam, Cimg, Hf, Wf) features + (B, Ncam, 3, 3), (B, Ncam, 4, 4), (B, Ncam) -> (B, C, H, W).
+    def forward(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor,
+                depth_logits: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, Ncam, Cimg, Hf, Wf) features + (B, Ncam, 3, 3), (B, Ncam, 4, 4), (B, Ncam) -> (B, C, H, W);
+        with depth-aware attention also the depth head's logits (B, Ncam, D, Hf, Wf).
 
         Without autograd (inference) and in "sampled" mode, a fast path gives the same result as
         `forward_reference` up to float rounding: see `_forward_sampled_fast`."""
+        if (self.depth is not None) != (depth_logits is not None):
+            raise ValueError("BEVEncoder: depth_logits must be given exactly when depth-aware attention is on "
+                             f"(it is {'on' if self.depth is not None else 'off'})")
         if self.fast and self.config.attention == "sampled" and not torch.is_grad_enabled():
-            return self._forward_sampled_fast(feats, intrinsics, cam_to_ego, camera_mask)
-        return self.forward_reference(feats, intrinsics, cam_to_ego, camera_mask)
+            return self._forward_sampled_fast(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
+        return self.forward_reference(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
+
+    def _point_weights(self, depth_logits: torch.Tensor | None, taps: torch.Tensor, weights: torch.Tensor, point_depth: torch.Tensor) -> torch.Tensor | None:
+        """(Ncam, D, Hf, Wf) one item's depth logits -> (P,) depth weight of each point; None without depth attention."""
+        if depth_logits is None:
+            return None
+        return depth_window_weights(depth_logits, taps, weights, point_depth.to(depth_logits.device), self.depth)
 
     # ------------------------------------------------------------ inference fast path
     def _weights_key(self) -> tuple:
@@ -316,13 +359,15 @@ class BEVEncoder(nn.Module):
                 key_weight=self.key_proj.weight.flatten(1).t(), key_bias=self.key_proj.bias,
                 value_weight=self.value_proj.weight.flatten(1).t(), value_bias=self.value_proj.bias,
                 point_cell=point_cell, point_cam=lay.point_cam.to(dev), taps=lay.taps.to(dev), weights=lay.weights.to(dev),
+                point_depth=lay.point_depth.to(dev),
             )
             if len(self._fast) > 32:
                 self._fast.clear()
             self._fast[key] = const
         return const
 
-    def _forward_sampled_fast(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor) -> torch.Tensor:
+    def _forward_sampled_fast(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor,
+                              depth_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Sampled attention for inference. Same arithmetic as the reference, minus the repeated work:
         - cached per calibration + weights: the query tokens, layer 0's projected query of every point
           (index_select included), the camera encoding of the keys, the fused key|value 1x1 weights;
@@ -345,19 +390,21 @@ class BEVEncoder(nn.Module):
             values_p = F.embedding_bag(const.taps, value_rows, per_sample_weights=wts, mode="sum")  # (P, C)
             mask = camera_mask[i].bool()
             pmask = None if bool(mask.all()) else mask.index_select(0, const.point_cam)  # (P,)
+            pweight = self._point_weights(None if depth_logits is None else depth_logits[i], const.taps, const.weights, const.point_depth)
             tokens = const.tokens0
             for li, layer in enumerate(self.layers):
                 keys, values = keys_p, values_p
                 if li + 1 < len(self.layers):  # later layers read the same keys/values: keep them
                     keys, values = keys.clone(), values.clone()
                 qsel = const.qsel0 if li == 0 else layer.q(layer.norm_q(tokens)).index_select(0, const.point_cell)
-                tokens = layer.attend_points_inplace(tokens, qsel, keys, values, const.point_cell, pmask)
+                tokens = layer.attend_points_inplace(tokens, qsel, keys, values, const.point_cell, pmask, pweight)
             outs.append(tokens)
         tokens = outs[0][None] if b == 1 else torch.stack(outs)  # (B, HW, C)
         bev = tokens.view(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last memory, no copy
         return self.context(bev).contiguous()  # (B, C, H, W)
 
-    def forward_reference(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor) -> torch.Tensor:
+    def forward_reference(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor,
+                          depth_logits: torch.Tensor | None = None) -> torch.Tensor:
         """The plain path (training, and the reference the inference fast path is tested against)."""
         b, ncam, _, hf, wf = feats.shape
         c = self.config.channels
@@ -376,7 +423,7 @@ class BEVEncoder(nn.Module):
         else:
             # All points of all batch items in one flat list; item b's tokens are rows b*HW ... (b+1)*HW - 1.
             hw = h * w
-            pk, pv, pt, pm = [], [], [], []
+            pk, pv, pt, pm, pw = [], [], [], [], []
             for i in range(b):
                 lay = self.layout(intrinsics[i], cam_to_ego[i])
                 dev = keys.device
@@ -388,13 +435,15 @@ class BEVEncoder(nn.Module):
                     dst.append(F.embedding_bag(taps, flat, per_sample_weights=wts, mode="sum"))
                 pt.append(lay.point_cell.to(dev) + i * hw)
                 pm.append(camera_mask[i].index_select(0, lay.point_cam.to(dev)))
+                pw.append(self._point_weights(None if depth_logits is None else depth_logits[i], taps, wts, lay.point_depth))
             if b == 1:  # the streaming case: no copies
-                k, v, pt, pm = pk[0], pv[0], pt[0], pm[0]
+                k, v, pt, pm, pweight = pk[0], pv[0], pt[0], pm[0], pw[0]
             else:
                 k, v, pt, pm = torch.cat(pk), torch.cat(pv), torch.cat(pt), torch.cat(pm)
+                pweight = None if depth_logits is None else torch.cat(pw)
             flat = tokens.reshape(b * hw, c)
             for layer in self.layers:
-                flat = layer.attend_points(flat, k, v, pt, pm)
+                flat = layer.attend_points(flat, k, v, pt, pm, pweight)
             tokens = flat.view(b, hw, c)
         bev = tokens.transpose(1, 2).reshape(b, c, h, w)
         return self.context(bev)  # (B, C, H, W)

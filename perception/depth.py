@@ -5,7 +5,13 @@ the features themselves tells a near car from a far one on the same ray; `bevstr
 placement error of far cars is mostly along the ray. This head asks the stride-16 camera features to
 classify the depth of what they see, into uniform bins, against the nearest lidar return in each
 feature cell (BEVDepth's target). It is off by default (`model.depth.enabled`); it runs in training only
-and adds nothing to inference.
+and adds nothing to inference, unless `model.depth.attention` is on (below).
+
+With `attention` (depth-aware cross-attention, after BEVFormer v2 / DFA3D), the head also runs at
+inference and the BEV encoder reads it: each pillar point gets the probability that its pixel's surface
+lies within `window_m` along the ray around the point (`depth_window_weights`), and a second,
+zero-initialised output of each attention layer reads the context weighted by it. So a cell can tell
+the pixel it reads is *at* the cell from a pixel that merely lies on the cell's ray.
 
     points (N, 3) global --depth_bin_targets--> (Ncam, Hf, Wf) bin index, IGNORE_INDEX where no return
     feats (B, Ncam, C, Hf, Wf) --DepthHead--> logits (B, Ncam, D, Hf, Wf); loss: cross entropy over bins
@@ -31,8 +37,14 @@ class DepthHeadConfig:
     bins: int = 60  # uniform bins of (max_m - min_m) / bins metres
     hidden_channels: int = 64
     loss_weight: float = 1.0  # of the depth term in the training total
+    attention: bool = False  # the BEV encoder weights its pillar points by the predicted depth (needs enabled)
+    window_m: float = 1.6  # depth window (m) centred on each pillar point: one BEV cell
 
     def __post_init__(self) -> None:
+        if self.attention and not self.enabled:
+            raise ValueError("DepthHeadConfig.attention needs the depth head: set enabled: true")
+        if self.window_m <= 0:
+            raise ValueError(f"DepthHeadConfig.window_m must be > 0, got {self.window_m}")
         if not 0.0 < self.min_m < self.max_m:
             raise ValueError(f"DepthHeadConfig: need 0 < min_m < max_m, got {self.min_m} and {self.max_m}")
         if self.bins < 2:
@@ -91,6 +103,34 @@ def depth_bin_targets(points_global: np.ndarray | None, cameras: Sequence[Camera
         seen = np.isfinite(nearest)
         out[k].reshape(-1)[seen] = config.bin_of(nearest[seen])
     return torch.from_numpy(out)
+
+
+def depth_window_weights(logits: torch.Tensor, taps: torch.Tensor, tap_weights: torch.Tensor, point_depth: torch.Tensor,
+                         config: DepthHeadConfig) -> torch.Tensor:
+    """P(surface depth within +-window_m/2 of each point's depth), read at each point's pixel.
+
+    logits (Ncam, D, Hf, Wf) of one item; taps/tap_weights (P, 4) bilinear taps into the flattened
+    (Ncam*Hf*Wf) pixels (perception.bev_encoder.SampledLayout); point_depth (P,) camera depth (m).
+    The bins' probabilities are summed into a CDF at the bin edges, sampled bilinearly at the point's
+    pixel and interpolated linearly inside a bin (uniform density per bin). Returns (P,) in [0, 1];
+    0 for a window wholly outside [min_m, max_m]."""
+    ncam, d, hf, wf = logits.shape
+    probs = logits.float().softmax(dim=1)  # (Ncam, D, Hf, Wf)
+    cdf = torch.cat([torch.zeros_like(probs[:, :1]), probs.cumsum(dim=1)], dim=1)  # (Ncam, D+1, Hf, Wf)
+    rows = cdf.permute(0, 2, 3, 1).reshape(ncam * hf * wf, d + 1)
+    point_cdf = F.embedding_bag(taps, rows, per_sample_weights=tap_weights.to(rows.dtype), mode="sum")  # (P, D+1)
+    width = (config.max_m - config.min_m) / config.bins
+
+    def cdf_at(depth: torch.Tensor) -> torch.Tensor:
+        t = ((depth - config.min_m) / width).clamp(0, d)  # fractional bin edge index, (P,)
+        lo = t.floor().long().clamp(max=d - 1)
+        below = point_cdf.gather(1, lo[:, None])[:, 0]
+        above = point_cdf.gather(1, lo[:, None] + 1)[:, 0]
+        return below + (t - lo) * (above - below)
+
+    half = config.window_m / 2
+    depth = point_depth.to(rows.dtype)
+    return (cdf_at(depth + half) - cdf_at(depth - half)).clamp_min(0.0)
 
 
 class DepthHead(nn.Module):

@@ -5,7 +5,8 @@
     feats + calibration --BEVEncoder--> bev (B, C, Hb, Wb)
     bev + poses/time/kinematics + TemporalState --VideoModule--> fused bev, new state
     fused bev --DetectionHead / RoadHead--> detections, road masks
-    feats --DepthHead--> depth-bin logits (B, Ncam, D, H/16, W/16), in training only and where enabled
+    feats --DepthHead--> depth-bin logits (B, Ncam, D, H/16, W/16), in training only and where enabled;
+                         with depth-aware attention always, and the BEVEncoder reads them
 
 `forward(inputs, state) -> (outputs, state)` is the streaming entry point; the runtime may run its two
 halves in different actors: `encode_images` (per-camera work) and `bev_step` (BEV + temporal + heads).
@@ -114,7 +115,7 @@ class ModelOutputs:
     road_logits: torch.Tensor  # (B, 2, H_r, W_r)
     seg_logits: torch.Tensor  # (B, Ncam, K, H/4, W/4)
     bev: torch.Tensor  # (B, C, Hb, Wb) fused BEV feature the heads read
-    depth_logits: torch.Tensor | None = None  # (B, Ncam, D, H/16, W/16), training with the depth head only
+    depth_logits: torch.Tensor | None = None  # (B, Ncam, D, H/16, W/16): training with the depth head, or depth-aware attention
 
 
 class BEVStreamModel(nn.Module):
@@ -125,7 +126,7 @@ class BEVStreamModel(nn.Module):
         # Per-camera convs run channels-last (faster oneDNN kernels on CPU); weights stored to match.
         self.backbone = Backbone(bb).to(memory_format=torch.channels_last)
         self.seg_head = SegmentationHead(bb.out_channels, bb.skip_channels, bb.widths[1], config.seg).to(memory_format=torch.channels_last)
-        self.bev_encoder = BEVEncoder(bb.out_channels, config.grid, config.image_size, Backbone.stride, config.bev)
+        self.bev_encoder = BEVEncoder(bb.out_channels, config.grid, config.image_size, Backbone.stride, config.bev, config.depth)
         c = config.bev.channels
         self.video = VideoModule(c, config.grid, config.video) if config.video.enabled else None
         # Heads may be injected (tests, experiments); by default those of perception.detection / perception.road.
@@ -153,22 +154,26 @@ class BEVStreamModel(nn.Module):
     def bev_step(self, feats: torch.Tensor, inputs: ModelInputs, state: TemporalState | None) -> tuple[dict, TemporalState | None]:
         """Camera features + calibration + ego motion + state -> head outputs and the next state.
 
-        Returns ({'detection', 'road_logits', 'bev'}, state). With the video module off, state passes through.
+        Returns ({'detection', 'road_logits', 'bev', 'depth_logits'}, state); depth_logits is None unless the
+        depth head runs (training, or depth-aware attention). With the video module off, state passes through.
         """
         mask = inputs.camera_mask.to(feats.device).bool()
         feats = feats * mask[:, :, None, None, None].to(feats.dtype)  # missing cameras: zero features
-        bev = self.bev_encoder(feats, inputs.intrinsics, inputs.cam_to_ego, mask)  # (B, C, Hb, Wb)
+        depth = None
+        if self.depth_head is not None and (self.training or self.config.depth.attention):
+            depth = self.depth_head(feats)  # (B, Ncam, D, Hf, Wf)
+        attention_depth = depth if self.config.depth.attention else None
+        bev = self.bev_encoder(feats, inputs.intrinsics, inputs.cam_to_ego, mask, attention_depth)  # (B, C, Hb, Wb)
         if self.video is not None:
             bev, state = self.video(bev, inputs.ego_to_global, inputs.timestamp_s, inputs.kinematics, inputs.reset, state)
-        return {"detection": self.detection_head(bev), "road_logits": self.road_head(bev), "bev": bev}, state
+        return {"detection": self.detection_head(bev), "road_logits": self.road_head(bev), "bev": bev, "depth_logits": depth}, state
 
     def forward(self, inputs: ModelInputs, state: TemporalState | None = None) -> tuple[ModelOutputs, TemporalState | None]:
         inputs.validate(self.config.num_cameras, self.config.image_size)
         feats, seg = self.encode_images(inputs.images)
         out, state = self.bev_step(feats, inputs, state)
-        depth = self.depth_head(feats) if self.depth_head is not None and self.training else None
         return ModelOutputs(detection=out["detection"], road_logits=out["road_logits"], seg_logits=seg, bev=out["bev"],
-                            depth_logits=depth), state
+                            depth_logits=out["depth_logits"]), state
 
     # ------------------------------------------------------------ outputs
     @torch.no_grad()

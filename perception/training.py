@@ -27,6 +27,7 @@ Outputs in `out_dir`: `step_0001000.pt` every `checkpoint_every` steps and at th
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 import math
 import os
@@ -269,10 +270,10 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
-# Branches whose output starts at exactly zero (perception/motion.py), or that no output reads (the
-# training-only depth head): weights trained without them load into a model that has them and it computes
-# what those weights computed, so training can grow them.
-ZERO_INIT_BRANCHES = ("video.motion.", "depth_head.")
+# Branches whose output starts at exactly zero (perception/motion.py, the depth-weighted output of each
+# attention layer), or that no output reads until then (the depth head): weights trained without them load
+# into a model that has them and it computes what those weights computed, so training can grow them.
+ZERO_INIT_BRANCHES = ("video.motion.*", "depth_head.*", "bev_encoder.layers.*.depth_out.*")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> list[str]:
@@ -287,7 +288,7 @@ def _copy_weights(model: nn.Module, state: dict, path: str | Path) -> list[str]:
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit this model: {str(exc).splitlines()[0]}") from None
-    grown = [k for k in missing if k.startswith(ZERO_INIT_BRANCHES)]
+    grown = [k for k in missing if any(fnmatch.fnmatchcase(k, pattern) for pattern in ZERO_INIT_BRANCHES)]
     wrong = sorted(set(missing) - set(grown)) + sorted(unexpected)
     if wrong:
         raise ValueError(f"{path}: weights do not fit this model: missing {sorted(set(missing) - set(grown))[:5]}, "
@@ -506,7 +507,8 @@ def read_curve(path: str | Path) -> list[dict]:
 # ---- trained models -------------------------------------------------------------------------------------
 
 
-# Parameters no output reads (the depth head supervises the camera features in training only).
+# Parameters no output reads unless depth-aware attention is on (without it, the depth head supervises the
+# camera features in training only).
 TRAINING_ONLY = ("depth_head.",)
 
 
@@ -514,10 +516,11 @@ def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """Write the small file the runtime ships: model weights + model config (+ step), no optimizer state, and
     no training-only head (its config is switched off; a fine-tune from the file grows the head afresh)."""
     state = load_checkpoint(checkpoint)
-    model = {k: v for k, v in state["model"].items() if not k.startswith(TRAINING_ONLY)}
     config = dict(state.get("config") or {})
     model_config = dict(config.get("model") or {})
-    if "depth" in model_config:
+    depth_read = bool((model_config.get("depth") or {}).get("attention", False))
+    model = {k: v for k, v in state["model"].items() if depth_read or not k.startswith(TRAINING_ONLY)}
+    if "depth" in model_config and not depth_read:
         model_config["depth"] = {**model_config["depth"], "enabled": False}
     config["model"] = model_config
     return _write_weights_file(path, model, {**state, "config": config})

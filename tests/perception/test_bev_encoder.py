@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from perception.bev_encoder import BEVEncoder, BEVEncoderConfig, build_sampled_layout, pixel_rays, raster_encoding
+from perception.depth import DepthHeadConfig
 from tests.perception.model_fixtures import TINY_GRID, canonical_rig, tiny_config
 from tests.perception.model_fixtures import one_thread  # noqa: F401  (fixture)
 
@@ -53,11 +54,11 @@ def test_sampled_layout_matches_a_slow_projection():
                     continue
                 u, v = (k @ p)[:2] / p[2]
                 if -0.5 <= u <= IMG[1] - 0.5 and -0.5 <= v <= IMG[0] - 0.5:
-                    expected.add((c, round((2 * float(u) + 1) / IMG[1] - 1, 4), round((2 * float(v) + 1) / IMG[0] - 1, 4)))
+                    expected.add((c, round((2 * float(u) + 1) / IMG[1] - 1, 4), round((2 * float(v) + 1) / IMG[0] - 1, 4), round(float(p[2]), 3)))
         got = set()
         for point in (lay.point_cell == cell).nonzero().flatten().tolist():
             gx, gy = lay.point_grid[point].tolist()
-            got.add((int(lay.point_cam[point]), round(gx, 4), round(gy, 4)))
+            got.add((int(lay.point_cam[point]), round(gx, 4), round(gy, 4), round(float(lay.point_depth[point]), 3)))
         assert got == expected, cell
 
 
@@ -162,17 +163,25 @@ def test_dense_attention_equals_a_slow_softmax_reference():
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
-def _layered_encoder(layers: int = 1) -> BEVEncoder:
+DEPTH = DepthHeadConfig(enabled=True, attention=True, bins=20, min_m=1.0, max_m=41.0)
+
+
+def _layered_encoder(layers: int = 1, depth: DepthHeadConfig | None = None) -> BEVEncoder:
     torch.manual_seed(0)
     cfg = BEVEncoderConfig(channels=16, heads=2, pillar_heights=(0.0, 1.5), num_layers=layers)
-    return BEVEncoder(8, TINY_GRID, IMG, 16, cfg).eval()
+    enc = BEVEncoder(8, TINY_GRID, IMG, 16, cfg, depth).eval()
+    for layer in enc.layers:  # the depth-weighted output starts at zero: give it something to compute
+        if layer.depth_out is not None:
+            torch.nn.init.normal_(layer.depth_out.weight, std=0.3)
+    return enc
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_inference_fast_path_equals_the_reference(layers):
+@pytest.mark.parametrize("layers,depth", [(1, None), (2, None), (2, DEPTH)])
+def test_inference_fast_path_equals_the_reference(layers, depth):
     """Sampled attention: the cached/in-place inference path gives the reference's output, for two items
-    with different calibrations and a missing camera, and again after the weights change (cache refresh)."""
-    enc = _layered_encoder(layers)
+    with different calibrations and a missing camera, and again after the weights change (cache refresh);
+    with depth-aware attention too."""
+    enc = _layered_encoder(layers, depth)
     intr, ext = canonical_rig(tiny_config())
     ext2 = ext.clone()
     ext2[:, 2, 3] += 0.3  # the second item's cameras sit higher: another layout
@@ -180,11 +189,12 @@ def test_inference_fast_path_equals_the_reference(layers):
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 2] = False
     feats = torch.randn(2, 6, 8, IMG[0] // 16, IMG[1] // 16)
+    logits = None if depth is None else 3 * torch.randn(2, 6, depth.bins, IMG[0] // 16, IMG[1] // 16)
     for step in range(2):
         with torch.no_grad():
-            fast = enc(feats, intr_b, ext_b, mask)
-            ref = enc.forward_reference(feats, intr_b, ext_b, mask)
-            single = enc(feats[:1], intr_b[:1], ext_b[:1], mask[:1])
+            fast = enc(feats, intr_b, ext_b, mask, logits)
+            ref = enc.forward_reference(feats, intr_b, ext_b, mask, logits)
+            single = enc(feats[:1], intr_b[:1], ext_b[:1], mask[:1], None if logits is None else logits[:1])
         torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(single, ref[:1], atol=1e-5, rtol=1e-5)
         assert not fast.equal(torch.zeros_like(fast))
@@ -201,3 +211,28 @@ def test_training_uses_the_reference_path_and_backpropagates():
     out = enc(feats, intr[None], ext[None], torch.ones(1, 6, dtype=torch.bool))
     out.square().mean().backward()
     assert feats.grad is not None and enc.queries.grad is not None and not enc._fast
+
+
+def test_depth_attention_starts_as_plain_attention_and_then_reads_the_depth():
+    """The depth-weighted output is zero at initialisation: the encoder computes what it did without it.
+    Once it is not, the depth logits change the output and receive a gradient."""
+    torch.manual_seed(0)
+    plain = _layered_encoder(1)
+    deep = BEVEncoder(8, TINY_GRID, IMG, 16, plain.config, DEPTH)
+    missing, unexpected = deep.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["layers.0.depth_out.bias", "layers.0.depth_out.weight"] and not unexpected
+    intr, ext = canonical_rig(tiny_config())
+    feats = torch.randn(1, 6, 8, IMG[0] // 16, IMG[1] // 16)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    logits = torch.randn(1, 6, DEPTH.bins, IMG[0] // 16, IMG[1] // 16, requires_grad=True)
+    torch.testing.assert_close(deep(feats, intr[None], ext[None], mask, logits), plain(feats, intr[None], ext[None], mask))
+    with pytest.raises(ValueError, match="depth_logits"):
+        deep(feats, intr[None], ext[None], mask)
+    torch.nn.init.normal_(deep.layers[0].depth_out.weight, std=0.3)
+    out = deep(feats, intr[None], ext[None], mask, logits)
+    out.square().mean().backward()
+    assert logits.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert not deep(feats, intr[None], ext[None], mask, logits.roll(3, dims=2)).equal(out)
+    with pytest.raises(ValueError, match="sampled"):
+        BEVEncoder(8, TINY_GRID, IMG, 16, BEVEncoderConfig(channels=16, heads=2, attention="dense"), DEPTH)

@@ -1,5 +1,6 @@
 """Depth supervision: bins, targets against a slow per-point reference and the devkit's projection, the
-head's loss, and the model with the head (training only, weights without it still load)."""
+head's loss, and the model with the head (training only, weights without it still load). Depth-aware
+attention: the window probabilities against a per-point integral, and the model that reads them."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from perception.depth import IGNORE_INDEX, CameraGeometry, DepthHead, DepthHeadConfig, depth_bin_targets, project_points
+from perception.bev_encoder import bilinear_taps
+from perception.depth import (IGNORE_INDEX, CameraGeometry, DepthHead, DepthHeadConfig, depth_bin_targets, depth_window_weights,
+                              project_points)
 from perception.model import BEVStreamModel
 from tests.perception.model_fixtures import canonical_rig, one_thread, synthetic_targets, synthetic_tick, tiny_config  # noqa: F401 (fixture)
 
@@ -172,3 +175,74 @@ def test_model_trains_the_head_and_ships_without_it(one_thread, tmp_path):
     assert not any(k.startswith("depth_head.") for k in shipped["model"])
     assert not model_config_from_dict(shipped["config"]["model"]).depth.enabled
     BEVStreamModel(tiny_config(video=False)).load_state_dict(shipped["model"])  # strict
+
+
+def _window_reference(logits: torch.Tensor, cam: int, grid_xy: torch.Tensor, depth: float, cfg: DepthHeadConfig) -> float:
+    """One point: bilinear-sampled bin probabilities at its pixel, integrated over the window as the
+    overlap of the window with each bin (uniform density inside a bin)."""
+    probs = logits[cam:cam + 1].double().softmax(dim=1)  # (1, D, Hf, Wf)
+    p = F.grid_sample(probs, grid_xy.double().view(1, 1, 1, 2), mode="bilinear", padding_mode="zeros", align_corners=False).flatten()
+    width = (cfg.max_m - cfg.min_m) / cfg.bins
+    lo, hi = depth - cfg.window_m / 2, depth + cfg.window_m / 2
+    total = 0.0
+    for k in range(cfg.bins):
+        a, b = cfg.min_m + k * width, cfg.min_m + (k + 1) * width
+        total += float(p[k]) * max(0.0, min(hi, b) - max(lo, a)) / width
+    return total
+
+
+def test_depth_window_weights_equal_a_per_point_integral():
+    cfg = DepthHeadConfig(enabled=True, attention=True, min_m=1.0, max_m=21.0, bins=10, window_m=1.6)
+    torch.manual_seed(0)
+    logits = 2 * torch.randn(3, cfg.bins, 4, 6)  # (Ncam, D, Hf, Wf)
+    cam = torch.randint(0, 3, (200,))
+    grid_xy = torch.rand(200, 2) * 2.4 - 1.2  # some points near or past the image border
+    depth = torch.rand(200) * 26 - 2  # windows inside, straddling and outside [min_m, max_m)
+    taps, weights = bilinear_taps(cam, grid_xy, (4, 6))
+    got = depth_window_weights(logits, taps, weights, depth, cfg)
+    want = torch.tensor([_window_reference(logits, int(c), g, float(d), cfg) for c, g, d in zip(cam, grid_xy, depth)], dtype=torch.float64)
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
+
+
+def test_depth_window_weights_of_known_distributions():
+    cfg = DepthHeadConfig(enabled=True, attention=True, min_m=1.0, max_m=61.0, bins=60, window_m=1.6)
+    taps = torch.tensor([[5, 5, 5, 5]] * 4)  # one pixel, all its weight
+    weights = torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 4)
+    depth = torch.tensor([30.5, 35.5, 0.0, 70.0])
+    uniform = depth_window_weights(torch.zeros(1, 60, 2, 4), taps, weights, depth, cfg)
+    torch.testing.assert_close(uniform, torch.tensor([1.6 / 60, 1.6 / 60, 0.0, 0.0]))  # nothing below 1 m or beyond 61 m
+    peaked = torch.full((1, 60, 2, 4), -30.0)
+    peaked[0, 29] = 30.0  # the surface lies in the bin 30-31 m
+    got = depth_window_weights(peaked, taps, weights, depth, cfg)
+    torch.testing.assert_close(got, torch.tensor([1.0, 0.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="enabled"):
+        DepthHeadConfig(attention=True)
+
+
+def test_model_with_depth_attention_grows_from_plain_weights_and_ships_the_head(one_thread, tmp_path):
+    from perception.config import model_config_from_dict, model_config_to_dict
+    from perception.training import export_weights, load_checkpoint, load_weights, save_checkpoint
+
+    plain_cfg = tiny_config(video=True)
+    cfg = dataclasses.replace(plain_cfg, depth=dataclasses.replace(CFG, hidden_channels=8, attention=True))
+    torch.manual_seed(0)
+    plain = BEVStreamModel(plain_cfg).eval()
+    path = tmp_path / "plain.pt"
+    torch.save({"model": plain.state_dict(), "step": 0}, path)
+    model = BEVStreamModel(cfg)
+    grown = load_weights(model, path)
+    assert sorted({k.split(".")[0] for k in grown}) == ["bev_encoder", "depth_head"]
+    model.eval()
+    x = synthetic_tick(plain_cfg, 0)
+    with torch.no_grad():
+        a, _ = plain(x)
+        b, _ = model(x)
+    assert b.depth_logits is not None, "the encoder reads the head at inference"
+    torch.testing.assert_close(a.detection["cls_logits"], b.detection["cls_logits"])  # the new output starts at zero
+
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda _: 1.0)
+    ckpt = save_checkpoint(tmp_path / "ckpt.pt", model, optim, sched, 1, {"model": model_config_to_dict(cfg)})
+    shipped = load_checkpoint(export_weights(ckpt, tmp_path / "shipped.pt"))
+    assert model_config_from_dict(shipped["config"]["model"]).depth.attention
+    BEVStreamModel(cfg).load_state_dict(shipped["model"])  # strict: the head is in the file
