@@ -16,8 +16,9 @@ Two attention modes:
 - ``"dense"``: every cell attends to every pixel of every camera (masked for missing cameras).
 
 With depth-aware attention (``model.depth.attention``, perception/depth.py) each sampled point also
-carries the depth head's probability that its pixel's surface lies at the point; every layer then adds a
-second, zero-initialised output projection of the context weighted by it (sampled mode only).
+carries the depth head's probability that its pixel's surface lies at the point (as a ratio to a uniform
+depth's); every layer then adds a second, zero-initialised output projection of the context weighted by it
+(sampled mode only).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from perception.depth import DepthHeadConfig, depth_window_weights
+from perception.depth import DepthHeadConfig, depth_window_ratio
 from perception.grid import BEVGrid
 
 
@@ -328,7 +329,7 @@ class BEVEncoder(nn.Module):
         """(Ncam, D, Hf, Wf) one item's depth logits -> (P,) depth weight of each point; None without depth attention."""
         if depth_logits is None:
             return None
-        return depth_window_weights(depth_logits, taps, weights, point_depth.to(depth_logits.device), self.depth)
+        return depth_window_ratio(depth_logits, taps, weights, point_depth.to(depth_logits.device), self.depth)
 
     # ------------------------------------------------------------ inference fast path
     def _weights_key(self) -> tuple:

@@ -9,9 +9,10 @@ and adds nothing to inference, unless `model.depth.attention` is on (below).
 
 With `attention` (depth-aware cross-attention, after BEVFormer v2 / DFA3D), the head also runs at
 inference and the BEV encoder reads it: each pillar point gets the probability that its pixel's surface
-lies within `window_m` along the ray around the point (`depth_window_weights`), and a second,
-zero-initialised output of each attention layer reads the context weighted by it. So a cell can tell
-the pixel it reads is *at* the cell from a pixel that merely lies on the cell's ray.
+lies within `window_m` along the ray around the point (`depth_window_weights`), as a ratio to that of a
+uniform depth (`depth_window_ratio`: 1 = no evidence either way), and a second, zero-initialised output of
+each attention layer reads the context weighted by it. So a cell can tell the pixel it reads is *at* the
+cell from a pixel that merely lies on the cell's ray.
 
     points (N, 3) global --depth_bin_targets--> (Ncam, Hf, Wf) bin index, IGNORE_INDEX where no return
     feats (B, Ncam, C, Hf, Wf) --DepthHead--> logits (B, Ncam, D, Hf, Wf); loss: cross entropy over bins
@@ -131,6 +132,17 @@ def depth_window_weights(logits: torch.Tensor, taps: torch.Tensor, tap_weights: 
     half = config.window_m / 2
     depth = point_depth.to(rows.dtype)
     return (cdf_at(depth + half) - cdf_at(depth - half)).clamp_min(0.0)
+
+
+def depth_window_ratio(logits: torch.Tensor, taps: torch.Tensor, tap_weights: torch.Tensor, point_depth: torch.Tensor,
+                       config: DepthHeadConfig) -> torch.Tensor:
+    """`depth_window_weights` over the same probability for a uniform depth on [min_m, max_m): how many times
+    likelier the predicted depth puts the surface at the point (P,), >= 0; 1 where the head is undecided.
+    The scale matters to training: the attention's depth output reads context x ratio, and Adam moves its
+    weights by steps of the same size whatever the input's scale, so a probability (~0.03 when undecided)
+    would leave that output ~30x slower to grow."""
+    prior = config.window_m / (config.max_m - config.min_m)
+    return depth_window_weights(logits, taps, tap_weights, point_depth, config) / prior
 
 
 class DepthHead(nn.Module):

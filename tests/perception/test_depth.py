@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from perception.bev_encoder import bilinear_taps
-from perception.depth import (IGNORE_INDEX, CameraGeometry, DepthHead, DepthHeadConfig, depth_bin_targets, depth_window_weights,
-                              project_points)
+from perception.depth import (IGNORE_INDEX, CameraGeometry, DepthHead, DepthHeadConfig, depth_bin_targets, depth_window_ratio,
+                              depth_window_weights, project_points)
 from perception.model import BEVStreamModel
 from tests.perception.model_fixtures import canonical_rig, one_thread, synthetic_targets, synthetic_tick, tiny_config  # noqa: F401 (fixture)
 
@@ -215,6 +215,9 @@ def test_depth_window_weights_of_known_distributions():
     peaked[0, 29] = 30.0  # the surface lies in the bin 30-31 m
     got = depth_window_weights(peaked, taps, weights, depth, cfg)
     torch.testing.assert_close(got, torch.tensor([1.0, 0.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+    ratio = depth_window_ratio(torch.zeros(1, 60, 2, 4), taps, weights, depth, cfg)  # the encoder's input
+    torch.testing.assert_close(ratio, torch.tensor([1.0, 1.0, 0.0, 0.0]))  # undecided: 1
+    torch.testing.assert_close(depth_window_ratio(peaked, taps, weights, depth, cfg), got * 60 / 1.6)
     with pytest.raises(ValueError, match="enabled"):
         DepthHeadConfig(attention=True)
 
