@@ -56,6 +56,9 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine": cosine decay to lr * min_lr_ratio after warm-up; "constant"
     min_lr_ratio: float = 0.05
     grad_clip: float = 10.0  # max global gradient norm; 0 disables clipping
+    # (fnmatch pattern of parameter names, factor): those parameters learn at lr x factor (the first pattern
+    # that matches wins), e.g. a zero-initialised branch grown in a fine-tune, which starts far from its scale.
+    lr_scales: tuple[tuple[str, float], ...] = ()
     checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 3  # older step_*.pt files beyond this many are deleted
     num_workers: int = 1  # DataLoader worker processes (this machine has 2 cores)
@@ -74,6 +77,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.schedule must be 'cosine' or 'constant', got {self.schedule!r}")
         if self.num_workers < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             raise ValueError("TrainConfig: num_workers, warmup_steps and grad_clip must be >= 0")
+        for pattern, factor in self.lr_scales:
+            if not factor > 0:
+                raise ValueError(f"TrainConfig.lr_scales: the factor of {pattern!r} must be positive, got {factor}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -84,6 +90,8 @@ class TrainConfig:
         d = dict(d)
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
+        if "lr_scales" in d:
+            d["lr_scales"] = tuple((str(p), float(f)) for p, f in d["lr_scales"])
         return cls(**d)
 
 
@@ -194,14 +202,21 @@ def seed_everything(seed: int) -> None:
 # ---- optimiser and schedule -----------------------------------------------------------------------------
 
 
+def param_lr_scale(name: str, cfg: TrainConfig) -> float:
+    """The learning-rate factor of parameter `name`: that of the first matching pattern of cfg.lr_scales, else 1."""
+    return next((factor for pattern, factor in cfg.lr_scales if fnmatch.fnmatchcase(name, pattern)), 1.0)
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases and 1-D (norm) weights get no weight decay."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    """AdamW; biases and 1-D (norm) weights get no weight decay; cfg.lr_scales set the rate of some parameters.
+    Groups at factor 1 come first, so param_groups[0]["lr"] is the run's learning rate."""
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
+            groups.setdefault((param_lr_scale(name, cfg), p.ndim > 1), []).append(p)
+    order = sorted(groups, key=lambda k: (k[0] != 1.0, k[0], not k[1]))
+    return torch.optim.AdamW([{"params": groups[k], "lr": cfg.lr * k[0], "weight_decay": cfg.weight_decay if k[1] else 0.0} for k in order],
+                             lr=cfg.lr, betas=cfg.betas)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:

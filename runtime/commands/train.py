@@ -10,6 +10,18 @@ from pathlib import Path
 HELP = "Train the perception model on clips of consecutive 12 Hz frames from nuScenes-format dataroots."
 
 
+def parse_lr_scale(item: str) -> tuple[str, float]:
+    """'PATTERN=FACTOR' -> (PATTERN, FACTOR)."""
+    pattern, sep, factor = item.rpartition("=")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = None
+    if not sep or not pattern or value is None:
+        raise ValueError(f"--lr-scale expects PATTERN=FACTOR, got {item!r}")
+    return pattern, value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", required=True, metavar="DIR",
                         help="nuScenes-format dataroot (repeat for several); e.g. the output of `bevstream sim`")
@@ -30,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-skip", type=int, default=2, help="at most this many frames skipped in a row (default 2)")
     parser.add_argument("--batch", type=int, default=None, help="clips per step (default 1)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-4)")
+    parser.add_argument("--lr-scale", action="append", default=[], metavar="PATTERN=FACTOR",
+                        help="parameters whose name matches the fnmatch PATTERN learn at lr x FACTOR (repeatable; the "
+                             "first match wins), e.g. 'bev_encoder.layers.*.depth_out.*=10' for a branch grown from zero")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default 1)")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 500)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order, augmentation and initial weights")
@@ -89,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     train_kwargs = {"seed": args.seed, "progress": not args.no_progress, "stream": args.stream}
+    try:
+        train_kwargs["lr_scales"] = tuple(parse_lr_scale(item) for item in args.lr_scale)
+    except ValueError as exc:
+        print(f"bevstream train: {exc}", file=sys.stderr)
+        return 2
     for key, value in (("steps", args.steps), ("batch_size", args.batch), ("lr", args.lr),
                        ("num_workers", args.workers), ("checkpoint_every", args.checkpoint_every)):
         if value is not None:

@@ -420,3 +420,24 @@ def test_average_weights_is_the_parameter_mean_and_loads(tmp_path):
     with pytest.raises(ValueError, match="at least two"):
         average_weights(paths[:1], tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_lr_scales_give_matching_parameters_their_own_rate_through_the_schedule(tmp_path):
+    from perception.training import make_optimizer, param_lr_scale
+
+    cfg = _cfg(steps=4, lr_scales=(("rec.*", 10.0),))
+    assert param_lr_scale("rec.weight", cfg) == 10.0 and param_lr_scale("inp.weight", cfg) == 1.0
+    model = TinyClipModel()
+    opt = make_optimizer(model, cfg)
+    by_param = {id(p): (g["lr"], g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(model.rec.weight)] == (cfg.lr * 10, cfg.weight_decay)
+    assert by_param[id(model.rec.bias)] == (cfg.lr * 10, 0.0)
+    assert by_param[id(model.inp.weight)] == (cfg.lr, cfg.weight_decay) and opt.param_groups[0]["lr"] == cfg.lr
+    train(model, ToyClips(), collate, cfg, tmp_path)
+    rows = read_curve(tmp_path / "curve.jsonl")
+    saved = TrainConfig.from_dict(load_checkpoint(tmp_path)["config"]["train"])
+    assert saved.lr_scales == cfg.lr_scales, "the scales survive the checkpoint (resume rebuilds the same groups)"
+    train(TinyClipModel(), ToyClips(), collate, _cfg(steps=4), tmp_path / "plain")
+    assert [r["lr"] for r in rows] == [r["lr"] for r in read_curve(tmp_path / "plain" / "curve.jsonl")], "the logged rate is the base rate"
+    with pytest.raises(ValueError, match="positive"):
+        TrainConfig(lr_scales=(("x", 0.0),))

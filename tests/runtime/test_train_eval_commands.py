@@ -141,3 +141,11 @@ def test_average_command_writes_the_soup_and_refuses_bad_input(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "need at least two weights files" in err and "no checkpoint at" in err and "missing.pt" in err
     assert not (tmp_path / "one.pt").exists() and not (tmp_path / "two.pt").exists()
+
+
+def test_train_parses_lr_scales_and_rejects_a_malformed_one(capsys, tmp_path):
+    from runtime.commands.train import parse_lr_scale
+
+    assert parse_lr_scale("bev_encoder.layers.*.depth_out.*=10") == ("bev_encoder.layers.*.depth_out.*", 10.0)
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "ckpt"), "--lr-scale", "depth_out"]) == 2
+    assert "--lr-scale expects PATTERN=FACTOR, got 'depth_out'" in capsys.readouterr().err
