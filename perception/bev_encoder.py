@@ -325,11 +325,13 @@ class BEVEncoder(nn.Module):
             return self._forward_sampled_fast(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
         return self.forward_reference(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
 
-    def _point_weights(self, depth_logits: torch.Tensor | None, taps: torch.Tensor, weights: torch.Tensor, point_depth: torch.Tensor) -> torch.Tensor | None:
-        """(Ncam, D, Hf, Wf) one item's depth logits -> (P,) depth weight of each point; None without depth attention."""
+    def _point_weights(self, depth_logits: torch.Tensor | None, item: int, taps: torch.Tensor, weights: torch.Tensor,
+                       point_depth: torch.Tensor) -> torch.Tensor | None:
+        """(B, Ncam, D, Hf, Wf) depth logits -> (P,) depth weight of each point of batch item `item`; None
+        without depth attention."""
         if depth_logits is None:
             return None
-        return depth_window_ratio(depth_logits, taps, weights, point_depth.to(depth_logits.device), self.depth)
+        return depth_window_ratio(depth_logits[item], taps, weights, point_depth.to(depth_logits.device), self.depth)
 
     # ------------------------------------------------------------ inference fast path
     def _weights_key(self) -> tuple:
@@ -391,7 +393,7 @@ class BEVEncoder(nn.Module):
             values_p = F.embedding_bag(const.taps, value_rows, per_sample_weights=wts, mode="sum")  # (P, C)
             mask = camera_mask[i].bool()
             pmask = None if bool(mask.all()) else mask.index_select(0, const.point_cam)  # (P,)
-            pweight = self._point_weights(None if depth_logits is None else depth_logits[i], const.taps, const.weights, const.point_depth)
+            pweight = self._point_weights(depth_logits, i, const.taps, const.weights, const.point_depth)
             tokens = const.tokens0
             for li, layer in enumerate(self.layers):
                 keys, values = keys_p, values_p
@@ -436,7 +438,7 @@ class BEVEncoder(nn.Module):
                     dst.append(F.embedding_bag(taps, flat, per_sample_weights=wts, mode="sum"))
                 pt.append(lay.point_cell.to(dev) + i * hw)
                 pm.append(camera_mask[i].index_select(0, lay.point_cam.to(dev)))
-                pw.append(self._point_weights(None if depth_logits is None else depth_logits[i], taps, wts, lay.point_depth))
+                pw.append(self._point_weights(depth_logits, i, taps, wts, lay.point_depth))
             if b == 1:  # the streaming case: no copies
                 k, v, pt, pm, pweight = pk[0], pv[0], pt[0], pm[0], pw[0]
             else:

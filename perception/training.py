@@ -529,7 +529,8 @@ TRAINING_ONLY = ("depth_head.",)
 
 def export_weights(checkpoint: str | Path, path: str | Path) -> Path:
     """Write the small file the runtime ships: model weights + model config (+ step), no optimizer state, and
-    no training-only head (its config is switched off; a fine-tune from the file grows the head afresh)."""
+    no training-only depth head (its config is switched off; a fine-tune from the file grows the head afresh).
+    With depth-aware attention the encoder reads the head, so it stays."""
     state = load_checkpoint(checkpoint)
     config = dict(state.get("config") or {})
     model_config = dict(config.get("model") or {})
