@@ -12,8 +12,8 @@ machine's fp32 matmul peak: the median time of a large torch.mm at the same thre
 The reference paths of the BEV encoder and the video module (the plain code the inference fast paths
 replace; same outputs up to float rounding) run on every tick too, alternating order, for the speed-up
 ratio. Also timed: the two stages (`encode_images`, `bev_step`), the rectifier on 1600x900 uint8 images (runs
-before the model, outside its budget), and the ablations single-frame (video off), dense attention and
-depth-aware attention (`model.depth.attention`).
+before the model, outside its budget), and the ablations single-frame (video off), dense attention,
+depth-aware attention (`model.depth.attention`) and the fine level (`model.bev.fine_level`).
 Writes bench/results/model.json (model_threadsN.json for --threads N other than 2).
 """
 from __future__ import annotations
@@ -216,6 +216,7 @@ def main() -> int:
             ("forward, video off (single frame)", dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, enabled=False))),
             ("forward, dense attention", dataclasses.replace(cfg, bev=dataclasses.replace(cfg.bev, attention="dense"))),
             ("forward, depth-aware attention", dataclasses.replace(cfg, depth=dataclasses.replace(cfg.depth, enabled=True, attention=True))),
+            ("forward, fine level", dataclasses.replace(cfg, bev=dataclasses.replace(cfg.bev, fine_level=True))),
         ):
             torch.manual_seed(0)
             m = BEVStreamModel(c).eval()

@@ -3,7 +3,7 @@
 All cameras go through in one call as a batch of B*Ncam images. Stages at strides 2/4/8/16, the last
 stage dilated (rate 2) to widen the receptive field without losing resolution (seed Part 3), then a
 light FPN: the stride-16 output mixes in the stride-8 stage, and a stride-8 top-down map feeds the
-segmentation head's skip path.
+segmentation head's skip path (and, with `model.bev.fine_level`, the BEV encoder: see `fold_fine_level`).
 """
 from __future__ import annotations
 
@@ -143,3 +143,23 @@ class Backbone(nn.Module):
         p16 = self.smooth16(self.lat16(c16) + self.lat8_up(F.avg_pool2d(c8, 2)))  # (N, C, H/16, W/16)
         p8 = self.lat8(c8) + F.interpolate(self.top8(p16), scale_factor=2.0, mode="nearest")  # (N, Cs, H/8, W/8)
         return {"s16": p16, "s8": p8, "s4": c4}
+
+
+def fold_fine_level(s16: torch.Tensor, s8: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) + (N, Cs, 2h, 2w) -> (N, C + 4*Cs, h, w): the stride-8 map folded into channels
+    (space-to-depth), so every stage that moves camera features moves both levels as one array."""
+    return torch.cat([s16, F.pixel_unshuffle(s8, 2)], dim=1)
+
+
+def unfold_fine_level(feats: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(..., C [+ 4*Cs], h, w) -> the stride-16 map (..., C, h, w) and the stride-8 map (..., Cs, 2h, 2w),
+    None when nothing is folded in; the inverse of `fold_fine_level`."""
+    if feats.shape[-3] == channels:
+        return feats, None
+    extra = feats.shape[-3] - channels
+    if extra < 0 or extra % 4:
+        raise ValueError(f"camera features have {feats.shape[-3]} channels: expected {channels}, or {channels} plus a "
+                         "multiple of 4 (a folded stride-8 map)")
+    lead = feats.shape[:-3]
+    fine = F.pixel_shuffle(feats[..., channels:, :, :].reshape(-1, extra, *feats.shape[-2:]), 2)
+    return feats[..., :channels, :, :], fine.view(*lead, *fine.shape[1:])

@@ -19,6 +19,11 @@ With depth-aware attention (``model.depth.attention``, perception/depth.py) each
 carries the depth head's probability that its pixel's surface lies at the point (as a ratio to a uniform
 depth's); every layer then adds a second, zero-initialised output projection of the context weighted by it
 (sampled mode only).
+
+With a fine level (``model.bev.fine_level``) each sampled point also reads the backbone's stride-8 map at
+its pixel (folded into the camera features' channels, perception.backbone.fold_fine_level); two
+zero-initialised projections add it to the point's key and value (sampled mode only). A stride-16 cell
+is ~10 px of a car 40 m away: the finer map resolves what one coarse cell blurs.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from perception.backbone import unfold_fine_level
 from perception.depth import DepthHeadConfig, depth_window_ratio
 from perception.grid import BEVGrid
 
@@ -42,10 +48,13 @@ class BEVEncoderConfig:
     num_layers: int = 1  # cross-attention layers (queries refined, same keys)
     ffn_ratio: int = 0  # hidden size / channels of the per-layer FFN; 0 = none (the context block's MLP follows)
     context_blocks: int = 1  # separable residual conv blocks on the BEV raster after attention
+    fine_level: bool = False  # each point also reads the stride-8 map (sampled mode; zero-initialised projections)
 
     def __post_init__(self) -> None:
         if self.attention not in ("sampled", "dense"):
             raise ValueError(f"BEVEncoderConfig.attention must be 'sampled' or 'dense', got {self.attention!r}")
+        if self.fine_level and self.attention != "sampled":
+            raise ValueError("BEVEncoderConfig.fine_level needs attention: sampled")
         if self.channels % self.heads or self.channels % 4:
             raise ValueError(f"BEVEncoderConfig.channels ({self.channels}) must divide by heads ({self.heads}) and 4")
         if not self.pillar_heights:
@@ -93,6 +102,8 @@ class SampledLayout:
     taps: torch.Tensor  # (P, 4) long: flattened feature pixels (cam*Hf*Wf + y*Wf + x)
     weights: torch.Tensor  # (P, 4) float: bilinear weights of the taps
     point_depth: torch.Tensor  # (P,) float: depth (m) of each point in its camera
+    fine_taps: torch.Tensor | None = None  # (P, 4) long: the same points' taps into the stride-8 map (fine level)
+    fine_weights: torch.Tensor | None = None  # (P, 4) float
 
 
 def bilinear_taps(cam: torch.Tensor, grid_xy: torch.Tensor, feat_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,9 +127,10 @@ def bilinear_taps(cam: torch.Tensor, grid_xy: torch.Tensor, feat_size: tuple[int
 
 def build_sampled_layout(
     grid: BEVGrid, heights: tuple[float, ...], intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, image_size: tuple[int, int],
-    feat_size: tuple[int, int] | None = None,
+    feat_size: tuple[int, int] | None = None, fine_size: tuple[int, int] | None = None,
 ) -> SampledLayout:
-    """Project every cell's pillar points into every camera; keep those in front and inside the image."""
+    """Project every cell's pillar points into every camera; keep those in front and inside the image.
+    With `fine_size` (the stride-8 map's (h, w)) the points also get taps into that map."""
     h_img, w_img = image_size
     centers = grid.cell_centers(dtype=torch.float64).reshape(-1, 2)  # (HW, 2)
     hw, nz = centers.shape[0], len(heights)
@@ -138,8 +150,9 @@ def build_sampled_layout(
     point_grid = gxy[valid][order].float()
     feat_size = feat_size or (h_img // 16, w_img // 16)
     taps, weights = bilinear_taps(point_cam, point_grid, feat_size)
+    fine_taps, fine_weights = bilinear_taps(point_cam, point_grid, fine_size) if fine_size is not None else (None, None)
     return SampledLayout(point_cell=point_cell, point_cam=point_cam, point_grid=point_grid, taps=taps, weights=weights,
-                         point_depth=depth[valid][order].float())
+                         point_depth=depth[valid][order].float(), fine_taps=fine_taps, fine_weights=fine_weights)
 
 
 @dataclass
@@ -159,6 +172,8 @@ class _FastConstants:
     taps: torch.Tensor  # (P, 4) long
     weights: torch.Tensor  # (P, 4) float
     point_depth: torch.Tensor  # (P,) float
+    fine_taps: torch.Tensor | None  # (P, 4) long, with a fine level
+    fine_weights: torch.Tensor | None  # (P, 4) float
 
 
 class CrossAttentionLayer(nn.Module):
@@ -267,12 +282,16 @@ class SeparableBlock(nn.Module):
 
 
 class BEVEncoder(nn.Module):
-    """Camera features (B, Ncam, Cimg, Hf, Wf) + calibration -> BEV feature (B, C, H, W) over `grid`."""
+    """Camera features (B, Ncam, Cimg, Hf, Wf) + calibration -> BEV feature (B, C, H, W) over `grid`.
+    With a fine level the features carry a folded stride-8 map of `fine_channels`: (B, Ncam, Cimg + 4*Cs, Hf, Wf)."""
 
     def __init__(self, in_channels: int, grid: BEVGrid, image_size: tuple[int, int], stride: int = 16, config: BEVEncoderConfig = BEVEncoderConfig(),
-                 depth: DepthHeadConfig | None = None) -> None:
+                 depth: DepthHeadConfig | None = None, fine_channels: int = 0) -> None:
         super().__init__()
         self.config, self.grid, self.image_size, self.stride = config, grid, tuple(image_size), stride
+        self.in_channels = in_channels
+        if config.fine_level and fine_channels < 1:
+            raise ValueError("BEVEncoder: fine_level needs the stride-8 map's channels (fine_channels)")
         # Depth-aware attention: forward then takes the depth head's logits (see perception/depth.py).
         self.depth = depth if depth is not None and depth.attention else None
         if self.depth is not None and config.attention != "sampled":
@@ -285,6 +304,13 @@ class BEVEncoder(nn.Module):
         self.key_proj = nn.Conv2d(in_channels, c, 1)
         self.value_proj = nn.Conv2d(in_channels, c, 1)
         self.ray_mlp = nn.Sequential(nn.Linear(6, c), nn.ReLU(inplace=True), nn.Linear(c, c))
+        # Fine level: zero at initialisation, so weights trained without it compute what they computed.
+        self.fine_key = nn.Linear(fine_channels, c) if config.fine_level else None
+        self.fine_value = nn.Linear(fine_channels, c) if config.fine_level else None
+        for proj in (self.fine_key, self.fine_value):
+            if proj is not None:
+                nn.init.zeros_(proj.weight)
+                nn.init.zeros_(proj.bias)
         self.layers = nn.ModuleList([CrossAttentionLayer(c, config.heads, config.ffn_ratio, self.depth is not None) for _ in range(config.num_layers)])
         self.context = nn.Sequential(*[SeparableBlock(c) for _ in range(config.context_blocks)])
         self._layouts: dict[bytes, SampledLayout] = {}
@@ -307,7 +333,9 @@ class BEVEncoder(nn.Module):
             if len(self._layouts) > 32:
                 self._layouts.clear()
             feat_size = (self.image_size[0] // self.stride, self.image_size[1] // self.stride)
-            lay = build_sampled_layout(self.grid, self.config.pillar_heights, intrinsics.detach().cpu(), cam_to_ego.detach().cpu(), self.image_size, feat_size)
+            fine_size = (2 * feat_size[0], 2 * feat_size[1]) if self.config.fine_level else None
+            lay = build_sampled_layout(self.grid, self.config.pillar_heights, intrinsics.detach().cpu(), cam_to_ego.detach().cpu(), self.image_size,
+                                       feat_size, fine_size)
             self._layouts[key] = lay
         return lay
 
@@ -321,6 +349,11 @@ class BEVEncoder(nn.Module):
         if (self.depth is not None) != (depth_logits is not None):
             raise ValueError("BEVEncoder: depth_logits must be given exactly when depth-aware attention is on "
                              f"(it is {'on' if self.depth is not None else 'off'})")
+        folded = feats.shape[2] != self.in_channels
+        if folded != self.config.fine_level:
+            raise ValueError(f"BEVEncoder: got camera features of {feats.shape[2]} channels; with fine_level "
+                             f"{self.config.fine_level} it takes {'a folded stride-8 map beside ' if self.config.fine_level else ''}"
+                             f"{self.in_channels} stride-16 channels")
         if self.fast and self.config.attention == "sampled" and not torch.is_grad_enabled():
             return self._forward_sampled_fast(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
         return self.forward_reference(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
@@ -332,6 +365,15 @@ class BEVEncoder(nn.Module):
         if depth_logits is None:
             return None
         return depth_window_ratio(depth_logits[item], taps, weights, point_depth.to(depth_logits.device), self.depth)
+
+    def _fine_points(self, fine: torch.Tensor, taps: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One item's stride-8 map (Ncam, Cs, 2Hf, 2Wf) -> what it adds to the (P, C) keys and values of the
+        points: projected per pixel, then read bilinearly at each point (as the stride-16 keys are)."""
+        rows = fine.permute(0, 2, 3, 1).reshape(-1, fine.shape[1])  # (Ncam*2Hf*2Wf, Cs)
+        wts = weights.to(rows.dtype)
+        key = F.embedding_bag(taps, self.fine_key(rows), per_sample_weights=wts, mode="sum")  # (P, C)
+        value = F.embedding_bag(taps, self.fine_value(rows), per_sample_weights=wts, mode="sum")  # (P, C)
+        return key, value
 
     # ------------------------------------------------------------ inference fast path
     def _weights_key(self) -> tuple:
@@ -363,6 +405,8 @@ class BEVEncoder(nn.Module):
                 value_weight=self.value_proj.weight.flatten(1).t(), value_bias=self.value_proj.bias,
                 point_cell=point_cell, point_cam=lay.point_cam.to(dev), taps=lay.taps.to(dev), weights=lay.weights.to(dev),
                 point_depth=lay.point_depth.to(dev),
+                fine_taps=None if lay.fine_taps is None else lay.fine_taps.to(dev),
+                fine_weights=None if lay.fine_weights is None else lay.fine_weights.to(dev),
             )
             if len(self._fast) > 32:
                 self._fast.clear()
@@ -378,6 +422,7 @@ class BEVEncoder(nn.Module):
         - products, softmax and weighting run in place on that gathered buffer (no extra (P, C) tensors);
         - the attended tokens (HW, C) are already the channels-last memory of the (C, H, W) raster, so
           the context block's depthwise conv reads them without a transpose copy."""
+        feats, fine = unfold_fine_level(feats, self.in_channels)  # (B, Ncam, Cin, Hf, Wf), (B, Ncam, Cs, 2Hf, 2Wf) or None
         b, ncam, cin, hf, wf = feats.shape
         c = self.config.channels
         h, w = self.grid.shape
@@ -391,6 +436,10 @@ class BEVEncoder(nn.Module):
             # Gathered apart so both come out contiguous: index_add_ from a strided source is ~8x slower.
             keys_p = F.embedding_bag(const.taps, key_rows, per_sample_weights=wts, mode="sum")  # (P, C)
             values_p = F.embedding_bag(const.taps, value_rows, per_sample_weights=wts, mode="sum")  # (P, C)
+            if fine is not None:
+                fine_keys, fine_values = self._fine_points(fine[i], const.fine_taps, const.fine_weights)
+                keys_p.add_(fine_keys)
+                values_p.add_(fine_values)
             mask = camera_mask[i].bool()
             pmask = None if bool(mask.all()) else mask.index_select(0, const.point_cam)  # (P,)
             pweight = self._point_weights(depth_logits, i, const.taps, const.weights, const.point_depth)
@@ -409,6 +458,7 @@ class BEVEncoder(nn.Module):
     def forward_reference(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor,
                           depth_logits: torch.Tensor | None = None) -> torch.Tensor:
         """The plain path (training, and the reference the inference fast path is tested against)."""
+        feats, fine = unfold_fine_level(feats, self.in_channels)  # (B, Ncam, Cin, Hf, Wf), (B, Ncam, Cs, 2Hf, 2Wf) or None
         b, ncam, _, hf, wf = feats.shape
         c = self.config.channels
         h, w = self.grid.shape
@@ -436,6 +486,9 @@ class BEVEncoder(nn.Module):
                 for src, dst in ((keys[i], pk), (values[i], pv)):
                     flat = src.permute(0, 2, 3, 1).reshape(-1, c)  # (Ncam*Hf*Wf, C)
                     dst.append(F.embedding_bag(taps, flat, per_sample_weights=wts, mode="sum"))
+                if fine is not None:
+                    fine_keys, fine_values = self._fine_points(fine[i], lay.fine_taps.to(dev), lay.fine_weights.to(dev))
+                    pk[-1], pv[-1] = pk[-1] + fine_keys, pv[-1] + fine_values
                 pt.append(lay.point_cell.to(dev) + i * hw)
                 pm.append(camera_mask[i].index_select(0, lay.point_cam.to(dev)))
                 pw.append(self._point_weights(depth_logits, i, taps, wts, lay.point_depth))

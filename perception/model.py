@@ -1,6 +1,7 @@
 """BEVStreamModel: six cameras in, BEV detections + road geometry + per-camera segmentation out, streaming.
 
     images (B, Ncam, 3, H, W) --Backbone (shared, cameras batched)--> feats (B, Ncam, C, H/16, W/16)
+                                (with model.bev.fine_level the stride-8 map folded in: C + 4*Cs channels)
                                 +--SegmentationHead--> seg logits (B, Ncam, K, H/4, W/4)
     feats + calibration --BEVEncoder--> bev (B, C, Hb, Wb)
     bev + poses/time/kinematics + TemporalState --VideoModule--> fused bev, new state
@@ -22,7 +23,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from perception.attributes import AttributeConfig
-from perception.backbone import Backbone, BackboneConfig
+from perception.backbone import Backbone, BackboneConfig, fold_fine_level
 from perception.bev_encoder import BEVEncoder, BEVEncoderConfig
 from perception.boxes import CODE_SIZE
 from perception.depth import DepthHead, DepthHeadConfig
@@ -126,7 +127,8 @@ class BEVStreamModel(nn.Module):
         # Per-camera convs run channels-last (faster oneDNN kernels on CPU); weights stored to match.
         self.backbone = Backbone(bb).to(memory_format=torch.channels_last)
         self.seg_head = SegmentationHead(bb.out_channels, bb.skip_channels, bb.widths[1], config.seg).to(memory_format=torch.channels_last)
-        self.bev_encoder = BEVEncoder(bb.out_channels, config.grid, config.image_size, Backbone.stride, config.bev, config.depth)
+        self.bev_encoder = BEVEncoder(bb.out_channels, config.grid, config.image_size, Backbone.stride, config.bev, config.depth,
+                                      fine_channels=bb.skip_channels if config.bev.fine_level else 0)
         c = config.bev.channels
         self.video = VideoModule(c, config.grid, config.video) if config.video.enabled else None
         # Heads may be injected (tests, experiments); by default those of perception.detection / perception.road.
@@ -136,7 +138,8 @@ class BEVStreamModel(nn.Module):
 
     # ------------------------------------------------------------ stages
     def encode_images(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, Ncam, 3, H, W) -> feats (B, Ncam, C, H/16, W/16), seg logits (B, Ncam, K, H/4, W/4)."""
+        """(B, Ncam, 3, H, W) -> feats (B, Ncam, C, H/16, W/16), seg logits (B, Ncam, K, H/4, W/4); with a fine
+        level feats (B, Ncam, C + 4*Cs, H/16, W/16), the stride-8 map folded in (perception.backbone.fold_fine_level)."""
         if images.ndim != 5:
             raise ValueError(f"encode_images expects (B, Ncam, 3, H, W), got {tuple(images.shape)}")
         b, n = images.shape[:2]
@@ -145,8 +148,8 @@ class BEVStreamModel(nn.Module):
             flat = flat.contiguous(memory_format=torch.channels_last)
         f = self.backbone(flat)
         seg = self.seg_head(f)
-        s16 = f["s16"].contiguous()
-        return s16.view(b, n, *s16.shape[1:]), seg.contiguous().view(b, n, *seg.shape[1:])
+        feats = fold_fine_level(f["s16"], f["s8"]) if self.config.bev.fine_level else f["s16"].contiguous()
+        return feats.view(b, n, *feats.shape[1:]), seg.contiguous().view(b, n, *seg.shape[1:])
 
     def initial_state(self, batch: int, device=None) -> TemporalState | None:
         return self.video.initial_state(batch, device) if self.video is not None else None
@@ -161,7 +164,7 @@ class BEVStreamModel(nn.Module):
         feats = feats * mask[:, :, None, None, None].to(feats.dtype)  # missing cameras: zero features
         depth = None
         if self.depth_head is not None and (self.training or self.config.depth.attention):
-            depth = self.depth_head(feats)  # (B, Ncam, D, Hf, Wf)
+            depth = self.depth_head(feats[:, :, : self.config.backbone.out_channels])  # (B, Ncam, D, Hf, Wf), stride-16 channels
         attention_depth = depth if self.config.depth.attention else None
         bev = self.bev_encoder(feats, inputs.intrinsics, inputs.cam_to_ego, mask, attention_depth)  # (B, C, Hb, Wb)
         if self.video is not None:

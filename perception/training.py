@@ -288,7 +288,7 @@ def load_checkpoint(path: str | Path) -> dict:
 # Branches whose output starts at exactly zero (perception/motion.py, the depth-weighted output of each
 # attention layer), or that no output reads until then (the depth head): weights trained without them load
 # into a model that has them and it computes what those weights computed, so training can grow them.
-ZERO_INIT_BRANCHES = ("video.motion.*", "depth_head.*", "bev_encoder.layers.*.depth_out.*")
+ZERO_INIT_BRANCHES = ("video.motion.*", "depth_head.*", "bev_encoder.layers.*.depth_out.*", "bev_encoder.fine_*")
 
 
 def load_weights(model: nn.Module, path: str | Path) -> list[str]:

@@ -35,13 +35,13 @@ model:
 """
 
 
-def tiny_config(video: bool = True, attention: str = "sampled") -> ModelConfig:
+def tiny_config(video: bool = True, attention: str = "sampled", fine_level: bool = False) -> ModelConfig:
     return ModelConfig(
         grid=TINY_GRID,
         rectify=RectifyConfig(image_size=(48, 96), focal=40.0),
         backbone=BackboneConfig(widths=(8, 8, 16, 16, 16), out_channels=16, skip_channels=8),
         seg=SegHeadConfig(channels=8, rates=(2,)),
-        bev=BEVEncoderConfig(channels=16, heads=2, attention=attention, pillar_heights=(0.0, 1.5)),
+        bev=BEVEncoderConfig(channels=16, heads=2, attention=attention, pillar_heights=(0.0, 1.5), fine_level=fine_level),
         video=VideoConfig(enabled=video, time_queue_length=2, space_queue_length=2, key_channels=4, hidden_channels=8, world_cells=32, recenter_cells=4),
         detection=DetectionHeadConfig(hidden_channels=16),
         road=RoadHeadConfig(hidden_channels=8, upsample=1),

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from perception.backbone import Backbone, BackboneConfig, conv_out_size, deconv_out_size
+from perception.backbone import Backbone, BackboneConfig, conv_out_size, deconv_out_size, fold_fine_level, unfold_fine_level
 
 
 # every third combination whose dilated kernel fits the padded input
@@ -109,3 +109,16 @@ def test_cached_folded_weights_follow_weight_changes():
     assert not torch.equal(w2, w1)
     torch.testing.assert_close(w2, ref_w, atol=0, rtol=0)
     torch.testing.assert_close(b2, ref_b, atol=0, rtol=0)
+
+
+def test_fold_fine_level_round_trips_and_rejects_odd_channels():
+    s16, s8 = torch.randn(2, 3, 16, 4, 6), torch.randn(2, 3, 8, 8, 12)  # (B, Ncam, C, h, w), (B, Ncam, Cs, 2h, 2w)
+    folded = fold_fine_level(s16.flatten(0, 1), s8.flatten(0, 1)).view(2, 3, 16 + 32, 4, 6)
+    got16, got8 = unfold_fine_level(folded, 16)
+    assert torch.equal(got16, s16) and torch.equal(got8, s8)
+    assert folded[0, 1, 16:, 2, 3].tolist() == s8[0, 1, :, 4:6, 6:8].flatten().tolist()  # a coarse pixel holds its 2x2 fine pixels
+    alone, none = unfold_fine_level(s16, 16)
+    assert alone is s16 and none is None
+    for channels in (17, 64):
+        with pytest.raises(ValueError, match="channels"):
+            unfold_fine_level(folded, channels)

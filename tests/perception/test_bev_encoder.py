@@ -166,29 +166,42 @@ def test_dense_attention_equals_a_slow_softmax_reference():
 DEPTH = DepthHeadConfig(enabled=True, attention=True, bins=20, min_m=1.0, max_m=41.0)
 
 
-def _layered_encoder(layers: int = 1, depth: DepthHeadConfig | None = None) -> BEVEncoder:
+FINE = 4  # channels of the stride-8 map in the fine-level tests
+
+
+def _layered_encoder(layers: int = 1, depth: DepthHeadConfig | None = None, fine: bool = False) -> BEVEncoder:
     torch.manual_seed(0)
-    cfg = BEVEncoderConfig(channels=16, heads=2, pillar_heights=(0.0, 1.5), num_layers=layers)
-    enc = BEVEncoder(8, TINY_GRID, IMG, 16, cfg, depth).eval()
+    cfg = BEVEncoderConfig(channels=16, heads=2, pillar_heights=(0.0, 1.5), num_layers=layers, fine_level=fine)
+    enc = BEVEncoder(8, TINY_GRID, IMG, 16, cfg, depth, fine_channels=FINE if fine else 0).eval()
     for layer in enc.layers:  # the depth-weighted output starts at zero: give it something to compute
         if layer.depth_out is not None:
             torch.nn.init.normal_(layer.depth_out.weight, std=0.3)
+    for proj in (enc.fine_key, enc.fine_value):  # so do the fine level's projections
+        if proj is not None:
+            torch.nn.init.normal_(proj.weight, std=0.3)
+            torch.nn.init.normal_(proj.bias, std=0.3)
     return enc
 
 
-@pytest.mark.parametrize("layers,depth", [(1, None), (2, None), (2, DEPTH)])
-def test_inference_fast_path_equals_the_reference(layers, depth):
+def _camera_feats(batch: int, fine: bool) -> torch.Tensor:
+    """(B, 6, 8 [+ 4*FINE], Hf, Wf) random camera features, a stride-8 map folded in when `fine`."""
+    hf, wf = IMG[0] // 16, IMG[1] // 16
+    return torch.randn(batch, 6, 8 + (4 * FINE if fine else 0), hf, wf)
+
+
+@pytest.mark.parametrize("layers,depth,fine", [(1, None, False), (2, None, False), (2, DEPTH, False), (2, DEPTH, True)])
+def test_inference_fast_path_equals_the_reference(layers, depth, fine):
     """Sampled attention: the cached/in-place inference path gives the reference's output, for two items
     with different calibrations and a missing camera, and again after the weights change (cache refresh);
-    with depth-aware attention too."""
-    enc = _layered_encoder(layers, depth)
+    with depth-aware attention and a fine level too."""
+    enc = _layered_encoder(layers, depth, fine)
     intr, ext = canonical_rig(tiny_config())
     ext2 = ext.clone()
     ext2[:, 2, 3] += 0.3  # the second item's cameras sit higher: another layout
     intr_b, ext_b = torch.stack([intr, intr]), torch.stack([ext, ext2])
     mask = torch.ones(2, 6, dtype=torch.bool)
     mask[1, 2] = False
-    feats = torch.randn(2, 6, 8, IMG[0] // 16, IMG[1] // 16)
+    feats = _camera_feats(2, fine)
     logits = None if depth is None else 3 * torch.randn(2, 6, depth.bins, IMG[0] // 16, IMG[1] // 16)
     for step in range(2):
         with torch.no_grad():
@@ -236,3 +249,48 @@ def test_depth_attention_starts_as_plain_attention_and_then_reads_the_depth():
         assert not deep(feats, intr[None], ext[None], mask, logits.roll(3, dims=2)).equal(out)
     with pytest.raises(ValueError, match="sampled"):
         BEVEncoder(8, TINY_GRID, IMG, 16, BEVEncoderConfig(channels=16, heads=2, attention="dense"), DEPTH)
+
+
+@torch.no_grad()
+def test_fine_level_reads_the_stride8_map_at_each_point():
+    """Each point's key and value gain the fine projections of the stride-8 map read at the point's pixel:
+    against F.grid_sample of the projected map, camera by camera (the stride-16 part as before)."""
+    enc = _layered_encoder(1, fine=True)
+    intr, ext = canonical_rig(tiny_config())
+    lay = enc.layout(intr, ext)
+    fine = torch.randn(6, FINE, IMG[0] // 8, IMG[1] // 8)  # (Ncam, Cs, 2Hf, 2Wf)
+    keys, values = enc._fine_points(fine, lay.fine_taps, lay.fine_weights)  # (P, C)
+    for proj, got in ((enc.fine_key, keys), (enc.fine_value, values)):
+        projected = proj(fine.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (Ncam, C, 2Hf, 2Wf)
+        for c in range(6):
+            sel = (lay.point_cam == c).nonzero().flatten()
+            expected = torch.nn.functional.grid_sample(projected[c : c + 1], lay.point_grid[sel][None, None], align_corners=False)[0, :, 0].T
+            torch.testing.assert_close(got[sel], expected, atol=1e-5, rtol=1e-5)
+    assert len(lay.point_cell) and lay.fine_weights.sum(1).gt(0.99).float().mean() > 0.5  # most points fall well inside
+
+
+def test_fine_level_starts_as_the_plain_encoder_and_then_reads_the_fine_map():
+    """Zero-initialised projections: weights without the fine level load and compute what they computed,
+    whatever the stride-8 map holds. Once trained away from zero, the map changes the output and gets a gradient."""
+    plain = _layered_encoder(1)
+    fine = BEVEncoder(8, TINY_GRID, IMG, 16, BEVEncoderConfig(**{**plain.config.__dict__, "fine_level": True}), fine_channels=FINE)
+    missing, unexpected = fine.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["fine_key.bias", "fine_key.weight", "fine_value.bias", "fine_value.weight"] and not unexpected
+    intr, ext = canonical_rig(tiny_config())
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    feats = _camera_feats(1, True).requires_grad_(True)
+    torch.testing.assert_close(fine(feats, intr[None], ext[None], mask), plain(feats[:, :, :8], intr[None], ext[None], mask))
+    torch.nn.init.normal_(fine.fine_value.weight, std=0.3)
+    out = fine(feats, intr[None], ext[None], mask)
+    out.square().mean().backward()
+    assert feats.grad[:, :, 8:].abs().sum() > 0
+    with torch.no_grad():
+        changed = feats.clone()
+        changed[:, :, 8:] = torch.randn_like(changed[:, :, 8:])
+        assert not fine(changed, intr[None], ext[None], mask).equal(out)
+    with pytest.raises(ValueError, match="channels"):
+        fine(feats[:, :, :8], intr[None], ext[None], mask)
+    with pytest.raises(ValueError, match="channels"):
+        plain(feats, intr[None], ext[None], mask)
+    with pytest.raises(ValueError, match="sampled"):
+        BEVEncoderConfig(attention="dense", fine_level=True)

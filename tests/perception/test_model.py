@@ -58,6 +58,24 @@ def test_stages_equal_forward_and_same_inputs_same_outputs():
         assert torch.equal(o1.bev, o3["bev"]) and torch.equal(o1.seg_logits, seg)
 
 
+def test_fine_level_features_carry_the_stride8_map_through_the_stages():
+    """With a fine level, encode_images folds the backbone's stride-8 map into the camera features, and
+    the split stages still equal forward."""
+    from perception.backbone import unfold_fine_level
+
+    cfg = tiny_config(fine_level=True)
+    model = _model(fine_level=True)
+    tick = synthetic_tick(cfg, 0)
+    with torch.no_grad():
+        feats, _ = model.encode_images(tick.images)
+        s16, s8 = unfold_fine_level(feats, cfg.backbone.out_channels)
+        maps = model.backbone(tick.images[0])
+        assert torch.equal(s16[0], maps["s16"]) and torch.equal(s8[0], maps["s8"])
+        out, _ = model(tick, None)
+        staged, _ = model.bev_step(feats, tick, None)
+    assert torch.equal(out.bev, staged["bev"])
+
+
 @torch.no_grad()
 def test_missing_camera_contributes_nothing():
     model, cfg = _model(), tiny_config()
