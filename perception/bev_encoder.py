@@ -289,9 +289,9 @@ class BEVEncoder(nn.Module):
                  depth: DepthHeadConfig | None = None, fine_channels: int = 0) -> None:
         super().__init__()
         self.config, self.grid, self.image_size, self.stride = config, grid, tuple(image_size), stride
-        self.in_channels = in_channels
         if config.fine_level and fine_channels < 1:
             raise ValueError("BEVEncoder: fine_level needs the stride-8 map's channels (fine_channels)")
+        self.in_channels, self.fine_channels = in_channels, (fine_channels if config.fine_level else 0)
         # Depth-aware attention: forward then takes the depth head's logits (see perception/depth.py).
         self.depth = depth if depth is not None and depth.attention else None
         if self.depth is not None and config.attention != "sampled":
@@ -349,11 +349,11 @@ class BEVEncoder(nn.Module):
         if (self.depth is not None) != (depth_logits is not None):
             raise ValueError("BEVEncoder: depth_logits must be given exactly when depth-aware attention is on "
                              f"(it is {'on' if self.depth is not None else 'off'})")
-        folded = feats.shape[2] != self.in_channels
-        if folded != self.config.fine_level:
-            raise ValueError(f"BEVEncoder: got camera features of {feats.shape[2]} channels; with fine_level "
-                             f"{self.config.fine_level} it takes {'a folded stride-8 map beside ' if self.config.fine_level else ''}"
-                             f"{self.in_channels} stride-16 channels")
+        expected = self.in_channels + 4 * self.fine_channels
+        if feats.shape[2] != expected:
+            raise ValueError(f"BEVEncoder: camera features have {feats.shape[2]} channels, expected {expected} ({self.in_channels} "
+                             f"stride-16{f' + 4 x {self.fine_channels} folded stride-8' if self.fine_channels else ''}; fine_level "
+                             f"{'on' if self.config.fine_level else 'off'})")
         if self.fast and self.config.attention == "sampled" and not torch.is_grad_enabled():
             return self._forward_sampled_fast(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
         return self.forward_reference(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
