@@ -128,7 +128,7 @@ class BEVStreamModel(nn.Module):
         self.backbone = Backbone(bb).to(memory_format=torch.channels_last)
         self.seg_head = SegmentationHead(bb.out_channels, bb.skip_channels, bb.widths[1], config.seg).to(memory_format=torch.channels_last)
         self.bev_encoder = BEVEncoder(bb.out_channels, config.grid, config.image_size, Backbone.stride, config.bev, config.depth,
-                                      fine_channels=bb.skip_channels if config.bev.fine_level else 0)
+                                      fine_channels=bb.skip_channels)  # read only with config.bev.fine_level
         c = config.bev.channels
         self.video = VideoModule(c, config.grid, config.video) if config.video.enabled else None
         # Heads may be injected (tests, experiments); by default those of perception.detection / perception.road.
