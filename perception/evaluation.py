@@ -437,7 +437,8 @@ class ModelRun:
 
 def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 500, reset_every: int | None = None) -> ModelRun:
     """Stream every frame set of `source` through `model` (state reset at each new scene, so sweeps warm
-    the temporal state); at keyframes decode and collect detections, segmentation and road metrics.
+    the temporal state); the model's tracker (if on) sees every frame's boxes; at keyframes collect detections,
+    segmentation and road metrics.
     `reset_every` N starts every N-th frame from a fresh state: N = 1 shows what the history contributes."""
     import time
 
@@ -459,20 +460,29 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
         bar = tqdm(total=len(source), desc="eval", unit="frame", dynamic_ncols=True)
     t0 = time.perf_counter()
     state = None
+    tracker = model.new_tracker()  # fed every frame, as the runtime's BEV stage feeds it
     model.eval()
     with torch.no_grad():
         for fs in source.frame_sets():
             x = frame_set_inputs(fs, rect)
-            if reset_every is not None and run.frames % reset_every == 0:
+            reset = reset_every is not None and run.frames % reset_every == 0
+            if reset:
                 state = None
             out, state = model(x, state)
             run.frames += 1
             if bar is not None:
                 bar.update(1)
+            filters = None
+            if tracker is not None:
+                if reset or fs.new_scene:
+                    tracker.reset()
+                filters = [tracker.velocity_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6)]
             if not fs.is_keyframe:
+                if filters is not None:
+                    model.detection_head.decode(out.detection, velocity_filters=filters)
                 continue
             run.keyframes += 1
-            post = model.postprocess(out)[0]
+            post = model.postprocess(out, velocity_filters=filters)[0]
             run.results[fs.sample_token] = submission_entries(post["detections"], fs.sample_token, fs.ego_to_global,
                                                               max_boxes, model.config.attributes)
             gt = gt_reader.for_frame_set(fs)

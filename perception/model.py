@@ -34,6 +34,7 @@ from perception.rectify import RectifyConfig
 from perception.road import RoadHead, RoadHeadConfig
 from perception.segmentation import SegHeadConfig, SegmentationHead, upsample_logits
 from perception.state import TemporalState
+from perception.tracking import BoxTracker, TrackingConfig
 from perception.video import VideoConfig, VideoModule
 
 IGNORE_INDEX = 255
@@ -61,6 +62,7 @@ class ModelConfig:
     loss: LossWeights = LossWeights()
     attributes: AttributeConfig = AttributeConfig()  # speed thresholds of the submission attributes (bevstream calibrate)
     depth: DepthHeadConfig = DepthHeadConfig()  # lidar depth supervision of the camera features (off by default)
+    tracking: TrackingConfig = TrackingConfig()  # velocity fused along each box's track (perception.tracking)
     num_cameras: int = 6
 
     @property
@@ -154,6 +156,10 @@ class BEVStreamModel(nn.Module):
     def initial_state(self, batch: int, device=None) -> TemporalState | None:
         return self.video.initial_state(batch, device) if self.video is not None else None
 
+    def new_tracker(self) -> BoxTracker | None:
+        """A stream's tracker of the decoded boxes (perception.tracking), None with tracking off."""
+        return BoxTracker(self.config.tracking) if self.config.tracking.enabled else None
+
     def bev_step(self, feats: torch.Tensor, inputs: ModelInputs, state: TemporalState | None) -> tuple[dict, TemporalState | None]:
         """Camera features + calibration + ego motion + state -> head outputs and the next state.
 
@@ -180,10 +186,12 @@ class BEVStreamModel(nn.Module):
 
     # ------------------------------------------------------------ outputs
     @torch.no_grad()
-    def postprocess(self, outputs: ModelOutputs, seg_size: tuple[int, int] | None = None) -> list[dict]:
+    def postprocess(self, outputs: ModelOutputs, seg_size: tuple[int, int] | None = None,
+                    velocity_filters=None) -> list[dict]:
         """Per item: {'detections': Detections (ego), 'road': {'lane_divider': [(N,2)], 'road_edge': [...]} (ego),
-        'seg': (Ncam, H, W) uint8 label maps at `seg_size` (default: the model input size)}."""
-        dets = self.detection_head.decode(outputs.detection)
+        'seg': (Ncam, H, W) uint8 label maps at `seg_size` (default: the model input size)}. `velocity_filters`:
+        per item, a tracker's (DetectionHead.decode)."""
+        dets = self.detection_head.decode(outputs.detection, velocity_filters=velocity_filters)
         roads = self.road_head.vectorize(outputs.road_logits)
         size = seg_size or self.config.image_size
         labels = upsample_logits(outputs.seg_logits, size).argmax(dim=2).to(torch.uint8)  # (B, Ncam, H, W)

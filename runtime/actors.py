@@ -573,17 +573,17 @@ class _Checkpointer:
         self.q: queue.Queue = queue.Queue(maxsize=1)
         threading.Thread(target=self._run, name="bevstream-checkpoint", daemon=True).start()
 
-    def submit(self, frame_id: int, state: Any) -> None:
+    def submit(self, frame_id: int, snapshot: Any) -> None:
         try:
             self.q.get_nowait()  # an older checkpoint not started yet: the newer one supersedes it
         except queue.Empty:
             pass
-        self.q.put((frame_id, state))
+        self.q.put((frame_id, snapshot))
 
     def _run(self) -> None:
         while True:
-            frame_id, state = self.q.get()
-            self.store.save.remote(frame_id, self.stage.checkpoint(state))  # by value into the store actor
+            frame_id, snapshot = self.q.get()  # BevStage.snapshot()
+            self.store.save.remote(frame_id, self.stage.checkpoint(snapshot))  # by value into the store actor
 
 
 class BevActor(_StageActor):
@@ -618,7 +618,7 @@ class BevActor(_StageActor):
         result = self.stage.run(packet, meta)
         self.ticks += 1
         if self.every and self.ticks % self.every == 0:
-            self.checkpointer.submit(meta.frame_id, self.stage.state)
+            self.checkpointer.submit(meta.frame_id, self.stage.snapshot())
         return result
 
 

@@ -131,9 +131,11 @@ class BEVStreamAdapter:
         """Compile (or load) the post-processing kernels before the first tick (BevStage.warmup)."""
         self.model.warm_up_postprocess()
 
-    def decode(self, outputs):
-        """Heads' decoding as in BEVStreamModel.postprocess (minus the image seg, done in encode)."""
-        dets = self.model.detection_head.decode(outputs["detection"])[0]
+    def decode(self, outputs, velocity_filter=None):
+        """Heads' decoding as in BEVStreamModel.postprocess (minus the image seg, done in encode); the
+        velocity filter is the stream's tracker bound to this tick (BoxTracker.velocity_filter)."""
+        filters = None if velocity_filter is None else [velocity_filter]
+        dets = self.model.detection_head.decode(outputs["detection"], velocity_filters=filters)[0]
         roads = self.model.road_head.vectorize(outputs["road_logits"])[0]
         boxes = dets.boxes.numpy()
         arrays = DetectionArrays("ego", boxes, dets.scores.numpy(), dets.labels.numpy(), dets.names,
@@ -143,6 +145,9 @@ class BEVStreamAdapter:
 
     def new_state(self):
         return self.model.initial_state(1)
+
+    def new_tracker(self):
+        return self.model.new_tracker()
 
     def state_to_bytes(self, state) -> bytes:
         return b"" if state is None else state.to_bytes()

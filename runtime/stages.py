@@ -7,6 +7,7 @@ exact same code in one process.
 """
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
@@ -33,10 +34,14 @@ class PerceptionModel(Protocol):
     def step(self, feats: np.ndarray, inputs: "BevInputs", state: Any) -> tuple[Any, Any]:
         """Features of all NCAM slots + tick inputs + temporal state -> (outputs, new state)."""
 
-    def decode(self, outputs: Any) -> tuple[DetectionArrays, list[Polyline]]:
-        """Model outputs of one tick -> ego-frame detections and road polylines."""
+    def decode(self, outputs: Any, velocity_filter: Any = None) -> tuple[DetectionArrays, list[Polyline]]:
+        """Model outputs of one tick -> ego-frame detections and road polylines; `velocity_filter` (given only
+        when the model has a tracker) is its tracker bound to the tick."""
 
     def new_state(self) -> Any: ...
+
+    # Optional: new_tracker() -> a tracker with reset() and velocity_filter(ego_to_global (4, 4), timestamp_s),
+    # or None (perception.tracking.BoxTracker). A model without it is decoded without one.
 
     def state_to_bytes(self, state: Any) -> bytes: ...
 
@@ -215,11 +220,14 @@ class BackboneStage:
 
 
 class BevStage:
-    """BEV encoder + video module + heads; owns the temporal state (reset on a new scene)."""
+    """BEV encoder + video module + heads; owns the temporal state and the tracker (both reset on a new
+    scene, both kept in a checkpoint)."""
 
     def __init__(self, model: PerceptionModel, state: Any = None):
         self.model = model
         self.state = state if state is not None else model.new_state()
+        new_tracker = getattr(model, "new_tracker", None)  # optional: test doubles have none
+        self.tracker = new_tracker() if new_tracker is not None else None
 
     def run(self, packet: FeaturePacket, meta: TickMeta) -> TickResult:
         start = time.time_ns()
@@ -235,7 +243,13 @@ class BevStage:
             reset=np.array([meta.new_scene]),
         )
         outputs, self.state = self.model.step(packet.feats, inputs, self.state)
-        dets, lines = self.model.decode(outputs)
+        if self.tracker is None:
+            dets, lines = self.model.decode(outputs)
+        else:
+            if meta.new_scene:
+                self.tracker.reset()
+            dets, lines = self.model.decode(outputs, self.tracker.velocity_filter(meta.ego_to_global.matrix,
+                                                                                  meta.timestamp_us / 1e6))
         timing = StageTiming("bev", start, time.time_ns())
         return make_tick_result(meta, packet, dets, lines, timing)
 
@@ -247,14 +261,28 @@ class BevStage:
         if warm_up is not None:
             warm_up()
         self.state = self.model.new_state()
+        if self.tracker is not None:
+            self.tracker.reset()
 
-    def checkpoint(self, state: Any = None) -> bytes:
-        """The temporal state (default: the current one) as bytes. States are replaced, never mutated,
-        by a step, so an older state object can be serialised while the next ticks run."""
-        return self.model.state_to_bytes(self.state if state is None else state)
+    def snapshot(self) -> tuple[Any, dict | None]:
+        """What a checkpoint keeps, taken now: the temporal state (replaced, never mutated, by a step) and a
+        copy of the tracks (mutated by each tick), so it can be serialised while the next ticks run."""
+        return self.state, None if self.tracker is None else self.tracker.snapshot()
+
+    def checkpoint(self, snapshot: tuple[Any, dict | None] | None = None) -> bytes:
+        """A snapshot() (default: one taken now) as bytes: the model's state bytes, with the tracks beside
+        them when the model tracks."""
+        state, tracks = snapshot if snapshot is not None else self.snapshot()
+        data = self.model.state_to_bytes(state)
+        return data if tracks is None else pickle.dumps({"state": data, "tracks": tracks})
 
     def restore(self, data: bytes) -> None:
-        self.state = self.model.state_from_bytes(data)
+        if self.tracker is None:
+            self.state = self.model.state_from_bytes(data)
+            return
+        saved = pickle.loads(data)  # our own checkpoint, from the stream's StateStore
+        self.state = self.model.state_from_bytes(saved["state"])
+        self.tracker.restore(saved["tracks"])
 
 
 def make_tick_result(meta: TickMeta, packet: FeaturePacket, dets: DetectionArrays, lines: list[Polyline], timing: StageTiming) -> TickResult:

@@ -247,6 +247,9 @@ def test_run_model_reset_every_starts_those_frames_from_a_fresh_state(monkeypatc
         def eval(self):
             return self
 
+        def new_tracker(self):
+            return None
+
         def __call__(self, x, state):
             seen.append(state)
             return None, (0 if state is None else state) + 1

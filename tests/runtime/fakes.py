@@ -64,6 +64,22 @@ class CountingModel:
         return json.loads(data.decode())
 
 
+class TrackingCountingModel(CountingModel):
+    """CountingModel with a tracker (perception.tracking): its one car's velocity is the track's."""
+
+    def new_tracker(self):
+        from perception.tracking import BoxTracker, TrackingConfig
+
+        return BoxTracker(TrackingConfig(gate_m=5.0))  # the car moves 1.8 m per tick in the world
+
+    def decode(self, outputs, velocity_filter=None):
+        dets, lines = super().decode(outputs)
+        if velocity_filter is not None:
+            boxes = velocity_filter(torch.from_numpy(dets.boxes).double(), torch.tensor([0.5]), torch.tensor([0]))
+            dets = DetectionArrays("ego", boxes.float().numpy(), dets.scores, dets.labels, dets.names)
+        return dets, lines
+
+
 def make_frame_set(frame_id: int, scene: str = "scene-a", size=(24, 40), missing=(), t0_us: int = 1_000_000,
                    new_scene: bool = False, sample_token: str | None = None, wall_clock: bool = False) -> FrameSet:
     """A synthetic frame set; ego drives along x at 10 m/s; `wall_clock` stamps it with now."""

@@ -32,3 +32,38 @@ def test_camera_features_must_match_the_sets_cameras():
         packet_from_cameras(cams[1:], fs.channels)
     with pytest.raises(ValueError, match="do not match"):
         packet_from_cameras(cams[::-1], fs.channels)
+
+
+def _bev_ticks(stage, sets):
+    """(vx of the tick's car, tracks after it) per frame set, through BevStage."""
+    from runtime.stages import FeaturePacket, StageTiming
+
+    out = []
+    for fs in sets:
+        meta = TickMeta.from_frame_set(fs)
+        packet = FeaturePacket(np.zeros((1, 6, 3, 1, 1), np.float32), np.zeros((1, 6, 3, 3), np.float32),
+                               np.tile(np.eye(4, dtype=np.float32), (1, 6, 1, 1)), np.ones((1, 6), bool),
+                               np.zeros((6, 2, 2), np.uint8), StageTiming("backbone", 0, 1))
+        r = stage.run(packet, meta)
+        out.append((float(r.detections_ego.boxes[0, 7]), len(stage.tracker)))
+    return out
+
+
+def test_bev_stage_tracks_within_a_scene_and_keeps_tracks_in_a_checkpoint():
+    from runtime.stages import BevStage
+    from tests.runtime.fakes import TrackingCountingModel
+
+    sets = [make_frame_set(i, new_scene=(i in (0, 5))) for i in range(8)]
+    ticks = _bev_ticks(BevStage(TrackingCountingModel()), sets)
+    assert ticks[0] == (1.0, 1) and ticks[5] == (1.0, 1)  # a scene's first tick: the head's velocity
+    for run in (ticks[:5], ticks[5:]):  # then the track's, rising toward the car's 24 m/s in the world
+        vx = [v for v, _ in run]
+        assert all(a < b for a, b in zip(vx, vx[1:])) and vx[-1] > 1.1
+    assert all(n == 1 for _, n in ticks)  # one track throughout
+
+    a = BevStage(TrackingCountingModel())
+    _bev_ticks(a, sets[:4])
+    b = BevStage(TrackingCountingModel())
+    b.restore(a.checkpoint())
+    fresh = BevStage(TrackingCountingModel())
+    assert _bev_ticks(a, sets[4:5]) == _bev_ticks(b, sets[4:5]) != _bev_ticks(fresh, sets[4:5])

@@ -1,0 +1,172 @@
+"""Tracking of decoded boxes across ticks: a constant-velocity Kalman filter per track fuses each box's
+centre, observed tick after tick, with the velocity the model predicts.
+
+The velocity head sees about a second of history through the time queue and regresses toward a typical
+speed; a box's track sees its centre move. Fusing the two (in the global frame, so the ego's own motion,
+known from its pose, drops out) lowers the devkit's velocity error on held-out scenes (README). Centres
+and scores are left as the model gave them: smoothing the centres lowered car AP at 1 m. Association
+is greedy by score to the nearest predicted track of the same class within a gate, as CenterPoint's
+tracker; a track unmatched for longer than `max_age_s` ends. The noise levels were chosen on training
+scenes (the calibration scenes of `bevstream calibrate`); the velocity the filter gives replaces the
+model's before the still speeds and attributes are applied.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+CENTRE, VELOCITY = slice(0, 2), slice(7, 9)  # x, y and vx, vy of a (..., 9) box (perception.boxes)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The filter's noise model (one standard deviation each) and the association's limits."""
+
+    enabled: bool = True
+    position_noise_m: float = 0.6  # of a decoded centre
+    velocity_noise_mps: float = 1.0  # of a predicted velocity
+    acceleration_mps2: float = 1.0  # white-noise acceleration of the tracked objects
+    gate_m: float = 2.0  # a box joins a track whose predicted centre lies within this distance
+    max_age_s: float = 0.5  # a track unmatched for longer ends
+
+    def __post_init__(self) -> None:
+        for name in ("position_noise_m", "velocity_noise_mps", "acceleration_mps2", "gate_m", "max_age_s"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"TrackingConfig.{name} must be a finite number > 0, got {v}")
+
+
+def constant_velocity_transition(dt: float, acceleration: float) -> tuple[np.ndarray, np.ndarray]:
+    """State transition F (4, 4) and process noise Q (4, 4) of the state (x, y, vx, vy) over dt seconds under
+    white-noise acceleration of spectral density acceleration**2 (per axis [[dt^3/3, dt^2/2], [dt^2/2, dt]])."""
+    f = np.eye(4)
+    f[0, 2] = f[1, 3] = dt
+    per_axis = acceleration ** 2 * np.array([[dt ** 3 / 3, dt ** 2 / 2], [dt ** 2 / 2, dt]])
+    q = np.zeros((4, 4))
+    for axis in (0, 1):
+        q[np.ix_([axis, axis + 2], [axis, axis + 2])] = per_axis
+    return f, q
+
+
+def greedy_match(centres: np.ndarray, labels: np.ndarray, scores: np.ndarray, track_centres: np.ndarray,
+                 track_labels: np.ndarray, gate: float) -> np.ndarray:
+    """(N, 2) box centres, (N,) labels and scores; (M, 2) predicted track centres, (M,) labels -> (N,) the
+    track each box joins (-1: none). Best score first, each box takes the nearest free track of its class
+    closer than `gate`."""
+    match = np.full(len(centres), -1, np.int64)
+    if not len(centres) or not len(track_centres):
+        return match
+    dist = np.linalg.norm(centres[:, None] - track_centres[None], axis=-1)  # (N, M)
+    dist[labels[:, None] != track_labels[None]] = np.inf
+    for i in np.argsort(-scores, kind="stable"):
+        j = int(np.argmin(dist[i]))
+        if dist[i, j] < gate:
+            match[i] = j
+            dist[:, j] = np.inf  # taken
+    return match
+
+
+class BoxTracker:
+    """The tracks of one stream. `update` each tick in time order (a tick not after the last one starts
+    afresh); `reset` at a new scene."""
+
+    def __init__(self, config: TrackingConfig = TrackingConfig()):
+        self.config = config
+        c = config
+        self._noise = np.diag([c.position_noise_m ** 2] * 2 + [c.velocity_noise_mps ** 2] * 2)  # R (4, 4)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = np.zeros((0, 4))  # (M, 4) x, y, vx, vy, global frame
+        self.covariance = np.zeros((0, 4, 4))  # (M, 4, 4)
+        self.labels = np.zeros(0, np.int64)  # (M,)
+        self.ids = np.zeros(0, np.int64)  # (M,)
+        self.last_seen_s = np.zeros(0)  # (M,)
+        self.time_s: float | None = None
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def snapshot(self) -> dict:
+        """A copy of the tracks (plain arrays and numbers), for a checkpoint taken while ticks go on."""
+        return {"state": self.state.copy(), "covariance": self.covariance.copy(), "labels": self.labels.copy(),
+                "ids": self.ids.copy(), "last_seen_s": self.last_seen_s.copy(), "time_s": self.time_s,
+                "next_id": self._next_id}
+
+    def restore(self, snapshot: dict) -> None:
+        """The tracks of a snapshot(), continued from where it was taken."""
+        for key in ("state", "covariance", "labels", "ids", "last_seen_s"):
+            setattr(self, key, np.array(snapshot[key]))
+        self.time_s, self._next_id = snapshot["time_s"], int(snapshot["next_id"])
+
+    def update(self, boxes: Tensor, scores: Tensor, labels: Tensor, ego_to_global: np.ndarray,
+               timestamp_s: float) -> tuple[Tensor, np.ndarray]:
+        """(K, 9) ego-frame boxes, (K,) scores and labels of one tick, (4, 4) ego->global, its time ->
+        (the boxes with the filtered velocity (a copy), (K,) track ids)."""
+        if self.time_s is not None and not timestamp_s > self.time_s:
+            self.reset()  # time stood still or went back (a replay restarted with no new scene): start afresh
+        rot, shift = np.asarray(ego_to_global, np.float64)[:2, :2], np.asarray(ego_to_global, np.float64)[:2, 3]
+        b = boxes.detach().cpu().double().numpy()
+        centres = b[:, CENTRE] @ rot.T + shift  # (K, 2) global
+        velocities = b[:, VELOCITY] @ rot.T  # (K, 2) global
+        labels_np = labels.detach().cpu().numpy().astype(np.int64)
+        self._predict(timestamp_s)
+        match = greedy_match(centres, labels_np, scores.detach().cpu().numpy(), self.state[:, :2], self.labels,
+                             self.config.gate_m)
+        measured = np.concatenate([centres, velocities], axis=1)  # (K, 4)
+        hit = np.nonzero(match >= 0)[0]
+        self._correct(match[hit], measured[hit], timestamp_s)
+        fused = velocities.copy()
+        fused[hit] = self.state[match[hit], 2:]
+        ids = np.empty(len(b), np.int64)
+        ids[hit] = self.ids[match[hit]]
+        born = np.nonzero(match < 0)[0]
+        ids[born] = self._birth(measured[born], labels_np[born], timestamp_s)
+        self._forget(timestamp_s)
+        out = boxes.clone()
+        out[:, VELOCITY] = torch.as_tensor(fused @ rot, dtype=boxes.dtype)  # global -> ego: R^T v, row-wise v R
+        return out, ids
+
+    def velocity_filter(self, ego_to_global: np.ndarray, timestamp_s: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """update() bound to one tick, as DetectionHead.decode takes it: (boxes, scores, labels) -> boxes."""
+        return lambda boxes, scores, labels: self.update(boxes, scores, labels, ego_to_global, timestamp_s)[0]
+
+    def _predict(self, timestamp_s: float) -> None:
+        if self.time_s is not None and len(self):
+            f, q = constant_velocity_transition(timestamp_s - self.time_s, self.config.acceleration_mps2)
+            self.state = self.state @ f.T
+            self.covariance = f @ self.covariance @ f.T + q
+        self.time_s = timestamp_s
+
+    def _correct(self, tracks: np.ndarray, measured: np.ndarray, timestamp_s: float) -> None:
+        """Kalman update of the (n,) tracks with their (n, 4) measurements (x, y, vx, vy observed directly)."""
+        if not len(tracks):
+            return
+        p = self.covariance[tracks]  # (n, 4, 4)
+        gain = p @ np.linalg.inv(p + self._noise)  # (n, 4, 4)
+        innovation = measured - self.state[tracks]  # (n, 4)
+        self.state[tracks] += np.einsum("nij,nj->ni", gain, innovation)
+        self.covariance[tracks] = (np.eye(4) - gain) @ p
+        self.last_seen_s[tracks] = timestamp_s
+
+    def _birth(self, measured: np.ndarray, labels: np.ndarray, timestamp_s: float) -> np.ndarray:
+        """New tracks at (n, 4) measurements, with the measurement noise as their covariance -> their ids."""
+        n = len(measured)
+        ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        self._next_id += n
+        self.state = np.concatenate([self.state, measured])
+        self.covariance = np.concatenate([self.covariance, np.broadcast_to(self._noise, (n, 4, 4))])
+        self.labels = np.concatenate([self.labels, labels])
+        self.ids = np.concatenate([self.ids, ids])
+        self.last_seen_s = np.concatenate([self.last_seen_s, np.full(n, timestamp_s)])
+        return ids
+
+    def _forget(self, timestamp_s: float) -> None:
+        alive = timestamp_s - self.last_seen_s <= self.config.max_age_s
+        self.state, self.covariance = self.state[alive], self.covariance[alive]
+        self.labels, self.ids, self.last_seen_s = self.labels[alive], self.ids[alive], self.last_seen_s[alive]
