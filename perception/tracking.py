@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from scipy.spatial.distance import cdist
 from torch import Tensor
 
 CENTRE, VELOCITY = slice(0, 2), slice(7, 9)  # x, y and vx, vy of a (..., 9) box (perception.boxes)
@@ -41,14 +42,10 @@ class TrackingConfig:
 
 
 def constant_velocity_transition(dt: float, acceleration: float) -> tuple[np.ndarray, np.ndarray]:
-    """State transition F (4, 4) and process noise Q (4, 4) of the state (x, y, vx, vy) over dt seconds under
-    white-noise acceleration of spectral density acceleration**2 (per axis [[dt^3/3, dt^2/2], [dt^2/2, dt]])."""
-    f = np.eye(4)
-    f[0, 2] = f[1, 3] = dt
-    per_axis = acceleration ** 2 * np.array([[dt ** 3 / 3, dt ** 2 / 2], [dt ** 2 / 2, dt]])
-    q = np.zeros((4, 4))
-    for axis in (0, 1):
-        q[np.ix_([axis, axis + 2], [axis, axis + 2])] = per_axis
+    """State transition F (2, 2) and process noise Q (2, 2) of one axis's (position, velocity) over dt seconds
+    under white-noise acceleration of spectral density acceleration**2."""
+    f = np.array([[1.0, dt], [0.0, 1.0]])
+    q = acceleration ** 2 * np.array([[dt ** 3 / 3, dt ** 2 / 2], [dt ** 2 / 2, dt]])
     return f, q
 
 
@@ -60,29 +57,34 @@ def greedy_match(centres: np.ndarray, labels: np.ndarray, scores: np.ndarray, tr
     match = np.full(len(centres), -1, np.int64)
     if not len(centres) or not len(track_centres):
         return match
-    dist = np.linalg.norm(centres[:, None] - track_centres[None], axis=-1)  # (N, M)
-    dist[labels[:, None] != track_labels[None]] = np.inf
-    for i in np.argsort(-scores, kind="stable"):
-        j = int(np.argmin(dist[i]))
-        if dist[i, j] < gate:
-            match[i] = j
-            dist[:, j] = np.inf  # taken
+    dist = cdist(centres, track_centres)  # (N, M)
+    box, track = np.nonzero((dist < gate) & (labels[:, None] == track_labels[None]))  # the candidate pairs
+    rank = np.argsort(np.argsort(-scores, kind="stable"), kind="stable")  # (N,) 0 = best score
+    taken = np.zeros(len(track_centres), bool)
+    for k in np.lexsort((track, dist[box, track], rank[box])):  # by box rank, then distance, then track index
+        i, j = box[k], track[k]
+        if match[i] < 0 and not taken[j]:
+            match[i], taken[j] = j, True
     return match
 
 
 class BoxTracker:
     """The tracks of one stream. `update` each tick in time order (a tick not after the last one starts
-    afresh); `reset` at a new scene."""
+    afresh); `reset` at a new scene.
+
+    x and y move independently under the same noise, so one (2, 2) covariance of (position, velocity)
+    serves both axes of a track: the same filter as the (4, 4) one over (x, y, vx, vy), without its inverse.
+    """
 
     def __init__(self, config: TrackingConfig = TrackingConfig()):
         self.config = config
         c = config
-        self._noise = np.diag([c.position_noise_m ** 2] * 2 + [c.velocity_noise_mps ** 2] * 2)  # R (4, 4)
+        self._noise = np.diag([c.position_noise_m ** 2, c.velocity_noise_mps ** 2])  # R (2, 2), per axis
         self.reset()
 
     def reset(self) -> None:
-        self.state = np.zeros((0, 4))  # (M, 4) x, y, vx, vy, global frame
-        self.covariance = np.zeros((0, 4, 4))  # (M, 4, 4)
+        self.state = np.zeros((0, 2, 2))  # (M, (position, velocity), (x, y)), global frame
+        self.covariance = np.zeros((0, 2, 2))  # (M, 2, 2) of (position, velocity), either axis
         self.labels = np.zeros(0, np.int64)  # (M,)
         self.ids = np.zeros(0, np.int64)  # (M,)
         self.last_seen_s = np.zeros(0)  # (M,)
@@ -116,13 +118,13 @@ class BoxTracker:
         velocities = b[:, VELOCITY] @ rot.T  # (K, 2) global
         labels_np = labels.detach().cpu().numpy().astype(np.int64)
         self._predict(timestamp_s)
-        match = greedy_match(centres, labels_np, scores.detach().cpu().numpy(), self.state[:, :2], self.labels,
+        match = greedy_match(centres, labels_np, scores.detach().cpu().numpy(), self.state[:, 0], self.labels,
                              self.config.gate_m)
-        measured = np.concatenate([centres, velocities], axis=1)  # (K, 4)
+        measured = np.stack([centres, velocities], axis=1)  # (K, 2, 2) like the state
         hit = np.nonzero(match >= 0)[0]
         self._correct(match[hit], measured[hit], timestamp_s)
         fused = velocities.copy()
-        fused[hit] = self.state[match[hit], 2:]
+        fused[hit] = self.state[match[hit], 1]
         ids = np.empty(len(b), np.int64)
         ids[hit] = self.ids[match[hit]]
         born = np.nonzero(match < 0)[0]
@@ -139,28 +141,30 @@ class BoxTracker:
     def _predict(self, timestamp_s: float) -> None:
         if self.time_s is not None and len(self):
             f, q = constant_velocity_transition(timestamp_s - self.time_s, self.config.acceleration_mps2)
-            self.state = self.state @ f.T
+            self.state = f @ self.state  # (M, 2, 2): both axes' columns at once
             self.covariance = f @ self.covariance @ f.T + q
         self.time_s = timestamp_s
 
     def _correct(self, tracks: np.ndarray, measured: np.ndarray, timestamp_s: float) -> None:
-        """Kalman update of the (n,) tracks with their (n, 4) measurements (x, y, vx, vy observed directly)."""
+        """Kalman update of the (n,) tracks with their (n, 2, 2) measurements (position and velocity observed
+        directly)."""
         if not len(tracks):
             return
-        p = self.covariance[tracks]  # (n, 4, 4)
-        gain = p @ np.linalg.inv(p + self._noise)  # (n, 4, 4)
-        innovation = measured - self.state[tracks]  # (n, 4)
-        self.state[tracks] += np.einsum("nij,nj->ni", gain, innovation)
-        self.covariance[tracks] = (np.eye(4) - gain) @ p
+        p = self.covariance[tracks]  # (n, 2, 2)
+        s = p + self._noise  # innovation covariance (n, 2, 2)
+        s_inv = np.stack([s[:, 1, 1], -s[:, 0, 1], -s[:, 1, 0], s[:, 0, 0]], axis=-1).reshape(-1, 2, 2)
+        gain = p @ (s_inv / (s[:, 0, 0] * s[:, 1, 1] - s[:, 0, 1] * s[:, 1, 0])[:, None, None])  # (n, 2, 2)
+        self.state[tracks] += gain @ (measured - self.state[tracks])
+        self.covariance[tracks] = (np.eye(2) - gain) @ p
         self.last_seen_s[tracks] = timestamp_s
 
     def _birth(self, measured: np.ndarray, labels: np.ndarray, timestamp_s: float) -> np.ndarray:
-        """New tracks at (n, 4) measurements, with the measurement noise as their covariance -> their ids."""
+        """New tracks at (n, 2, 2) measurements, with the measurement noise as their covariance -> their ids."""
         n = len(measured)
         ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         self._next_id += n
         self.state = np.concatenate([self.state, measured])
-        self.covariance = np.concatenate([self.covariance, np.broadcast_to(self._noise, (n, 4, 4))])
+        self.covariance = np.concatenate([self.covariance, np.broadcast_to(self._noise, (n, 2, 2))])
         self.labels = np.concatenate([self.labels, labels])
         self.ids = np.concatenate([self.ids, ids])
         self.last_seen_s = np.concatenate([self.last_seen_s, np.full(n, timestamp_s)])
