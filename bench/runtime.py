@@ -86,6 +86,7 @@ def _loop(model, rect, make_iter, warmup: int, threads: int) -> dict:
     from runtime.results import DetectionArrays, Polyline
 
     state = model.initial_state(1)
+    tracker = model.new_tracker()  # as the runtime's BEV stage runs it (None with model.tracking off)
     lat, counts, t_start = [], [], None
     cpu0 = time.process_time()
     it = make_iter()
@@ -110,7 +111,12 @@ def _loop(model, rect, make_iter, warmup: int, threads: int) -> dict:
             outputs, state = model(inputs, state)
             # The same outputs as the runtime's TickResult: seg labels at the model's seg resolution
             # (postprocess's default would upsample every camera's logits to the input size first).
-            post = model.postprocess(outputs, seg_size=tuple(outputs.seg_logits.shape[-2:]))[0]
+            filters = None
+            if tracker is not None:
+                if fs.new_scene:
+                    tracker.reset()
+                filters = [tracker.velocity_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6)]
+            post = model.postprocess(outputs, seg_size=tuple(outputs.seg_logits.shape[-2:]), velocity_filters=filters)[0]
         d = post["detections"]
         DetectionArrays("ego", d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(), d.names).to_global(fs.ego_to_global)
         [Polyline(cls, line).to_global(fs.ego_to_global) for cls, items in post["road"].items() for line in items]
