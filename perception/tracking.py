@@ -13,8 +13,6 @@ model's before the still speeds and attributes are applied.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 from scipy.spatial.distance import cdist
@@ -134,9 +132,9 @@ class BoxTracker:
         out[:, VELOCITY] = torch.as_tensor(fused @ rot, dtype=boxes.dtype)  # global -> ego: R^T v, row-wise v R
         return out, ids
 
-    def velocity_filter(self, ego_to_global: np.ndarray, timestamp_s: float) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    def velocity_filter(self, ego_to_global: np.ndarray, timestamp_s: float) -> "TickFilter":
         """update() bound to one tick, as DetectionHead.decode takes it: (boxes, scores, labels) -> boxes."""
-        return lambda boxes, scores, labels: self.update(boxes, scores, labels, ego_to_global, timestamp_s)[0]
+        return TickFilter(self, ego_to_global, timestamp_s)
 
     def _predict(self, timestamp_s: float) -> None:
         if self.time_s is not None and len(self):
@@ -174,3 +172,16 @@ class BoxTracker:
         alive = timestamp_s - self.last_seen_s <= self.config.max_age_s
         self.state, self.covariance = self.state[alive], self.covariance[alive]
         self.labels, self.ids, self.last_seen_s = self.labels[alive], self.ids[alive], self.last_seen_s[alive]
+
+
+class TickFilter:
+    """BoxTracker.update bound to one tick: called with (boxes, scores, labels) -> boxes, it keeps the track
+    ids it assigned, (K,) in the boxes' order, as `track_ids` (None until called)."""
+
+    def __init__(self, tracker: BoxTracker, ego_to_global: np.ndarray, timestamp_s: float):
+        self.tracker, self.ego_to_global, self.timestamp_s = tracker, ego_to_global, timestamp_s
+        self.track_ids: np.ndarray | None = None
+
+    def __call__(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
+        out, self.track_ids = self.tracker.update(boxes, scores, labels, self.ego_to_global, self.timestamp_s)
+        return out

@@ -139,7 +139,8 @@ class BEVStreamAdapter:
         roads = self.model.road_head.vectorize(outputs["road_logits"])[0]
         boxes = dets.boxes.numpy()
         arrays = DetectionArrays("ego", boxes, dets.scores.numpy(), dets.labels.numpy(), dets.names,
-                                 attribute_names(dets.names, boxes[:, 7:9], self.model.config.attributes))
+                                 attribute_names(dets.names, boxes[:, 7:9], self.model.config.attributes),
+                                 getattr(velocity_filter, "track_ids", None))
         lines = [Polyline(cls, line) for cls, items in roads.items() for line in items]
         return arrays, lines
 

@@ -38,6 +38,7 @@ class DetectionArrays:
     # (N,) nuScenes attribute per box ('' for classes without); None: named from speed by the default
     # thresholds (perception.attributes); the runtime passes those fitted for its weights
     attributes: tuple[str, ...] | None = None
+    track_ids: np.ndarray | None = None  # (N,) int64: each box's track within the stream; None: no tracker
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 9)
@@ -49,6 +50,10 @@ class DetectionArrays:
             object.__setattr__(self, "attributes", attribute_names(self.names, boxes[:, 7:9]))
         object.__setattr__(self, "attributes", tuple(self.attributes))
         n = len(boxes)
+        if self.track_ids is not None:
+            object.__setattr__(self, "track_ids", np.asarray(self.track_ids, dtype=np.int64).reshape(-1))
+            if len(self.track_ids) != n:
+                raise ValueError(f"DetectionArrays: boxes {n}, track_ids {len(self.track_ids)} differ")
         if not (len(self.scores) == len(self.labels) == len(self.names) == len(self.attributes) == n):
             raise ValueError(f"DetectionArrays: boxes {n}, scores {len(self.scores)}, labels {len(self.labels)}, "
                              f"names {len(self.names)}, attributes {len(self.attributes)} differ")
@@ -76,7 +81,8 @@ class DetectionArrays:
         out[:, 6] = np.arctan2(heading[:, 1], heading[:, 0])
         vel = np.concatenate([b[:, 7:9], np.zeros((len(b), 1))], axis=1)
         out[:, 7:9] = (vel @ r.T)[:, :2]
-        return DetectionArrays("global", out.astype(np.float32), self.scores, self.labels, self.names, self.attributes)
+        return DetectionArrays("global", out.astype(np.float32), self.scores, self.labels, self.names, self.attributes,
+                               self.track_ids)
 
     def to_json(self) -> dict:
         return {
@@ -86,12 +92,13 @@ class DetectionArrays:
             "labels": self.labels.tolist(),
             "names": list(self.names),
             "attributes": list(self.attributes),
+            "track_ids": None if self.track_ids is None else self.track_ids.tolist(),
         }
 
     @classmethod
     def from_json(cls, d: dict) -> "DetectionArrays":
         return cls(d["frame"], np.asarray(d["boxes"], np.float32).reshape(-1, 9), d["scores"], d["labels"], d["names"],
-                   d.get("attributes"))
+                   d.get("attributes"), d.get("track_ids"))
 
 
 @dataclass(frozen=True)

@@ -215,3 +215,13 @@ def test_greedy_match_against_a_box_by_box_reference(seed):
     got = greedy_match(centres, labels, scores, tracks, track_labels, 2.0)
     assert got.tolist() == greedy_match_reference(centres, labels, scores, tracks, track_labels, 2.0)
     assert 20 < int((got >= 0).sum()) < n  # matches and misses both exercised
+
+
+def test_a_ticks_filter_keeps_the_ids_it_assigned():
+    tracker = BoxTracker()
+    centres, v = [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], [[1.0, 0.0]] * 3
+    for k, expect in enumerate([[0, 1, 2], [0, 1, 2]]):
+        tick = tracker.velocity_filter(pose(), k * DT)
+        assert tick.track_ids is None
+        tick(boxes_at(centres, v), torch.tensor([0.9, 0.5, 0.7]), torch.zeros(3, dtype=torch.int64))
+        assert tick.track_ids.tolist() == expect

@@ -76,7 +76,8 @@ class TrackingCountingModel(CountingModel):
         dets, lines = super().decode(outputs)
         if velocity_filter is not None:
             boxes = velocity_filter(torch.from_numpy(dets.boxes).double(), torch.tensor([0.5]), torch.tensor([0]))
-            dets = DetectionArrays("ego", boxes.float().numpy(), dets.scores, dets.labels, dets.names)
+            dets = DetectionArrays("ego", boxes.float().numpy(), dets.scores, dets.labels, dets.names,
+                                   track_ids=velocity_filter.track_ids)
         return dets, lines
 
 

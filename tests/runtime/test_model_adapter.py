@@ -31,6 +31,7 @@ def test_stages_run_any_resolution_and_missing_cameras(adapter):
         r = bev.run(packet, meta)
         assert r.valid and r.missing == missing and r.detections_global.frame == "global"
         assert r.detections_ego.boxes.shape[1] == 9
+        assert len(r.detections_ego.track_ids) == len(r.detections_ego)  # the model's tracker numbers every box
 
 
 def test_checkpoint_restore_reproduces_the_next_tick(adapter):

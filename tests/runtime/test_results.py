@@ -110,6 +110,20 @@ def test_detection_attributes_travel_with_the_boxes():
         DetectionArrays("ego", r.detections_ego.boxes, [0.9, 0.4], [0, 5], ["car", "pedestrian"], ["vehicle.parked"])
 
 
+def test_track_ids_travel_with_the_boxes():
+    """A tracker's ids survive to_global and the JSON round trip; without a tracker (and in older lines) None."""
+    r = _result()
+    ego = r.detections_ego
+    tracked = DetectionArrays("ego", ego.boxes, ego.scores, ego.labels, ego.names, track_ids=[7, 3])
+    assert tracked.to_global(r.ego_to_global).track_ids.tolist() == [7, 3]
+    assert DetectionArrays.from_json(json.loads(json.dumps(tracked.to_json()))).track_ids.tolist() == [7, 3]
+    assert ego.track_ids is None and DetectionArrays.from_json(json.loads(json.dumps(ego.to_json()))).track_ids is None
+    old_line = {k: v for k, v in tracked.to_json().items() if k != "track_ids"}
+    assert DetectionArrays.from_json(old_line).track_ids is None
+    with pytest.raises(ValueError, match="track_ids 1 differ"):
+        DetectionArrays("ego", ego.boxes, ego.scores, ego.labels, ego.names, track_ids=[1])
+
+
 def test_sink_writes_the_attributes_the_runtime_named():
     from runtime.sink import submission_boxes
 

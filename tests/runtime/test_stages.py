@@ -35,7 +35,7 @@ def test_camera_features_must_match_the_sets_cameras():
 
 
 def _bev_ticks(stage, sets):
-    """(vx of the tick's car, tracks after it) per frame set, through BevStage."""
+    """(vx of the tick's car, tracks after it, the car's track ids) per frame set, through BevStage."""
     from runtime.stages import FeaturePacket, StageTiming
 
     out = []
@@ -45,7 +45,8 @@ def _bev_ticks(stage, sets):
                                np.tile(np.eye(4, dtype=np.float32), (1, 6, 1, 1)), np.ones((1, 6), bool),
                                np.zeros((6, 2, 2), np.uint8), StageTiming("backbone", 0, 1))
         r = stage.run(packet, meta)
-        out.append((float(r.detections_ego.boxes[0, 7]), len(stage.tracker)))
+        assert r.detections_global.track_ids.tolist() == r.detections_ego.track_ids.tolist()
+        out.append((float(r.detections_ego.boxes[0, 7]), len(stage.tracker), r.detections_ego.track_ids.tolist()))
     return out
 
 
@@ -55,11 +56,11 @@ def test_bev_stage_tracks_within_a_scene_and_keeps_tracks_in_a_checkpoint():
 
     sets = [make_frame_set(i, new_scene=(i in (0, 5))) for i in range(8)]
     ticks = _bev_ticks(BevStage(TrackingCountingModel()), sets)
-    assert ticks[0] == (1.0, 1) and ticks[5] == (1.0, 1)  # a scene's first tick: the head's velocity
+    assert ticks[0][0] == ticks[5][0] == 1.0  # a scene's first tick: the head's velocity
     for run in (ticks[:5], ticks[5:]):  # then the track's, rising toward the car's 24 m/s in the world
-        vx = [v for v, _ in run]
+        vx = [v for v, _, _ in run]
         assert all(a < b for a, b in zip(vx, vx[1:])) and vx[-1] > 1.1
-    assert all(n == 1 for _, n in ticks)  # one track throughout
+    assert all(n == 1 and ids == [0] for _, n, ids in ticks)  # one track throughout, numbered afresh per scene
 
     a = BevStage(TrackingCountingModel())
     _bev_ticks(a, sets[:4])
