@@ -13,6 +13,7 @@ model's before the still speeds and attributes are applied.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 from scipy.spatial.distance import cdist
