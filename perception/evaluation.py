@@ -472,11 +472,8 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
             run.frames += 1
             if bar is not None:
                 bar.update(1)
-            filters = None
-            if tracker is not None:
-                if reset or fs.new_scene:
-                    tracker.reset()
-                filters = [tracker.velocity_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6)]
+            filters = None if tracker is None else [
+                tracker.velocity_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6, new_scene=reset or fs.new_scene)]
             if not fs.is_keyframe:
                 if filters is not None:
                     model.detection_head.decode(out.detection, velocity_filters=filters)

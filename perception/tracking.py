@@ -133,8 +133,11 @@ class BoxTracker:
         out[:, VELOCITY] = torch.as_tensor(fused @ rot, dtype=boxes.dtype)  # global -> ego: R^T v, row-wise v R
         return out, ids
 
-    def velocity_filter(self, ego_to_global: np.ndarray, timestamp_s: float) -> "TickFilter":
-        """update() bound to one tick, as DetectionHead.decode takes it: (boxes, scores, labels) -> boxes."""
+    def velocity_filter(self, ego_to_global: np.ndarray, timestamp_s: float, new_scene: bool = False) -> "TickFilter":
+        """update() bound to one tick, as DetectionHead.decode takes it: (boxes, scores, labels) -> boxes; the
+        tracks are reset first when the tick starts a new scene (or a fresh temporal state)."""
+        if new_scene:
+            self.reset()
         return TickFilter(self, ego_to_global, timestamp_s)
 
     def _predict(self, timestamp_s: float) -> None:

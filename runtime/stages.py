@@ -40,8 +40,8 @@ class PerceptionModel(Protocol):
 
     def new_state(self) -> Any: ...
 
-    # Optional: new_tracker() -> a tracker with reset() and velocity_filter(ego_to_global (4, 4), timestamp_s),
-    # or None (perception.tracking.BoxTracker). A model without it is decoded without one.
+    # Optional: new_tracker() -> a tracker with reset(), velocity_filter(ego_to_global (4, 4), timestamp_s, new_scene),
+    # snapshot() and restore(), or None (perception.tracking.BoxTracker). A model without it decodes without one.
 
     def state_to_bytes(self, state: Any) -> bytes: ...
 
@@ -246,10 +246,8 @@ class BevStage:
         if self.tracker is None:
             dets, lines = self.model.decode(outputs)
         else:
-            if meta.new_scene:
-                self.tracker.reset()
-            dets, lines = self.model.decode(outputs, self.tracker.velocity_filter(meta.ego_to_global.matrix,
-                                                                                  meta.timestamp_us / 1e6))
+            dets, lines = self.model.decode(outputs, self.tracker.velocity_filter(
+                meta.ego_to_global.matrix, meta.timestamp_us / 1e6, new_scene=meta.new_scene))
         timing = StageTiming("bev", start, time.time_ns())
         return make_tick_result(meta, packet, dets, lines, timing)
 

@@ -225,3 +225,12 @@ def test_a_ticks_filter_keeps_the_ids_it_assigned():
         assert tick.track_ids is None
         tick(boxes_at(centres, v), torch.tensor([0.9, 0.5, 0.7]), torch.zeros(3, dtype=torch.int64))
         assert tick.track_ids.tolist() == expect
+
+
+def test_a_new_scene_tick_starts_from_no_tracks():
+    tracker = BoxTracker()
+    update(tracker, [[0.0, 0.0]], [[1.0, 0.0]], 0.0)
+    tick = tracker.velocity_filter(pose(), DT, new_scene=True)
+    assert len(tracker) == 0
+    tick(boxes_at([[0.1, 0.0]], [[1.0, 0.0]]), torch.tensor([0.9]), torch.zeros(1, dtype=torch.int64))
+    assert tick.track_ids.tolist() == [0] and len(tracker) == 1
