@@ -70,7 +70,7 @@ class TrackingCountingModel(CountingModel):
     def new_tracker(self):
         from perception.tracking import BoxTracker, TrackingConfig
 
-        return BoxTracker(TrackingConfig(gate_m=5.0))  # the car moves 1.8 m per tick in the world
+        return BoxTracker(TrackingConfig(gate_m=5.0))  # the car moves 2 m per tick in the world (24 m/s)
 
     def decode(self, outputs, velocity_filter=None):
         dets, lines = super().decode(outputs)
