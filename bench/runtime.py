@@ -112,8 +112,8 @@ def _loop(model, rect, make_iter, warmup: int, threads: int) -> dict:
             # The same outputs as the runtime's TickResult: seg labels at the model's seg resolution
             # (postprocess's default would upsample every camera's logits to the input size first).
             filters = None if tracker is None else [
-                tracker.velocity_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6, new_scene=fs.new_scene)]
-            post = model.postprocess(outputs, seg_size=tuple(outputs.seg_logits.shape[-2:]), velocity_filters=filters)[0]
+                tracker.track_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6, new_scene=fs.new_scene)]
+            post = model.postprocess(outputs, seg_size=tuple(outputs.seg_logits.shape[-2:]), track_filters=filters)[0]
         d = post["detections"]
         DetectionArrays("ego", d.boxes.numpy(), d.scores.numpy(), d.labels.numpy(), d.names).to_global(fs.ego_to_global)
         [Polyline(cls, line).to_global(fs.ego_to_global) for cls, items in post["road"].items() for line in items]

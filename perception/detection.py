@@ -223,30 +223,30 @@ class DetectionHead(nn.Module):
 
     # ---- inference ------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, preds: dict[str, Tensor], nms=batched_nms_bev, velocity_filters=None) -> list[Detections]:
+    def decode(self, preds: dict[str, Tensor], nms=batched_nms_bev, track_filters=None) -> list[Detections]:
         """Per batch item: score threshold, top-k (nms_pre), per-class rotated-BEV NMS (with the class's circle
         radius), keep max_detections, velocity 0 below the class's still speed.
 
         `nms(boxes, scores, labels, iou_threshold, max_keep, radii)` is the NMS (perception.nms; its reference
         implementation for comparisons); with max_keep it stops after the max_detections best kept boxes.
-        `velocity_filters`, one per item or None: (boxes (k, 9), scores, labels) -> boxes, run on the kept boxes
-        before the still speeds (perception.tracking.BoxTracker.velocity_filter).
+        `track_filters`, one per item or None: (boxes (k, 9), scores, labels) -> (boxes, scores), run on the kept
+        boxes before the still speeds (perception.tracking.BoxTracker.track_filter).
         """
         cfg = self.config
         out = []
-        filters = velocity_filters if velocity_filters is not None else [None] * len(preds["cls_logits"])
+        filters = track_filters if track_filters is not None else [None] * len(preds["cls_logits"])
         if len(filters) != len(preds["cls_logits"]):
-            raise ValueError(f"decode: {len(filters)} velocity filters for a batch of {len(preds['cls_logits'])}")
-        for cls_logits, deltas, velocity_filter in zip(preds["cls_logits"], preds["box_deltas"], filters):  # (NA, C), (NA, CODE)
+            raise ValueError(f"decode: {len(filters)} track filters for a batch of {len(preds['cls_logits'])}")
+        for cls_logits, deltas, track_filter in zip(preds["cls_logits"], preds["box_deltas"], filters):  # (NA, C), (NA, CODE)
             scores, labels = best_class(torch.sigmoid(cls_logits))  # (NA,), = .max(dim=-1)
             idx = torch.nonzero(scores >= cfg.score_threshold).flatten()
             if idx.numel() > cfg.nms_pre:
                 idx = idx[scores[idx].topk(cfg.nms_pre).indices]
             boxes = decode_boxes(deltas[idx], self.anchors[idx], cfg.velocity_scale)  # (K, 9)
             keep = nms(boxes, scores[idx], labels[idx], cfg.nms_iou, max_keep=cfg.max_detections, radii=cfg.nms_radius_m)
-            kept = boxes[keep]  # (k, 9)
-            if velocity_filter is not None:
-                kept = velocity_filter(kept, scores[idx][keep], labels[idx][keep])
-            kept = zero_slow_velocities(kept, labels[idx][keep], cfg.still_speed_mps)
-            out.append(Detections(kept.float(), scores[idx][keep].float(), labels[idx][keep]))
+            kept, kept_scores, kept_labels = boxes[keep], scores[idx][keep], labels[idx][keep]  # (k, 9), (k,), (k,)
+            if track_filter is not None:
+                kept, kept_scores = track_filter(kept, kept_scores, kept_labels)
+            kept = zero_slow_velocities(kept, kept_labels, cfg.still_speed_mps)
+            out.append(Detections(kept.float(), kept_scores.float(), kept_labels))
         return out

@@ -473,13 +473,13 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
             if bar is not None:
                 bar.update(1)
             filters = None if tracker is None else [
-                tracker.velocity_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6, new_scene=reset or fs.new_scene)]
+                tracker.track_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6, new_scene=reset or fs.new_scene)]
             if not fs.is_keyframe:
                 if filters is not None:
-                    model.detection_head.decode(out.detection, velocity_filters=filters)
+                    model.detection_head.decode(out.detection, track_filters=filters)
                 continue
             run.keyframes += 1
-            post = model.postprocess(out, velocity_filters=filters)[0]
+            post = model.postprocess(out, track_filters=filters)[0]
             run.results[fs.sample_token] = submission_entries(post["detections"], fs.sample_token, fs.ego_to_global,
                                                               max_boxes, model.config.attributes)
             gt = gt_reader.for_frame_set(fs)

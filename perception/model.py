@@ -62,7 +62,7 @@ class ModelConfig:
     loss: LossWeights = LossWeights()
     attributes: AttributeConfig = AttributeConfig()  # speed thresholds of the submission attributes (bevstream calibrate)
     depth: DepthHeadConfig = DepthHeadConfig()  # lidar depth supervision of the camera features (off by default)
-    tracking: TrackingConfig = TrackingConfig()  # velocity fused along each box's track (perception.tracking)
+    tracking: TrackingConfig = TrackingConfig()  # velocity, still centres and score along each track (perception.tracking)
     num_cameras: int = 6
 
     @property
@@ -187,11 +187,11 @@ class BEVStreamModel(nn.Module):
     # ------------------------------------------------------------ outputs
     @torch.no_grad()
     def postprocess(self, outputs: ModelOutputs, seg_size: tuple[int, int] | None = None,
-                    velocity_filters=None) -> list[dict]:
+                    track_filters=None) -> list[dict]:
         """Per item: {'detections': Detections (ego), 'road': {'lane_divider': [(N,2)], 'road_edge': [...]} (ego),
-        'seg': (Ncam, H, W) uint8 label maps at `seg_size` (default: the model input size)}. `velocity_filters`:
+        'seg': (Ncam, H, W) uint8 label maps at `seg_size` (default: the model input size)}. `track_filters`:
         per item, a tracker's (DetectionHead.decode)."""
-        dets = self.detection_head.decode(outputs.detection, velocity_filters=velocity_filters)
+        dets = self.detection_head.decode(outputs.detection, track_filters=track_filters)
         roads = self.road_head.vectorize(outputs.road_logits)
         size = seg_size or self.config.image_size
         labels = upsample_logits(outputs.seg_logits, size).argmax(dim=2).to(torch.uint8)  # (B, Ncam, H, W)

@@ -131,16 +131,16 @@ class BEVStreamAdapter:
         """Compile (or load) the post-processing kernels before the first tick (BevStage.warmup)."""
         self.model.warm_up_postprocess()
 
-    def decode(self, outputs, velocity_filter=None):
+    def decode(self, outputs, track_filter=None):
         """Heads' decoding as in BEVStreamModel.postprocess (minus the image seg, done in encode); the
-        velocity filter is the stream's tracker bound to this tick (BoxTracker.velocity_filter)."""
-        filters = None if velocity_filter is None else [velocity_filter]
-        dets = self.model.detection_head.decode(outputs["detection"], velocity_filters=filters)[0]
+        track filter is the stream's tracker bound to this tick (BoxTracker.track_filter)."""
+        filters = None if track_filter is None else [track_filter]
+        dets = self.model.detection_head.decode(outputs["detection"], track_filters=filters)[0]
         roads = self.model.road_head.vectorize(outputs["road_logits"])[0]
         boxes = dets.boxes.numpy()
         arrays = DetectionArrays("ego", boxes, dets.scores.numpy(), dets.labels.numpy(), dets.names,
                                  attribute_names(dets.names, boxes[:, 7:9], self.model.config.attributes),
-                                 getattr(velocity_filter, "track_ids", None))
+                                 getattr(track_filter, "track_ids", None))
         lines = [Polyline(cls, line) for cls, items in roads.items() for line in items]
         return arrays, lines
 

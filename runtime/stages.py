@@ -34,13 +34,13 @@ class PerceptionModel(Protocol):
     def step(self, feats: np.ndarray, inputs: "BevInputs", state: Any) -> tuple[Any, Any]:
         """Features of all NCAM slots + tick inputs + temporal state -> (outputs, new state)."""
 
-    def decode(self, outputs: Any, velocity_filter: Any = None) -> tuple[DetectionArrays, list[Polyline]]:
-        """Model outputs of one tick -> ego-frame detections and road polylines; `velocity_filter` (given only
+    def decode(self, outputs: Any, track_filter: Any = None) -> tuple[DetectionArrays, list[Polyline]]:
+        """Model outputs of one tick -> ego-frame detections and road polylines; `track_filter` (given only
         when the model has a tracker) is its tracker bound to the tick."""
 
     def new_state(self) -> Any: ...
 
-    # Optional: new_tracker() -> a tracker with reset(), velocity_filter(ego_to_global (4, 4), timestamp_s, new_scene),
+    # Optional: new_tracker() -> a tracker with reset(), track_filter(ego_to_global (4, 4), timestamp_s, new_scene),
     # snapshot() and restore(), or None (perception.tracking.BoxTracker). A model without it decodes without one.
 
     def state_to_bytes(self, state: Any) -> bytes: ...
@@ -246,7 +246,7 @@ class BevStage:
         if self.tracker is None:
             dets, lines = self.model.decode(outputs)
         else:
-            dets, lines = self.model.decode(outputs, self.tracker.velocity_filter(
+            dets, lines = self.model.decode(outputs, self.tracker.track_filter(
                 meta.ego_to_global.matrix, meta.timestamp_us / 1e6, new_scene=meta.new_scene))
         timing = StageTiming("bev", start, time.time_ns())
         return make_tick_result(meta, packet, dets, lines, timing)

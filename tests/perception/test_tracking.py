@@ -1,5 +1,6 @@
 """The box tracker: its Kalman filter against the textbook equations for one track, association by class
-and gate, invariance to the ego's motion, and a velocity closer to the truth than a noisy, biased head's."""
+and gate, invariance to the ego's motion, a velocity closer to the truth than a noisy, biased head's, a
+parked car's centre averaged over the ticks, and a track's score as its time-weighted running average."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,13 +27,20 @@ def pose(x=0.0, y=0.0, yaw=0.0) -> np.ndarray:
     return m
 
 
-def update(tracker, centres, velocities, t, ego=None, labels=None, scores=None):
+def update_all(tracker, centres, velocities, t, ego=None, labels=None, scores=None):
+    """One tick -> ((K, 9) boxes, (K,) scores, (K,) ids) as numpy."""
     b = boxes_at(centres, velocities)
     n = len(b)
     labels = torch.zeros(n, dtype=torch.int64) if labels is None else torch.as_tensor(labels)
-    scores = torch.linspace(0.9, 0.5, n, dtype=torch.float64) if scores is None else torch.as_tensor(scores)
-    out, ids = tracker.update(b, scores, labels, pose() if ego is None else ego, t)
-    return out[:, 7:9].numpy(), ids
+    scores = torch.linspace(0.9, 0.5, n, dtype=torch.float64) if scores is None else torch.as_tensor(scores, dtype=torch.float64)
+    out, out_scores, ids = tracker.update(b, scores, labels, pose() if ego is None else ego, t)
+    return out.numpy(), out_scores.numpy(), ids
+
+
+def update(tracker, centres, velocities, t, ego=None, labels=None, scores=None):
+    """One tick -> ((K, 2) velocities, (K,) ids)."""
+    boxes, _, ids = update_all(tracker, centres, velocities, t, ego, labels, scores)
+    return boxes[:, 7:9], ids
 
 
 def test_process_noise_is_the_integral_of_white_acceleration():
@@ -145,13 +153,16 @@ def test_fused_velocity_is_closer_to_the_truth_than_a_noisy_biased_head():
 def test_snapshot_restore_continues_the_tracks():
     a = BoxTracker()
     for k in range(5):
-        update(a, [[k * 0.5, 0.0], [10.0, k * 0.3]], [[5.0, 0.0], [0.0, 3.0]], k * DT)
+        update(a, [[k * 0.5, 0.0], [10.0, k * 0.1]], [[5.0, 0.0], [0.0, 0.5]], k * DT, scores=[0.9 - 0.1 * k, 0.3])
     b = BoxTracker()
     b.restore(a.snapshot())
-    ga, ia = update(a, [[2.6, 0.0], [10.0, 1.6], [-9.0, 0.0]], [[5.0, 0.0], [0.0, 3.0], [0.0, 0.0]], 5 * DT)
-    gb, ib = update(b, [[2.6, 0.0], [10.0, 1.6], [-9.0, 0.0]], [[5.0, 0.0], [0.0, 3.0], [0.0, 0.0]], 5 * DT)
-    np.testing.assert_array_equal(ga, gb)
+    tick = ([[2.6, 0.0], [10.0, 0.6], [-9.0, 0.0]], [[5.0, 0.0], [0.0, 0.5], [0.0, 0.0]], 5 * DT)
+    boxes_a, scores_a, ia = update_all(a, *tick, scores=[0.8, 0.7, 0.6])
+    boxes_b, scores_b, ib = update_all(b, *tick, scores=[0.8, 0.7, 0.6])
+    np.testing.assert_array_equal(boxes_a, boxes_b)
+    np.testing.assert_array_equal(scores_a, scores_b)
     assert ia.tolist() == ib.tolist() == [0, 1, 2]
+    assert not np.allclose(scores_a, [0.8, 0.7, 0.6])  # the restored tracks' score averages were used
 
 
 @pytest.mark.parametrize("key", ["position_noise_m", "velocity_noise_mps", "acceleration_mps2", "gate_m", "max_age_s"])
@@ -159,6 +170,75 @@ def test_config_needs_positive_finite_values(key):
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match=key):
             TrackingConfig(**{key: bad})
+
+
+@pytest.mark.parametrize("key, bad", [("still_track_speed_mps", -0.1), ("still_track_speed_mps", float("inf")),
+                                      ("score_memory_s", -1.0), ("score_memory_s", float("nan")),
+                                      ("score_track_weight", 1.5), ("score_track_weight", float("nan"))])
+def test_config_rejects_bad_smoothing_values(key, bad):
+    with pytest.raises(ValueError, match=key):
+        TrackingConfig(**{key: bad})
+
+
+def test_a_parked_cars_centre_averages_out_a_moving_cars_does_not():
+    """A parked car and one at 8 m/s, seen by a driving ego with 0.35 m noise on the centres: the parked car's
+    reported centre is nearer the truth than the decoded one after a second; the moving car's is the decoded."""
+    rng = np.random.default_rng(3)
+    tracker = BoxTracker(TrackingConfig(gate_m=3.0))  # association is not under test: no noise draw splits a track
+    parked, start = np.array([25.0, 6.0]), np.array([-20.0, -6.0])
+    raw_err, reported_err = [], []
+    for k in range(36):
+        t = k * DT
+        ego = pose(10.0 * t, 0.0, 0.02 * t)
+        truth = np.stack([parked, start + [8.0 * t, 0.0]])  # (2, 2) global
+        seen = truth + rng.normal(0, 0.35, truth.shape)
+        head_v = np.array([[0.0, 0.0], [8.0, 0.0]]) + rng.normal(0, 0.3, (2, 2))
+        rot = ego[:2, :2]
+        centres_ego = (seen - ego[:2, 3]) @ rot
+        boxes, _, ids = update_all(tracker, centres_ego, head_v @ rot, t, ego=ego)
+        assert ids.tolist() == [0, 1]
+        np.testing.assert_array_equal(boxes[1, :2], centres_ego[1])  # moving: the decoded centre
+        reported = boxes[0, :2] @ rot.T + ego[:2, 3]
+        if k >= 12:
+            raw_err.append(np.linalg.norm(seen[0] - parked))
+            reported_err.append(np.linalg.norm(reported - parked))
+    assert np.mean(reported_err) < 0.6 * np.mean(raw_err)
+
+
+def test_a_tracks_score_is_its_time_weighted_running_average():
+    """Against the formula written out, over ticks 1, 2 and 4 apart (dropped frames count as the time they span)."""
+    cfg = TrackingConfig(score_memory_s=0.4, score_track_weight=0.3)
+    tracker = BoxTracker(cfg)
+    times, scores = np.array([0, 1, 3, 7, 8]) * DT, [0.9, 0.2, 0.6, 0.1, 0.8]
+    mean = None
+    for t, s in zip(times, scores):
+        _, got, _ = update_all(tracker, [[5.0, 1.0]], [[0.0, 0.0]], t, scores=[s])
+        if mean is None:
+            mean, expect, last = s, s, t  # a new track reports its box's own score
+        else:
+            keep = np.exp(-(t - last) / 0.4)
+            mean = keep * mean + (1 - keep) * s
+            expect, last = 0.7 * s + 0.3 * mean, t
+        np.testing.assert_allclose(got, [expect], atol=1e-12)
+
+
+def test_a_steady_track_outranks_a_flickering_box_of_the_same_score():
+    tracker = BoxTracker()
+    for k in range(6):
+        update_all(tracker, [[0.0, 0.0]], [[0.0, 0.0]], k * DT, scores=[0.8])
+    _, got, ids = update_all(tracker, [[0.0, 0.0], [15.0, 0.0]], [[0.0, 0.0]] * 2, 6 * DT, scores=[0.5, 0.5])
+    assert ids.tolist() == [0, 1] and got[0] > got[1] == 0.5
+
+
+def test_switched_off_smoothing_leaves_centres_and_scores_as_decoded():
+    tracker = BoxTracker(TrackingConfig(still_track_speed_mps=0.0, score_track_weight=0.0))
+    rng = np.random.default_rng(4)
+    for k in range(10):
+        centres, scores = rng.normal(0, 0.3, (3, 2)) + [[0, 0], [10, 0], [0, 10]], rng.uniform(0.2, 0.9, 3)
+        boxes, got, ids = update_all(tracker, centres, [[0.0, 0.0]] * 3, k * DT, scores=scores)
+        np.testing.assert_array_equal(boxes[:, :2], centres)
+        np.testing.assert_array_equal(got, scores)
+        assert ids.tolist() == [0, 1, 2]
 
 
 def test_decode_runs_the_filter_before_the_still_speeds():
@@ -173,17 +253,18 @@ def test_decode_runs_the_filter_before_the_still_speeds():
              "box_deltas": torch.randn(1, head.anchors.shape[0], 10) * 0.5}
     seen = []
 
-    def slow_down(boxes, scores, labels):  # what a tracker could report: every box at 0.3 m/s
+    def slow_down(boxes, scores, labels):  # what a tracker could report: every box at 0.3 m/s, scores halved
         seen.append(len(boxes))
         out = boxes.clone()
         out[:, 7:9] = torch.tensor([0.3, 0.0])
-        return out
+        return out, scores / 2
 
-    (plain,), (filtered,) = head.decode(preds), head.decode(preds, velocity_filters=[slow_down])
+    (plain,), (filtered,) = head.decode(preds), head.decode(preds, track_filters=[slow_down])
     assert seen == [len(plain)] and len(plain) > 0
     assert torch.equal(filtered.boxes[:, :7], plain.boxes[:, :7]) and bool((filtered.boxes[:, 7:] == 0).all())
-    with pytest.raises(ValueError, match="2 velocity filters for a batch of 1"):
-        head.decode(preds, velocity_filters=[slow_down, slow_down])
+    torch.testing.assert_close(filtered.scores, plain.scores / 2)
+    with pytest.raises(ValueError, match="2 track filters for a batch of 1"):
+        head.decode(preds, track_filters=[slow_down, slow_down])
 
 
 def greedy_match_reference(centres, labels, scores, track_centres, track_labels, gate):
@@ -221,7 +302,7 @@ def test_a_ticks_filter_keeps_the_ids_it_assigned():
     tracker = BoxTracker()
     centres, v = [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], [[1.0, 0.0]] * 3
     for k, expect in enumerate([[0, 1, 2], [0, 1, 2]]):
-        tick = tracker.velocity_filter(pose(), k * DT)
+        tick = tracker.track_filter(pose(), k * DT)
         assert tick.track_ids is None
         tick(boxes_at(centres, v), torch.tensor([0.9, 0.5, 0.7]), torch.zeros(3, dtype=torch.int64))
         assert tick.track_ids.tolist() == expect
@@ -230,7 +311,7 @@ def test_a_ticks_filter_keeps_the_ids_it_assigned():
 def test_a_new_scene_tick_starts_from_no_tracks():
     tracker = BoxTracker()
     update(tracker, [[0.0, 0.0]], [[1.0, 0.0]], 0.0)
-    tick = tracker.velocity_filter(pose(), DT, new_scene=True)
+    tick = tracker.track_filter(pose(), DT, new_scene=True)
     assert len(tracker) == 0
     tick(boxes_at([[0.1, 0.0]], [[1.0, 0.0]]), torch.tensor([0.9]), torch.zeros(1, dtype=torch.int64))
     assert tick.track_ids.tolist() == [0] and len(tracker) == 1

@@ -72,12 +72,12 @@ class TrackingCountingModel(CountingModel):
 
         return BoxTracker(TrackingConfig(gate_m=5.0))  # the car moves 2 m per tick in the world (24 m/s)
 
-    def decode(self, outputs, velocity_filter=None):
+    def decode(self, outputs, track_filter=None):
         dets, lines = super().decode(outputs)
-        if velocity_filter is not None:
-            boxes = velocity_filter(torch.from_numpy(dets.boxes).double(), torch.tensor([0.5]), torch.tensor([0]))
+        if track_filter is not None:
+            boxes, _ = track_filter(torch.from_numpy(dets.boxes).double(), torch.tensor([0.5]), torch.tensor([0]))
             dets = DetectionArrays("ego", boxes.float().numpy(), dets.scores, dets.labels, dets.names,
-                                   track_ids=velocity_filter.track_ids)
+                                   track_ids=track_filter.track_ids)
         return dets, lines
 
 
