@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         run_detection_eval,
     )
     from replay.clips import load_nusc
-    from runtime.config import ConfigError, load_config
+    from runtime.config import ConfigError, load_config, validate_model_options
 
     if args.reset_every is not None and args.reset_every < 1:
         print(f"bevstream eval: --reset-every must be >= 1, got {args.reset_every}", file=sys.stderr)
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         cfg = load_config(args.config)
+        validate_model_options(cfg)  # a bad model key fails here, in one line, not while loading the weights
         eval_set = eval_set_name(args.version, args.split)
         nusc = load_nusc(str(args.dataroot), args.version)
     except (ConfigError, ValueError, FileNotFoundError) as exc:

@@ -117,6 +117,12 @@ def test_eval_of_a_results_file_and_bad_input(real_scene_root, tmp_path, capsys)
     assert "--reset-every must be >= 1" in capsys.readouterr().err
     assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--max-range", "-5"]) == 2
     assert "--max-range must be > 0 metres" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  tracking:\n    score_track_weight: 2\n")
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val",
+                 "--config", str(bad), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "model.tracking" in err and "score_track_weight must lie in [0, 1]" in err and "Traceback" not in err
     assert main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")]) == 2
 
 
