@@ -113,8 +113,7 @@ class BoxTracker:
         """A copy of the tracks (plain arrays and numbers), for a checkpoint taken while ticks go on."""
         return {"state": self.state.copy(), "covariance": self.covariance.copy(), "labels": self.labels.copy(),
                 "ids": self.ids.copy(), "last_seen_s": self.last_seen_s.copy(), "mean_score": self.mean_score.copy(),
-                "time_s": self.time_s,
-                "next_id": self._next_id}
+                "time_s": self.time_s, "next_id": self._next_id}
 
     def restore(self, snapshot: dict) -> None:
         """The tracks of a snapshot(), continued from where it was taken."""
@@ -141,7 +140,7 @@ class BoxTracker:
         tracks = match[hit]
         self._average_scores(tracks, scores_np[hit], timestamp_s)  # before _correct moves last_seen_s
         self._correct(tracks, measured[hit], timestamp_s)
-        velocities[hit] = self.state[tracks, 1]  # a new track keeps its box's velocity
+        velocities[hit] = self.state[tracks, 1]  # matched boxes take their track's; a new track's box keeps its own
         still = hit[np.linalg.norm(velocities[hit], axis=-1) < self.config.still_track_speed_mps]  # (s,) boxes
         still_centres = self.state[match[still], 0]  # (s, 2) global, read before births and ends reindex
         w = self.config.score_track_weight
