@@ -32,7 +32,8 @@ def update_all(tracker, centres, velocities, t, ego=None, labels=None, scores=No
     b = boxes_at(centres, velocities)
     n = len(b)
     labels = torch.zeros(n, dtype=torch.int64) if labels is None else torch.as_tensor(labels)
-    scores = torch.linspace(0.9, 0.5, n, dtype=torch.float64) if scores is None else torch.as_tensor(scores, dtype=torch.float64)
+    scores = torch.linspace(0.9, 0.5, n) if scores is None else torch.as_tensor(scores)
+    scores = scores.to(torch.float64)
     out, out_scores, ids = tracker.update(b, scores, labels, pose() if ego is None else ego, t)
     return out.numpy(), out_scores.numpy(), ids
 

@@ -75,8 +75,9 @@ class TrackingCountingModel(CountingModel):
     def decode(self, outputs, track_filter=None):
         dets, lines = super().decode(outputs)
         if track_filter is not None:
-            boxes, _ = track_filter(torch.from_numpy(dets.boxes).double(), torch.tensor([0.5]), torch.tensor([0]))
-            dets = DetectionArrays("ego", boxes.float().numpy(), dets.scores, dets.labels, dets.names,
+            boxes, scores = track_filter(torch.from_numpy(dets.boxes).double(), torch.from_numpy(dets.scores),
+                                         torch.from_numpy(dets.labels))
+            dets = DetectionArrays("ego", boxes.float().numpy(), scores.numpy(), dets.labels, dets.names,
                                    track_ids=track_filter.track_ids)
         return dets, lines
 
