@@ -203,6 +203,27 @@ def loaded_detection_eval(nusc: "NuScenes", results_path: str | Path, eval_set: 
                              output_dir=tmp, verbose=False)
 
 
+def detection_metrics(ev, results: Mapping[str, list[dict]], tokens: Sequence[str]):
+    """The devkit's DetectionMetrics of submission boxes `results` (sample token -> boxes) against a loaded
+    DetectionEval `ev`'s ground truth on the samples `tokens`: the boxes loaded and filtered as DetectionEval
+    loads a results file, without writing one (a calibration scores many)."""
+    import copy
+
+    from nuscenes.eval.common.data_classes import EvalBoxes
+    from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    from perception.nms_radius import restricted
+
+    tokens = list(tokens)
+    preds = EvalBoxes.deserialize({t: list(results.get(t, ())) for t in tokens}, DetectionBox)
+    scored = copy.copy(ev)  # the loaded ground truth is shared, not copied; `ev` keeps its own boxes
+    scored.pred_boxes = filter_eval_boxes(ev.nusc, add_center_dist(ev.nusc, preds), ev.cfg.class_range)
+    scored.gt_boxes, scored.sample_tokens = restricted(ev.gt_boxes, tokens), tokens
+    metrics, _ = scored.evaluate()
+    return metrics
+
+
 def matched_attributes(ev, dist_th: float = 2.0) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Per attribute group (perception.attributes): the predicted speed (N,) and the ground-truth attribute
     of every true positive of a loaded DetectionEval `ev` (loaded_detection_eval; match_true_positives)."""
@@ -435,11 +456,14 @@ class ModelRun:
     wall_s: float = 0.0
 
 
-def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 500, reset_every: int | None = None) -> ModelRun:
+def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 500, reset_every: int | None = None,
+              record_ticks: list | None = None) -> ModelRun:
     """Stream every frame set of `source` through `model` (state reset at each new scene, so sweeps warm
     the temporal state); the model's tracker (if on) sees every frame's boxes; at keyframes collect detections,
     segmentation and road metrics.
-    `reset_every` N starts every N-th frame from a fresh state: N = 1 shows what the history contributes."""
+    `reset_every` N starts every N-th frame from a fresh state: N = 1 shows what the history contributes.
+    `record_ticks`, with the tracker on: each frame's boxes as they reach it are appended
+    (perception.track_fit.TickBoxes), for fitting its levels."""
     import time
 
     import torch
@@ -447,6 +471,7 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
     from perception.batching import frame_set_inputs, rectify_label
     from perception.rectify import Rectifier
     from perception.road import rasterize_road
+    from perception.track_fit import RecordingFilter
     from runtime.messages import CAMERA_CHANNELS
 
     rect = Rectifier(model.config.rectify)
@@ -474,6 +499,9 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
                 bar.update(1)
             filters = None if tracker is None else [
                 tracker.track_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6, new_scene=reset or fs.new_scene)]
+            if filters is not None and record_ticks is not None:
+                filters = [RecordingFilter(filters[0], reset or fs.new_scene, fs.ego_to_global,
+                                           fs.sample_token if fs.is_keyframe else None, record_ticks)]
             if not fs.is_keyframe:
                 if filters is not None:
                     model.detection_head.decode(out.detection, track_filters=filters)

@@ -12,9 +12,10 @@ box leaves with:
 - score: a mix of its own and the track's running average (time constant `score_memory_s`): a box seen
   tick after tick outranks one that flickers.
 Association is greedy by score to the nearest predicted track of the same class within a gate, as
-CenterPoint's tracker; a track unmatched for longer than `max_age_s` ends. All levels were chosen on
-training scenes (the calibration scenes of `bevstream calibrate`); the tracker runs before the still
-speeds and attributes are applied.
+CenterPoint's tracker; a track unmatched for longer than `max_age_s` ends. The two noise levels, the still
+track speed and the score average's memory and weight are fitted per weights file on training scenes
+(`bevstream calibrate`, perception.track_fit) and stored in it; the tracker runs after the NMS and before
+the still speeds and attributes are applied.
 """
 from __future__ import annotations
 

@@ -7,11 +7,14 @@
   (perception.nms_radius), which depends on how far apart the model places its duplicates.
 - Still speeds: per class, the speed below which a box is reported at velocity 0 (perception.still_speed),
   which depends on how noisy the model's velocity of parked objects is.
+- The box tracker's levels (perception.track_fit): how far it trusts the decoded centres and velocities,
+  which tracks report their averaged centre, and how much a track's score history counts.
 
-The radii are fitted first, then the thresholds, then the still speeds on the boxes the fitted radii keep,
-each at most its class's threshold (a box named moving keeps its velocity). All are fitted on a split the
-weights were trained on (never the evaluation split) and stored in the file's model config, where `eval`,
-`replay` and `stream` read them.
+The tracker's levels are fitted first, on every frame's boxes replayed through it (with the file's radii,
+thresholds and still speeds around it); then, on the boxes the fitted tracker puts out, the radii, the
+thresholds, and the still speeds on the boxes the fitted radii keep, each at most its class's threshold (a
+box named moving keeps its velocity). All are fitted on a split the weights were trained on (never the
+evaluation split) and stored in the file's model config, where `eval`, `replay` and `stream` read them.
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-HELP = ("Fit the attribute speed thresholds, circle-NMS radii and still speeds of a weights file on a training "
-        "split (and store them with --write).")
+HELP = ("Fit the box tracker's levels, attribute speed thresholds, circle-NMS radii and still speeds of a weights "
+        "file on a training split (and store them with --write).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,11 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", nargs="+", default=None, help="only these scenes of the split")
     parser.add_argument("--results", type=Path, default=None,
                         help="a submission file of these weights on the split with no NMS radius and no still speed (as "
-                             "calibrate makes them), instead of running the model")
+                             "calibrate makes them), instead of running the model; the tracker's levels are not fitted")
+    parser.add_argument("--ticks", type=Path, default=None,
+                        help="every frame's boxes as a previous calibrate of these weights saved them (OUT/ticks.pt), "
+                             "instead of running the model")
+    parser.add_argument("--no-track-fit", action="store_true", help="keep the tracker's levels; fit the rest")
     parser.add_argument("--keyframes-only", action="store_true", help="run the model on keyframes only")
     parser.add_argument("--out", type=Path, default=Path("runs/calibrate"),
                         help="results_nusc.json and calibration.json go here (default runs/calibrate)")
-    parser.add_argument("--write", action="store_true", help="store the fitted thresholds, radii and still speeds in the weights file")
+    parser.add_argument("--write", action="store_true",
+                        help="store the fitted tracker levels, thresholds, radii and still speeds in the weights file")
     parser.add_argument("--config", type=Path, default=None,
                         help="runtime.yaml whose model section is laid over the weights' config when the model runs "
                              "(as in eval: the score threshold); default: the project's runtime.yaml")
@@ -73,48 +81,90 @@ def run(args: argparse.Namespace) -> int:
 
     from perception.attributes import GROUP_OF_CLASS, AttributeConfig, fit_moving_speed
     from perception.classes import DETECTION_NAMES
-    from perception.evaluation import eval_set_name, loaded_detection_eval, matched_attributes
+    from perception.evaluation import complete_results, eval_set_name, loaded_detection_eval, matched_attributes
     from perception.nms_radius import fit_nms_radii, with_radii
     from perception.still_speed import fit_still_speeds
+    from perception.track_fit import replay_tracker, ticks_from_file, ticks_to_file
     from perception.training import load_trained_model, save_model_options
     from replay.clips import load_nusc
-    from replay.submission import split_sample_tokens
+    from replay.submission import split_sample_tokens, write_submission
     from runtime.config import ConfigError, load_config
 
     who = "bevstream calibrate"
     if not args.weights.is_file():
         print(f"{who}: weights not found: {args.weights}", file=sys.stderr)
         return 2
-    if args.results is not None and not args.results.is_file():
-        print(f"{who}: results file not found: {args.results}", file=sys.stderr)
+    for flag, path in (("results", args.results), ("ticks", args.ticks)):
+        if path is not None and not path.is_file():
+            print(f"{who}: {flag} file not found: {path}", file=sys.stderr)
+            return 2
+    if args.results is not None and args.ticks is not None:
+        print(f"{who}: give --results or --ticks, not both", file=sys.stderr)
         return 2
     try:
         eval_set = eval_set_name(args.version, args.split)
         nusc = load_nusc(str(args.dataroot), args.version)
         model = load_trained_model(args.weights, load_config(args.config).model.options)  # post-processing as eval runs it
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        ticks = None if args.ticks is None else ticks_from_file(args.ticks)
+    except (ConfigError, ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
         print(f"{who}: {exc}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    tokens = split_sample_tokens(nusc, eval_set, args.scenes)
+    detection, tracking = model.config.detection, model.config.tracking
+    off = (0.0,) * len(DETECTION_NAMES)  # no radius and no still speed, so that every candidate can be tried afterwards
+    results_path = args.out / "results_nusc.json"
+
+    def write_replay(levels) -> Path:
+        """The recorded frames through the tracker at `levels`, with no radius and no still speed, as a submission."""
+        replayed = replay_tracker(ticks, levels, off, off, model.config.attributes)
+        return write_submission(results_path, complete_results(nusc, replayed, eval_set))
+
     results = args.results
-    if results is None:
+    if results is None and ticks is None:
         import torch
 
         from runtime.commands.evaluate import predict_split
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        head = model.detection_head  # predict with neither, so that every candidate can be tried afterwards
-        off = (0.0,) * len(DETECTION_NAMES)
+        head = model.detection_head
         head.config = dataclasses.replace(head.config, nms_radius_m=off, still_speed_mps=off)
+        ticks = [] if tracking.enabled else None
         try:
-            _, results = predict_split(model, nusc, args, eval_set, args.out / "results_nusc.json", who)
+            _, results = predict_split(model, nusc, args, eval_set, results_path, who, record_ticks=ticks)
         except (FileNotFoundError, ValueError) as exc:
             print(f"{who}: {exc}", file=sys.stderr)
             return 2
-    ev = loaded_detection_eval(nusc, results, eval_set)  # the devkit's loading and filtering, once for all fits
-    tokens = split_sample_tokens(nusc, eval_set, args.scenes)
-    detection = model.config.detection
+        if ticks is not None:
+            ticks_to_file(ticks, args.out / "ticks.pt")
+    elif results is None:
+        results = write_replay(tracking)
+    ev = loaded_detection_eval(nusc, results, eval_set)  # the devkit's loading and filtering, once per fit
+
+    track_fit = None
+    if ticks is None or not tracking.enabled or args.no_track_fit:
+        why = ("--no-track-fit" if args.no_track_fit else "tracking is off" if not tracking.enabled
+               else "a results file holds no per-frame boxes")
+        print(f"{who}: the tracker's levels are kept ({why})")
+    else:
+        from perception.evaluation import detection_metrics
+        from perception.track_fit import fit_tracking, levels_table
+
+        def nds_of(replayed):
+            return detection_metrics(ev, replayed, tokens).nd_score
+
+        def report(trial):
+            print(f"  tracker {' '.join(f'{k}={v:g}' for k, v in trial.levels.items())}: NDS {trial.score:.4f}", flush=True)
+
+        print(f"{who}: fitting the tracker's levels on {len(ticks)} frames ({len(tokens)} samples scored)", flush=True)
+        track_fit = fit_tracking(ticks, tracking, nds_of, detection.nms_radius_m, detection.still_speed_mps,
+                                 model.config.attributes, progress=report)
+        print(levels_table(track_fit))
+        if track_fit.levels != track_fit.previous_levels:  # the other fits take the fitted tracker's boxes
+            results = write_replay(dataclasses.replace(tracking, **track_fit.levels))
+            ev = loaded_detection_eval(nusc, results, eval_set)
+
     radius_fits = fit_nms_radii(ev, tokens, detection.nms_radius_m)
     radii = [f.radius for f in radius_fits]
     print(format_radius_fits(radius_fits))
@@ -143,12 +193,18 @@ def run(args: argparse.Namespace) -> int:
               "scenes": args.scenes, "samples": len(tokens), "results": str(results),
               "attributes": dataclasses.asdict(fitted), "fits": [dataclasses.asdict(f) for f in fits],
               **fitted_detection, "radius_fits": [dataclasses.asdict(f) for f in radius_fits],
-              "still_speed_fits": [dataclasses.asdict(f) for f in still_fits]}
+              "still_speed_fits": [dataclasses.asdict(f) for f in still_fits],
+              "tracking": None if track_fit is None else track_fit.levels,
+              "tracking_fit": None if track_fit is None else dataclasses.asdict(track_fit)}
     (args.out / "calibration.json").write_text(json.dumps(record, indent=2))
     if args.write:
+        if track_fit is not None:
+            save_model_options(args.weights, "tracking", track_fit.levels)
         save_model_options(args.weights, "attributes", dataclasses.asdict(fitted))
         save_model_options(args.weights, "detection", fitted_detection)
-        print(f"stored in {args.weights}: model.attributes = {dataclasses.asdict(fitted)}, model.detection: {fitted_detection}")
+        stored = "" if track_fit is None else f"model.tracking: {track_fit.levels}, "
+        print(f"stored in {args.weights}: {stored}model.attributes = {dataclasses.asdict(fitted)}, "
+              f"model.detection: {fitted_detection}")
     else:
         print(f"not stored (dry run; --write stores them in {args.weights}); {args.out / 'calibration.json'}")
     return 0

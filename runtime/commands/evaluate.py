@@ -35,9 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def predict_split(model, nusc, args: argparse.Namespace, eval_set: str, results_path: Path, who: str):
+def predict_split(model, nusc, args: argparse.Namespace, eval_set: str, results_path: Path, who: str,
+                  record_ticks: list | None = None):
     """Run `model` over the split's scenes (args.dataroot, version, scenes, keyframes_only, reset_every,
-    no_progress) and write the complete submission file. -> (perception.evaluation.ModelRun, its path)."""
+    no_progress) and write the complete submission file. -> (perception.evaluation.ModelRun, its path).
+    `record_ticks`: as perception.evaluation.run_model's."""
     from perception.evaluation import complete_results, run_model
     from replay.groundtruth import GroundTruth
     from replay.nuscenes_source import NuScenesSource
@@ -47,7 +49,8 @@ def predict_split(model, nusc, args: argparse.Namespace, eval_set: str, results_
                             keyframes_only=args.keyframes_only)
     print(f"{who}: {source.describe()}", flush=True)
     gt = GroundTruth(nusc, model.config.grid)
-    mr = run_model(model, source, gt, progress=not args.no_progress, reset_every=getattr(args, "reset_every", None))
+    mr = run_model(model, source, gt, progress=not args.no_progress, reset_every=getattr(args, "reset_every", None),
+                   record_ticks=record_ticks)
     return mr, write_submission(results_path, complete_results(nusc, mr.results, eval_set))
 
 

@@ -429,3 +429,35 @@ def test_translation_by_range_sees_boxes_placed_too_far(nusc, tmp_path):
 
     car = by_range["car"][0]
     assert f"car: 0-10: {car['boxes']}: 0.30, 0.30, 0.00, +0.30" in format_report({"detection": summary, "segmentation": "-", "road": "-"})
+
+
+def test_detection_metrics_of_in_memory_boxes_equal_the_devkit_on_their_file(nusc, tmp_path):
+    """detection_metrics (no file written) == DetectionEval on the same boxes written out, for all samples and
+    for a subset: the ground truth with shifted, rescored and dropped boxes."""
+    from perception.evaluation import detection_metrics, loaded_detection_eval
+    from perception.nms_radius import restricted
+    from replay.submission import write_submission
+
+    rng = np.random.default_rng(3)
+    results = _gt_as_predictions(nusc, min_points=1)
+    for token in results:
+        kept = [b for b in results[token] if rng.random() > 0.2]
+        for b in kept:
+            b["translation"] = [b["translation"][0] + rng.normal(0, 0.7), b["translation"][1] + rng.normal(0, 0.7),
+                                b["translation"][2]]
+            b["detection_score"] = float(rng.random())
+        results[token] = kept
+    path = write_submission(tmp_path / "r.json", results)
+    ev = loaded_detection_eval(nusc, path, "val")
+    whole = run_detection_eval(nusc, path, "val")
+    metrics = detection_metrics(ev, results, list(results))
+    assert 0.2 < whole["NDS"] < 0.9
+    assert metrics.nd_score == pytest.approx(whole["NDS"], abs=1e-12) and metrics.mean_ap == pytest.approx(whole["mAP"], abs=1e-12)
+    half = sorted(results)[:20]
+    path = write_submission(tmp_path / "half.json", {t: results[t] for t in half})
+    sub = loaded_detection_eval(nusc, path, "val")
+    sub.gt_boxes = restricted(sub.gt_boxes, half)
+    sub.pred_boxes, sub.sample_tokens = restricted(sub.pred_boxes, half), half
+    expected, _ = sub.evaluate()
+    assert detection_metrics(ev, results, half).nd_score == pytest.approx(expected.nd_score, abs=1e-12)
+    assert len(ev.pred_boxes.sample_tokens) == 40  # `ev` itself is untouched

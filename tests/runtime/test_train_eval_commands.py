@@ -155,3 +155,54 @@ def test_train_parses_lr_scales_and_rejects_a_malformed_one(capsys, tmp_path):
     assert parse_lr_scale("bev_encoder.layers.*.depth_out.*=10") == ("bev_encoder.layers.*.depth_out.*", 10.0)
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "ckpt"), "--lr-scale", "depth_out"]) == 2
     assert "--lr-scale expects PATTERN=FACTOR, got 'depth_out'" in capsys.readouterr().err
+
+
+def test_calibrate_fits_the_tracker_levels_on_recorded_frames_and_stores_them(real_scene_root, tmp_path, capsys):
+    """`bevstream calibrate --ticks`: the annotations as recorded frames, centres and velocities made noisy,
+    replayed through the tracker; the fitted levels score at least the weights' own and are stored."""
+    import numpy as np
+    from nuscenes.nuscenes import NuScenes
+
+    from perception.config import model_config_to_dict
+    from perception.model import BEVStreamModel
+    from perception.track_fit import CANDIDATE_LEVELS, TickBoxes, ticks_to_file
+    from perception.training import CHECKPOINT_FORMAT, load_trained_model
+    from replay.groundtruth import GroundTruth
+    from replay.submission import split_sample_tokens
+    from runtime.messages import Pose
+    from tests.perception.model_fixtures import tiny_config
+
+    nusc = NuScenes("v1.0-trainval", str(real_scene_root), verbose=False)
+    reader, rng, ticks = GroundTruth(nusc), np.random.default_rng(0), []
+    for token in split_sample_tokens(nusc, "val"):
+        sample = nusc.get("sample", token)
+        pose = Pose.from_record(nusc.get("ego_pose", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["ego_pose_token"]))
+        gt = reader.boxes_at(sample["scene_token"], sample["timestamp"], pose, sample_token=token)
+        cars = gt.labels == DETECTION_NAMES.index("car")  # one class keeps the devkit's scoring of each trial short
+        boxes, labels = torch.from_numpy(gt.boxes[cars]).double(), torch.from_numpy(gt.labels[cars])
+        boxes[:, :2] += torch.from_numpy(rng.normal(0.0, 0.5, (len(boxes), 2)))
+        boxes[:, 7:9] += torch.from_numpy(rng.normal(0.0, 1.0, (len(boxes), 2)))
+        ticks.append(TickBoxes(not ticks, sample["timestamp"] / 1e6, pose, token, boxes,
+                               torch.from_numpy(rng.uniform(0.3, 0.9, len(boxes))), labels))
+    ticks_to_file(ticks, tmp_path / "ticks.pt")
+    model = BEVStreamModel(tiny_config())
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "step": 0,
+                "config": {"model": model_config_to_dict(model.config)}}, tmp_path / "w.pt")
+
+    cal = ["calibrate", "--weights", str(tmp_path / "w.pt"), "--dataroot", str(real_scene_root), "--version",
+           "v1.0-trainval", "--split", "val", "--out", str(tmp_path / "cal")]
+    assert main(cal + ["--ticks", str(tmp_path / "ticks.pt"), "--write"]) == 0
+    record = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    fit = record["tracking_fit"]
+    assert set(record["tracking"]) == set(CANDIDATE_LEVELS) and fit["nds"] >= fit["previous_nds"] > 0.03
+    assert fit["trials"][0]["levels"] == fit["previous_levels"] and len(fit["trials"]) >= 1 + 4 * len(CANDIDATE_LEVELS) - 5
+    stored = load_trained_model(tmp_path / "w.pt").config.tracking
+    assert {k: getattr(stored, k) for k in CANDIDATE_LEVELS} == record["tracking"]
+    assert json.loads((tmp_path / "cal" / "results_nusc.json").read_text())["results"]  # the fitted tracker's boxes
+    assert "tracker level" in capsys.readouterr().out
+
+    assert main(cal + ["--ticks", str(tmp_path / "ticks.pt"), "--results", str(tmp_path / "cal" / "results_nusc.json")]) == 2
+    assert "not both" in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_text("junk")
+    assert main(cal + ["--ticks", str(tmp_path / "bad.pt")]) == 2
+    assert "not the frames file" in capsys.readouterr().err
