@@ -30,7 +30,7 @@ CANDIDATE_LEVELS: dict[str, tuple[float, ...]] = {
     "position_noise_m": (0.3, 0.45, 0.6, 0.9),
     "velocity_noise_mps": (0.5, 0.75, 1.0, 1.5),
     "still_track_speed_mps": (0.0, 0.5, 1.0, 1.5, 2.0),
-    "score_memory_s": (0.25, 0.5, 1.0),
+    "score_memory_s": (0.25, 0.5, 1.0, 2.0),
     "score_track_weight": (0.0, 0.25, 0.5, 0.75),
 }
 MIN_GAIN = 5e-4  # NDS a level must gain to replace the weights' current level

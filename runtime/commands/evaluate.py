@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                     video_module=bool(model.config.video.enabled), reset_every=args.reset_every, results=str(path),
                     attributes=dataclasses.asdict(model.config.attributes),
                     nms_radius_m=dict(zip(DETECTION_NAMES, model.detection_head.config.nms_radius_m)),
-                    still_speed_mps=dict(zip(DETECTION_NAMES, model.detection_head.config.still_speed_mps)))
+                    still_speed_mps=dict(zip(DETECTION_NAMES, model.detection_head.config.still_speed_mps)),
+                    tracking=dataclasses.asdict(model.config.tracking))
         report = evaluation_report(detection, mr.segmentation.result(), mr.road.result(), meta)
     report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))

@@ -43,6 +43,7 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     assert report["meta"]["keyframes"] == 40 and report["meta"]["checkpoint"] == str(tmp_path / "w.pt")
     assert report["meta"]["attributes"] == {"vehicle_moving_mps": 0.2, "pedestrian_moving_mps": 0.2, "cycle_moving_mps": 0.2}
     assert report["meta"]["nms_radius_m"] == report["meta"]["still_speed_mps"] == dict.fromkeys(DETECTION_NAMES, 0.0)
+    assert report["meta"]["tracking"]["enabled"] is True and report["meta"]["tracking"]["score_memory_s"] > 0
     assert set(report["detection"]) >= {"NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE", "per_class_AP", "velocity_by_speed", "translation_by_range"}
     assert report["segmentation"].startswith("not available") and report["road"].startswith("not available")
     results = json.loads((out / "results_nusc.json").read_text())
