@@ -10,17 +10,19 @@
 - The box tracker's levels (perception.track_fit): how far it trusts the decoded centres and velocities,
   which tracks report their averaged centre, and how much a track's score history counts.
 
-The tracker's levels are fitted first, on every frame's boxes replayed through it (with the file's radii,
-thresholds and still speeds around it); then, on the boxes the fitted tracker puts out, the radii, the
-thresholds, and the still speeds on the boxes the fitted radii keep, each at most its class's threshold (a
-box named moving keeps its velocity). All are fitted on a split the weights were trained on (never the
+The radii are fitted first, then the thresholds, then the still speeds on the boxes the fitted radii keep,
+each at most its class's threshold (a box named moving keeps its velocity); then the tracker's levels, on
+every frame's boxes replayed through it with those around it; and if the levels changed, the radii,
+thresholds and still speeds once more on the boxes the fitted tracker puts out. All are fitted on a split the weights were trained on (never the
 evaluation split) and stored in the file's model config, where `eval`, `replay` and `stream` read them.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 HELP = ("Fit the box tracker's levels, attribute speed thresholds, circle-NMS radii and still speeds of a weights "
@@ -76,14 +78,54 @@ def format_still_speed_fits(fits) -> str:
     return "\n".join(rows)
 
 
-def run(args: argparse.Namespace) -> int:
-    import dataclasses
+@dataclass(frozen=True)
+class BoxRules:
+    """The circle-NMS radii, attribute thresholds and still speeds fitted on one set of boxes, with their fits."""
 
-    from perception.attributes import GROUP_OF_CLASS, AttributeConfig, fit_moving_speed
+    radius_fits: list
+    attribute_fits: list
+    attributes: object  # perception.attributes.AttributeConfig
+    still_fits: list
+    nms_radius_m: list[float]
+    still_speed_mps: list[float]
+
+
+def fit_box_rules(ev, tokens: list[str], detection, attributes, who: str) -> BoxRules:
+    """On a loaded DetectionEval `ev` of boxes with no radius and no still speed: the radii, then the attribute
+    thresholds, then the still speeds of the boxes the fitted radii keep, each capped by its class's threshold.
+    `detection` and `attributes` hold the weights' current values (kept where a fit has no box to go on)."""
+    from perception.attributes import GROUP_OF_CLASS, fit_moving_speed
     from perception.classes import DETECTION_NAMES
-    from perception.evaluation import complete_results, eval_set_name, loaded_detection_eval, matched_attributes
+    from perception.evaluation import matched_attributes
     from perception.nms_radius import fit_nms_radii, with_radii
     from perception.still_speed import fit_still_speeds
+
+    radius_fits = fit_nms_radii(ev, tokens, detection.nms_radius_m)
+    radii = [f.radius for f in radius_fits]
+    fits, thresholds = [], {}
+    for group, (speeds, gt_attributes) in matched_attributes(ev).items():
+        if not len(speeds):
+            print(f"{who}: no true positive of group {group!r} on this split; its threshold stays "
+                  f"{attributes.threshold(group)}", file=sys.stderr)
+            continue
+        fit = fit_moving_speed(speeds, gt_attributes, group, previous=attributes.threshold(group))
+        fits.append(fit)
+        thresholds[f"{group}_moving_mps"] = round(fit.threshold, 3)
+    fitted = dataclasses.replace(attributes, **thresholds)
+    moving_speed = {name: fitted.threshold(group) for name, group in GROUP_OF_CLASS.items()}  # caps the still speeds
+    still_fits = fit_still_speeds(ev, with_radii(ev.pred_boxes, tokens, radii), tokens, detection.still_speed_mps, moving_speed)
+    still_speed = dict(zip(DETECTION_NAMES, detection.still_speed_mps)) | {f.name: f.still_speed for f in still_fits}
+    return BoxRules(radius_fits, fits, fitted, still_fits, radii, [still_speed[n] for n in DETECTION_NAMES])
+
+
+def format_rules(rules: BoxRules) -> str:
+    return "\n".join([format_radius_fits(rules.radius_fits), format_fits(rules.attribute_fits),
+                      format_still_speed_fits(rules.still_fits)])
+
+
+def run(args: argparse.Namespace) -> int:
+    from perception.classes import DETECTION_NAMES
+    from perception.evaluation import complete_results, eval_set_name, loaded_detection_eval
     from perception.track_fit import replay_tracker, ticks_from_file, ticks_to_file
     from perception.training import load_trained_model, save_model_options
     from replay.clips import load_nusc
@@ -142,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         results = write_replay(tracking)
     ev = loaded_detection_eval(nusc, results, eval_set)  # the devkit's loading and filtering, once per fit
 
-    track_fit = None
+    track_fit, rules = None, None
     if ticks is None or not tracking.enabled or args.no_track_fit:
         why = ("--no-track-fit" if args.no_track_fit else "tracking is off" if not tracking.enabled
                else "a results file holds no per-frame boxes")
@@ -157,43 +199,27 @@ def run(args: argparse.Namespace) -> int:
         def report(trial):
             print(f"  tracker {' '.join(f'{k}={v:g}' for k, v in trial.levels.items())}: NDS {trial.score:.4f}", flush=True)
 
+        rules = fit_box_rules(ev, tokens, detection, model.config.attributes, who)  # the levels act among these
+        print(f"{who}: the radii, thresholds and still speeds with the tracker's levels as they are:\n{format_rules(rules)}")
         print(f"{who}: fitting the tracker's levels on {len(ticks)} frames ({len(tokens)} samples scored)", flush=True)
-        track_fit = fit_tracking(ticks, tracking, nds_of, detection.nms_radius_m, detection.still_speed_mps,
-                                 model.config.attributes, progress=report)
+        track_fit = fit_tracking(ticks, tracking, nds_of, rules.nms_radius_m, rules.still_speed_mps, rules.attributes,
+                                 progress=report)
         print(levels_table(track_fit))
-        if track_fit.levels != track_fit.previous_levels:  # the other fits take the fitted tracker's boxes
+        if track_fit.levels != track_fit.previous_levels:  # the other fits again, on the fitted tracker's boxes
             results = write_replay(dataclasses.replace(tracking, **track_fit.levels))
             ev = loaded_detection_eval(nusc, results, eval_set)
+            rules = None
 
-    radius_fits = fit_nms_radii(ev, tokens, detection.nms_radius_m)
-    radii = [f.radius for f in radius_fits]
-    print(format_radius_fits(radius_fits))
-
-    matched = matched_attributes(ev)
-    before: AttributeConfig = model.config.attributes
-    fits, thresholds = [], {}
-    for group, (speeds, gt_attributes) in matched.items():
-        if not len(speeds):
-            print(f"{who}: no true positive of group {group!r} on this split; its threshold stays "
-                  f"{before.threshold(group)}", file=sys.stderr)
-            continue
-        fit = fit_moving_speed(speeds, gt_attributes, group, previous=before.threshold(group))
-        fits.append(fit)
-        thresholds[f"{group}_moving_mps"] = round(fit.threshold, 3)
-    fitted = dataclasses.replace(before, **thresholds)
-    print(format_fits(fits))
-
-    moving_speed = {name: fitted.threshold(group) for name, group in GROUP_OF_CLASS.items()}  # caps the still speeds
-    still_fits = fit_still_speeds(ev, with_radii(ev.pred_boxes, tokens, radii), tokens, detection.still_speed_mps, moving_speed)
-    still_speed = dict(zip(DETECTION_NAMES, detection.still_speed_mps)) | {f.name: f.still_speed for f in still_fits}
-    print(format_still_speed_fits(still_fits))
-
-    fitted_detection = {"nms_radius_m": radii, "still_speed_mps": [still_speed[n] for n in DETECTION_NAMES]}
+    if rules is None:
+        rules = fit_box_rules(ev, tokens, detection, model.config.attributes, who)
+        print(format_rules(rules))
+    fitted = rules.attributes
+    fitted_detection = {"nms_radius_m": rules.nms_radius_m, "still_speed_mps": rules.still_speed_mps}
     record = {"weights": str(args.weights), "dataroot": str(args.dataroot), "version": args.version, "eval_set": eval_set,
               "scenes": args.scenes, "samples": len(tokens), "results": str(results),
-              "attributes": dataclasses.asdict(fitted), "fits": [dataclasses.asdict(f) for f in fits],
-              **fitted_detection, "radius_fits": [dataclasses.asdict(f) for f in radius_fits],
-              "still_speed_fits": [dataclasses.asdict(f) for f in still_fits],
+              "attributes": dataclasses.asdict(fitted), "fits": [dataclasses.asdict(f) for f in rules.attribute_fits],
+              **fitted_detection, "radius_fits": [dataclasses.asdict(f) for f in rules.radius_fits],
+              "still_speed_fits": [dataclasses.asdict(f) for f in rules.still_fits],
               "tracking": None if track_fit is None else track_fit.levels,
               "tracking_fit": None if track_fit is None else dataclasses.asdict(track_fit)}
     (args.out / "calibration.json").write_text(json.dumps(record, indent=2))
