@@ -1,7 +1,8 @@
 """The box tracker's levels (perception.tracking) fitted on a training split, as `bevstream calibrate` fits the
 NMS radii and still speeds: by the devkit's NDS of the boxes the tracker puts out.
 
-The model's boxes of every frame are recorded once, as they reach the tracker (`TickBoxes`, after the NMS).
+The model's boxes of every frame are recorded once, as they reach the tracker (`TickBoxes`, after the NMS;
+calibrate records them with no circle radius, so that a replay can apply any).
 A candidate set of levels is then tried by replaying those frames through a fresh tracker, with the circle
 NMS, still speeds and attribute thresholds the runtime applies around it (`replay_tracker`), and scoring the
 keyframes' submission boxes. The levels are searched one at a time, each over its candidates with the others
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from perception.nms import batched_nms_bev
 from perception.still_speed import zero_slow_velocities
 from perception.structures import Detections
 from perception.tracking import BoxTracker, TickFilter, TrackingConfig
+
+if TYPE_CHECKING:
+    from runtime.messages import Pose
 
 # The levels the search tries, in the order it visits them (the filter's noise first: the other levels act on
 # its output). The association's gate, acceleration and maximum age are not fitted.
@@ -42,7 +46,7 @@ class TickBoxes:
 
     new_scene: bool  # the tracks start afresh at this frame
     timestamp_s: float
-    ego_to_global: object  # runtime.messages.Pose
+    ego_to_global: "Pose"
     sample_token: str | None  # a keyframe's sample; None for a sweep (tracked, not scored)
     boxes: Tensor  # (K, 9) ego frame, after the NMS
     scores: Tensor  # (K,)
