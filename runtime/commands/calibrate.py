@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from perception.track_fit import replay_tracker, ticks_from_file, ticks_to_file
     from perception.training import load_trained_model, save_model_options
     from replay.clips import load_nusc
-    from replay.submission import split_sample_tokens, write_submission
+    from replay.submission import read_submission, split_sample_tokens, write_submission
     from runtime.config import ConfigError, load_config
 
     who = "bevstream calibrate"
@@ -182,6 +182,15 @@ def run(args: argparse.Namespace) -> int:
             ticks_to_file(ticks, args.out / "ticks.pt")
     elif results is None:
         results = write_replay(tracking)
+    try:
+        boxes = read_submission(results)[0]
+    except (ValueError, json.JSONDecodeError) as exc:
+        print(f"{who}: {exc}", file=sys.stderr)
+        return 2
+    if not any(boxes.get(token) for token in tokens):  # the devkit cannot load a submission without a box
+        print(f"{who}: no predicted box on the {len(tokens)} samples to fit on ({results}); nothing to calibrate "
+              f"(untrained weights, or a score threshold above every box)", file=sys.stderr)
+        return 2
     ev = loaded_detection_eval(nusc, results, eval_set)  # the devkit's loading and filtering, once per fit
 
     track_fit, rules = None, None

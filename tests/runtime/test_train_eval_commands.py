@@ -207,3 +207,31 @@ def test_calibrate_fits_the_tracker_levels_on_recorded_frames_and_stores_them(re
     (tmp_path / "bad.pt").write_text("junk")
     assert main(cal + ["--ticks", str(tmp_path / "bad.pt")]) == 2
     assert "not the frames file" in capsys.readouterr().err
+
+
+def test_calibrate_runs_the_model_records_its_frames_and_refuses_weights_without_boxes(real_scene_root, tmp_path, capsys):
+    """Untrained weights at the default score threshold give no box: one line, exit 2. With every box let
+    through, the model's frames are recorded (ticks.pt) and the tracker fit, finding nothing to gain on random
+    boxes, keeps the weights' levels."""
+    from perception.config import model_config_to_dict
+    from perception.model import BEVStreamModel
+    from perception.track_fit import CANDIDATE_LEVELS, ticks_from_file
+    from perception.training import CHECKPOINT_FORMAT
+    from tests.perception.model_fixtures import tiny_config
+
+    torch.manual_seed(0)
+    model = BEVStreamModel(tiny_config())
+    torch.save({"format": CHECKPOINT_FORMAT, "model": model.state_dict(), "step": 0,
+                "config": {"model": model_config_to_dict(model.config)}}, tmp_path / "w.pt")
+    cal = ["calibrate", "--weights", str(tmp_path / "w.pt"), "--dataroot", str(real_scene_root), "--version",
+           "v1.0-trainval", "--split", "val", "--keyframes-only", "--no-progress", "--out", str(tmp_path / "cal")]
+    assert main(cal) == 2
+    assert "no predicted box on the 40 samples" in capsys.readouterr().err
+    loose = tmp_path / "loose.yaml"
+    loose.write_text("model:\n  detection: {score_threshold: 0.0, max_detections: 3}\n")
+    assert main(cal + ["--config", str(loose)]) == 0
+    ticks = ticks_from_file(tmp_path / "cal" / "ticks.pt")
+    assert len(ticks) == 40 and all(len(t.boxes) == 3 for t in ticks) and ticks[0].new_scene
+    fit = json.loads((tmp_path / "cal" / "calibration.json").read_text())["tracking_fit"]
+    assert fit["levels"] == fit["previous_levels"] and fit["nds"] == fit["previous_nds"]
+    assert len(fit["trials"]) == 1 + sum(len(v) - 1 for v in CANDIDATE_LEVELS.values())  # one sweep: no level moved
