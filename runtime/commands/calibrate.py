@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-track-fit", action="store_true", help="keep the tracker's levels; fit the rest")
     parser.add_argument("--keyframes-only", action="store_true", help="run the model on keyframes only")
     parser.add_argument("--out", type=Path, default=Path("runs/calibrate"),
-                        help="results_nusc.json and calibration.json go here (default runs/calibrate)")
+                        help="results_nusc.json, calibration.json and ticks.pt go here (default runs/calibrate)")
     parser.add_argument("--write", action="store_true",
                         help="store the fitted tracker levels, thresholds, radii and still speeds in the weights file")
     parser.add_argument("--config", type=Path, default=None,
