@@ -13,8 +13,9 @@
 The radii are fitted first, then the thresholds, then the still speeds on the boxes the fitted radii keep,
 each at most its class's threshold (a box named moving keeps its velocity); then the tracker's levels, on
 every frame's boxes replayed through it with those around it; and if the levels changed, the radii,
-thresholds and still speeds once more on the boxes the fitted tracker puts out. All are fitted on a split the weights were trained on (never the
-evaluation split) and stored in the file's model config, where `eval`, `replay` and `stream` read them.
+thresholds and still speeds once more on the boxes the fitted tracker puts out. All are fitted on a split
+the weights were trained on (never the evaluation split) and stored in the file's model config, where
+`eval`, `replay` and `stream` read them.
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from perception.attributes import AttributeConfig
 
 HELP = ("Fit the box tracker's levels, attribute speed thresholds, circle-NMS radii and still speeds of a weights "
         "file on a training split (and store them with --write).")
@@ -84,7 +89,7 @@ class BoxRules:
 
     radius_fits: list
     attribute_fits: list
-    attributes: object  # perception.attributes.AttributeConfig
+    attributes: "AttributeConfig"
     still_fits: list
     nms_radius_m: list[float]
     still_speed_mps: list[float]
