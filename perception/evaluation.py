@@ -87,14 +87,19 @@ def empty_detection_summary() -> dict:
     }
 
 
-def detection_config(max_range: float | None = None):
-    """The devkit's detection_cvpr_2019 config; max_range caps every class's evaluation range."""
+def devkit_config(name: str, max_range: float | None = None):
+    """The devkit's evaluation config `name` (detection or tracking); max_range caps every class's range."""
     from nuscenes.eval.common.config import config_factory
 
-    config = config_factory(DETECTION_CONFIG)
+    config = config_factory(name)
     if max_range is not None:
-        config.class_range = {name: min(r, max_range) for name, r in config.class_range.items()}
+        config.class_range = {cls: min(r, max_range) for cls, r in config.class_range.items()}
     return config
+
+
+def detection_config(max_range: float | None = None):
+    """The devkit's detection_cvpr_2019 config; max_range caps every class's evaluation range."""
+    return devkit_config(DETECTION_CONFIG, max_range)
 
 
 def run_detection_eval(
@@ -449,6 +454,7 @@ class ModelRun:
     """What one pass of a model over a split collected."""
 
     results: dict[str, list[dict]] = field(default_factory=dict)  # sample token -> submission boxes
+    tracks: dict[str, list[dict]] | None = None  # sample token -> tracking submission boxes; None: no tracker
     segmentation: SegmentationAccumulator = field(default_factory=SegmentationAccumulator)
     road: RoadAccumulator = field(default_factory=RoadAccumulator)
     frames: int = 0
@@ -472,6 +478,7 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
     from perception.rectify import Rectifier
     from perception.road import rasterize_road
     from perception.track_fit import RecordingFilter
+    from perception.tracking_eval import tracking_entries
     from runtime.messages import CAMERA_CHANNELS
 
     rect = Rectifier(model.config.rectify)
@@ -486,6 +493,9 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
     t0 = time.perf_counter()
     state = None
     tracker = model.new_tracker()  # fed every frame, as the runtime's BEV stage feeds it
+    if tracker is not None:
+        run.tracks = {}
+    segment = -1  # counts fresh starts of the tracker: its ids restart at each (tracking_entries' prefix)
     model.eval()
     with torch.no_grad():
         for fs in source.frame_sets():
@@ -497,8 +507,10 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
             run.frames += 1
             if bar is not None:
                 bar.update(1)
-            filters = None if tracker is None else [
-                tracker.track_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6, new_scene=reset or fs.new_scene)]
+            filters = None
+            if tracker is not None:
+                segment += bool(reset or fs.new_scene)
+                filters = [tracker.track_filter(fs.ego_to_global.matrix, fs.timestamp_us / 1e6, new_scene=reset or fs.new_scene)]
             if filters is not None and record_ticks is not None:
                 filters = [RecordingFilter(filters[0], reset or fs.new_scene, fs.ego_to_global,
                                            fs.sample_token if fs.is_keyframe else None, record_ticks)]
@@ -510,6 +522,9 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
             post = model.postprocess(out, track_filters=filters)[0]
             run.results[fs.sample_token] = submission_entries(post["detections"], fs.sample_token, fs.ego_to_global,
                                                               max_boxes, model.config.attributes)
+            if filters is not None:
+                run.tracks[fs.sample_token] = tracking_entries(post["detections"], filters[0].track_ids, fs.sample_token,
+                                                               fs.ego_to_global, f"{segment}-", max_boxes)
             gt = gt_reader.for_frame_set(fs)
             for cam, label in zip(fs.cameras, gt.seg_labels):
                 if label is None:

@@ -68,6 +68,11 @@ class RecordingFilter:
                                   boxes.detach().clone(), scores.detach().clone(), labels.detach().clone()))
         return self.inner(boxes, scores, labels)
 
+    @property
+    def track_ids(self):
+        """The wrapped filter's track ids of the boxes it was given (None until called)."""
+        return self.inner.track_ids
+
 
 def replay_tracker(ticks: Sequence[TickBoxes], tracking: TrackingConfig, nms_radius_m: Sequence[float],
                    still_speed_mps: Sequence[float], attributes: AttributeConfig, max_boxes: int = 500

@@ -1,4 +1,5 @@
-"""The official nuScenes detection submission file: write, read, and ground truth as predictions.
+"""The official nuScenes detection submission file: write, read, and ground truth as predictions (and the
+tracking submission's boxes, tracking_entry, which the same writer writes).
 
     {"meta": {"use_camera": true, ...},
      "results": {sample_token: [{"sample_token", "translation", "size", "rotation", "velocity",
@@ -65,6 +66,27 @@ def detection_entry(
     }
 
 
+def tracking_entry(
+    sample_token: str,
+    translation: Sequence[float],
+    size: Sequence[float],
+    rotation: Sequence[float],
+    velocity: Sequence[float],
+    tracking_id: str,
+    tracking_name: str,
+    tracking_score: float,
+) -> dict:
+    """One box of the official tracking submission (TrackingBox): as detection_entry's box, with its track's id
+    (unique within the scene) and one of the seven tracking classes."""
+    from perception.tracking_eval import TRACKING_NAMES
+
+    if tracking_name not in TRACKING_NAMES:
+        raise ValueError(f"unknown tracking_name {tracking_name!r}; expected one of {TRACKING_NAMES}")
+    box = detection_entry(sample_token, translation, size, rotation, velocity, tracking_name, tracking_score)
+    return {**{k: box[k] for k in ("sample_token", "translation", "size", "rotation", "velocity")},
+            "tracking_id": str(tracking_id), "tracking_name": tracking_name, "tracking_score": box["detection_score"]}
+
+
 def write_submission(path: str | Path, results: Mapping[str, Iterable[dict]], meta: Mapping | None = None) -> Path:
     """Write a submission JSON; checks each box's sample token and the per-sample box limit."""
     out: dict[str, list[dict]] = {}
@@ -101,6 +123,17 @@ def split_sample_tokens(nusc: "NuScenes", eval_set: str, scenes: Iterable[str] |
     return [s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in names]
 
 
+def _visible_annotations(nusc: "NuScenes", eval_set: str, name_of) -> Iterable[tuple[str, str, dict, str]]:
+    """(sample token, annotation token, annotation, class name) of every annotation of `eval_set` that the
+    evaluation keeps in its ground truth: with lidar or radar points, of a class `name_of(category)` knows."""
+    for sample_token in split_sample_tokens(nusc, eval_set):
+        for ann_token in nusc.get("sample", sample_token)["anns"]:
+            ann = nusc.get("sample_annotation", ann_token)
+            name = name_of(ann["category_name"])
+            if name is not None and ann["num_lidar_pts"] + ann["num_radar_pts"] > 0:
+                yield sample_token, ann_token, ann, name
+
+
 def ground_truth_results(nusc: "NuScenes", eval_set: str, score: float = 1.0) -> dict[str, list[dict]]:
     """The annotations of `eval_set` as predictions (a perfect detector), in the official format.
 
@@ -109,20 +142,22 @@ def ground_truth_results(nusc: "NuScenes", eval_set: str, score: float = 1.0) ->
     """
     from nuscenes.eval.detection.utils import category_to_detection_name
 
-    results: dict[str, list[dict]] = {}
-    for sample_token in split_sample_tokens(nusc, eval_set):
-        boxes = []
-        for ann_token in nusc.get("sample", sample_token)["anns"]:
-            ann = nusc.get("sample_annotation", ann_token)
-            name = category_to_detection_name(ann["category_name"])
-            if name is None or ann["num_lidar_pts"] + ann["num_radar_pts"] == 0:
-                continue
-            attrs = [nusc.get("attribute", t)["name"] for t in ann["attribute_tokens"]]
-            boxes.append(
-                detection_entry(
-                    sample_token, ann["translation"], ann["size"], ann["rotation"],
-                    nusc.box_velocity(ann_token)[:2], name, score, attrs[0] if attrs else "",
-                )
-            )
-        results[sample_token] = boxes
+    results: dict[str, list[dict]] = {t: [] for t in split_sample_tokens(nusc, eval_set)}
+    for sample_token, ann_token, ann, name in _visible_annotations(nusc, eval_set, category_to_detection_name):
+        attrs = [nusc.get("attribute", t)["name"] for t in ann["attribute_tokens"]]
+        results[sample_token].append(detection_entry(sample_token, ann["translation"], ann["size"], ann["rotation"],
+                                                     nusc.box_velocity(ann_token)[:2], name, score,
+                                                     attrs[0] if attrs else ""))
+    return results
+
+
+def ground_truth_tracks(nusc: "NuScenes", eval_set: str, score: float = 1.0) -> dict[str, list[dict]]:
+    """The annotations of `eval_set` as tracks (a perfect tracker: each instance one track), in the official
+    tracking format; skips what the tracking evaluation drops, as ground_truth_results does."""
+    from nuscenes.eval.tracking.utils import category_to_tracking_name
+
+    results: dict[str, list[dict]] = {t: [] for t in split_sample_tokens(nusc, eval_set)}
+    for sample_token, ann_token, ann, name in _visible_annotations(nusc, eval_set, category_to_tracking_name):
+        results[sample_token].append(tracking_entry(sample_token, ann["translation"], ann["size"], ann["rotation"],
+                                                    nusc.box_velocity(ann_token)[:2], ann["instance_token"], name, score))
     return results

@@ -4,6 +4,8 @@
     RUN/results_nusc.json  the official nuScenes detection submission: {"meta": {...}, "results":
                            {sample_token: [box, ...]}}, every expected keyframe sample present
                            (an empty list where its tick was dropped or found nothing)
+    RUN/results_tracking.json  with the box tracker on: the official nuScenes tracking submission, the same
+                           keyframe boxes of the seven tracking classes with their track ids
     RUN/summary.json       counts, drops by reason, latency percentiles, configuration
 """
 from __future__ import annotations
@@ -40,14 +42,34 @@ def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
     return out
 
 
+def tracking_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
+    """A tick's global-frame detections of the tracking classes with their track ids, as official tracking
+    submission boxes (highest scores first)."""
+    from perception.tracking_eval import TRACKING_NAMES
+    from replay.submission import tracking_entry
+
+    return [tracking_entry(b["sample_token"], b["translation"], b["size"], b["rotation"], b["velocity"], str(track),
+                           b["detection_name"], b["detection_score"])
+            for b, track in zip(submission_boxes(result, max_boxes), _ids_by_score(result))
+            if b["detection_name"] in TRACKING_NAMES]
+
+
+def _ids_by_score(result: TickResult) -> np.ndarray:
+    """The tick's track ids in submission_boxes' order (highest score first)."""
+    dets = result.detections_global
+    return dets.track_ids[np.argsort(-dets.scores, kind="stable")]
+
+
 class ResultSink:
-    """Streams records to ticks.jsonl and collects keyframe detections for results_nusc.json."""
+    """Streams records to ticks.jsonl and collects keyframe detections for results_nusc.json (and, with track
+    ids, results_tracking.json)."""
 
     def __init__(self, out_dir: str | Path, expected_samples: Iterable[str] | None = None, max_boxes: int = 500):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.max_boxes = max_boxes
         self.results: dict[str, list[dict]] = {t: [] for t in (expected_samples or ())}
+        self.tracks: dict[str, list[dict]] | None = None  # as results, once a tick carries track ids
         self._ticks = open(self.out_dir / "ticks.jsonl", "w")
         self.written = 0
 
@@ -60,6 +82,10 @@ class ResultSink:
             self.results.setdefault(record.sample_token, [])
             if boxes:
                 self.results[record.sample_token] = boxes
+            if isinstance(record, TickResult) and record.detections_global.track_ids is not None:
+                if self.tracks is None:
+                    self.tracks = dict.fromkeys(self.results, [])
+                self.tracks[record.sample_token] = tracking_boxes(record, self.max_boxes)
 
     def close(self, summary: dict | None = None) -> dict:
         """Finish the files; returns the paths written."""
@@ -68,6 +94,11 @@ class ResultSink:
 
         write_submission(self.out_dir / "results_nusc.json", self.results)
         paths = {"ticks": str(self.out_dir / "ticks.jsonl"), "results_nusc": str(self.out_dir / "results_nusc.json")}
+        if self.tracks is not None:
+            tracks = {token: self.tracks.get(token, []) for token in self.results}  # every sample results_nusc has
+            paths["results_tracking"] = str(write_submission(self.out_dir / "results_tracking.json", tracks))
+        else:  # no tracker this run: an earlier run's tracks must not pass for this one's
+            (self.out_dir / "results_tracking.json").unlink(missing_ok=True)
         if summary is not None:
             (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             paths["summary"] = str(self.out_dir / "summary.json")

@@ -77,5 +77,6 @@ def run_source(cfg, source, out_dir: Path, expected_samples=None, total: int | N
     finally:
         rt.close()
     print(rt.report.format())
-    print(f"wrote {out_dir}/results_nusc.json, ticks.jsonl, summary.json")
+    tracks = ", results_tracking.json" if (Path(out_dir) / "results_tracking.json").is_file() else ""
+    print(f"wrote {out_dir}/results_nusc.json{tracks}, ticks.jsonl, summary.json")
     return rt

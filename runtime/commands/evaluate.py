@@ -1,4 +1,5 @@
-"""`bevstream eval`: score a model (or a results file) on a split: nuScenes detection, segmentation, road geometry."""
+"""`bevstream eval`: score a model (or a results file) on a split: nuScenes detection and tracking, segmentation,
+road geometry."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-HELP = "Evaluate on a split: the devkit's DetectionEval (NDS, mAP, ...), image segmentation and road-geometry metrics."
+HELP = ("Evaluate on a split: the devkit's DetectionEval (NDS, mAP, ...) and, with the tracker on, TrackingEval "
+        "(AMOTA, ...), image segmentation and road-geometry metrics.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="'val', 'train' or a devkit split name such as mini_val (default val)")
     parser.add_argument("--results", type=Path, default=None,
                         help="score this submission JSON (e.g. a replay's results_nusc.json) instead of running the model; "
-                             "detection only")
+                             "detection only (and tracking with --tracking-results)")
+    parser.add_argument("--tracking-results", type=Path, default=None,
+                        help="with --results: also score this tracking submission JSON (a replay's results_tracking.json) "
+                             "with the devkit's TrackingEval")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="model weights (default: model.checkpoint of the config, else the shipped weights)")
     parser.add_argument("--out", type=Path, default=Path("runs/eval"), help="report and devkit outputs go here (default runs/eval)")
@@ -56,13 +61,16 @@ def predict_split(model, nusc, args: argparse.Namespace, eval_set: str, results_
 
 def run(args: argparse.Namespace) -> int:
     from perception.evaluation import (
+        complete_results,
         evaluate_results_file,
         eval_set_name,
         evaluation_report,
         format_report,
         run_detection_eval,
     )
+    from perception.tracking_eval import format_tracking, run_tracking_eval, tracking_submission
     from replay.clips import load_nusc
+    from replay.submission import write_submission
     from runtime.config import ConfigError, load_config, validate_model_options
 
     if args.reset_every is not None and args.reset_every < 1:
@@ -70,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.max_range is not None and not args.max_range > 0:
         print(f"bevstream eval: --max-range must be > 0 metres, got {args.max_range}", file=sys.stderr)
+        return 2
+    if args.tracking_results is not None and args.results is None:
+        print("bevstream eval: --tracking-results goes with --results (a model run scores its own tracks)", file=sys.stderr)
         return 2
     try:
         cfg = load_config(args.config)
@@ -85,14 +96,26 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
 
     if args.results is not None:
-        if not args.results.is_file():
-            print(f"bevstream eval: results file not found: {args.results}", file=sys.stderr)
+        for path in (args.results, args.tracking_results):
+            if path is not None and not path.is_file():
+                print(f"bevstream eval: results file not found: {path}", file=sys.stderr)
+                return 2
+        try:
+            tracks = None if args.tracking_results is None else tracking_submission(args.tracking_results)
+        except (ValueError, json.JSONDecodeError) as exc:
+            print(f"bevstream eval: {exc}", file=sys.stderr)
             return 2
         detection = evaluate_results_file(nusc, args.results, eval_set, out / "detection", verbose=False,
                                           max_range=args.max_range)
         meta.update(source="results file", results=str(args.results))
         report = evaluation_report(detection, None, None, meta)
         report["segmentation"] = report["road"] = "not available (scoring a results file: detection only)"
+        report["tracking"] = "not available (no --tracking-results file)"
+        if tracks is not None:
+            path = write_submission(out / "results_tracking.json", complete_results(nusc, tracks, eval_set))
+            report["tracking"] = run_tracking_eval(args.dataroot, args.version, path, eval_set, out / "tracking",
+                                                   max_range=args.max_range)
+            meta["tracking_results"] = str(args.tracking_results)
     else:
         import torch
 
@@ -130,8 +153,14 @@ def run(args: argparse.Namespace) -> int:
                     still_speed_mps=dict(zip(DETECTION_NAMES, model.detection_head.config.still_speed_mps)),
                     tracking=dataclasses.asdict(model.config.tracking))
         report = evaluation_report(detection, mr.segmentation.result(), mr.road.result(), meta)
+        report["tracking"] = "not available (the model's tracker is off: model.tracking.enabled)"
+        if mr.tracks is not None:
+            tracks = write_submission(out / "results_tracking.json", complete_results(nusc, mr.tracks, eval_set))
+            report["tracking"] = run_tracking_eval(args.dataroot, args.version, tracks, eval_set, out / "tracking",
+                                                   max_range=args.max_range)
     report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(format_report(report))
+    print("\n".join(format_tracking(report["tracking"])))
     print(f"report: {out / 'report.json'}")
     return 0

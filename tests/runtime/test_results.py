@@ -132,3 +132,32 @@ def test_sink_writes_the_attributes_the_runtime_named():
                            ["vehicle.parked", "pedestrian.standing"])
     boxes = submission_boxes(replace(r, detections_global=glob))
     assert [b["attribute_name"] for b in boxes] == ["vehicle.parked", "pedestrian.standing"]
+
+
+def test_sink_writes_the_tracks_beside_the_detections(tmp_path):
+    """With track ids the run leaves results_tracking.json: the same keyframe boxes of the tracking classes,
+    best first, with their ids, and every sample of results_nusc.json; without a tracker, no such file."""
+    from perception.classes import DETECTION_NAMES
+    from runtime.sink import ResultSink, submission_boxes, tracking_boxes
+
+    r = _result()
+    names = ["car", "traffic_cone", "pedestrian"]
+    glob = DetectionArrays("global", np.concatenate([r.detections_global.boxes, r.detections_global.boxes[:1]]),
+                           [0.4, 0.95, 0.9], [DETECTION_NAMES.index(n) for n in names], names, track_ids=[7, 8, 3])
+    tracked = replace(r, detections_global=glob)
+    boxes = tracking_boxes(tracked)
+    assert [(b["tracking_name"], b["tracking_id"]) for b in boxes] == [("pedestrian", "3"), ("car", "7")]  # no cone
+    by_name = {b["detection_name"]: b for b in submission_boxes(tracked)}
+    for b in boxes:
+        assert b["translation"] == by_name[b["tracking_name"]]["translation"]
+        assert b["tracking_score"] == by_name[b["tracking_name"]]["detection_score"]
+
+    sink = ResultSink(tmp_path / "run", expected_samples=["tok", "other"])
+    sink.write(tracked)
+    paths = sink.close()
+    tracks = json.loads((tmp_path / "run" / "results_tracking.json").read_text())["results"]
+    assert paths["results_tracking"].endswith("results_tracking.json")
+    assert tracks == {"tok": boxes, "other": []}
+    plain = ResultSink(tmp_path / "run", expected_samples=["tok"])  # the same directory, a run without a tracker
+    plain.write(r)
+    assert "results_tracking" not in plain.close() and not (tmp_path / "run" / "results_tracking.json").exists()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from perception.classes import DETECTION_NAMES
+from perception.tracking_eval import TRACKING_NAMES
 from runtime.cli import main
 from tests.perception.model_fixtures import TINY_MODEL_YAML as TINY_MODEL
 
@@ -36,9 +37,11 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     assert json.loads((ckpt / "train_args.json").read_text())["scenes"][0].endswith("scene-0523")
 
     out = tmp_path / "eval"
+    loose = tmp_path / "loose.yaml"  # the three best boxes of every frame, however low they score
+    loose.write_text(TINY_MODEL + "  detection: {score_threshold: 0.0, max_detections: 3}\n")
     assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val",
                  "--checkpoint", str(tmp_path / "w.pt"), "--out", str(out), "--keyframes-only", "--no-progress",
-                 "--config", str(cfg)]) == 0
+                 "--config", str(loose)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["keyframes"] == 40 and report["meta"]["checkpoint"] == str(tmp_path / "w.pt")
     assert report["meta"]["attributes"] == {"vehicle_moving_mps": 0.2, "pedestrian_moving_mps": 0.2, "cycle_moving_mps": 0.2}
@@ -48,7 +51,24 @@ def test_train_resume_export_then_eval(real_scene_root, tmp_path, capsys):
     assert report["segmentation"].startswith("not available") and report["road"].startswith("not available")
     results = json.loads((out / "results_nusc.json").read_text())
     assert len(results["results"]) == 40  # every sample of the split, as the devkit requires
-    assert "NDS" in capsys.readouterr().out
+    tracks = json.loads((out / "results_tracking.json").read_text())["results"]
+    assert len(tracks) == 40 and all(b["tracking_id"].startswith("0-") for boxes in tracks.values() for b in boxes)
+    kept = [b for boxes in results["results"].values() for b in boxes if b["detection_name"] in TRACKING_NAMES]
+    assert sum(map(len, tracks.values())) == len(kept)  # the same boxes, those of the tracking classes
+    assert kept
+    assert 0 <= report["tracking"]["AMOTA"] <= 1 and (out / "tracking" / "metrics_summary.json").is_file()
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val",
+                 "--checkpoint", str(tmp_path / "w.pt"), "--out", str(tmp_path / "reset"), "--keyframes-only",
+                 "--no-progress", "--config", str(loose), "--reset-every", "2"]) == 0
+    tracks = json.loads((tmp_path / "reset" / "results_tracking.json").read_text())["results"]
+    seen = {}  # the tracker restarts (and numbers its tracks from 0) every other frame: no id spans two starts
+    for token, boxes in tracks.items():
+        for b in boxes:
+            seen.setdefault(b["tracking_id"], set()).add(token)
+    assert seen and max(map(len, seen.values())) <= 2
+    assert len({i.split("-")[0] for i in seen}) > 1
+    printed = capsys.readouterr().out
+    assert "NDS" in printed and "tracking" in printed
 
     # calibrate: the annotations as predictions (their own velocities): thresholds that name them better
     # than CenterPoint's 0.2 m/s, stored in the weights file
@@ -103,7 +123,7 @@ def test_streaming_train_carries_the_state_through_a_resume(real_scene_root, tmp
 def test_eval_of_a_results_file_and_bad_input(real_scene_root, tmp_path, capsys):
     from nuscenes.nuscenes import NuScenes
 
-    from replay.submission import ground_truth_results, write_submission
+    from replay.submission import ground_truth_results, ground_truth_tracks, write_submission
 
     nusc = NuScenes("v1.0-trainval", str(real_scene_root), verbose=False)
     path = write_submission(tmp_path / "gt.json", ground_truth_results(nusc, "val"))
@@ -111,6 +131,17 @@ def test_eval_of_a_results_file_and_bad_input(real_scene_root, tmp_path, capsys)
                  "--results", str(path), "--out", str(tmp_path / "e")]) == 0
     report = json.loads((tmp_path / "e" / "report.json").read_text())
     assert report["detection"]["NDS"] == pytest.approx(1.0, abs=1e-3)  # the visible annotations score perfectly
+    assert report["tracking"].startswith("not available")
+    tracks = write_submission(tmp_path / "tracks.json", ground_truth_tracks(nusc, "val"))
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val",
+                 "--results", str(path), "--tracking-results", str(tracks), "--out", str(tmp_path / "t")]) == 0
+    report = json.loads((tmp_path / "t" / "report.json").read_text())
+    assert report["tracking"]["AMOTA"] == pytest.approx(1.0, abs=1e-6) and report["tracking"]["IDS"] == 0
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "val",
+                 "--results", str(path), "--tracking-results", str(path), "--out", str(tmp_path / "t")]) == 2
+    assert "is not a tracking submission: its boxes lack tracking_id" in capsys.readouterr().err
+    assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--tracking-results", str(tracks)]) == 2
+    assert "--tracking-results goes with --results" in capsys.readouterr().err
     assert main(["eval", "--dataroot", str(real_scene_root), "--version", "v1.0-trainval", "--split", "nope",
                  "--results", str(path), "--out", str(tmp_path / "e")]) == 2
     assert "unknown split" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""The box tracker's tracks scored by the devkit's TrackingEval (config 'tracking_nips_2019': AMOTA, AMOTP,
+MOTA, ...): the keyframe boxes with their track ids, in the official tracking submission format
+
+    {"meta": {...}, "results": {sample_token: [{"sample_token", "translation", "size", "rotation", "velocity",
+                                                "tracking_id", "tracking_name", "tracking_score"}, ...]}}
+
+as nuscenes.eval.tracking.data_classes.TrackingBox reads it. Only the seven tracking classes are tracked there
+(no cones, barriers or construction vehicles); every sample of the split must appear.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from perception.structures import Detections
+
+TRACKING_CONFIG = "tracking_nips_2019"
+TRACKING_NAMES: tuple[str, ...] = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "trailer", "truck")
+
+
+def tracking_entries(dets: "Detections", track_ids: Sequence[int], sample_token: str, ego_to_global,
+                     track_prefix: str = "", max_boxes: int = 500) -> list[dict]:
+    """Ego-frame Detections of a keyframe and their (N,) track ids -> official tracking boxes (global frame) of
+    the tracking classes, best score first. `track_prefix` keeps ids apart where a tracker restarted its
+    numbering within one scene (the devkit joins boxes into tracks by id per scene)."""
+    ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
+    if len(ids) != len(dets):
+        raise ValueError(f"tracking_entries: {len(dets)} boxes but {len(ids)} track ids")
+    from replay.submission import tracking_entry
+
+    order = np.argsort(-dets.scores.detach().cpu().numpy(), kind="stable")
+    boxes = dets.to_global(ego_to_global)
+    kept = [i for i in order if boxes[i]["detection_name"] in TRACKING_NAMES][:max_boxes]
+    return [tracking_entry(sample_token, boxes[i]["translation"], np.maximum(boxes[i]["size"], 1e-3), boxes[i]["rotation"],
+                           boxes[i]["velocity"], f"{track_prefix}{int(ids[i])}", boxes[i]["detection_name"],
+                           boxes[i]["detection_score"]) for i in kept]
+
+
+def tracking_submission(path: str | Path) -> dict[str, list[dict]]:
+    """The boxes (sample token -> tracking boxes) of a tracking submission file; a file of another kind (a
+    detection submission, say) -> ValueError naming what its boxes lack."""
+    from replay.submission import read_submission
+
+    results, _ = read_submission(path)
+    fields = ("tracking_id", "tracking_name", "tracking_score")
+    for boxes in results.values():
+        for box in boxes:
+            missing = [f for f in fields if f not in box]
+            if missing:
+                raise ValueError(f"{path} is not a tracking submission: its boxes lack {', '.join(missing)}")
+    return results
+
+
+def tracking_summary(metrics: dict) -> dict:
+    """The headline figures of TrackingMetrics.serialize(): AMOTA, AMOTP, MOTA, MOTP, recall, identity switches,
+    fragmentations, and AMOTA per class."""
+    return {
+        "AMOTA": metrics["amota"], "AMOTP": metrics["amotp"], "MOTA": metrics["mota"], "MOTP": metrics["motp"],
+        "recall": metrics["recall"], "IDS": int(metrics["ids"]), "FRAG": int(metrics["frag"]),
+        "per_class_AMOTA": {name: metrics["label_metrics"]["amota"][name] for name in TRACKING_NAMES},
+    }
+
+
+def run_tracking_eval(dataroot: str | Path, version: str, results_path: str | Path, eval_set: str,
+                      output_dir: str | Path | None = None, max_range: float | None = None) -> dict | str:
+    """Score a tracking submission file with the devkit's TrackingEval (it loads the tables itself) ->
+    tracking_summary(...), or why it could not run (a file without a box of a tracking class: the devkit fails on
+    it). Writes the devkit's metrics_summary.json and metrics_details.json to output_dir."""
+    from nuscenes.eval.tracking.evaluate import TrackingEval
+
+    from perception.evaluation import devkit_config
+
+    results = json.loads(Path(results_path).read_text()).get("results", {})
+    if not any(results.values()):
+        return "not available (no tracked box of a tracking class)"
+    with tempfile.TemporaryDirectory(prefix="bevstream-trackeval-") as tmp:
+        out = Path(output_dir) if output_dir is not None else Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        ev = TrackingEval(devkit_config(TRACKING_CONFIG, max_range), str(results_path), eval_set, str(out),
+                          nusc_version=version, nusc_dataroot=str(dataroot), verbose=False)
+        return tracking_summary(ev.main(render_curves=False))
+
+
+def format_tracking(summary: dict | str) -> list[str]:
+    """The tracking section of `bevstream eval`'s printed report."""
+    if not isinstance(summary, dict):
+        return [f"tracking: {summary}"]
+    return [f"tracking (nuScenes TrackingEval, {TRACKING_CONFIG})",
+            "  " + "  ".join(f"{k} {summary[k]:.4f}" for k in ("AMOTA", "AMOTP", "MOTA", "MOTP", "recall"))
+            + f"  IDS {summary['IDS']}  FRAG {summary['FRAG']}",
+            "  AMOTA " + "  ".join(f"{k} {v:.3f}" for k, v in summary["per_class_AMOTA"].items())]
