@@ -28,11 +28,11 @@ def tracking_entries(dets: "Detections", track_ids: Sequence[int], sample_token:
     """Ego-frame Detections of a keyframe and their (N,) track ids -> official tracking boxes (global frame) of
     the tracking classes, best score first. `track_prefix` keeps ids apart where a tracker restarted its
     numbering within one scene (the devkit joins boxes into tracks by id per scene)."""
+    from replay.submission import tracking_entry
+
     ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
     if len(ids) != len(dets):
         raise ValueError(f"tracking_entries: {len(dets)} boxes but {len(ids)} track ids")
-    from replay.submission import tracking_entry
-
     order = np.argsort(-dets.scores.detach().cpu().numpy(), kind="stable")
     boxes = dets.to_global(ego_to_global)
     kept = [i for i in order if boxes[i]["detection_name"] in TRACKING_NAMES][:max_boxes]

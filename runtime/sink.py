@@ -42,22 +42,17 @@ def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
     return out
 
 
-def tracking_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
-    """A tick's global-frame detections of the tracking classes with their track ids, as official tracking
-    submission boxes (highest scores first)."""
+def tracking_boxes(result: TickResult, submitted: list[dict]) -> list[dict]:
+    """A tick's submission boxes (submission_boxes(result), highest scores first) of the tracking classes, each
+    with its track id, as official tracking submission boxes."""
     from perception.tracking_eval import TRACKING_NAMES
     from replay.submission import tracking_entry
 
+    dets = result.detections_global
+    ids = dets.track_ids[np.argsort(-dets.scores, kind="stable")]  # (N,) in submission_boxes' order
     return [tracking_entry(b["sample_token"], b["translation"], b["size"], b["rotation"], b["velocity"], str(track),
                            b["detection_name"], b["detection_score"])
-            for b, track in zip(submission_boxes(result, max_boxes), _ids_by_score(result))
-            if b["detection_name"] in TRACKING_NAMES]
-
-
-def _ids_by_score(result: TickResult) -> np.ndarray:
-    """The tick's track ids in submission_boxes' order (highest score first)."""
-    dets = result.detections_global
-    return dets.track_ids[np.argsort(-dets.scores, kind="stable")]
+            for b, track in zip(submitted, ids) if b["detection_name"] in TRACKING_NAMES]
 
 
 class ResultSink:
@@ -83,9 +78,8 @@ class ResultSink:
             if boxes:
                 self.results[record.sample_token] = boxes
             if isinstance(record, TickResult) and record.detections_global.track_ids is not None:
-                if self.tracks is None:
-                    self.tracks = dict.fromkeys(self.results, [])
-                self.tracks[record.sample_token] = tracking_boxes(record, self.max_boxes)
+                self.tracks = self.tracks if self.tracks is not None else {}
+                self.tracks[record.sample_token] = tracking_boxes(record, boxes)
 
     def close(self, summary: dict | None = None) -> dict:
         """Finish the files; returns the paths written."""

@@ -145,7 +145,7 @@ def test_sink_writes_the_tracks_beside_the_detections(tmp_path):
     glob = DetectionArrays("global", np.concatenate([r.detections_global.boxes, r.detections_global.boxes[:1]]),
                            [0.4, 0.95, 0.9], [DETECTION_NAMES.index(n) for n in names], names, track_ids=[7, 8, 3])
     tracked = replace(r, detections_global=glob)
-    boxes = tracking_boxes(tracked)
+    boxes = tracking_boxes(tracked, submission_boxes(tracked))
     assert [(b["tracking_name"], b["tracking_id"]) for b in boxes] == [("pedestrian", "3"), ("car", "7")]  # no cone
     by_name = {b["detection_name"]: b for b in submission_boxes(tracked)}
     for b in boxes:
