@@ -621,4 +621,8 @@ def format_report(report: dict) -> str:
                     f"{k} {fmt(lo[c][k])}" for k in ("matched", "traced", "missed")) + f" of {lo[c]['lines']}")
     else:
         lines.append(f"road: {road}")
+    if "tracking" in report:
+        from perception.tracking_eval import format_tracking
+
+        lines += format_tracking(report["tracking"])
     return "\n".join(lines)

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         format_report,
         run_detection_eval,
     )
-    from perception.tracking_eval import format_tracking, run_tracking_eval, tracking_submission
+    from perception.tracking_eval import run_tracking_eval, tracking_submission
     from replay.clips import load_nusc
     from replay.submission import write_submission
     from runtime.config import ConfigError, load_config, validate_model_options
@@ -161,6 +161,5 @@ def run(args: argparse.Namespace) -> int:
     report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(format_report(report))
-    print("\n".join(format_tracking(report["tracking"])))
     print(f"report: {out / 'report.json'}")
     return 0
