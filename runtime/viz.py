@@ -26,6 +26,10 @@ def box_corners_ego(box: np.ndarray) -> np.ndarray:
 
 # Boxes scoring below this are not drawn (the run's files keep them all: the evaluation ranks by score).
 DRAW_MIN_SCORE = 0.3
+# In the BEV, a box moving at least this fast gets an arrow to where its velocity takes it in ARROW_SECONDS.
+MIN_ARROW_SPEED_MPS = 0.5
+ARROW_SECONDS = 1.0
+_VELOCITY_COLOUR = (180, 255, 180)
 
 
 def _drawn_boxes(result: TickResult, min_score: float):
@@ -71,7 +75,8 @@ def draw_cameras(frame_set: FrameSet, result: TickResult, width: int = 400, min_
 
 
 def draw_bev(result: TickResult, extent_m: float = 51.2, size: int = 512, min_score: float = DRAW_MIN_SCORE) -> Image.Image:
-    """Top view of the ego frame (x up, y left): boxes with heading, road polylines, the ego car."""
+    """Top view of the ego frame (x up, y left): boxes with heading and velocity (an arrow to where the box will
+    be in ARROW_SECONDS), road polylines, the ego car."""
     img = Image.new("RGB", (size, size), (20, 20, 20))
     draw = ImageDraw.Draw(img)
     s = size / (2 * extent_m)
@@ -91,6 +96,11 @@ def draw_bev(result: TickResult, extent_m: float = 51.2, size: int = 512, min_sc
         draw.polygon(px(c[0], c[1]), outline=colour)
         head = np.array([box[0], box[1]]) + 0.5 * box[4] * np.array([np.cos(box[6]), np.sin(box[6])])
         draw.line(px(np.array([box[0], head[0]]), np.array([box[1], head[1]])), fill=colour, width=2)
+        if np.hypot(box[7], box[8]) >= MIN_ARROW_SPEED_MPS:  # where the box will be in ARROW_SECONDS
+            end = box[:2] + ARROW_SECONDS * box[7:9]
+            draw.line(px(np.array([box[0], end[0]]), np.array([box[1], end[1]])), fill=_VELOCITY_COLOUR, width=1)
+            (ex, ey), = px(end[:1], end[1:])
+            draw.ellipse([ex - 2, ey - 2, ex + 2, ey + 2], fill=_VELOCITY_COLOUR)
     draw.polygon(px(np.array([2.4, 2.4, -2.4, -2.4]), np.array([1.0, -1.0, -1.0, 1.0])), outline=(0, 255, 0))
     for i, name in enumerate(DETECTION_NAMES):
         draw.text((4, 4 + 11 * i), name, fill=_PALETTE[i])

@@ -48,3 +48,18 @@ def test_bev_draws_the_box_ahead_of_the_ego_car():
     ys, xs = np.nonzero((img[..., 0] == 255) & (img[..., 1] == 158) & (img[..., 2] == 0))
     ys, xs = ys[ys > 120], xs[ys > 120]  # skip the legend
     assert len(ys) and abs(ys.mean() - (256 - 15 * 5)) < 8 and abs(xs.mean() - 256) < 8
+
+
+def test_bev_arrow_points_where_the_velocity_takes_the_box():
+    """A car at 15 m driving at 10 m/s to the left (+y) gets an arrow ending 10 m to its left; parked, none."""
+    _, res, box = _setup()
+    moving = box.copy()
+    moving[7:9] = [0.0, 10.0]
+    dets = DetectionArrays("ego", moving[None], [0.9], [0], ["car"])
+    img = np.asarray(draw_bev(replace(res, detections_ego=dets), extent_m=51.2, size=512)).astype(int)
+    arrow = (img[..., 0] == 180) & (img[..., 1] == 255) & (img[..., 2] == 180)
+    ys, xs = np.nonzero(arrow)
+    assert len(ys) and abs(ys.mean() - (256 - 15 * 5)) < 3  # along the row of the box's centre
+    assert abs(xs.min() - (256 - 10 * 5)) <= 3 and xs.max() <= 256 + 2  # from it to 10 m left of it (y left)
+    still = np.asarray(draw_bev(res, extent_m=51.2, size=512)).astype(int)
+    assert not ((still[..., 0] == 180) & (still[..., 1] == 255) & (still[..., 2] == 180)).any()
