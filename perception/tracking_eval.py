@@ -53,6 +53,8 @@ def tracking_submission(path: str | Path) -> dict[str, list[dict]]:
             missing = [f for f in fields if f not in box]
             if missing:
                 raise ValueError(f"{path} is not a tracking submission: its boxes lack {', '.join(missing)}")
+            if box["tracking_name"] not in TRACKING_NAMES:
+                raise ValueError(f"{path}: unknown tracking_name {box['tracking_name']!r}; the devkit tracks {TRACKING_NAMES}")
     return results
 
 

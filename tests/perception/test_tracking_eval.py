@@ -91,6 +91,23 @@ def test_tracking_entries_keep_tracking_classes_best_first_with_prefixed_ids():
         tracking_entries(dets, [1, 2, 3, 4], "s", Pose.identity())
 
 
+def test_a_file_of_another_kind_is_named(tmp_path, perfect):
+    from perception.tracking_eval import tracking_submission
+
+    path, _ = perfect
+    assert tracking_submission(path) == json.loads(path.read_text())["results"]
+    tracks = json.loads(path.read_text())
+    token = next(t for t, boxes in tracks["results"].items() if boxes)
+    tracks["results"][token][0]["tracking_name"] = "traffic_cone"
+    (tmp_path / "cone.json").write_text(json.dumps(tracks))
+    with pytest.raises(ValueError, match="unknown tracking_name 'traffic_cone'"):
+        tracking_submission(tmp_path / "cone.json")
+    del tracks["results"][token][0]["tracking_id"]
+    (tmp_path / "untracked.json").write_text(json.dumps(tracks))
+    with pytest.raises(ValueError, match="is not a tracking submission: its boxes lack tracking_id"):
+        tracking_submission(tmp_path / "untracked.json")
+
+
 def test_tracking_names_are_the_devkit_configs_and_an_empty_file_is_not_scored(tmp_path):
     from perception.evaluation import devkit_config
 
