@@ -112,9 +112,6 @@ def run(args: argparse.Namespace) -> int:
         report["segmentation"] = report["road"] = "not available (scoring a results file: detection only)"
         report["tracking"] = "not available (no --tracking-results file)"
         if tracks is not None:
-            path = write_submission(out / "results_tracking.json", complete_results(nusc, tracks, eval_set))
-            report["tracking"] = run_tracking_eval(args.dataroot, args.version, path, eval_set, out / "tracking",
-                                                   max_range=args.max_range)
             meta["tracking_results"] = str(args.tracking_results)
     else:
         import torch
@@ -154,10 +151,11 @@ def run(args: argparse.Namespace) -> int:
                     tracking=dataclasses.asdict(model.config.tracking))
         report = evaluation_report(detection, mr.segmentation.result(), mr.road.result(), meta)
         report["tracking"] = "not available (the model's tracker is off: model.tracking.enabled)"
-        if mr.tracks is not None:
-            tracks = write_submission(out / "results_tracking.json", complete_results(nusc, mr.tracks, eval_set))
-            report["tracking"] = run_tracking_eval(args.dataroot, args.version, tracks, eval_set, out / "tracking",
-                                                   max_range=args.max_range)
+        tracks = mr.tracks
+    if tracks is not None:  # the tracker's tracks (or the file's) scored by the devkit
+        path = write_submission(out / "results_tracking.json", complete_results(nusc, tracks, eval_set))
+        report["tracking"] = run_tracking_eval(args.dataroot, args.version, path, eval_set, out / "tracking",
+                                               max_range=args.max_range)
     report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(format_report(report))
