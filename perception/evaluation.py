@@ -478,7 +478,7 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
     from perception.rectify import Rectifier
     from perception.road import rasterize_road
     from perception.track_fit import RecordingFilter
-    from perception.tracking_eval import tracking_entries
+    from perception.tracking_eval import ids_by_score, tracking_entries
     from runtime.messages import CAMERA_CHANNELS
 
     rect = Rectifier(model.config.rectify)
@@ -523,8 +523,8 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
             run.results[fs.sample_token] = submission_entries(post["detections"], fs.sample_token, fs.ego_to_global,
                                                               max_boxes, model.config.attributes)
             if filters is not None:
-                run.tracks[fs.sample_token] = tracking_entries(post["detections"], filters[0].track_ids, fs.sample_token,
-                                                               fs.ego_to_global, f"{segment}-", max_boxes)
+                ids = ids_by_score(post["detections"].scores.numpy(), filters[0].track_ids)
+                run.tracks[fs.sample_token] = tracking_entries(run.results[fs.sample_token], ids, f"{segment}-")
             gt = gt_reader.for_frame_set(fs)
             for cam, label in zip(fs.cameras, gt.seg_labels):
                 if label is None:

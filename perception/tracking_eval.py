@@ -12,33 +12,33 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from perception.structures import Detections
 
 TRACKING_CONFIG = "tracking_nips_2019"
 TRACKING_NAMES: tuple[str, ...] = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "trailer", "truck")
 
 
-def tracking_entries(dets: "Detections", track_ids: Sequence[int], sample_token: str, ego_to_global,
-                     track_prefix: str = "", max_boxes: int = 500) -> list[dict]:
-    """Ego-frame Detections of a keyframe and their (N,) track ids -> official tracking boxes (global frame) of
-    the tracking classes, best score first. `track_prefix` keeps ids apart where a tracker restarted its
-    numbering within one scene (the devkit joins boxes into tracks by id per scene)."""
+def ids_by_score(scores, track_ids) -> np.ndarray:
+    """(N,) scores and track ids of a tick's boxes -> the ids in the order its submission boxes are written,
+    best score first (replay.submission's writers: submission_entries, the runtime's sink)."""
+    ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
+    scores = np.asarray(scores).reshape(-1)
+    if len(ids) != len(scores):
+        raise ValueError(f"ids_by_score: {len(scores)} boxes but {len(ids)} track ids")
+    return ids[np.argsort(-scores, kind="stable")]
+
+
+def tracking_entries(submitted: Sequence[dict], track_ids: Sequence[int], track_prefix: str = "") -> list[dict]:
+    """A keyframe's submission boxes (global frame, as written for DetectionEval) and their track ids in the same
+    order (ids_by_score) -> official tracking boxes of the tracking classes. `track_prefix` keeps ids apart where
+    a tracker restarted its numbering within one scene (the devkit joins boxes into tracks by id per scene)."""
     from replay.submission import tracking_entry
 
-    ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
-    if len(ids) != len(dets):
-        raise ValueError(f"tracking_entries: {len(dets)} boxes but {len(ids)} track ids")
-    order = np.argsort(-dets.scores.detach().cpu().numpy(), kind="stable")
-    boxes = dets.to_global(ego_to_global)
-    kept = [i for i in order if boxes[i]["detection_name"] in TRACKING_NAMES][:max_boxes]
-    return [tracking_entry(sample_token, boxes[i]["translation"], np.maximum(boxes[i]["size"], 1e-3), boxes[i]["rotation"],
-                           boxes[i]["velocity"], f"{track_prefix}{int(ids[i])}", boxes[i]["detection_name"],
-                           boxes[i]["detection_score"]) for i in kept]
+    return [tracking_entry(b["sample_token"], b["translation"], b["size"], b["rotation"], b["velocity"],
+                           f"{track_prefix}{int(track)}", b["detection_name"], b["detection_score"])
+            for b, track in zip(submitted, track_ids) if b["detection_name"] in TRACKING_NAMES]
 
 
 def tracking_submission(path: str | Path) -> dict[str, list[dict]]:

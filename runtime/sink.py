@@ -17,6 +17,7 @@ from typing import Iterable
 import numpy as np
 from pyquaternion import Quaternion
 
+from perception.tracking_eval import ids_by_score, tracking_entries
 from runtime.results import DropRecord, TickResult
 
 
@@ -40,19 +41,6 @@ def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
             attribute_name=dets.attributes[i],
         ))
     return out
-
-
-def tracking_boxes(result: TickResult, submitted: list[dict]) -> list[dict]:
-    """A tick's submission boxes (submission_boxes(result), highest scores first) of the tracking classes, each
-    with its track id, as official tracking submission boxes."""
-    from perception.tracking_eval import TRACKING_NAMES
-    from replay.submission import tracking_entry
-
-    dets = result.detections_global
-    ids = dets.track_ids[np.argsort(-dets.scores, kind="stable")]  # (N,) in submission_boxes' order
-    return [tracking_entry(b["sample_token"], b["translation"], b["size"], b["rotation"], b["velocity"], str(track),
-                           b["detection_name"], b["detection_score"])
-            for b, track in zip(submitted, ids) if b["detection_name"] in TRACKING_NAMES]
 
 
 class ResultSink:
@@ -79,7 +67,8 @@ class ResultSink:
                 self.results[record.sample_token] = boxes
             if isinstance(record, TickResult) and record.detections_global.track_ids is not None:
                 self.tracks = self.tracks if self.tracks is not None else {}
-                self.tracks[record.sample_token] = tracking_boxes(record, boxes)
+                dets = record.detections_global
+                self.tracks[record.sample_token] = tracking_entries(boxes, ids_by_score(dets.scores, dets.track_ids))
 
     def close(self, summary: dict | None = None) -> dict:
         """Finish the files; returns the paths written."""

@@ -8,12 +8,20 @@ import torch
 
 from perception.classes import DETECTION_NAMES
 from perception.structures import Detections
-from perception.tracking_eval import TRACKING_CONFIG, TRACKING_NAMES, format_tracking, run_tracking_eval, tracking_entries
+from perception.evaluation import submission_entries
+from perception.tracking_eval import (
+    TRACKING_CONFIG,
+    TRACKING_NAMES,
+    format_tracking,
+    ids_by_score,
+    run_tracking_eval,
+    tracking_entries,
+)
 
 
 def _annotation_tracks(real_scene_root, swap_after: int | None = None) -> dict[str, list[dict]]:
-    """The real scene's visible annotations (ego frame, from our ground-truth reader) as tracking boxes whose
-    track ids are their instances; with `swap_after` K, the ids of the two most-seen cars trade places from
+    """The real scene's visible annotations (ego frame, from our ground-truth reader, through submission_entries)
+    as tracking boxes whose track ids are their instances; with `swap_after` K, the ids of the two most-seen cars trade places from
     the K-th sample on (an identity switch in each track)."""
     from nuscenes.nuscenes import NuScenes
 
@@ -41,7 +49,7 @@ def _annotation_tracks(real_scene_root, swap_after: int | None = None) -> dict[s
         if swap_after is not None and k >= swap_after:
             ids = [number[b] if inst == a else number[a] if inst == b else i for inst, i in zip(gt.instance_tokens, ids)]
         dets = Detections(torch.from_numpy(gt.boxes), torch.linspace(1.0, 0.5, len(gt)), torch.from_numpy(gt.labels))
-        results[token] = tracking_entries(dets, ids, token, pose)
+        results[token] = tracking_entries(submission_entries(dets, token, pose), ids_by_score(dets.scores.numpy(), ids))
     return results
 
 
@@ -82,13 +90,16 @@ def test_tracking_entries_keep_tracking_classes_best_first_with_prefixed_ids():
     boxes[:, 3:6] = 1.0
     dets = Detections(boxes, torch.tensor([0.2, 0.9, 0.7, 0.5, 0.8]),
                       torch.tensor([DETECTION_NAMES.index(n) for n in names]))
-    entries = tracking_entries(dets, [10, 11, 12, 13, 14], "s", Pose.identity(), track_prefix="3-")
+    ids = [10, 11, 12, 13, 14]
+    submitted = submission_entries(dets, "s", Pose.identity())  # best score first
+    entries = tracking_entries(submitted, ids_by_score(dets.scores.numpy(), ids), track_prefix="3-")
     assert [e["tracking_name"] for e in entries] == ["truck", "pedestrian", "car"]  # no cone, no barrier
     assert [e["tracking_id"] for e in entries] == ["3-14", "3-12", "3-10"]
     assert [e["translation"][0] for e in entries] == [4.0, 2.0, 0.0]
-    assert len(tracking_entries(dets, [1] * 5, "s", Pose.identity(), max_boxes=2)) == 2
+    top_two = submission_entries(dets, "s", Pose.identity(), max_boxes=2)  # the cone and the truck
+    assert [e["tracking_id"] for e in tracking_entries(top_two, ids_by_score(dets.scores.numpy(), ids))] == ["14"]
     with pytest.raises(ValueError, match="5 boxes but 4 track ids"):
-        tracking_entries(dets, [1, 2, 3, 4], "s", Pose.identity())
+        ids_by_score(dets.scores.numpy(), [1, 2, 3, 4])
 
 
 def test_a_file_of_another_kind_is_named(tmp_path, perfect):

@@ -138,14 +138,15 @@ def test_sink_writes_the_tracks_beside_the_detections(tmp_path):
     """With track ids the run leaves results_tracking.json: the same keyframe boxes of the tracking classes,
     best first, with their ids, and every sample of results_nusc.json; without a tracker, no such file."""
     from perception.classes import DETECTION_NAMES
-    from runtime.sink import ResultSink, submission_boxes, tracking_boxes
+    from perception.tracking_eval import ids_by_score, tracking_entries
+    from runtime.sink import ResultSink, submission_boxes
 
     r = _result()
     names = ["car", "traffic_cone", "pedestrian"]
     glob = DetectionArrays("global", np.concatenate([r.detections_global.boxes, r.detections_global.boxes[:1]]),
                            [0.4, 0.95, 0.9], [DETECTION_NAMES.index(n) for n in names], names, track_ids=[7, 8, 3])
     tracked = replace(r, detections_global=glob)
-    boxes = tracking_boxes(tracked, submission_boxes(tracked))
+    boxes = tracking_entries(submission_boxes(tracked), ids_by_score(glob.scores, glob.track_ids))
     assert [(b["tracking_name"], b["tracking_id"]) for b in boxes] == [("pedestrian", "3"), ("car", "7")]  # no cone
     by_name = {b["detection_name"]: b for b in submission_boxes(tracked)}
     for b in boxes:
