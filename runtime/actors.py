@@ -111,6 +111,7 @@ class _Cycle:
     fs: Any = None  # the synchronised set, once emitted
     emit_ns: int = 0
     released: bool = False  # admitted: its tick ended (the slot is free again)
+    held_by_restart: str = ""  # admitted: an actor was seen restarting while it was in the pipeline (why)
 
 
 class CameraEncoder:
@@ -123,8 +124,9 @@ class CameraEncoder:
     drops the oldest waiting cycle ('overload'). When a slot frees the oldest waiting cycle is
     admitted (its held cameras go to the backbone). An admitted set is never dropped for capacity.
     While the driver reports an actor restarting (`block`), new and waiting cycles are dropped with
-    that reason ('actor_restart'). Every set the synchroniser emits ends as one `Staged` or one
-    DropRecord put on `out`.
+    that reason ('actor_restart'); so is a waiting cycle dropped while the slots are held by sets that
+    were in the pipeline when an actor restarted (their failed ticks not yet reported ended). Every set
+    the synchroniser emits ends as one `Staged` or one DropRecord put on `out`.
 
     Encoding of admitted cameras: a camera goes when the backbone is idle; otherwise it waits and
     goes together with the cameras that arrived meanwhile (one call, one ObjectRef per camera) when
@@ -154,6 +156,7 @@ class CameraEncoder:
         self.of_frame: dict[int, tuple[Any, _Cycle]] = {}  # id(frame) -> (frame, its cycle)
         self.by_frame_id: dict[int, _Cycle] = {}  # emitted admitted sets whose tick has not ended
         self.blocked: tuple[str, str] | None = None
+        self.block_seq = 0  # the driver's numbering of its block reports: an older one arriving late is ignored
         self.watch = {"backbone": backbone, **({"bev": bev} if bev is not None else {})}
         self._restart_checked: tuple[float, str | None] = (-1.0, None)
         self.ending = False
@@ -234,10 +237,22 @@ class CameraEncoder:
             self._trim_waiting()
         return c
 
+    def _restart_holding_slots(self) -> str | None:
+        """Why the slots are full, if a restart is the cause: an actor Ray is restarting now, or one that was
+        restarting while admitted sets were in the pipeline. Their ticks fail, but until the driver reports
+        them ended they hold their slots, also after Ray has the actor back."""
+        down = self.restarting()
+        active = [c for c in self.cycles if c.state == "admitted" and not c.released]
+        if down is not None:
+            for c in active:
+                c.held_by_restart = c.held_by_restart or down
+            return down
+        return next((c.held_by_restart for c in active if c.held_by_restart), None)
+
     def _trim_waiting(self) -> None:
         waiting = self._waiting()
         while len(waiting) > self.queue:
-            down = self.restarting()
+            down = self._restart_holding_slots()
             if down is not None:
                 self._drop(waiting.pop(0), "actor_restart", down)
             else:
@@ -412,9 +427,15 @@ class CameraEncoder:
             if c is not None:
                 self._release(c)
 
-    def block(self, reason: str | None, detail: str = "") -> None:
-        """Drop new and waiting cycles with `reason` (an actor is restarting) until called with None."""
+    def block(self, reason: str | None, detail: str = "", seq: int | None = None) -> None:
+        """Drop new and waiting cycles with `reason` (an actor is restarting) until called with None. `seq`
+        numbers the driver's reports: the ingest actor runs its calls in threads, so a report can arrive
+        after a later one (a 'restarting' after its 'back'), and is then ignored."""
         with self.lock:
+            if seq is not None:
+                if seq <= self.block_seq:
+                    return
+                self.block_seq = seq
             self.blocked = None if reason is None else (reason, detail)
             if reason is not None:
                 for c in self._waiting():
@@ -502,10 +523,11 @@ class IngestActor:
             for frame_id in frame_ids:
                 self.encoder.finished(frame_id)
 
-    def block(self, reason: str | None, detail: str = "") -> None:
-        """The driver's report: an actor is restarting (reason 'actor_restart') or, with None, is back."""
+    def block(self, reason: str | None, detail: str = "", seq: int | None = None) -> None:
+        """The driver's report: an actor is restarting (reason 'actor_restart') or, with None, is back;
+        `seq` orders the reports (CameraEncoder.block)."""
         if self.encoder is not None:
-            self.encoder.block(reason, detail)
+            self.encoder.block(reason, detail, seq)
 
     def admission_counts(self) -> dict:
         """Cycles admitted, made to wait, and dropped before encoding (live_encode camera)."""

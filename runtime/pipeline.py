@@ -237,6 +237,7 @@ class ActorFeeder:
         self.ingest = ingest
         self.queue: asyncio.Queue = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        self._block_seq = 0  # numbers the block reports (block)
 
     def start(self) -> "ActorFeeder":
         self._task = asyncio.ensure_future(self._run())
@@ -269,8 +270,11 @@ class ActorFeeder:
         self.ingest.finished.remote(list(frame_ids))
 
     def block(self, reason: str | None, detail: str = "") -> None:
-        """An actor is restarting (reason) or back (None): the ingest actor drops or admits new sets."""
-        self.ingest.block.remote(reason, detail)
+        """An actor is restarting (reason) or back (None): the ingest actor drops or admits new sets. The
+        reports are numbered: the threaded ingest actor may run two calls out of order, and the last word
+        must win (a 'back' overtaken by its 'restarting' blocked a stream for good)."""
+        self._block_seq += 1
+        self.ingest.block.remote(reason, detail, self._block_seq)
 
     def stop(self) -> None:
         if self._task is not None:

@@ -141,15 +141,18 @@ class LiveFakeSource:
 class LiveCameraSource:
     """Live raw camera frames on the wall clock: each cycle's cameras fire `offset_us` apart and
     arrive at their exposure time (arrival_ns set), as the simulated vehicle's bus does.
-    `drop` maps cycle -> channels that never arrive; `pause_after` cycle -> seconds of silence."""
+    `drop` maps cycle -> channels that never arrive; `pause_after` cycle -> seconds of silence, and after
+    them, while `resume_when()` is false, more (up to MAX_PAUSE_S in all)."""
 
     is_live = True
     period_us = 83_333
+    MAX_PAUSE_S = 120.0
 
     def __init__(self, n: int, drop: dict[int, tuple[str, ...]] | None = None, offset_us: int = 6_000,
-                 size=(24, 40), pause_after: dict[int, float] | None = None):
+                 size=(24, 40), pause_after: dict[int, float] | None = None, resume_when=None):
         self.n, self.drop, self.size = n, drop or {}, size
         self.pause_after = pause_after or {}
+        self.resume_when = resume_when
         self.channel_offsets_us = {c: offset_us * i for i, c in enumerate(CAMERA_CHANNELS)}
         self.started_cycles: list[int] = []
 
@@ -169,14 +172,42 @@ class LiveCameraSource:
                     continue
                 yield replace(c, timestamp_us=int(due * 1e6), arrival_ns=time.time_ns())
             if i in self.pause_after:
+                start = time.time()
                 time.sleep(self.pause_after[i])
-                t0 += self.pause_after[i]
+                while (self.resume_when is not None and not self.resume_when()
+                       and time.time() - start < self.MAX_PAUSE_S):
+                    time.sleep(0.1)
+                t0 += time.time() - start
 
     def frame_sets(self):  # pragma: no cover - the runtime synchronises raw frames itself
         raise AssertionError("a live source's raw frames are synchronised by the runtime")
 
     def describe(self) -> dict:
         return {"kind": "live-cameras", "n": self.n}
+
+
+class RestartedActorAnswers:
+    """A LiveCameraSource's resume condition: Ray has restarted the stage actor `name` (its checkpoint store
+    counted the restart), the new actor answers a call, and `settle_s` more have passed: the driver learns
+    of the death only when a tick fails (~1 s for a queued call) and then waits for the actor itself.
+    Holds actor handles only, so it travels with the source to the ingest actor."""
+
+    def __init__(self, store, name: str, actor, settle_s: float = 3.0):
+        self.store, self.name, self.actor, self.settle_s = store, name, actor, settle_s
+        self.back_at: float | None = None
+
+    def __call__(self) -> bool:
+        import ray
+
+        if self.back_at is None:
+            try:
+                if ray.get(self.store.restarts.remote(), timeout=5.0).get(self.name, 0) < 1:
+                    return False
+                ray.get(self.actor.node_id.remote(), timeout=5.0)
+            except Exception:  # noqa: BLE001 - still restarting (unavailable, or a timeout)
+                return False
+            self.back_at = time.monotonic()
+        return time.monotonic() - self.back_at >= self.settle_s
 
 
 def encode_as_they_arrive(stage, cameras, batch_sizes=(1, 2, 3)):

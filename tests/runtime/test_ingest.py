@@ -156,6 +156,71 @@ def test_camera_encoder_blocked_drops_as_actor_restart(ray_session):
         ray.kill(store)
 
 
+def test_camera_encoder_names_slots_still_held_by_a_restarted_actors_sets(ray_session):
+    """Sets that were in the pipeline while an actor restarted hold their slots until the driver reports their
+    (failed) ticks ended, also after Ray has the actor back: a cycle dropped for want of a slot meanwhile is
+    an 'actor_restart' drop. Once they ended, a full pipeline is 'overload' again."""
+    import functools
+    import queue
+
+    import ray
+
+    from runtime.actors import BackboneActor, CameraEncoder, StateStore
+    from tests.runtime.fakes import CountingModel
+
+    store = ray.remote(StateStore).options(num_cpus=0).remote()
+    backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
+    try:
+        out = queue.Queue()
+        enc = CameraEncoder(backbone, out, cap=1, queue=1)
+        down = ["the bev actor is restarting"]
+        enc.restarting = lambda: down[0]  # what Ray's actor table would say
+
+        def arrive(fs):
+            for c in fs.cameras:
+                enc.arrived(c)
+            enc.emit(fs, 0)
+
+        sets = [make_frame_set(i) for i in range(6)]
+        arrive(sets[0])  # admitted: in the pipeline when the actor dies
+        arrive(sets[1])  # waits
+        arrive(sets[2])  # 1 dropped: the actor is restarting
+        down[0] = None  # Ray has it back; set 0's failed tick is not reported yet
+        arrive(sets[3])  # 2 dropped: its slot is still held by set 0
+        enc.finished(0)  # 3 admitted
+        arrive(sets[4])  # waits
+        arrive(sets[5])  # 4 dropped: set 3 holds the slot, no restart involved
+        records = [(r.frame_id, getattr(r, "reason", "staged")) for r in _drain(out)]
+        assert records == [(0, "staged"), (1, "actor_restart"), (2, "actor_restart"), (3, "staged"), (4, "overload")]
+    finally:
+        ray.kill(backbone)
+        ray.kill(store)
+
+
+def test_camera_encoder_ignores_a_block_report_overtaken_by_a_later_one(ray_session):
+    """The driver numbers its reports; the threaded ingest actor may run them out of order. A 'restarting'
+    that arrives after its 'back' must not block the stream for good, and the latest report wins."""
+    import queue
+
+    import ray
+
+    from runtime.actors import CameraEncoder, StateStore
+
+    store = ray.remote(StateStore).options(num_cpus=0).remote()
+    try:
+        enc = CameraEncoder(store, queue.Queue(), cap=1, queue=1)  # no camera goes out: any actor serves
+        enc.block(None, seq=2)  # 'back' arrives first
+        enc.block("actor_restart", "a pipeline actor is restarting", seq=1)  # its 'restarting', late
+        assert enc.blocked is None
+        enc.block("actor_restart", "again", seq=3)
+        enc.block(None, seq=2)  # a stale 'back'
+        assert enc.blocked == ("actor_restart", "again")
+        enc.block(None)  # unnumbered (a caller that does not order its reports) applies at once
+        assert enc.blocked is None
+    finally:
+        ray.kill(store)
+
+
 def test_camera_encoder_batches_while_the_backbone_is_busy(ray_session):
     import functools
     import queue

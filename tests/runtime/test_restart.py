@@ -43,14 +43,15 @@ def test_backbone_kill_during_per_camera_encoding_accounts_every_set(ray_session
     """Live, cameras encoded as they arrive: a backbone killed mid-stream costs the sets whose cameras
     it held ('actor_restart'), and while Ray restarts it the arriving sets are dropped, also as
     'actor_restart' (a live stream does not wait); once it is back, sets run again."""
-    from tests.runtime.fakes import LiveCameraSource
+    from tests.runtime.fakes import LiveCameraSource, RestartedActorAnswers
 
     factory = functools.partial(CountingModel, encode_sleep_s=0.01)
     records, kill_after = [], 3
     with Runtime(small_config(live_encode="camera", live_queue=4), model_factory=factory) as rt:
-        # The source pauses after the kill so that Ray has the actor back (seconds on a loaded machine)
-        # before the stream ends; sets arriving before it is back are dropped, not queued.
-        for r in rt.iterate(LiveCameraSource(40, pause_after={kill_after + 4: 6.0})):
+        # The source pauses after the kill until Ray has the actor back (seconds, more on a loaded machine)
+        # so that the stream does not end first; sets arriving before it is back are dropped, not queued.
+        back = RestartedActorAnswers(rt.supervisor.store, "backbone", rt.supervisor.backbone)
+        for r in rt.iterate(LiveCameraSource(40, pause_after={kill_after + 4: 0.5}, resume_when=back)):
             records.append(r)
             if r.frame_id == kill_after:
                 ray.kill(rt.supervisor.backbone, no_restart=False)
@@ -68,11 +69,12 @@ def test_live_sets_arriving_while_the_bev_actor_restarts_are_actor_restart_drops
     """Live at 12 Hz with ample capacity: the BEV actor is killed; the ticks it held and every set that
     arrives before Ray has it back are dropped as 'actor_restart' (never 'overload': the pipeline is
     not short of capacity), then the stream runs on from the last checkpoint."""
-    from tests.runtime.fakes import LiveCameraSource
+    from tests.runtime.fakes import LiveCameraSource, RestartedActorAnswers
 
     records, kill_after = [], 4
     with Runtime(small_config(live_encode="camera", live_queue=1), model_factory=CountingModel) as rt:
-        for r in rt.iterate(LiveCameraSource(30, pause_after={kill_after + 4: 6.0})):  # (see above)
+        back = RestartedActorAnswers(rt.supervisor.store, "bev", rt.supervisor.bev)  # (see above)
+        for r in rt.iterate(LiveCameraSource(30, pause_after={kill_after + 4: 0.5}, resume_when=back)):
             records.append(r)
             if r.frame_id == kill_after:
                 ray.kill(rt.supervisor.bev, no_restart=False)
