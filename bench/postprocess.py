@@ -3,8 +3,8 @@
     python bench/postprocess.py [--quick] [--frames 40] [--repeats 5]
 
 The shipped weights (perception/weights/bevstream.pt) at runtime.yaml's detection score threshold 0.1 stream
-keyframes of the simulated validation scenes (/work/data/sim-val) and of the real nuScenes scene
-(/work/shared/data/nuscenes-real-scene-0523; skipped with a message when absent); their outputs are kept and
+keyframes of the simulated validation scenes (data/sim-val, made by `bevstream sim`) and of the real nuScenes scene
+(../shared/data/nuscenes-real-scene-0523 beside the clone; skipped with a message when absent); their outputs are kept and
 post-processed, one thread. Stages: detection decode (sigmoid, threshold, top-k, decode, per-class rotated NMS,
 max_detections), road vectorisation (both classes), both together (the live tick: runtime/model_adapter.py `decode`), and
 the whole `BEVStreamModel.postprocess` (plus the per-camera seg upsample + argmax, unchanged, which the runtime
@@ -44,7 +44,7 @@ from replay.nuscenes.source import NuScenesSource  # noqa: E402
 
 WEIGHTS = ROOT / "perception" / "weights" / "bevstream.pt"
 OPTIONS = {"detection": {"score_threshold": 0.1}}  # as runtime.yaml runs the shipped weights
-SOURCES = {"sim-val": Path("/work/data/sim-val"), "real scene-0523": Path("/work/shared/data/nuscenes-real-scene-0523")}
+SOURCES = {"sim-val": ROOT / "data" / "sim-val", "real scene-0523": ROOT.parent / "shared" / "data" / "nuscenes-real-scene-0523"}
 TARGET_MS = 10.0  # post-processing budget per live tick (one thread)
 LIVE = "live tick: decode + road"  # what the runtime's BEV stage does after the heads (runtime/model_adapter.py decode)
 

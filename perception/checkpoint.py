@@ -129,7 +129,17 @@ def average_weights(paths: Sequence[str | Path], path: str | Path) -> Path:
     model = {k: sum(state["model"][k] for state in states) / len(states) if v.is_floating_point() else v
              for k, v in first.items()}
     return _write_weights_file(path, model, states[0],
-                               averaged_from=[{"path": str(p), "step": state["step"]} for p, state in zip(paths, states)])
+                               averaged_from=[{"path": _portable(p), "step": state["step"]} for p, state in zip(paths, states)])
+
+
+def _portable(path: str | Path) -> str:
+    """A path to record in a weights file: relative to the working directory when under it, else the file name
+    (a shipped file must not carry one machine's absolute paths)."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name if path.is_absolute() else str(path)
 
 
 def _write_weights_file(path: str | Path, model: dict, state: dict, **extra) -> Path:

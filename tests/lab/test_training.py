@@ -402,6 +402,8 @@ def test_average_weights_is_the_parameter_mean_and_loads(tmp_path):
         else:
             assert torch.equal(state["model"][name], first), name
     assert state["config"]["train"] == {"seed": 0} and [a["step"] for a in state["averaged_from"]] == [0, 100, 200]
+    # the inputs lie outside the working directory: only their names are recorded, never this machine's paths
+    assert [a["path"] for a in state["averaged_from"]] == [p.name for p in paths]
     loaded = load_trained_model(out)
     assert loaded.config == models[0].config
 
