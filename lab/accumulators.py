@@ -4,15 +4,12 @@ frames equals the metric computed on the N frames concatenated."""
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lab.metrics import chamfer_ap, clip_to_window, confusion_matrix, line_outcomes, segmentation_scores
 from schema.classes import ROAD_CLASSES, SEG_CLASSES
-
-if TYPE_CHECKING:
-    pass
-
 
 CHAMFER_THRESHOLDS: tuple[float, ...] = (0.5, 1.0, 1.5)
 MAPTR_WINDOW_M: tuple[float, float] = (30.0, 15.0)  # MapTR's perception range: +-30 m along x (forward), +-15 m across
@@ -33,15 +30,11 @@ class SegmentationAccumulator:
 
     def update(self, pred, target) -> None:
         """pred, target: integer label maps of the same shape, (H, W) or (N, H, W); target may hold ignore_index."""
-        from lab.metrics import confusion_matrix
-
         self.confusion += confusion_matrix(pred, target, self.num_classes, self.ignore_index)
         self.images += 1 if getattr(pred, "ndim", 2) == 2 else int(pred.shape[0])
 
     def result(self) -> dict | None:
         """PA, MPA, mIoU, FWIoU and per-class IoU (None for a class absent from labels and predictions); None without labels."""
-        from lab.metrics import segmentation_scores
-
         if int(self.confusion.sum()) == 0:
             return None
         s = segmentation_scores(self.confusion)
@@ -91,8 +84,6 @@ class RoadAccumulator:
         return {c: (float(i / u) if u > 0 else None) for c, i, u in zip(self.classes, self.intersection, self.union)}
 
     def result(self) -> dict | None:
-        from lab.metrics import clip_to_window, line_outcomes
-
         if self.frames == 0 and int(self.union.sum()) == 0:
             return None
         iou = self.iou()
@@ -116,8 +107,6 @@ class RoadAccumulator:
         return out
 
     def _chamfer(self, preds: list[dict], gts: list[dict]) -> dict:
-        from lab.metrics import chamfer_ap
-
         ap = chamfer_ap(preds, gts, self.thresholds, self.classes)
         return {"chamfer_AP": {c: {str(t): _none_if_nan(v) for t, v in ap["ap"][c].items()} for c in self.classes},
                 "chamfer_AP_class_mean": {c: _none_if_nan(v) for c, v in ap["class_ap"].items()},

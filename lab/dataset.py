@@ -14,12 +14,17 @@ import numpy as np
 import torch
 
 from lab import augment as aug
+from lab.groundtruth import GroundTruth
 from lab.training import StreamItem
+from perception.backbone import Backbone
 from perception.depth import CameraGeometry, depth_bin_targets
 from perception.grid import BEVGrid
 from perception.inputs import FrameArrays, frame_set_arrays, rectify_label
 from perception.model import IGNORE_INDEX, ModelConfig, ModelInputs, Targets
 from perception.rectify import Rectifier
+from perception.road import RoadHeadConfig, rasterize_road
+from replay.nuscenes.clips import Cycle, SceneCycles
+from replay.nuscenes.source import NuScenesSource
 from schema.classes import ROAD_CLASSES
 from schema.messages import CAMERA_CHANNELS, FrameSet
 
@@ -36,8 +41,6 @@ class FrameTargetArrays:
 def frame_depth_bins(points_global: np.ndarray | None, fs: FrameSet, x: FrameArrays, config: ModelConfig) -> torch.Tensor:
     """(Ncam, H/16, W/16) depth-bin targets of a frame set's rectified cameras (CAMERA_CHANNELS slots),
     each camera at the ego pose of its own timestamp; all ignored where there are no points."""
-    from perception.backbone import Backbone
-
     cameras: list[CameraGeometry | None] = [None] * len(CAMERA_CHANNELS)
     for cam in fs.cameras:
         k = CAMERA_CHANNELS.index(cam.channel)
@@ -58,8 +61,6 @@ def frame_target_arrays(gt, fs: FrameSet, rectifier: Rectifier) -> FrameTargetAr
 
 def to_targets(t: FrameTargetArrays, grid: BEVGrid, road_upsample: int, road_thickness_m: float) -> Targets:
     """Batched (B=1) Targets; road polylines rasterised as RoadHead.loss expects."""
-    from perception.road import rasterize_road
-
     road = rasterize_road(t.road, grid, road_upsample, road_thickness_m)  # (2, H_r, W_r)
     return Targets(
         gt_boxes=[torch.as_tensor(np.asarray(t.boxes, np.float32))],
@@ -132,8 +133,6 @@ class AugmentConfig:
 def scenes_from_source(source) -> list:
     """replay.nuscenes.clips.SceneCycles of every scene of a NuScenesSource, from the replay's own cycle plan
     (so training clips are exactly the frame sets the runtime replays)."""
-    from replay.nuscenes.clips import Cycle, SceneCycles
-
     out = []
     for rec in source.scene_records:
         planned = source._plan(rec)[0]
@@ -166,7 +165,6 @@ class ClipDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.min_points = min_points
         self.require_road = require_road
-        from perception.road import RoadHeadConfig
 
         road = model_config.road or RoadHeadConfig()
         self.road_upsample, self.road_thickness = road.upsample, road.thickness_m
@@ -188,9 +186,6 @@ class ClipDataset(torch.utils.data.Dataset):
             self._sources = {}
         key = (dataroot, version)
         if key not in self._sources:
-            from lab.groundtruth import GroundTruth
-            from replay.nuscenes.source import NuScenesSource
-
             src = NuScenesSource(dataroot, version)
             self._sources[key] = src
             self._gt[key] = GroundTruth(src.nusc, self.model_config.grid, min_points=self.min_points)

@@ -6,10 +6,12 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from replay.nuscenes.submission import read_submission, split_sample_tokens, write_submission
+from schema.attributes import GROUP_OF_CLASS
 from schema.classes import DETECTION_NAMES
 
 if TYPE_CHECKING:
@@ -37,8 +39,6 @@ def complete_results(nusc: "NuScenes", results: Mapping[str, list[dict]], eval_s
 
     DetectionEval requires the predicted sample tokens to equal the split's exactly.
     """
-    from replay.nuscenes.submission import split_sample_tokens
-
     tokens = split_sample_tokens(nusc, eval_set)
     if not tokens:
         raise ValueError(f"{nusc.dataroot} ({nusc.version}) has no sample in split {eval_set!r}")
@@ -142,8 +142,6 @@ def evaluate_results_file(
     max_range: float | None = None,
 ) -> dict:
     """Score a results file that may lack samples of the split: completes it first (empty lists), then DetectionEval."""
-    from replay.nuscenes.submission import read_submission, write_submission
-
     results, meta = read_submission(results_path)
     complete = complete_results(nusc, results, eval_set)
     missing = sum(1 for t in complete if t not in results)
@@ -187,7 +185,6 @@ def loaded_detection_eval(nusc: "NuScenes", results_path: str | Path, eval_set: 
     """A DetectionEval with the boxes loaded and filtered (nothing scored yet); the results file may lack samples."""
     from nuscenes.eval.detection.evaluate import DetectionEval
 
-    from replay.nuscenes.submission import read_submission, write_submission
 
     results, meta = read_submission(results_path)
     with tempfile.TemporaryDirectory(prefix="bevstream-match-") as tmp:
@@ -206,8 +203,6 @@ def detection_metrics(ev, results: Mapping[str, list[dict]], tokens: Sequence[st
     from nuscenes.eval.common.loaders import add_center_dist, filter_eval_boxes
     from nuscenes.eval.detection.data_classes import DetectionBox
 
-    from lab.calibration.nms_radius import restricted
-
     tokens = list(tokens)
     preds = EvalBoxes.deserialize({t: list(results.get(t, ())) for t in tokens}, DetectionBox)
     scored = copy.copy(ev)  # the loaded ground truth is shared, not copied; `ev` keeps its own boxes
@@ -220,8 +215,6 @@ def detection_metrics(ev, results: Mapping[str, list[dict]], tokens: Sequence[st
 def matched_attributes(ev, dist_th: float = 2.0) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Per attribute group (schema.attributes): the predicted speed (N,) and the ground-truth attribute
     of every true positive of a loaded DetectionEval `ev` (loaded_detection_eval; match_true_positives)."""
-    from schema.attributes import GROUP_OF_CLASS
-
     out: dict[str, tuple[list[float], list[str]]] = {}
     for name, group in GROUP_OF_CLASS.items():
         speeds, gt_attributes = out.setdefault(group, ([], []))
@@ -304,3 +297,33 @@ def translation_by_range(true_positives: Mapping[str, list[tuple[Any, Any]]],
     return out
 
 
+# ---- per-class scores of a loaded evaluation (what the calibration fits optimise) -------------------------
+
+
+def restricted(boxes, tokens: Iterable[str]):
+    """EvalBoxes holding only the given samples (a calibration run covers some scenes of a split)."""
+    from nuscenes.eval.common.data_classes import EvalBoxes
+
+    out = EvalBoxes()
+    for token in tokens:
+        out.add_boxes(token, boxes[token])
+    return out
+
+
+def class_ap(ev, gt_boxes, pred_boxes, name: str) -> float:
+    """The devkit's AP of one class, averaged over the config's matching thresholds (as mAP averages it)."""
+    from nuscenes.eval.detection.algo import accumulate, calc_ap
+
+    cfg = ev.cfg
+    return float(np.mean([calc_ap(accumulate(gt_boxes, pred_boxes, name, cfg.dist_fcn_callable, th), cfg.min_recall,
+                                  cfg.min_precision) for th in cfg.dist_ths]))
+
+
+def class_vel_err(ev, gt_boxes, pred_boxes, name: str) -> float:
+    """The devkit's velocity error (AVE) of one class: true positives at the config's TP distance, averaged
+    over the recall range above min_recall, as DetectionEval reports it."""
+    from nuscenes.eval.detection.algo import accumulate, calc_tp
+
+    cfg = ev.cfg
+    return float(calc_tp(accumulate(gt_boxes, pred_boxes, name, cfg.dist_fcn_callable, cfg.dist_th_tp), cfg.min_recall,
+                         "vel_err"))

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pyquaternion import Quaternion
-
 from nuscenes.eval.detection.utils import category_to_detection_name
 from nuscenes.utils.data_classes import Box
+from pyquaternion import Quaternion
 
-from schema.classes import DETECTION_NAMES, ROAD_CLASSES
 from perception.grid import BEVGrid
 from replay.layout import label_path, road_geometry_path
+from schema.classes import DETECTION_NAMES, ROAD_CLASSES
 from schema.messages import FrameSet, Pose
 
 if TYPE_CHECKING:
@@ -92,7 +91,8 @@ def ego_box(center: np.ndarray, size: np.ndarray, rotation: Quaternion, velocity
 
 def _polyline_in_grid(points_ego: np.ndarray, grid: BEVGrid) -> list[np.ndarray]:
     """Clip an ego-frame polyline (K, 2) to the grid rectangle; may split it into several pieces."""
-    from shapely.geometry import LineString, MultiLineString, box as shp_box
+    from shapely.geometry import LineString, MultiLineString
+    from shapely.geometry import box as shp_box
 
     if len(points_ego) < 2:
         return []

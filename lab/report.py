@@ -1,12 +1,9 @@
 """The evaluation report: one dict for report.json, and its text for the terminal."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
-
-if TYPE_CHECKING:
-    pass
-
+from lab.tracking_eval import format_tracking
 
 NOT_AVAILABLE = "not available"
 
@@ -91,7 +88,5 @@ def format_report(report: dict) -> str:
     else:
         lines.append(f"road: {road}")
     if "tracking" in report:
-        from lab.tracking_eval import format_tracking
-
         lines += format_tracking(report["tracking"])
     return "\n".join(lines)

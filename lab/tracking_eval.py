@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
-
+from lab.devkit import devkit_config
 from replay.nuscenes.submission import read_submission
 from schema.classes import TRACKING_NAMES
 
@@ -54,7 +52,6 @@ def run_tracking_eval(dataroot: str | Path, version: str, results_path: str | Pa
     it). Writes the devkit's metrics_summary.json and metrics_details.json to output_dir."""
     from nuscenes.eval.tracking.evaluate import TrackingEval
 
-    from lab.devkit import devkit_config
 
     results = json.loads(Path(results_path).read_text()).get("results", {})
     if not any(results.values()):

@@ -34,13 +34,14 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from perception.checkpoint import load_checkpoint, load_weights, save_checkpoint
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -16,12 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 from pyquaternion import Quaternion
 
-from schema.classes import DETECTION_NAMES
+from lab.calibration.per_class import class_boxes, score_candidates
+from lab.devkit import class_ap, restricted
 from perception.nms import batched_nms_bev
+from schema.classes import DETECTION_NAMES
 
 CANDIDATE_RADII_M: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)
 
@@ -36,25 +37,6 @@ class RadiusFit:
     ap: float
     previous_radius: float
     previous_ap: float
-
-
-def restricted(boxes, tokens: Iterable[str]):
-    """EvalBoxes holding only the given samples (a calibration run covers some scenes of a split)."""
-    from nuscenes.eval.common.data_classes import EvalBoxes
-
-    out = EvalBoxes()
-    for token in tokens:
-        out.add_boxes(token, boxes[token])
-    return out
-
-
-def class_ap(ev, gt_boxes, pred_boxes, name: str) -> float:
-    """The devkit's AP of one class, averaged over the config's matching thresholds (as mAP averages it)."""
-    from nuscenes.eval.detection.algo import accumulate, calc_ap
-
-    cfg = ev.cfg
-    return float(np.mean([calc_ap(accumulate(gt_boxes, pred_boxes, name, cfg.dist_fcn_callable, th), cfg.min_recall,
-                                  cfg.min_precision) for th in cfg.dist_ths]))
 
 
 def circle_suppressed(boxes: Sequence, radius: float) -> list:
@@ -87,20 +69,13 @@ def fit_nms_radii(ev, tokens: Iterable[str], previous: Sequence[float], candidat
                   names: Sequence[str] = DETECTION_NAMES) -> list[RadiusFit]:
     """Per class of a loaded DetectionEval `ev` (predictions made with no radius), restricted to the samples
     `tokens`: the candidate radius with the highest class AP (ties: the smaller radius)."""
-    from nuscenes.eval.common.data_classes import EvalBoxes
-
     tokens = list(tokens)
     gt_boxes = restricted(ev.gt_boxes, tokens)
     fits = []
     for k, name in enumerate(names):
-        per_sample = {t: sorted((b for b in ev.pred_boxes[t] if b.detection_name == name), key=lambda b: -b.detection_score)
-                      for t in tokens}
-        aps = {}
-        for radius in sorted(set(candidates) | {float(previous[k])}):
-            preds = EvalBoxes()
-            for token, boxes in per_sample.items():
-                preds.add_boxes(token, circle_suppressed(boxes, radius))
-            aps[radius] = class_ap(ev, gt_boxes, preds, name)
+        per_sample = class_boxes(ev.pred_boxes, tokens, name, by_score=True)
+        aps = score_candidates(per_sample, set(candidates) | {float(previous[k])}, circle_suppressed,
+                               lambda preds: class_ap(ev, gt_boxes, preds, name))
         best = max(sorted(aps), key=lambda r: aps[r])  # the first (smallest) of equal APs
         fits.append(RadiusFit(name, sum(len(b) for b in per_sample.values()), best, aps[best], float(previous[k]),
                               aps[float(previous[k])]))

@@ -9,7 +9,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from lab.calibration.nms_radius import restricted
+from lab.calibration.per_class import class_boxes, score_candidates
+from lab.devkit import class_vel_err, restricted
 from schema.classes import DETECTION_NAMES
 
 CANDIDATE_STILL_SPEEDS_MPS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
@@ -25,16 +26,6 @@ class StillSpeedFit:
     vel_err: float
     previous_still_speed: float
     previous_vel_err: float
-
-
-def class_vel_err(ev, gt_boxes, pred_boxes, name: str) -> float:
-    """The devkit's velocity error (AVE) of one class: true positives at the config's TP distance, averaged
-    over the recall range above min_recall, as DetectionEval reports it."""
-    from nuscenes.eval.detection.algo import accumulate, calc_tp
-
-    cfg = ev.cfg
-    return float(calc_tp(accumulate(gt_boxes, pred_boxes, name, cfg.dist_fcn_callable, cfg.dist_th_tp), cfg.min_recall,
-                         "vel_err"))
 
 
 def with_still_speed(boxes: Sequence, still_speed: float) -> list:
@@ -58,22 +49,16 @@ def fit_still_speeds(ev, pred_boxes, tokens: Iterable[str], previous: Sequence[f
     A class's still speed is at most its `moving_speed` (the attribute threshold, schema.attributes), so
     only boxes already named parked, standing or riderless are zeroed: the velocity agrees with the attribute,
     and the attribute fit is untouched. Cones and barriers, which have no scored velocity, keep their speed."""
-    from nuscenes.eval.common.data_classes import EvalBoxes
-
     tokens = list(tokens)
     gt_boxes = restricted(ev.gt_boxes, tokens)
     fits = []
     for k, name in enumerate(names):
         if name not in moving_speed:
             continue
-        per_sample = {t: [b for b in pred_boxes[t] if b.detection_name == name] for t in tokens}
+        per_sample = class_boxes(pred_boxes, tokens, name)
         allowed = [c for c in candidates if c <= moving_speed[name]] or [0.0]
-        errors = {}
-        for speed in sorted(set(allowed) | {float(previous[k])}):
-            preds = EvalBoxes()
-            for token, boxes in per_sample.items():
-                preds.add_boxes(token, with_still_speed(boxes, speed))
-            errors[speed] = class_vel_err(ev, gt_boxes, preds, name)
+        errors = score_candidates(per_sample, set(allowed) | {float(previous[k])}, with_still_speed,
+                                  lambda preds: class_vel_err(ev, gt_boxes, preds, name))
         finite = [s for s in sorted(allowed) if np.isfinite(errors[s])]
         best = min(finite, key=lambda s: errors[s]) if finite else float(previous[k])  # no true positive: unchanged
         fits.append(StillSpeedFit(name, sum(len(b) for b in per_sample.values()), best, errors[best], float(previous[k]),

@@ -15,14 +15,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-
-from schema.attributes import AttributeConfig
+from lab.model_run import submission_entries
+from lab.recording import TickBoxes
 from perception.nms import batched_nms_bev
 from perception.still_speed import zero_slow_velocities
 from perception.structures import Detections
 from perception.tracking import BoxTracker, TrackingConfig
-from lab.model_run import submission_entries
-from lab.recording import TickBoxes
+from schema.attributes import AttributeConfig
 
 # The levels the search tries, in the order it visits them (the filter's noise first: the other levels act on
 # its output). The acceleration and maximum age are not fitted: no other value gained on the shipped weights'

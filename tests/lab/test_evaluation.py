@@ -435,7 +435,7 @@ def test_detection_metrics_of_in_memory_boxes_equal_the_devkit_on_their_file(nus
     """detection_metrics (no file written) == DetectionEval on the same boxes written out, for all samples and
     for a subset: the ground truth with shifted, rescored and dropped boxes."""
     from lab.devkit import detection_metrics, loaded_detection_eval
-    from lab.calibration.nms_radius import restricted
+    from lab.devkit import restricted
     from replay.nuscenes.submission import write_submission
 
     rng = np.random.default_rng(3)
