@@ -40,28 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def predict_split(model, nusc, args: argparse.Namespace, eval_set: str, results_path: Path, who: str,
-                  record_ticks: list | None = None):
-    """Run `model` over the split's scenes (args.dataroot, version, scenes, keyframes_only, reset_every,
-    no_progress) and write the complete submission file. -> (lab.model_run.ModelRun, its path).
-    `record_ticks`: as lab.model_run.run_model's."""
-    from lab.devkit import complete_results
-    from lab.model_run import run_model
-    from lab.groundtruth import GroundTruth
-    from replay.nuscenes.source import NuScenesSource
-    from replay.nuscenes.submission import write_submission
-
-    source = NuScenesSource(args.dataroot, args.version, scenes=args.scenes, split=eval_set,
-                            keyframes_only=args.keyframes_only)
-    print(f"{who}: {source.describe()}", flush=True)
-    gt = GroundTruth(nusc, model.config.grid)
-    mr = run_model(model, source, gt, progress=not args.no_progress, reset_every=getattr(args, "reset_every", None),
-                   record_ticks=record_ticks)
-    return mr, write_submission(results_path, complete_results(nusc, mr.results, eval_set))
-
-
 def run(args: argparse.Namespace) -> int:
-    from lab.devkit import complete_results, evaluate_results_file, eval_set_name, run_detection_eval
+    from lab.devkit import complete_results, eval_set_name, evaluate_results_file, run_detection_eval
+    from lab.model_run import predict_split
     from lab.report import evaluation_report, format_report
     from lab.tracking_eval import run_tracking_eval, tracking_submission
     from replay.nuscenes.clips import load_nusc
@@ -111,9 +92,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         import torch
 
-        from schema.classes import DETECTION_NAMES
-        from perception.model import BEVStreamModel
         from perception.checkpoint import load_trained_model
+        from perception.model import BEVStreamModel
+        from schema.classes import DETECTION_NAMES
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -131,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
             model = BEVStreamModel(model_config_from_dict(cfg.model.options)).eval()
         print(f"bevstream eval: checkpoint {ckpt or 'none (random weights)'}", flush=True)
         try:
-            mr, path = predict_split(model, nusc, args, eval_set, out / "results_nusc.json", "bevstream eval")
+            mr, path = predict_split(model, nusc, args.dataroot, args.version, eval_set, out / "results_nusc.json",
+                                     "bevstream eval", scenes=args.scenes, keyframes_only=args.keyframes_only,
+                                     reset_every=args.reset_every, progress=not args.no_progress)
         except (FileNotFoundError, ValueError) as exc:
             print(f"bevstream eval: {exc}", file=sys.stderr)
             return 2
