@@ -221,7 +221,7 @@ def _class_fill(world, renderer, camera) -> dict:
 
     from pyquaternion import Quaternion
 
-    from replay.sim.traffic import CLASS_SPECS
+    from replay.sim.agent_specs import CLASS_SPECS
     from replay.sim.world import AgentState
 
     state0 = world.state_at(0.0)

@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 
 from schema.classes import DETECTION_NAMES
 from replay.sim.roads import CURB, MARK_WHITE, ROAD, SIDEWALK
-from replay.sim.traffic import CLASS_SPECS, SPEED_LIMITS
+from replay.sim.agent_specs import CLASS_SPECS, SPEED_LIMITS
 from replay.sim.world import World
 
 SEED = 7
