@@ -76,15 +76,13 @@ def _merge(base: dict, extra: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from lab.dataset import AugmentConfig, ClipDataset, collate_clips, scenes_from_source
+    from lab.dataset import AugmentConfig, ClipDataset, clip_data, collate_clips
     from lab.augment import PhotometricConfig
     from perception.config import model_config_from_dict, model_config_to_dict
     from lab.devkit import eval_set_name
     from perception.model import BEVStreamModel
     from lab.training import TrainConfig, seed_everything, train
     from perception.checkpoint import export_weights
-    from replay.nuscenes.clips import ClipIndex
-    from replay.nuscenes.source import NuScenesSource
     from runtime.config import ConfigError, load_config
 
     try:
@@ -121,25 +119,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"bevstream train: {exc}", file=sys.stderr)
         return 2
 
-    scenes, roots = [], []
-    for root in args.data:
-        try:
-            src = NuScenesSource(root, args.version, keyframes_only=args.keyframes_only, split=split)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"bevstream train: {root}: {exc}", file=sys.stderr)
-            return 2
-        found = scenes_from_source(src)
-        if not found:
-            print(f"bevstream train: {root} has no scene of split {split or 'all'} with images", file=sys.stderr)
-            return 2
-        scenes.extend(found)
-        roots.append((str(src.dataroot), args.version))
     try:
-        index = ClipIndex(scenes, args.clip_length, stride=args.clip_stride, drop_prob=args.drop_prob,
-                          max_skip=args.max_skip, seed=args.seed)
-    except ValueError as exc:
+        data = clip_data(args.data, args.version, split, args.keyframes_only, args.clip_length, args.clip_stride,
+                         args.drop_prob, args.max_skip, args.seed)
+    except (FileNotFoundError, ValueError) as exc:
         print(f"bevstream train: {exc}", file=sys.stderr)
         return 2
+    scenes, roots, index = data.scenes, data.roots, data.index
     augment = AugmentConfig(photometric=None if args.no_photometric else PhotometricConfig(), scene_yaw_deg=args.scene_yaw_deg)
     dataset = ClipDataset(index, roots, model_cfg, augment=augment, min_points=args.min_points,
                           require_road=not args.allow_missing_road)
@@ -151,10 +137,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    command = "bevstream " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("bevstream") else None
-    (out / "train_args.json").write_text(json.dumps(
-        {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")},
-         "scenes": [f"{s.dataroot}:{s.scene}" for s in scenes], "torch_threads": torch.get_num_threads()}, indent=2))
+    _write_train_args(out, args, scenes, torch.get_num_threads())
 
     seed_everything(args.seed)  # the initial weights depend on the seed only
     model = BEVStreamModel(model_cfg)
@@ -177,3 +160,11 @@ def run(args: argparse.Namespace) -> int:
         path = export_weights(out / "last.pt", args.export_weights)
         print(f"weights: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _write_train_args(out: Path, args: argparse.Namespace, scenes: list, threads: int) -> None:
+    """OUT/train_args.json: the command, its arguments, the scenes trained on, the torch threads."""
+    command = "bevstream " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and sys.argv[0].endswith("bevstream") else None
+    (out / "train_args.json").write_text(json.dumps(
+        {"command": command, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")},
+         "scenes": [f"{s.dataroot}:{s.scene}" for s in scenes], "torch_threads": threads}, indent=2))

@@ -8,6 +8,7 @@ depth head enabled it also projects each keyframe's lidar returns into the recti
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from perception.inputs import FrameArrays, frame_set_arrays, rectify_label
 from perception.model import IGNORE_INDEX, ModelConfig, ModelInputs, Targets
 from perception.rectify import Rectifier
 from perception.road import RoadHeadConfig, rasterize_road
-from replay.nuscenes.clips import Cycle, SceneCycles
+from replay.nuscenes.clips import ClipIndex, Cycle, SceneCycles
 from replay.nuscenes.source import NuScenesSource
 from schema.classes import ROAD_CLASSES
 from schema.messages import CAMERA_CHANNELS, FrameSet
@@ -244,3 +245,28 @@ class ClipDataset(torch.utils.data.Dataset):
                 x.images = aug.apply_photometric(x.images, photometric) * torch.as_tensor(x.camera_mask, dtype=torch.float32)[:, None, None, None]
             out.append((x.to_inputs(), to_targets(t, self.model_config.grid, self.road_upsample, self.road_thickness)))
         return out
+
+
+@dataclass(frozen=True)
+class ClipData:
+    """The scenes of the training dataroots and the clip index over them."""
+
+    scenes: list  # replay.nuscenes.clips.SceneCycles
+    roots: list[tuple[str, str]]  # (dataroot, version) of each dataroot
+    index: ClipIndex
+
+
+def clip_data(dataroots: Sequence[str | Path], version: str, split: str | None, keyframes_only: bool, clip_length: int,
+              clip_stride: int | None, drop_prob: float, max_skip: int, seed: int) -> ClipData:
+    """The scenes of `split` (None: all) in every dataroot, as the replay plans them, and their clip index;
+    ValueError naming a dataroot without such a scene."""
+    scenes, roots = [], []
+    for root in dataroots:
+        src = NuScenesSource(root, version, keyframes_only=keyframes_only, split=split)
+        found = scenes_from_source(src)
+        if not found:
+            raise ValueError(f"{root} has no scene of split {split or 'all'} with images")
+        scenes.extend(found)
+        roots.append((str(src.dataroot), version))
+    index = ClipIndex(scenes, clip_length, stride=clip_stride, drop_prob=drop_prob, max_skip=max_skip, seed=seed)
+    return ClipData(scenes, roots, index)
