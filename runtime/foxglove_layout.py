@@ -50,3 +50,7 @@ def build_layout() -> fl.Layout:
 def layout_json() -> str:
     """The layout as indented JSON (stable, so the copy in docs/ can be compared with it)."""
     return json.dumps(json.loads(build_layout().to_json()), indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":  # python -m runtime.foxglove_layout > docs/foxglove-layout.json
+    print(layout_json())
