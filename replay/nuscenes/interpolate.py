@@ -68,9 +68,7 @@ class GroundTruthBox:
         """As the devkit's load_gt builds a detection ground-truth box; `sample_token` keys it (any string)."""
         if self.detection_name is None:
             raise ValueError(f"category {self.category_name!r} is not a detection class")
-        return DetectionBox(sample_token=sample_token, translation=self.translation, size=self.size,
-                            rotation=self.rotation, velocity=self.velocity, ego_translation=self.ego_translation,
-                            num_pts=self.num_lidar_pts + self.num_radar_pts, detection_name=self.detection_name,
+        return DetectionBox(**self._eval_box_fields(sample_token), detection_name=self.detection_name,
                             attribute_name=self.attribute_name)
 
     def tracking_box(self, sample_token: str) -> TrackingBox:
@@ -80,10 +78,14 @@ class GroundTruthBox:
         the tracking evaluation's config first, as its evaluation does."""
         if self.tracking_name is None:
             raise ValueError(f"category {self.category_name!r} is not a tracking class")
-        return TrackingBox(sample_token=sample_token, translation=self.translation, size=self.size,
-                           rotation=self.rotation, velocity=self.velocity, ego_translation=self.ego_translation,
-                           num_pts=self.num_lidar_pts + self.num_radar_pts, tracking_id=self.instance_token,
+        return TrackingBox(**self._eval_box_fields(sample_token), tracking_id=self.instance_token,
                            tracking_name=self.tracking_name)
+
+    def _eval_box_fields(self, sample_token: str) -> dict:
+        """The fields the devkit's EvalBox (DetectionBox and TrackingBox alike) takes, as load_gt fills them."""
+        return dict(sample_token=sample_token, translation=self.translation, size=self.size, rotation=self.rotation,
+                    velocity=self.velocity, ego_translation=self.ego_translation,
+                    num_pts=self.num_lidar_pts + self.num_radar_pts)
 
 
 def _floats(values) -> tuple[float, ...]:
