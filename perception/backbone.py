@@ -13,6 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from perception.fuse import conv_act
+
 
 def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """Lecture formula: floor((in + 2p - d(k-1) - 1) / s) + 1."""
@@ -64,7 +66,7 @@ class ConvBNReLU(nn.Sequential):
         super().__init__(nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(conv_bn(self[0], self[1], x), inplace=True)
+        return conv_act(self[0], x, "relu", bn=self[1])
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -85,9 +87,9 @@ class BasicBlock(nn.Module):
             self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(conv_bn(self.conv1, self.bn1, x), inplace=True)
-        y = conv_bn(self.conv2, self.bn2, y)
-        return F.relu(y + (x if self.short is None else conv_bn(self.short[0], self.short[1], x)), inplace=True)
+        y = conv_act(self.conv1, x, "relu", bn=self.bn1)
+        shortcut = x if self.short is None else conv_act(self.short[0], x, bn=self.short[1])
+        return conv_act(self.conv2, y, "relu", other=shortcut, bn=self.bn2)  # relu(bn2(conv2(y)) + shortcut)
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,8 @@ class Backbone(nn.Module):
         c4 = self.stage1(x)  # (N, w1, H/4, W/4)
         c8 = self.stage2(c4)  # (N, w2, H/8, W/8)
         c16 = self.stage4(self.stage3(c8))  # (N, w4, H/16, W/16)
-        p16 = self.smooth16(self.lat16(c16) + self.lat8_up(F.avg_pool2d(c8, 2)))  # (N, C, H/16, W/16)
-        p8 = self.lat8(c8) + F.interpolate(self.top8(p16), scale_factor=2.0, mode="nearest")  # (N, Cs, H/8, W/8)
+        p16 = self.smooth16(conv_act(self.lat16, c16, other=conv_act(self.lat8_up, F.avg_pool2d(c8, 2))))  # (N, C, H/16, W/16)
+        p8 = conv_act(self.lat8, c8, other=F.interpolate(conv_act(self.top8, p16), scale_factor=2.0, mode="nearest"))  # (N, Cs, H/8, W/8)
         return {"s16": p16, "s8": p8, "s4": c4}
 
 

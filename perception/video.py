@@ -23,6 +23,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from perception.fuse import conv_act, is_packed
 from perception.grid import BEVGrid
 from perception.motion import MotionFusion
 from perception.state import FeatureQueue, TemporalState
@@ -145,6 +146,12 @@ class SpatialGRUCell(nn.Module):
         self.u_cand = nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if is_packed(self.u_gates):  # inference, prepared (perception.fuse): the gates' add and activation fused into the convs
+            g = conv_act(self.wx, x)
+            ch = h.shape[1]
+            z, r = conv_act(self.u_gates, h, "sigmoid", other=g[:, : 2 * ch]).chunk(2, dim=1)
+            cand = conv_act(self.u_cand, r * h, "tanh", other=g[:, 2 * ch :])
+            return (1 - z) * h + z * cand
         xz, xr, xc = self.wx(x).chunk(3, dim=1)
         hz, hr = self.u_gates(h).chunk(2, dim=1)
         z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
@@ -269,7 +276,7 @@ class VideoModule(nn.Module):
             slots.append((ts, od))
         kin = kinematics.float().to(dev)
         xk = x + self.kin_mlp(kin)[:, :, None, None]
-        q = self.q(xk)  # (1, Kc, H, W)
+        q = conv_act(self.q, xk)  # (1, Kc, H, W)
         kc = q.shape[1]
         if uniq:
             feats = torch.stack([queues[qi].feats[0, j] for qi, j, *_ in uniq])  # (U, Cq, H, W)
@@ -297,8 +304,8 @@ class VideoModule(nn.Module):
             ctx = ctx.view(1, -1, h, w)  # (1, Cq, H, W)
         else:
             ctx = torch.zeros(1, cfg.queue_channels, h, w, dtype=x.dtype, device=dev)
-        fused = xk + self.out(ctx)
-        entry = self.compress(x)  # (1, Cq, H, W): this tick's queue entry
+        fused = conv_act(self.out, ctx, other=xk)  # xk + out(ctx)
+        entry = conv_act(self.compress, x)  # (1, Cq, H, W): this tick's queue entry
         if self.motion is not None:
             fused = fused + self._motion_fast(entry, meta, entry_of, warped if uniq else None, inside if uniq else None, t[0])
 
@@ -310,7 +317,7 @@ class VideoModule(nn.Module):
         h_ego = warp_raster(hidden, ego2d, wn, n, (h, w))  # world -> ego window
         h_new = self.gru(fused, h_ego)  # (1, Ch, H, W)
         hidden = self.write_back(hidden, h_new, anchor, ego2d, wn, n)
-        out = fused + self.read(h_new)
+        out = conv_act(self.read, h_new, other=fused)  # fused + read(h_new)
 
         # 4. Push (as the reference).
         return out, self._pushed_state(state, entry, pose, t, odometer, kinematics, hidden, anchor)
