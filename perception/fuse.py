@@ -107,17 +107,20 @@ def _pack_convs(model: nn.Module) -> int:
     return n
 
 
-def prepare_for_inference(model: nn.Module) -> nn.Module:
+def prepare_for_inference(model: nn.Module, channels_last: bool = True, pack: bool = True) -> nn.Module:
     """Rewrite `model` (a BEVStreamModel in eval mode, weights loaded) in place for the streaming forward.
-    Call again after loading other weights (the packed convolutions copy them)."""
+    Call again after loading other weights (the packed convolutions copy them). The two levers can be
+    left off one by one (bench/model.py measures each): `channels_last` for the BEV side, `pack` for the
+    packed, fused convolutions."""
     if model.training:
         raise ValueError("prepare_for_inference: put the model in eval mode first (model.eval())")
-    cl = torch.channels_last
-    for mod in (model.bev_encoder, model.video, model.detection_head, model.road_head):
-        if mod is not None:
-            mod.to(memory_format=cl)
-    model.bev_encoder.channels_last_out = True
-    _pack_convs(model)
+    if channels_last:
+        for mod in (model.bev_encoder, model.video, model.detection_head, model.road_head):
+            if mod is not None:
+                mod.to(memory_format=torch.channels_last)
+        model.bev_encoder.channels_last_out = True
+    if pack:
+        _pack_convs(model)
     return model
 
 
