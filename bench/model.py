@@ -50,7 +50,9 @@ WEIGHTS = ROOT / "perception" / "weights" / "bevstream.pt"
 MODULES = ("backbone", "seg_head", "bev_encoder", "video", "video.motion", "video.gru", "detection_head", "road_head")
 TOP_LEVEL = ("backbone", "seg_head", "bev_encoder", "video", "detection_head", "road_head")
 # name -> prepare_for_inference levers (None: the plain eager model)
-VARIANTS = {"eager": None, "channels_last": {"pack": False}, "packed_convs": {"channels_last": False}, "prepared": {}}
+OFF = {"channels_last": False, "pack": False, "reuse_grids": False}
+VARIANTS = {"eager": None, "channels_last": {**OFF, "channels_last": True}, "packed_convs": {**OFF, "pack": True},
+            "reuse_grids": {**OFF, "reuse_grids": True}, "prepared": {}}
 
 
 def canonical_rig(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:

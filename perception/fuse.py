@@ -107,11 +107,12 @@ def _pack_convs(model: nn.Module) -> int:
     return n
 
 
-def prepare_for_inference(model: nn.Module, channels_last: bool = True, pack: bool = True) -> nn.Module:
+def prepare_for_inference(model: nn.Module, channels_last: bool = True, pack: bool = True, reuse_grids: bool = True) -> nn.Module:
     """Rewrite `model` (a BEVStreamModel in eval mode, weights loaded) in place for the streaming forward.
     Call again after loading other weights (the packed convolutions copy them). The two levers can be
     left off one by one (bench/model.py measures each): `channels_last` for the BEV side, `pack` for the
-    packed, fused convolutions."""
+    packed, fused convolutions, `reuse_grids` for the video module's sampling grids built from cached base
+    grids (perception.video.affine_grid)."""
     if model.training:
         raise ValueError("prepare_for_inference: put the model in eval mode first (model.eval())")
     if channels_last:
@@ -121,6 +122,8 @@ def prepare_for_inference(model: nn.Module, channels_last: bool = True, pack: bo
         model.bev_encoder.channels_last_out = True
     if pack:
         _pack_convs(model)
+    if model.video is not None:
+        model.video.reuse_grids = reuse_grids
     return model
 
 

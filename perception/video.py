@@ -108,15 +108,38 @@ def affine_theta(src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.nd
     return (norm_src @ src_from_dst @ inv_affine_2d(norm_dst))[:, :2, :]
 
 
-def warp_raster(src: torch.Tensor, src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.ndarray, out_hw: tuple[int, int], padding_mode: str = "zeros", return_inside: bool = False):
+_BASE_GRIDS: dict[tuple, torch.Tensor] = {}
+
+
+def affine_grid(theta: torch.Tensor, size: list[int], box: tuple[int, int, int, int] | None = None, reuse_base: bool = False) -> torch.Tensor:
+    """F.affine_grid(theta, size, align_corners=False)[:, i0:i1, j0:j1] for box (i0, i1, j0, j1) (default: all):
+    (N, 2, 3) -> (N, i1-i0, j1-j0, 2). With `reuse_base` and no autograd the same values, with the (H*W, 3)
+    base grid built once per (H, W, dtype, device) instead of every call and only the box's cells computed."""
+    n, _, h, w = size
+    i0, i1, j0, j1 = box if box is not None else (0, h, 0, w)
+    if torch.is_grad_enabled() or not reuse_base:
+        return F.affine_grid(theta, size, align_corners=False)[:, i0:i1, j0:j1]
+    key = (h, w, theta.dtype, theta.device)
+    base = _BASE_GRIDS.get(key)
+    if base is None:
+        eye = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=theta.dtype, device=theta.device)
+        xy = F.affine_grid(eye, [1, 1, h, w], align_corners=False).view(h * w, 2)
+        base = _BASE_GRIDS[key] = torch.cat([xy, torch.ones(h * w, 1, dtype=theta.dtype, device=theta.device)], 1)  # (HW, 3)
+    if box is not None:
+        base = base.view(h, w, 3)[i0:i1, j0:j1].reshape(-1, 3)
+    return torch.matmul(base, theta.transpose(1, 2)).view(n, i1 - i0, j1 - j0, 2)  # as affine_grid: base (x, y, 1) @ theta^T
+
+
+def warp_raster(src: torch.Tensor, src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.ndarray, out_hw: tuple[int, int], padding_mode: str = "zeros", return_inside: bool = False,
+                reuse_base: bool = False):
     """Resample raster `src` (N, C, Hs, Ws) onto a destination raster (N, C, out_hw).
 
     src_from_dst (N, 3, 3) maps destination metric coords to source metric coords; norm_* (N or 1, 3, 3)
     map each raster's metric coords to its grid_sample coords. With return_inside, also (N, out_hw) bool:
-    the destination cell centre falls inside the source raster.
+    the destination cell centre falls inside the source raster. `reuse_base`: see `affine_grid`.
     """
     theta = torch.from_numpy(np.ascontiguousarray(affine_theta(src_from_dst, norm_src, norm_dst))).to(device=src.device, dtype=src.dtype)
-    g = F.affine_grid(theta, [src.shape[0], src.shape[1], *out_hw], align_corners=False)
+    g = affine_grid(theta, [src.shape[0], src.shape[1], *out_hw], reuse_base=reuse_base)
     out = F.grid_sample(src, g, mode="bilinear", padding_mode=padding_mode, align_corners=False)
     if return_inside:
         return out, (g.abs() <= 1.0).all(dim=-1)
@@ -178,6 +201,7 @@ class VideoModule(nn.Module):
         self.motion = MotionFusion(cq, config.time_queue_length, channels, config.motion_channels, config.motion_wide_dilation) if config.motion_channels > 0 else None
         self._nf = nf
         self.fast = True  # False: always the reference path (benchmarks, tests)
+        self.reuse_grids = False  # the fast path builds its sampling grids from cached base grids (perception.fuse)
 
     # ------------------------------------------------------------ state helpers
     def initial_state(self, batch: int, device=None) -> TemporalState:
@@ -279,9 +303,10 @@ class VideoModule(nn.Module):
         q = conv_act(self.q, xk)  # (1, Kc, H, W)
         kc = q.shape[1]
         if uniq:
-            feats = torch.stack([queues[qi].feats[0, j] for qi, j, *_ in uniq])  # (U, Cq, H, W)
+            # (U, Cq, H, W), contiguous: grid_sample reads a channels-last raster several times slower
+            feats = torch.stack([queues[qi].feats[0, j] for qi, j, *_ in uniq]).contiguous()
             entry_from_cur = inv_affine_2d(pose_to_2d(np.stack([u[2] for u in uniq]))) @ ego2d  # (U, 3, 3)
-            warped, inside = warp_raster(feats, entry_from_cur, n, n, (h, w), return_inside=True)  # (U, Cq, H, W), (U, H, W)
+            warped, inside = warp_raster(feats, entry_from_cur, n, n, (h, w), return_inside=True, reuse_base=self.reuse_grids)  # (U, Cq, H, W), (U, H, W)
             # 2. Fusion: the same attention as the reference, keys folded into the query.
             dt = torch.tensor([t[0] - ts for ts, _ in slots], dtype=torch.float64)  # (Lv,) s
             dd = torch.tensor([odometer[0] - od for _, od in slots], dtype=torch.float64)  # (Lv,) m
@@ -314,7 +339,7 @@ class VideoModule(nn.Module):
         anchor = np.where(fresh[:, None], self.snapped_anchor(pose[:, :2, 3]), anchor)
         hidden, anchor = self.recenter(hidden, anchor, pose[:, :2, 3])
         wn = self.world_norm(anchor)
-        h_ego = warp_raster(hidden, ego2d, wn, n, (h, w))  # world -> ego window
+        h_ego = warp_raster(hidden, ego2d, wn, n, (h, w), reuse_base=self.reuse_grids)  # world -> ego window
         h_new = self.gru(fused, h_ego)  # (1, Ch, H, W)
         hidden = self.write_back(hidden, h_new, anchor, ego2d, wn, n)
         out = conv_act(self.read, h_new, other=fused)  # fused + read(h_new)
@@ -383,7 +408,7 @@ class VideoModule(nn.Module):
             return hidden
         i0, i1, j0, j1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
         theta = torch.from_numpy(np.ascontiguousarray(affine_theta(inv_affine_2d(ego2d), n, wn))).to(device=h_new.device, dtype=h_new.dtype)
-        g = F.affine_grid(theta, [h_new.shape[0], h_new.shape[1], nw, nw], align_corners=False)[:, i0:i1, j0:j1]
+        g = affine_grid(theta, [h_new.shape[0], h_new.shape[1], nw, nw], box=(i0, i1, j0, j1), reuse_base=self.reuse_grids)
         written = F.grid_sample(h_new, g, mode="bilinear", padding_mode="border", align_corners=False)  # (B, Ch, i1-i0, j1-j0)
         out = hidden.clone()
         box = torch.from_numpy(np.ascontiguousarray(mask[:, :, i0:i1, j0:j1])).to(hidden.device)
