@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 def render_rate(width: int, height: int, frames: int, repeats: int) -> float:
     """Median camera images per second of Renderer.render alone (after one warm-up frame)."""
-    from replay.drive import iter_captures
-    from replay.export import scene_seed, scene_start_us
-    from replay.render import Renderer
-    from replay.rig import camera_rig
-    from replay.world import World
+    from replay.sim.exposures import iter_captures
+    from replay.export.dataset import scene_seed, scene_start_us
+    from replay.sim.render import Renderer
+    from replay.sim.rig import camera_rig
+    from replay.sim.world import World
 
     world = World(scene_seed(0, 0))
     rig = camera_rig(width, height)
@@ -64,7 +64,7 @@ def main() -> int:
     width = args.width or (320 if args.quick else 800)
     height = args.height or (180 if args.quick else 450)
 
-    from replay.export import ExportConfig, export_dataset
+    from replay.export.dataset import ExportConfig, export_dataset
 
     # Warm-up: a one-scene, one-second export (imports, first-use caches) that is not timed.
     with tempfile.TemporaryDirectory() as tmp:

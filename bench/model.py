@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from perception.model import BEVStreamModel, ModelConfig, ModelInputs  # noqa: E402
+from perception.checkpoint import load_trained_model  # noqa: E402
 from perception.rectify import canonical_intrinsic, nominal_rotation, NOMINAL_YAW_DEG  # noqa: E402
-from perception.training import load_trained_model  # noqa: E402
-from replay.rig import camera_rig  # noqa: E402
-from runtime.messages import CAMERA_CHANNELS  # noqa: E402
+from replay.sim.rig import camera_rig  # noqa: E402
+from schema.messages import CAMERA_CHANNELS  # noqa: E402
 
 WEIGHTS = ROOT / "perception" / "weights" / "bevstream.pt"
 MODULES = ("backbone", "seg_head", "bev_encoder", "video", "video.motion", "video.gru", "detection_head", "road_head")

@@ -33,11 +33,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from replay.drive import iter_captures
-    from replay.lidar import lidar_point_counts
-    from replay.render import Renderer, render_labels_reference
-    from replay.rig import camera_rig, lidar_calibration
-    from replay.world import World
+    from replay.sim.exposures import iter_captures
+    from replay.sim.lidar import lidar_point_counts
+    from replay.sim.render import Renderer, render_labels_reference
+    from replay.sim.rig import camera_rig, lidar_calibration
+    from replay.sim.world import World
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()

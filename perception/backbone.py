@@ -13,7 +13,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from perception.fuse import conv_act
+from perception.fuse import _fold, conv_act, conv_bn, folded_conv_bn  # noqa: F401 (conv_bn, _fold, folded_conv_bn: this module's API)
 
 
 def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -26,44 +26,16 @@ def deconv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, d
     return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
-def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """bn(conv(x)); in eval mode as one convolution with the batch norm folded into its weights and bias
-    (same result, one pass over the activations fewer)."""
-    if bn.training:
-        return bn(conv(x))
-    weight, bias = folded_conv_bn(conv, bn)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (Cout,)
-    bias = bn.bias - bn.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
-    return conv.weight * scale.view(-1, 1, 1, 1), bias
-
-
-def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eval-mode conv weight and bias with the batch norm folded in. Without autograd they are cached
-    on the conv, keyed by the identity and in-place version of every tensor they come from (so loading or
-    training weights refreshes them): the same tensors, not recomputed every tick."""
-    if torch.is_grad_enabled():
-        return _fold(conv, bn)
-    srcs = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in srcs) + (bn.eps,)
-    cached = conv.__dict__.get("_folded_bn")
-    if cached is None or cached[0] != key:
-        cached = (key, *_fold(conv, bn))
-        conv.__dict__["_folded_bn"] = cached
-    return cached[1], cached[2]
-
-
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> ReLU; the batch norm is folded into the conv in eval mode."""
 
     def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> None:
         pad = dilation * (k - 1) // 2
         super().__init__(nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The (conv, batch norm) pairs to fold (perception.fuse)."""
+        return [(self[0], self[1])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv_act(self[0], x, "relu", bn=self[1])
@@ -85,6 +57,10 @@ class BasicBlock(nn.Module):
         self.short = None
         if stride != 1 or cin != cout:
             self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def conv_bn_pairs(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The (conv, batch norm) pairs to fold (perception.fuse)."""
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2)] + ([] if self.short is None else [(self.short[0], self.short[1])])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = conv_act(self.conv1, x, "relu", bn=self.bn1)

@@ -20,6 +20,44 @@ _UNARY = {"none": lambda x: x, "relu": F.relu, "sigmoid": torch.sigmoid, "tanh":
 _INPLACE = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "gelu": lambda x: F.gelu(x)}
 
 
+# ---------------------------------------------------------------- batch norm folded into the conv
+
+
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """bn(conv(x)); in eval mode as one convolution with the batch norm folded into its weights and bias
+    (same result, one pass over the activations fewer)."""
+    if bn.training:
+        return bn(conv(x))
+    weight, bias = folded_conv_bn(conv, bn)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (Cout,)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    return conv.weight * scale.view(-1, 1, 1, 1), bias
+
+
+def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval-mode conv weight and bias with the batch norm folded in. Without autograd they are cached
+    on the conv, keyed by the identity and in-place version of every tensor they come from (so loading or
+    training weights refreshes them): the same tensors, not recomputed every tick."""
+    if torch.is_grad_enabled():
+        return _fold(conv, bn)
+    srcs = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in srcs) + (bn.eps,)
+    cached = conv.__dict__.get("_folded_bn")
+    if cached is None or cached[0] != key:
+        cached = (key, *_fold(conv, bn))
+        conv.__dict__["_folded_bn"] = cached
+    return cached[1], cached[2]
+
+
+# ---------------------------------------------------------------- packed, fused convolutions
+
+
 class PackedConv:
     """A 2D convolution for inference: (weight, bias) with any batch norm folded in, the weight packed by
     oneDNN per input shape (packing picks the kernel for the shape), an optional fused `act(conv(x) + other)`.
@@ -64,36 +102,24 @@ def conv_act(conv: nn.Conv2d, x: torch.Tensor, act: str = "none", other: torch.T
     packed = conv.__dict__.get("_packed_conv")
     if packed is not None and not torch.is_grad_enabled():
         return packed(x, act, other)
-    if bn is not None:
-        from perception.backbone import conv_bn
-
-        y = conv_bn(conv, bn, x)
-    else:
-        y = conv(x)
+    y = conv_bn(conv, bn, x) if bn is not None else conv(x)
     if other is not None:
         y = y + other
     return _UNARY[act](y)
 
 
 def _conv_bn_pairs(model: nn.Module) -> dict[int, nn.BatchNorm2d]:
-    """id(conv) -> the batch norm that follows it, for the blocks that pair them (perception.backbone)."""
-    from perception.backbone import BasicBlock, ConvBNReLU
-
+    """id(conv) -> the batch norm that follows it, for the blocks that declare their pairs (`conv_bn_pairs()`,
+    perception.backbone's ConvBNReLU and BasicBlock)."""
     pairs: dict[int, nn.BatchNorm2d] = {}
     for m in model.modules():
-        if isinstance(m, ConvBNReLU):
-            pairs[id(m[0])] = m[1]
-        elif isinstance(m, BasicBlock):
-            pairs[id(m.conv1)], pairs[id(m.conv2)] = m.bn1, m.bn2
-            if m.short is not None:
-                pairs[id(m.short[0])] = m.short[1]
+        for conv, bn in getattr(m, "conv_bn_pairs", lambda: [])():
+            pairs[id(conv)] = bn
     return pairs
 
 
 def _pack_convs(model: nn.Module) -> int:
     """Attach a PackedConv (batch norm folded in) to every plain float Conv2d of `model`; returns how many."""
-    from perception.backbone import _fold
-
     pairs = _conv_bn_pairs(model)
     n = 0
     with torch.no_grad():

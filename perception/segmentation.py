@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from perception.backbone import conv_bn_relu
 from perception.fuse import conv_act
-from perception.classes import SEG_CLASSES
+from schema.classes import SEG_CLASSES
 
 
 @dataclass(frozen=True)

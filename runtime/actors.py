@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 import ray
 
-from runtime.messages import CAMERA_CHANNELS
+from schema.messages import CAMERA_CHANNELS
+from runtime.pipeline import INGEST_END
 from runtime.stages import BackboneStage, BevStage, CameraFeatures, FeaturePacket, TickMeta, packet_from_cameras
 
 
@@ -85,8 +86,6 @@ class StateStore:
         """The thread count the current stream gave `stage`, or its start-up count."""
         return self.threads.get(stage, default)
 
-
-INGEST_END = "__end__"
 _NO_IMAGE = np.zeros((0, 0, 3), np.uint8)  # frame sets leave the ingest actor without pixels: those go by reference
 
 
@@ -289,7 +288,7 @@ class CameraEncoder:
         self._maybe_end()
 
     def _put_staged(self, c: _Cycle) -> None:
-        from runtime.messages import StageTiming
+        from schema.messages import StageTiming
         from runtime.pipeline import Staged
 
         fs = c.fs
@@ -304,7 +303,7 @@ class CameraEncoder:
         self.out.put(Staged(light.with_timing(StageTiming("ingest", c.emit_ns, time.time_ns())), camera_refs=refs))
 
     def _put_drop(self, c: _Cycle) -> None:
-        from runtime.messages import StageTiming
+        from schema.messages import StageTiming
         from runtime.pipeline import drop_for
 
         fs = c.fs.with_timing(StageTiming("ingest", c.emit_ns, time.time_ns()))
@@ -472,7 +471,7 @@ class IngestActor:
         return _node_id()
 
     def _run(self) -> None:
-        from runtime.messages import StageTiming
+        from schema.messages import StageTiming
         from runtime.pipeline import Staged, drop_for, source_frame_sets
         from runtime.validate import check_frame_set
 

@@ -30,10 +30,12 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from runtime.config import PipelineConfig, SyncConfig
-from runtime.messages import FrameSet, StageTiming
-from runtime.results import DropRecord, TickResult
+from schema.messages import FrameSet, StageTiming
+from schema.results import DropRecord, TickResult
 from runtime.stages import TickMeta
 from runtime.validate import check_frame_set
+
+INGEST_END = "__end__"  # what the ingest actor's queue yields when the live stream ended
 
 _END = object()
 
@@ -96,8 +98,8 @@ def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int]
     next frame happens to arrive. `on_frame(frame)` sees every raw frame as it arrives (the ingest
     actor starts its backbone work there); `on_discard(frame)` every frame that will not be in a set."""
     if getattr(source, "is_live", False) and hasattr(source, "camera_frames"):
-        from replay.source import make_synchronizer
-        from runtime.sync import SensorClock
+        from replay.sync import make_synchronizer
+        from replay.sync import SensorClock
 
         sync = make_synchronizer(source, tolerance_us=int(sync_cfg.tolerance_ms * 1000),
                                  max_wait_us=int(sync_cfg.max_wait_ms * 1000))
@@ -247,8 +249,6 @@ class ActorFeeder:
         """(A live source is read as it comes.)"""
 
     async def _run(self) -> None:
-        from runtime.actors import INGEST_END
-
         try:
             await self.ingest.start.remote()
             while True:

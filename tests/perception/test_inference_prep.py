@@ -48,7 +48,7 @@ def shipped_tick(cfg, k: int, g: torch.Generator) -> ModelInputs:
 
 def test_prepared_shipped_model_streams_the_eager_outputs():
     """The shipped weights, as the runtime loads them: eight streaming ticks, prepared vs plain eager."""
-    from perception.training import load_trained_model
+    from perception.checkpoint import load_trained_model
 
     assert WEIGHTS.exists(), f"the shipped weights are missing: {WEIGHTS}"
     eager = load_trained_model(WEIGHTS)

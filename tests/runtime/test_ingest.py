@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from runtime.config import SyncConfig
-from runtime.messages import CAMERA_CHANNELS
+from schema.messages import CAMERA_CHANNELS
 from runtime.pipeline import source_frame_sets
 from tests.runtime.fakes import LiveCameraSource, make_frame_set
 
@@ -72,9 +72,10 @@ def test_camera_encoder_admits_at_the_first_camera_and_never_encodes_a_dropped_s
 
     import ray
 
-    from runtime.actors import INGEST_END, BackboneActor, CameraEncoder, StateStore
+    from runtime.actors import BackboneActor, CameraEncoder, StateStore
+    from runtime.pipeline import INGEST_END
     from runtime.pipeline import Staged
-    from runtime.results import DropRecord
+    from schema.results import DropRecord
     from tests.runtime.fakes import CountingModel
 
     store = ray.remote(StateStore).options(num_cpus=0).remote()
@@ -258,7 +259,7 @@ def test_camera_encoder_pairs_early_cameras_and_sends_the_last_two_alone(ray_ses
     import ray
 
     from runtime.actors import BackboneActor, CameraEncoder, StateStore
-    from runtime.messages import CAMERA_CHANNELS
+    from schema.messages import CAMERA_CHANNELS
     from tests.runtime.fakes import CountingModel
 
     store = ray.remote(StateStore).options(num_cpus=0).remote()
