@@ -18,6 +18,8 @@ as the runtime loads them), the ego driving at 10 m/s so both queues and the spa
   perception.fuse.prepare_for_inference one at a time, then all of them (`prepared`: what the runtime runs).
 - Per-module breakdown: forward hooks on the eager and prepared models, in a pass of its own (hooks cost a
   little), medians per module; "outside modules" is the forward minus the top-level modules.
+- Convolutions alone: their FLOPs over the profiler's self time of the convolution ops per tick (least
+  disturbed of three alternating rounds): the fraction the forward would reach if nothing else took time.
 Medians after warm-up. Writes bench/results/model.json (model_threadsN.json for --threads N other than 2).
 """
 from __future__ import annotations
@@ -108,7 +110,30 @@ def flops_per_tick(model: BEVStreamModel, cfg: ModelConfig) -> tuple[int, dict[s
     for name, counts in counter.get_flop_counts().items():
         if name.count(".") == 1:
             per_module[name.split(".", 1)[1]] = int(sum(counts.values()))
+        elif name == "Global":
+            per_module["(convolutions)"] = int(sum(v for op, v in counts.items() if "convolution" in str(op)))
     return int(counter.get_total_flops()), per_module
+
+
+CONV_OPS = ("mkldnn::_convolution_pointwise", "mkldnn::_convolution_pointwise.binary", "aten::mkldnn_convolution", "aten::_convolution")
+
+
+def conv_time_per_tick(model: BEVStreamModel, cfg: ModelConfig, ticks: int) -> float:
+    """The ms one streaming forward spends inside convolution kernels: the profiler's self CPU time of the
+    convolution ops over `ticks` ticks (after warm-up), divided by `ticks`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rig = canonical_rig(cfg)
+    images = torch.rand(1, 6, 3, *cfg.image_size)
+    state = None
+    with torch.inference_mode():
+        for k in range(4):
+            _, state = model(make_tick(cfg, k, images, rig), state)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for k in range(4, 4 + ticks):
+                _, state = model(make_tick(cfg, k, images, rig), state)
+    us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in CONV_OPS)
+    return us / 1e3 / ticks
 
 
 def stream_interleaved(models: dict[str, BEVStreamModel], cfg: ModelConfig, ticks: int, warmup: int) -> dict[str, list[float]]:
@@ -194,6 +219,11 @@ def main() -> int:
     peaks.append(matmul_peak(5))
     peak = max(peaks)
     breakdown = {name: module_breakdown(models[name], cfg, max(8, ticks // 2), 3) for name in ("eager", "prepared")}
+    # The ceiling the convolutions set: their FLOPs over the time spent in their kernels alone (profiled).
+    conv_flops = per_module_flops.pop("(convolutions)")
+    rounds = [{name: conv_time_per_tick(models[name], cfg, 4 if args.quick else 8) for name in ("eager", "prepared")} for _ in range(3)]
+    conv_ms = {name: min(r[name] for r in rounds) for name in ("eager", "prepared")}  # the least disturbed of 3 alternating rounds
+    conv_fraction = {name: conv_flops / (ms / 1e3) / peak for name, ms in conv_ms.items()}
 
     med = {name: statistics.median(xs) for name, xs in times.items()}
     gflops = {name: total_flops / (m / 1e3) / 1e9 for name, m in med.items()}
@@ -208,6 +238,9 @@ def main() -> int:
     for name, xs in times.items():
         print(f"{name:22s} {med[name]:10.2f} {np.percentile(xs, 90):7.2f} {min(xs):7.2f} {gflops[name]:8.1f} {fraction[name]:8.1%} "
               f"{med['eager'] / med[name]:8.2f}x {prepare_ms.get(name, 0.0):11.1f}")
+    print(f"convolutions alone ({conv_flops / 1e9:.2f} GFLOP of the {total_flops / 1e9:.2f}), profiled kernel time per tick: "
+          + ", ".join(f"{n} {conv_ms[n]:.1f} ms = {conv_fraction[n]:.1%} of peak" for n in conv_ms)
+          + "  (the ceiling of the forward's fraction if everything else took no time)")
     print(f"{'module (hooks), median ms':28s} {'eager':>8s} {'prepared':>9s}")
     for name in (*MODULES, "outside modules", "forward"):
         print(f"{name:28s} {breakdown['eager'].get(name, float('nan')):8.2f} {breakdown['prepared'].get(name, float('nan')):9.2f}")
@@ -241,6 +274,8 @@ def main() -> int:
                             "speedup_vs_eager": med["eager"] / med[name], "prepare_ms": prepare_ms.get(name, 0.0),
                             "levers": variants[name]} for name, xs in times.items()},
         "module_breakdown_ms": breakdown,
+        "convolutions": {"flops": conv_flops, "kernel_ms_per_tick": conv_ms, "fraction_of_matmul_peak": conv_fraction,
+                         "note": "profiler self time of the convolution ops per tick: the forward's fraction cannot exceed this"},
         "ticks": ticks,
         "warmup": warmup,
     }
