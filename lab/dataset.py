@@ -15,7 +15,7 @@ import torch
 
 from lab import augment as aug
 from lab.groundtruth import GroundTruth
-from lab.training import StreamItem
+from lab.samplers import StreamItem
 from perception.backbone import Backbone
 from perception.depth import CameraGeometry, depth_bin_targets
 from perception.grid import BEVGrid

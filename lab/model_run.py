@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from lab.accumulators import RoadAccumulator, SegmentationAccumulator
+from lab.devkit import complete_results
+from lab.groundtruth import GroundTruth
 from lab.recording import RecordingFilter
 from perception.inputs import frame_set_inputs, rectify_label
 from perception.rectify import Rectifier
 from perception.road import rasterize_road
-from replay.nuscenes.submission import detection_entry, ids_by_score, tracking_entries
+from replay.nuscenes.source import NuScenesSource
+from replay.nuscenes.submission import detection_entry, ids_by_score, tracking_entries, write_submission
 from schema.attributes import AttributeConfig, attribute_name
 from schema.messages import CAMERA_CHANNELS
 
@@ -114,3 +119,13 @@ def run_model(model, source, gt_reader, progress: bool = True, max_boxes: int = 
     return run
 
 
+def predict_split(model, nusc, dataroot: Path, version: str, eval_set: str, results_path: Path, who: str,
+                  scenes: Sequence[str] | None = None, keyframes_only: bool = False, reset_every: int | None = None,
+                  progress: bool = True, record_ticks: list | None = None) -> tuple[ModelRun, Path]:
+    """Run `model` over the split's scenes of a dataroot (run_model) and write the complete submission file.
+    -> (the run, the file's path)."""
+    source = NuScenesSource(dataroot, version, scenes=scenes, split=eval_set, keyframes_only=keyframes_only)
+    print(f"{who}: {source.describe()}", flush=True)
+    gt = GroundTruth(nusc, model.config.grid)
+    run = run_model(model, source, gt, progress=progress, reset_every=reset_every, record_ticks=record_ticks)
+    return run, write_submission(results_path, complete_results(nusc, run.results, eval_set))

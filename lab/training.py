@@ -32,14 +32,17 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from lab.samplers import StepSampler, StreamSampler
 from perception.checkpoint import load_checkpoint, load_weights, save_checkpoint
 
 
@@ -94,102 +97,7 @@ class TrainConfig:
         return cls(**d)
 
 
-# ---- data order -----------------------------------------------------------------------------------------
-
-
-class StepSampler(torch.utils.data.Sampler):
-    """Batches for steps start_step .. steps-1; step s holds positions s*B .. s*B+B-1 of an endless
-    stream of epochs, each a permutation of the dataset seeded by (seed, epoch). Items are
-    `(index, epoch, item_seed)` so the dataset can draw clip drops and augmentation deterministically."""
-
-    def __init__(self, n: int, batch_size: int, steps: int, seed: int = 0, start_step: int = 0, shuffle: bool = True):
-        if n < 1:
-            raise ValueError("StepSampler: the dataset is empty")
-        self.n, self.batch_size, self.steps, self.seed, self.start_step, self.shuffle = n, batch_size, steps, seed, start_step, shuffle
-        self._perms: dict[int, np.ndarray] = {}
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng((self.seed, epoch)).permutation(self.n) if self.shuffle else np.arange(self.n)}
-        return self._perms[epoch]
-
-    def batch(self, step: int) -> list[tuple[int, int, int]]:
-        out = []
-        for k in range(self.batch_size):
-            pos = step * self.batch_size + k
-            epoch, within = divmod(pos, self.n)
-            out.append((int(self._perm(epoch)[within]), epoch, _item_seed(self.seed, pos)))
-        return out
-
-    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
-        for step in range(self.start_step, self.steps):
-            yield self.batch(step)
-
-    def __len__(self) -> int:
-        return max(0, self.steps - self.start_step)
-
-
-def _item_seed(seed: int, position: int) -> int:
-    return int(np.random.default_rng((seed, position, 7919)).integers(2**31 - 1))
-
-
-class StreamItem(NamedTuple):
-    """One row of a streaming batch: a clip, the seed of its whole drive (augmentation stays the same
-    along a drive, or the carried state would see the world jump), and whether it continues the row's
-    previous clip (False: its first frame starts a fresh state)."""
-
-    clip: Any  # replay.clips.Clip
-    seed: int
-    continues: bool
-
-
-class StreamSampler(torch.utils.data.Sampler):
-    """Batches of B parallel streams for steps start_step .. steps-1. Stream b walks every scene once per
-    epoch, in an order seeded by (seed, epoch, b); each walk is `index.walk_clips(scene, (seed, epoch, b))`,
-    consecutive clips of one drive. Step s gives each stream its s-th clip, so batches are a pure function
-    of (seed, s) and a resumed run continues the same drives."""
-
-    def __init__(self, index, batch_size: int, steps: int, seed: int = 0, start_step: int = 0):
-        self.index, self.batch_size, self.steps, self.seed, self.start_step = index, batch_size, steps, seed, start_step
-        self._epoch_lengths: dict[int, list[int]] = {b: [] for b in range(batch_size)}
-        self._cache: dict[int, tuple[int, list[StreamItem]]] = {}  # stream -> (epoch, its items)
-        if not self._epoch_items(0, 0):
-            raise ValueError("StreamSampler: no scene is long enough for one clip")
-
-    def _epoch_items(self, stream: int, epoch: int) -> list[StreamItem]:
-        cached = self._cache.get(stream)
-        if cached is not None and cached[0] == epoch:
-            return cached[1]
-        key = (self.seed, epoch, stream)
-        items = []
-        for scene in np.random.default_rng((*key, 1)).permutation(len(self.index.scenes)):
-            walk_seed = int(np.random.default_rng((*key, int(scene), 7919)).integers(2**31 - 1))
-            clips = self.index.walk_clips(int(scene), key)
-            items.extend(StreamItem(c, walk_seed, k > 0) for k, c in enumerate(clips))
-        self._cache[stream] = (epoch, items)
-        return items
-
-    def item(self, stream: int, position: int) -> StreamItem:
-        """The position-th clip (0-based) of a stream."""
-        lengths = self._epoch_lengths[stream]
-        epoch = 0
-        while True:
-            if epoch == len(lengths):
-                lengths.append(len(self._epoch_items(stream, epoch)))
-            if position < lengths[epoch]:
-                return self._epoch_items(stream, epoch)[position]
-            position -= lengths[epoch]
-            epoch += 1
-
-    def batch(self, step: int) -> list[StreamItem]:
-        return [self.item(b, step) for b in range(self.batch_size)]
-
-    def __iter__(self) -> Iterator[list[StreamItem]]:
-        for step in range(self.start_step, self.steps):
-            yield self.batch(step)
-
-    def __len__(self) -> int:
-        return max(0, self.steps - self.start_step)
+# ---- optimisation ---------------------------------------------------------------------------------------
 
 
 def seed_everything(seed: int) -> None:
@@ -328,68 +236,22 @@ def train(
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    start_step = 0
-    carried = None  # streaming: the temporal state the next step starts from
     curve_path = out_dir / "curve.jsonl"
-
     if resume:
-        ckpt_path = out_dir / "last.pt"
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint {ckpt_path}")
-        state = load_checkpoint(ckpt_path)
-        saved_model = (state.get("config") or {}).get("model")
-        if saved_model is not None and complete_model_config is not None:
-            saved_model = complete_model_config(saved_model)
-        if model_config is not None and saved_model is not None and saved_model != model_config:
-            raise ValueError(f"--resume: the checkpoint's model config differs from this run's:\n{saved_model}\nvs\n{model_config}")
-        saved_extra = {k: v for k, v in (state.get("config") or {}).items() if k not in ("train", "model")}
-        if extra_config and saved_extra and saved_extra != extra_config:
-            import warnings
-
-            warnings.warn(f"--resume: the data settings differ from the checkpoint's ({saved_extra} vs {extra_config}); "
-                          "the continuation will not match an uninterrupted run", stacklevel=2)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_step = int(state["step"])
-        carried = state.get("stream_state") if cfg.stream else None
+        start_step, carried = _resume(out_dir / "last.pt", model, optimizer, scheduler, cfg, model_config, extra_config,
+                                      complete_model_config)
         _truncate_curve(curve_path, start_step)
     else:
+        start_step, carried = 0, None  # carried, streaming: the temporal state the next step starts from
         if init_from is not None:
-            grown = load_weights(model, init_from)
-            if grown:
-                print(f"init-from {init_from}: {len(grown)} parameter tensors of zero-initialised branches start fresh "
-                      f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in grown}))})", flush=True)
-        if curve_path.exists():
-            curve_path.unlink()
-
+            _init_from(model, init_from)
+        curve_path.unlink(missing_ok=True)
     if start_step >= cfg.steps:
         return TrainResult(0, start_step, {}, 0.0, out_dir / "last.pt" if resume else None)
 
     end_step = cfg.steps if stop_at is None else max(start_step, min(cfg.steps, int(stop_at)))
-    if cfg.stream:
-        if not hasattr(getattr(dataset, "index", None), "walk_clips"):
-            raise ValueError("streaming training needs a dataset whose .index has walk_clips (perception.batching.ClipDataset)")
-        sampler = StreamSampler(dataset.index, cfg.batch_size, end_step, cfg.seed, start_step)
-    else:
-        sampler = StepSampler(len(dataset), cfg.batch_size, end_step, cfg.seed, start_step)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        collate_fn=collate_fn,
-        num_workers=cfg.num_workers,
-        prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
-        persistent_workers=False,
-        worker_init_fn=_worker_init if cfg.num_workers > 0 else None,
-        generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched (resume equality)
-    )
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
-
+    loader = _loader(dataset, collate_fn, cfg, start_step, end_step)
+    bar = tqdm(total=cfg.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True) if cfg.progress else None
     model.train()
     t0 = time.perf_counter()
     step = start_step
@@ -398,28 +260,8 @@ def train(
     ckpt: Path | None = None
     with open(curve_path, "a") as curve:
         for batch in loader:
-            clip_inputs, clip_targets = _to_device(batch, device)
-            if cfg.stream:
-                losses, carried = model.forward_clip(clip_inputs, clip_targets, carried, return_state=True)
-                carried = _detached(carried)
-            else:
-                losses = model.forward_clip(clip_inputs, clip_targets)
-            loss = total_loss(losses)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"step {step}: loss is {loss.item()} ({ {k: float(v) for k, v in losses.items()} })")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            params = [p for p in model.parameters() if p.grad is not None]
-            if cfg.grad_clip > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-            else:
-                grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
+            last, grad_norm, lr, carried = _step(model, optimizer, scheduler, _to_device(batch, device), carried, cfg, step)
             step += 1
-            last = {k: float(v.detach()) for k, v in losses.items()}
-            last["loss"] = float(loss.detach())
             row = {"step": step, "lr": lr, **last, "grad_norm": grad_norm, "wall_s": round(time.perf_counter() - t0, 3)}
             history.append(row)
             curve.write(json.dumps(row) + "\n")
@@ -434,6 +276,85 @@ def train(
     if bar is not None:
         bar.close()
     return TrainResult(step - start_step, step, last, time.perf_counter() - t0, ckpt, history)
+
+
+def _resume(ckpt_path: Path, model: nn.Module, optimizer, scheduler, cfg: TrainConfig, model_config: dict | None,
+            extra_config: dict | None, complete_model_config: Callable[[dict], dict] | None) -> tuple[int, Any]:
+    """Load a run's last checkpoint into model, optimizer, scheduler and the torch RNG, after checking that it is
+    the same model; -> (its step, the temporal state it carried when streaming)."""
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint {ckpt_path}")
+    state = load_checkpoint(ckpt_path)
+    saved_model = (state.get("config") or {}).get("model")
+    if saved_model is not None and complete_model_config is not None:
+        saved_model = complete_model_config(saved_model)
+    if model_config is not None and saved_model is not None and saved_model != model_config:
+        raise ValueError(f"--resume: the checkpoint's model config differs from this run's:\n{saved_model}\nvs\n{model_config}")
+    saved_extra = {k: v for k, v in (state.get("config") or {}).items() if k not in ("train", "model")}
+    if extra_config and saved_extra and saved_extra != extra_config:
+        warnings.warn(f"--resume: the data settings differ from the checkpoint's ({saved_extra} vs {extra_config}); "
+                      "the continuation will not match an uninterrupted run", stacklevel=3)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), state.get("stream_state") if cfg.stream else None
+
+
+def _init_from(model: nn.Module, path: str | Path) -> None:
+    """Start a new run from a weights file (fine-tuning); zero-initialised branches it lacks start fresh."""
+    grown = load_weights(model, path)
+    if grown:
+        print(f"init-from {path}: {len(grown)} parameter tensors of zero-initialised branches start fresh "
+              f"({', '.join(sorted({k.rsplit('.', 2)[0] for k in grown}))})", flush=True)
+
+
+def _loader(dataset, collate_fn, cfg: TrainConfig, start_step: int, end_step: int) -> torch.utils.data.DataLoader:
+    """Batches of steps start_step+1 .. end_step: each a pure function of (seed, step), or of the streams' walk."""
+    if cfg.stream:
+        if not hasattr(getattr(dataset, "index", None), "walk_clips"):
+            raise ValueError("streaming training needs a dataset whose .index has walk_clips (lab.dataset.ClipDataset)")
+        sampler = StreamSampler(dataset.index, cfg.batch_size, end_step, cfg.seed, start_step)
+    else:
+        sampler = StepSampler(len(dataset), cfg.batch_size, end_step, cfg.seed, start_step)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=cfg.num_workers,
+        prefetch_factor=cfg.prefetch_factor if cfg.num_workers > 0 else None,
+        persistent_workers=False,
+        worker_init_fn=_worker_init if cfg.num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(cfg.seed),  # keeps the global RNG untouched (resume equality)
+    )
+
+
+def _step(model: nn.Module, optimizer, scheduler, batch, carried: Any, cfg: TrainConfig, step: int
+          ) -> tuple[dict[str, float], float, float, Any]:
+    """One optimizer step on a batch of clips; -> (its losses, the gradient norm, the learning rate it used, the
+    temporal state it carries to the next step when streaming)."""
+    clip_inputs, clip_targets = batch
+    if cfg.stream:
+        losses, carried = model.forward_clip(clip_inputs, clip_targets, carried, return_state=True)
+        carried = _detached(carried)
+    else:
+        losses = model.forward_clip(clip_inputs, clip_targets)
+    loss = total_loss(losses)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"step {step}: loss is {loss.item()} ({ {k: float(v) for k, v in losses.items()} })")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    if cfg.grad_clip > 0:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+    else:
+        grad_norm = float(torch.norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+    lr = optimizer.param_groups[0]["lr"]
+    optimizer.step()
+    scheduler.step()
+    last = {k: float(v.detach()) for k, v in losses.items()}
+    last["loss"] = float(loss.detach())
+    return last, grad_norm, lr, carried
 
 
 def _truncate_curve(path: Path, step: int) -> None:

@@ -29,12 +29,13 @@ import multiprocessing
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pyquaternion import Quaternion
 
 from replay.export.map_mask import drivable_mask_from_ground, write_map_mask, write_mask_png, write_road_geometry
 from replay.export.tables import (
@@ -47,8 +48,15 @@ from replay.export.tables import (
     static_tables,
 )
 from replay.export.visibility import VisibilityAccumulator, fill_factors
-from replay.layout import BEVSTREAM_DIR, label_path, road_geometry_path
 from replay.export.splits import VERSIONS, scene_names
+from replay.layout import BEVSTREAM_DIR, label_path, road_geometry_path
+from replay.sim.agent_specs import CLASS_SPECS
+from replay.sim.exposures import iter_captures
+from replay.sim.lidar import lidar_sweep, write_pcd_bin
+from replay.sim.render import Renderer
+from replay.sim.rig import SensorCalibration, camera_rig, lidar_calibration
+from replay.sim.roads import MARK_WHITE, MARK_YELLOW, ROAD
+from replay.sim.world import AgentState, World
 from schema.messages import CAMERA_CHANNELS
 
 CAMERA_HZ = 12.0
@@ -144,12 +152,6 @@ def _near(agents, ego_xy: np.ndarray, radius: float) -> list:
 
 def export_scene(job: SceneJob) -> dict[str, list[dict]]:
     """Render and write one scene's images, labels, map and road geometry; return its table rows."""
-    from replay.sim.exposures import iter_captures
-    from replay.sim.lidar import lidar_sweep, write_pcd_bin
-    from replay.sim.render import Renderer
-    from replay.sim.rig import camera_rig, lidar_calibration
-    from replay.sim.world import World
-
     cfg = job.config
     root = Path(cfg.out)
     wseed = scene_seed(cfg.seed, job.index)
@@ -215,15 +217,8 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
     return scene_tables(info, calibrations, frames, keyframes)
 
 
-def _class_fill(world, renderer, camera) -> dict:
+def _class_fill(world: World, renderer: Renderer, camera: SensorCalibration) -> dict:
     """Per-class share of the box hull an unoccluded object covers (export_visibility.fill_factors)."""
-    from dataclasses import replace
-
-    from pyquaternion import Quaternion
-
-    from replay.sim.traffic import CLASS_SPECS
-    from replay.sim.world import AgentState
-
     state0 = world.state_at(0.0)
     protos = []
     for name, (category, size, _) in sorted(CLASS_SPECS.items()):
@@ -241,14 +236,12 @@ def _class_fill(world, renderer, camera) -> dict:
     return fill_factors(render_one, protos, state0.ego_pose, camera)
 
 
-def _write_world_map(path: Path, world) -> None:
+def _write_world_map(path: Path, world: World) -> None:
     """Drivable area from the world's ground raster (road + markings), else from its polylines."""
     ground = getattr(world, "ground", None)
     if ground is None:
         write_map_mask(path, world.road_geometry)
         return
-    from replay.sim.roads import MARK_WHITE, MARK_YELLOW, ROAD
-
     mask = drivable_mask_from_ground(ground.material, ground.origin, ground.resolution, (ROAD, MARK_WHITE, MARK_YELLOW))
     write_mask_png(path, mask)
 

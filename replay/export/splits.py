@@ -16,6 +16,8 @@ AUTO_VAL_FRACTION = 0.2
 
 def split_lists(version: str) -> tuple[list[str], list[str]]:
     """(train names, val names) of the devkit's split lists for `version`."""
+    # lazy: importing nuscenes.utils.splits loads the whole devkit (~3.7 s); the exporter's spawned
+    # worker processes import this module (through replay.export.dataset) and never need the lists
     from nuscenes.utils import splits
 
     if version == "v1.0-mini":

@@ -16,10 +16,12 @@ imported here because worker processes would pay its multi-second import.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
+from pyquaternion import Quaternion
 
 from schema.classes import DETECTION_TO_SEG, SEG_INDEX
 
@@ -107,10 +109,6 @@ def fill_factors(render_one: Callable[[Any], np.ndarray], prototypes: Sequence[A
     at each of `yaws` (relative to the ego heading), and the median share is kept, clamped to
     [0.2, 1].
     """
-    from dataclasses import replace
-
-    from pyquaternion import Quaternion
-
     out: dict[tuple[str, bool], float] = {}
     for proto in prototypes:
         shares = []

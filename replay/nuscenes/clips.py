@@ -251,7 +251,7 @@ def scenes_of_dataroots(
 
 def load_nusc(dataroot: str, version: str, cache: dict | None = None) -> "NuScenes":
     """NuScenes(version, dataroot), memoised in `cache` (keyed by both)."""
-    from nuscenes.nuscenes import NuScenes
+    from nuscenes.nuscenes import NuScenes  # lazy: the devkit takes ~3 s to import
 
     key = (str(dataroot), version)
     if cache is not None and key in cache:

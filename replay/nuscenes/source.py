@@ -12,15 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+from PIL import Image
 
 from replay.kinematics import kinematics_in_track
-from schema.messages import CAMERA_CHANNELS, CameraFrame, FrameSet, Pose, StageTiming
 from replay.sync import CYCLE_US, cluster_cycles
+from schema.camera import scale_intrinsic
+from schema.messages import CAMERA_CHANNELS, CameraFrame, FrameSet, Pose, StageTiming
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +61,8 @@ def decode_image(path: str | Path, min_size_for: Callable[[tuple[int, int]], tup
 
     With `min_size_for(full (H, W)) -> (h, w)`, a JPEG is decoded at the coarsest of libjpeg's DCT scales
     (1/2, 1/4, 1/8) that is still at least that big: a 1600x900 nuScenes image at 1/2 costs about a
-    quarter of a full decode. Pixel centres keep the convention of `perception.rectify.scale_intrinsic`
+    quarter of a full decode. Pixel centres keep the convention of `schema.camera.scale_intrinsic`
     (a 1/s image's pixel i covers source pixels s*i .. s*i+s-1). Other formats decode in full."""
-    from PIL import Image
-
     with Image.open(path) as im:
         full = (im.height, im.width)
         if min_size_for is not None and im.format == "JPEG":
@@ -97,7 +98,7 @@ class NuScenesSource:
             raise FileNotFoundError(f"nuScenes version folder not found: {root / version}")
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
-        from nuscenes.nuscenes import NuScenes
+        from nuscenes.nuscenes import NuScenes  # lazy: the devkit takes ~3 s to import
 
         self.dataroot = root
         self.version = version
@@ -125,8 +126,6 @@ class NuScenesSource:
             self._pool.shutdown(wait=True)
             self._pool = None
         if needed_size is not None and workers > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
             self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bevstream-decode")
 
     # -- scene selection ------------------------------------------------------------------------
@@ -353,8 +352,6 @@ class NuScenesSource:
         image, full = decode_image(path, lambda size: needed(intrinsic, size))
         if image.shape[:2] == full:
             return image, intrinsic
-        from schema.camera import scale_intrinsic
-
         return image, scale_intrinsic(intrinsic, image.shape[1] / full[1], image.shape[0] / full[0])
 
     def describe(self) -> str:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 DEFAULT_META = {"use_camera": True, "use_lidar": False, "use_radar": False, "use_map": False, "use_external": False}
 MAX_BOXES_PER_SAMPLE = 500  # the devkit's limit
+# The devkit (~3 s to import) is imported inside the functions that need it, so importing this module
+# (the runtime's sink does, at start-up) stays cheap.
 
 
 def _attribute_names() -> frozenset[str]:

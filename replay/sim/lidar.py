@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 from replay.sim.rig import SensorCalibration
-from replay.sim.slab import slab_hit
+from replay.sim.slab import BOX_CORNER_SIGNS, slab_hit
 from replay.sim.world import World, WorldState
 
 N_BEAMS = 32
@@ -35,7 +35,6 @@ def beam_directions() -> np.ndarray:
 
 
 _DIRS = beam_directions()
-_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def lidar_sweep(world: World, state: WorldState, lidar: SensorCalibration) -> Li
     r_gb = np.stack([np.stack([cy, -sy, zero], 1), np.stack([sy, cy, zero], 1), np.stack([zero, zero, one], 1)], 1)
     r_sb = np.einsum("ij,pjk->pik", r_sg, r_gb)  # (P, 3, 3) box -> lidar
     c_s = centers[idx] @ r_sg.T + t_sg  # (P, 3)
-    corners = c_s[:, None, :] + np.einsum("pij,pcj->pci", r_sb, _SIGNS[None] * halves[idx][:, None, :])
+    corners = c_s[:, None, :] + np.einsum("pij,pcj->pci", r_sb, BOX_CORNER_SIGNS[None] * halves[idx][:, None, :])
     az_c = np.arctan2(c_s[:, 1], c_s[:, 0])
     daz = np.angle(np.exp(1j * (np.arctan2(corners[..., 1], corners[..., 0]) - az_c[:, None])))
     step = 2 * np.pi / N_AZIMUTH

@@ -9,16 +9,17 @@ its projected screen rectangle, keeping the nearest hit per pixel (a depth buffe
 outside the view frustum are culled first, pixels already nearer than a box are not tested, and
 the ground is coloured last, only where no box covers it: all without changing a pixel). Faces are
 shaded by a lambertian term of their normal against the world's sun. Single-threaded float32
-numpy, so the same state gives byte-identical images.
+numpy, so the same state gives byte-identical images; the per-pixel loops are compiled with numba
+(replay.sim.render_kernels).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from schema.classes import DETECTION_NAMES, DETECTION_TO_SEG, SEG_INDEX
 from replay.sim.rig import SensorCalibration
-from replay.sim.slab import slab_hit
+from replay.sim.render_kernels import cast_boxes, clip_near, shade_ground, to_uint8
+from replay.sim.slab import BOX_CORNER_SIGNS
 from replay.sim.roads import CURB, GRASS, MARK_WHITE, MARK_YELLOW, MATERIAL_SEG, ROAD, SIDEWALK
 from replay.sim.world import AgentArrays, World, WorldState
 
@@ -238,7 +239,7 @@ class Renderer:
         # the ground after the boxes, only where no box was hit (nearer than the ground): the boxes'
         # depth test starts from the ground's depth, not its colour, so the image is the same
         self._ground(state, cc, rgb, label, depth)
-        img = _to_uint8(rgb2)
+        img = to_uint8(rgb2)
         return img, label2
 
     def _ground(self, state: WorldState, cc: _CameraCache, rgb: np.ndarray, label: np.ndarray,
@@ -248,9 +249,9 @@ class Renderer:
         yaw = state.ego_pose.yaw
         tx, ty = (state.ego_pose.translation[:2] - g.origin) / g.resolution
         inv_res = 1.0 / g.resolution
-        _shade_ground(cc.ground_idx, cc.ground_x, cc.ground_y, np.cos(yaw) * inv_res, np.sin(yaw) * inv_res,
-                      float(tx), float(ty), g.material, self.noise, MATERIAL_RGB, MATERIAL_NOISE, MATERIAL_LABEL,
-                      cc.ground_keep, cc.ground_haze, rgb, label, depth, cc.base_depth)
+        shade_ground(cc.ground_idx, cc.ground_x, cc.ground_y, np.cos(yaw) * inv_res, np.sin(yaw) * inv_res,
+                     float(tx), float(ty), g.material, self.noise, MATERIAL_RGB, MATERIAL_NOISE, MATERIAL_LABEL,
+                     cc.ground_keep, cc.ground_haze, rgb, label, depth, cc.base_depth)
 
     def _boxes(self, part_sets, global_to_cam, origin, cc, rgb, label, depth) -> None:
         """Ray-cast every part box near the camera into the (H, W) buffers, nearest first."""
@@ -277,7 +278,7 @@ class Renderer:
         r_gb = np.stack([np.stack([cy, -sy, zero], 1), np.stack([sy, cy, zero], 1), np.stack([zero, zero, one], 1)], 1)
         r_cb = np.einsum("ij,pjk->pik", r_cg, r_gb)  # (P, 3, 3) box -> camera
         c_c = center[idx] @ r_cg.T + t_cg  # (P, 3)
-        corners = c_c[:, None, :] + np.einsum("pij,pcj->pci", r_cb, _SIGNS[None, :, :] * half[idx][:, None, :])
+        corners = c_c[:, None, :] + np.einsum("pij,pcj->pci", r_cb, BOX_CORNER_SIGNS[None, :, :] * half[idx][:, None, :])
         z = corners[..., 2]  # (P, 8)
         zmin, zmax = z.min(axis=1), z.max(axis=1)
         k, w, h = cc.k, cc.w, cc.h
@@ -287,7 +288,7 @@ class Renderer:
         v = corners[..., 1] / zc * k[1, 1] + k[1, 2]
         rect = np.stack([u.min(1), v.min(1), u.max(1), v.max(1)], axis=1)
         for j in np.flatnonzero((zmin <= NEAR) & (zmax > NEAR)):
-            pts = _clip_near(corners[j])
+            pts = clip_near(corners[j], NEAR)
             uu = pts[:, 0] / pts[:, 2] * k[0, 0] + k[0, 2]
             vv = pts[:, 1] / pts[:, 2] * k[1, 1] + k[1, 2]
             rect[j] = (uu.min(), vv.min(), uu.max(), vv.max())
@@ -301,110 +302,9 @@ class Renderer:
         rects = np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
         r_cb32 = r_cb.astype(np.float32)
         orig = -np.einsum("pji,pj->pi", r_cb, c_c).astype(np.float32)  # camera centre in each box frame
-        _cast_boxes(vis, rects, r_cb32, orig, half[idx].astype(np.float32), zmin.astype(np.float32),
-                    shade[idx], labels[idx], cc.xcol, cc.yrow, cc.ray_len.reshape(h, w), depth, rgb, label,
-                    np.float32(NEAR), HAZE)
-
-
-@njit(cache=True, nogil=True)
-def _shade_ground(gidx, gx, gy, c, s, tx, ty, material, noise, mat_rgb, mat_noise, mat_label, keep, haze_add,
-                  rgb, label, depth, ground_depth):  # pragma: no cover - compiled
-    """Colour and label the ground pixels from the material raster (nearest texel) and the noise tile,
-    skipping those a box covers (depth nearer than the ground's)."""
-    hh, ww = material.shape
-    for n in range(gidx.shape[0]):
-        if depth[gidx[n]] < ground_depth[gidx[n]]:
-            continue
-        fx = c * gx[n] - s * gy[n] + tx
-        fy = s * gx[n] + c * gy[n] + ty
-        fx = min(max(fx, 0.0), ww - 1.0)
-        fy = min(max(fy, 0.0), hh - 1.0)
-        ix, iy = int(fx), int(fy)
-        m = material[iy, ix]
-        sc = (1.0 + mat_noise[m] * noise[((iy & 1023) << 10) | (ix & 1023)]) * keep[n]
-        p = gidx[n]
-        for ch in range(3):
-            rgb[p, ch] = mat_rgb[m, ch] * sc + haze_add[n, ch]
-        label[p] = mat_label[m]
-
-
-@njit(cache=True, nogil=True)
-def _cast_boxes(order, rects, rcb, orig, half, zmin, shade, labels, xcol, yrow, ray_len, depth, rgb, label, near,
-                haze):  # pragma: no cover - compiled
-    """Slab-test every pixel of each box's rectangle; keep the nearest hit (depth buffer) and shade its face."""
-    for n in range(order.shape[0]):
-        j = order[n]
-        x0, y0, x1, y1 = rects[j, 0], rects[j, 1], rects[j, 2], rects[j, 3]
-        hidden = True  # cull boxes whose whole rectangle is already nearer
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                if depth[y, x] > zmin[j]:
-                    hidden = False
-                    break
-            if not hidden:
-                break
-        if hidden:
-            continue
-        # a pixel already nearer than the box's nearest corner cannot be hit nearer (margin: the
-        # float32 rounding of tn), so its slab test is skipped: same result, less work behind
-        zskip = zmin[j] * (1.0 - 1e-3) - 0.05
-        for y in range(y0, y1):
-            yy = yrow[y]
-            for x in range(x0, x1):
-                if depth[y, x] < zskip:
-                    continue
-                xx = xcol[x]
-                tn, tf, ax, dsel = slab_hit(
-                    xx * rcb[j, 0, 0] + yy * rcb[j, 1, 0] + rcb[j, 2, 0],
-                    xx * rcb[j, 0, 1] + yy * rcb[j, 1, 1] + rcb[j, 2, 1],
-                    xx * rcb[j, 0, 2] + yy * rcb[j, 1, 2] + rcb[j, 2, 2],
-                    orig[j, 0], orig[j, 1], orig[j, 2], half[j, 0], half[j, 1], half[j, 2])
-                if tn > tf or tn <= near or tn >= depth[y, x]:
-                    continue
-                depth[y, x] = tn
-                face = ax * 2 + (1 if dsel < 0 else 0)  # the outward normal opposes the ray
-                fog = min(max((tn * ray_len[y, x] - 40.0) / 400.0, 0.0), 0.75)
-                for ch in range(3):
-                    rgb[y, x, ch] = shade[j, face, ch] * (1.0 - fog) + haze[ch] * fog
-                label[y, x] = labels[j]
-
-
-_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
-
-
-@njit(cache=True, nogil=True)
-def _clip_near(corners: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Points of a box (8 corners, camera frame) in front of the near plane, plus its edges' crossings."""
-    out = np.empty((20, 3))
-    n = 0
-    for a in range(8):
-        if corners[a, 2] > NEAR:
-            out[n] = corners[a]
-            n += 1
-    for a in range(8):
-        for bit in (1, 2, 4):  # corners differing in one sign bit share an edge
-            b = a ^ bit
-            if b < a:
-                continue
-            za, zb = corners[a, 2], corners[b, 2]
-            if (za - NEAR) * (zb - NEAR) < 0:
-                t = (NEAR - za) / (zb - za)
-                out[n] = corners[a] + t * (corners[b] - corners[a])
-                n += 1
-    return out[:n]
-
-
-@njit(cache=True, nogil=True)
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """(H, W, 3) float32 -> uint8 with clipping (truncation, like astype)."""
-    h, w, _ = rgb.shape
-    out = np.empty((h, w, 3), np.uint8)
-    for y in range(h):
-        for x in range(w):
-            for c in range(3):
-                v = rgb[y, x, c]
-                out[y, x, c] = 0 if v < 0 else (255 if v > 255 else np.uint8(v))
-    return out
+        cast_boxes(vis, rects, r_cb32, orig, half[idx].astype(np.float32), zmin.astype(np.float32),
+                   shade[idx], labels[idx], cc.xcol, cc.yrow, cc.ray_len.reshape(h, w), depth, rgb, label,
+                   np.float32(NEAR), HAZE)
 
 
 def render_labels_reference(renderer: Renderer, state: WorldState, camera: SensorCalibration) -> tuple[np.ndarray, np.ndarray]:

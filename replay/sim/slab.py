@@ -1,6 +1,8 @@
-"""The ray / oriented-box slab test shared by the camera renderer and the lidar (numba, inlined)."""
+"""The ray / oriented-box slab test (numba, inlined) and the box corner signs, shared by the camera renderer
+and the lidar."""
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 
@@ -33,3 +35,8 @@ def slab_hit(d0, d1, d2, o0, o1, o2, h0, h1, h2):  # pragma: no cover - compiled
         if t2 < tf:
             tf = t2
     return tn, tf, ax, dsel
+
+
+# The eight corners of a box as signs of its half extents, (8, 3): corners differing in one sign
+# bit (index bit 4 for x, 2 for y, 1 for z) share an edge.
+BOX_CORNER_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)

@@ -28,7 +28,12 @@ from typing import Iterator
 import numpy as np
 
 from schema.messages import CAMERA_CHANNELS, CameraFrame, FrameSet
-from replay.sync import SyncStats, synchronize
+from replay.sim.config import WorldConfig
+from replay.sim.exposures import Capture, capture_times
+from replay.sim.render import Renderer
+from replay.sim.rig import camera_rig
+from replay.sim.world import World
+from replay.sync import SyncStats, make_synchronizer, synchronize
 
 FIXED_START_US = 1_700_000_000_000_000  # sensor clock origin when not in real time (reproducible)
 _CHUNK_S = 60.0  # unbounded streams are drawn from the world in chunks of this length
@@ -126,8 +131,8 @@ class SimulatedVehicle:
         start_us: int | None = None,
         render_ahead: int = 6,
         preroll: bool = False,
-        world_config=None,
-        world=None,
+        world_config: WorldConfig | None = None,
+        world: World | None = None,
     ):
         """start_us: the sensor clock of the first cycle (default: the wall clock when the stream
         starts if realtime, else a fixed origin). render_ahead: frames rendered ahead of delivery
@@ -138,8 +143,6 @@ class SimulatedVehicle:
         BusModel(seed, jitter_ms, late_prob, late_ms, drop_prob)  # validates the bus settings
         if rate_hz <= 0 or (duration_s is not None and duration_s <= 0):
             raise ValueError(f"need rate_hz > 0 and duration_s > 0 or None; got {rate_hz}, {duration_s}")
-        from replay.sim.rig import camera_rig
-
         self.seed = int(seed)
         self.width, self.height = int(width), int(height)
         self.rate_hz = float(rate_hz)
@@ -164,21 +167,17 @@ class SimulatedVehicle:
 
     # -- the world and its captures -------------------------------------------------------------
     @property
-    def world(self):
+    def world(self) -> World:
         """The simulated world (built on first use: it takes a moment)."""
         if self._world is None:
-            from replay.sim.world import World
-
             self._world = World(self.seed, self.world_config)
         return self._world
 
-    def _captures(self, start_us: int) -> Iterator:
+    def _captures(self, start_us: int) -> Iterator[Capture]:
         """replay.sim.exposures captures of the whole drive (world time = (timestamp - start_us) s); an endless
         drive is laid out chunk by chunk on the same cycle grid. The states are World.light_states_at
         (agents as arrays: what the renderer needs, without an AgentState object per agent), computed
         a camera cycle's worth (six exposures) at a time."""
-        from replay.sim.exposures import capture_times
-
         if self.duration_s is not None:
             yield from self._states(capture_times(self.rig, start_us, self.duration_s, self.rate_hz), start_us, 0)
             return
@@ -190,10 +189,8 @@ class SimulatedVehicle:
             yield from self._states(times, start_us, k * chunk_cycles)
             k += 1
 
-    def _states(self, times, start_us: int, cycle0: int) -> Iterator:
+    def _states(self, times, start_us: int, cycle0: int) -> Iterator[Capture]:
         """Captures of (timestamp, cycle, channel) triples, their world states made len(rig) at a time."""
-        from replay.sim.exposures import Capture
-
         step = len(self.rig)
         for i in range(0, len(times), step):
             batch = times[i:i + step]
@@ -201,16 +198,14 @@ class SimulatedVehicle:
             for (ts, cycle, ch), state in zip(batch, states):
                 yield Capture(cycle + cycle0, ch, ts, state)
 
-    def _make_renderer(self):
+    def _make_renderer(self) -> Renderer:
         """The renderer, warmed up (the world's ground raster and first-call caches are built here,
         before the clock starts, not during the first frames)."""
-        from replay.sim.render import Renderer
-
         renderer = Renderer(self.world, self.width, self.height)
         renderer.render(self.world.light_state_at(0.0), self.rig[CAMERA_CHANNELS[0]])
         return renderer
 
-    def _produce(self, start_us: int, renderer, out: "queue.Queue", stop: threading.Event) -> None:
+    def _produce(self, start_us: int, renderer: Renderer, out: "queue.Queue", stop: threading.Event) -> None:
         """Background thread: bus model + rendering, in capture order; announces each timestamp."""
         def put(item) -> bool:
             while not stop.is_set():
@@ -313,8 +308,6 @@ class SimulatedVehicle:
 
     def frame_sets(self) -> Iterator[FrameSet]:
         """The frames synchronised by replay.sync (late frames counted in sync_stats, not delivered)."""
-        from replay.sync import make_synchronizer
-
         sync = make_synchronizer(self)
         self.sync_stats = sync.stats
         yield from synchronize(self.camera_frames(), sync)

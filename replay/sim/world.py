@@ -19,7 +19,8 @@ from schema.classes import DETECTION_NAMES
 from replay.sim.config import WorldConfig
 from replay.sim.roads import (GroundRaster, Intersection, Polyline, Road, Structures, build_raster, build_roads,
                           find_intersections, place_structures, road_polylines)
-from replay.sim.traffic import CLASS_SPECS, EGO_FRONT, Traffic
+from replay.sim.agent_specs import CLASS_SPECS, EGO_FRONT
+from replay.sim.traffic import Traffic
 from schema.messages import EgoKinematics, Pose
 
 __all__ = ["WorldConfig", "Polyline", "AgentState", "WorldState", "World", "yaw_quaternion", "AgentArrays",

@@ -32,9 +32,9 @@ def _ground_truth_per_sample(nusc, min_points: int):
 
 def _gt_as_predictions(nusc, min_points: int) -> dict[str, list[dict]]:
     """Our own ego-frame ground truth, taken back to global and written in the official format."""
-    from schema.classes import DETECTION_NAMES
     from lab.groundtruth import boxes_to_global
     from replay.nuscenes.submission import detection_entry
+    from schema.classes import DETECTION_NAMES
 
     results = {}
     for token, pose, gt in _ground_truth_per_sample(nusc, min_points):
@@ -209,10 +209,10 @@ def test_max_range_scores_only_what_lies_within_it(nusc, tmp_path):
     within 20 m and a poor one over the devkit's 50 m."""
     import torch
 
-    from schema.classes import DETECTION_NAMES
     from lab.model_run import submission_entries
     from perception.structures import Detections
     from replay.nuscenes.submission import write_submission
+    from schema.classes import DETECTION_NAMES
 
     results, far_cars = {}, 0
     for token, pose, gt in _ground_truth_per_sample(nusc, min_points=1):
@@ -264,9 +264,9 @@ def test_run_model_reset_every_starts_those_frames_from_a_fresh_state(monkeypatc
 def test_matched_attributes_pairs_each_prediction_with_its_ground_truth(nusc, tmp_path):
     """The visible ground truth as predictions: every box in range matches its own annotation (speed and
     attribute its own); moved 1 m, they match within 2 m, and within 0.9 m only where another box stands near."""
-    from schema.attributes import GROUP_OF_CLASS
     from lab.devkit import loaded_detection_eval, matched_attributes
     from replay.nuscenes.submission import write_submission
+    from schema.attributes import GROUP_OF_CLASS
 
     results = _gt_as_predictions(nusc, min_points=1)
     matched = matched_attributes(loaded_detection_eval(nusc, write_submission(tmp_path / "gt.json", results), "val"))
@@ -300,9 +300,9 @@ def test_match_true_positives_equals_the_devkit_loop(nusc, tmp_path):
     """The vectorised matching against accumulate's own loop (center_distance, strict '<'), boxes moved 1.2 m."""
     from nuscenes.eval.common.utils import center_distance
 
-    from schema.classes import DETECTION_NAMES
     from lab.devkit import loaded_detection_eval, match_true_positives
     from replay.nuscenes.submission import write_submission
+    from schema.classes import DETECTION_NAMES
 
     results = _gt_as_predictions(nusc, min_points=1)
     for boxes in results.values():
@@ -403,9 +403,9 @@ def test_range_bins_split_the_error_along_and_across_the_ray():
 def test_translation_by_range_sees_boxes_placed_too_far(nusc, tmp_path):
     """Real ground truth pushed 0.3 m away from the ego as predictions: every class, every range bin reports
     0.3 m along the ray and nothing across it (the devkit's ego offsets and ours agree)."""
-    from schema.classes import DETECTION_NAMES
     from lab.groundtruth import boxes_to_global
     from replay.nuscenes.submission import detection_entry, write_submission
+    from schema.classes import DETECTION_NAMES
 
     results = {}
     for token, pose, gt in _ground_truth_per_sample(nusc, min_points=1):
@@ -434,8 +434,7 @@ def test_translation_by_range_sees_boxes_placed_too_far(nusc, tmp_path):
 def test_detection_metrics_of_in_memory_boxes_equal_the_devkit_on_their_file(nusc, tmp_path):
     """detection_metrics (no file written) == DetectionEval on the same boxes written out, for all samples and
     for a subset: the ground truth with shifted, rescored and dropped boxes."""
-    from lab.devkit import detection_metrics, loaded_detection_eval
-    from lab.devkit import restricted
+    from lab.devkit import detection_metrics, loaded_detection_eval, restricted
     from replay.nuscenes.submission import write_submission
 
     rng = np.random.default_rng(3)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from pyquaternion import Quaternion
 
-from schema.classes import DETECTION_NAMES
-from perception.grid import BEVGrid
 from lab.groundtruth import GroundTruth, boxes_to_global, global_to_ego_2d
+from perception.grid import BEVGrid
 from replay.layout import label_path, road_geometry_path
+from schema.classes import DETECTION_NAMES
 from schema.messages import Pose
 
 
@@ -165,8 +165,8 @@ def test_seg_label_read_from_layout(tmp_path):
 
 
 def test_sim_export_ground_truth(sim_dataset, sim_nusc):
-    from schema.classes import SEG_CLASSES
     from replay.nuscenes.source import NuScenesSource
+    from schema.classes import SEG_CLASSES
 
     grid = BEVGrid()
     reader = GroundTruth(sim_nusc, grid)

@@ -6,8 +6,17 @@ import pytest
 import torch
 from shapely.geometry import LineString
 
-from lab.metrics import (average_precision, chamfer_ap, chamfer_distance, clip_to_window, confusion_matrix,
-                                line_outcomes, resample_polyline, road_iou, segmentation_scores)
+from lab.metrics import (
+    average_precision,
+    chamfer_ap,
+    chamfer_distance,
+    clip_to_window,
+    confusion_matrix,
+    line_outcomes,
+    resample_polyline,
+    road_iou,
+    segmentation_scores,
+)
 
 CONF = [[5, 1, 0], [2, 3, 1], [0, 1, 7]]  # rows: ground truth i, columns: predicted j
 

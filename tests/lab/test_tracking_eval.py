@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 
-from schema.classes import DETECTION_NAMES
-from perception.structures import Detections
 from lab.model_run import submission_entries
 from lab.tracking_eval import TRACKING_CONFIG, format_tracking, run_tracking_eval
-from schema.classes import TRACKING_NAMES
+from perception.structures import Detections
 from replay.nuscenes.submission import ids_by_score, tracking_entries
+from schema.classes import DETECTION_NAMES, TRACKING_NAMES
 
 
 def _annotation_tracks(real_scene_root, swap_after: int | None = None) -> dict[str, list[dict]]:

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from lab.training import StepSampler, StreamSampler, TrainConfig, lr_factor, read_curve, train
+from lab.samplers import StepSampler, StreamSampler
+from lab.training import TrainConfig, lr_factor, read_curve, train
 from perception.checkpoint import load_checkpoint
 
 
@@ -187,9 +188,9 @@ def test_resume_warns_when_the_data_settings_changed(tmp_path):
 def test_trained_model_takes_runtime_overrides_over_its_saved_config(tmp_path):
     """runtime.yaml's model keys (e.g. the detection score threshold) win over the config saved with the
     weights, and the weights load unchanged; the merge leaves untouched keys as saved."""
+    from perception.checkpoint import CHECKPOINT_FORMAT, load_trained_model
     from perception.config import merge_model_options, model_config_to_dict
     from perception.model import BEVStreamModel
-    from perception.checkpoint import CHECKPOINT_FORMAT, load_trained_model
     from tests.perception.model_fixtures import tiny_config
 
     torch.manual_seed(0)
@@ -318,9 +319,9 @@ def test_streaming_training_needs_a_walkable_index(tmp_path):
 def test_save_model_options_rewrites_one_section_and_the_model_reads_it(tmp_path):
     """`bevstream calibrate --write`: the attribute thresholds and NMS radii update their sections of the saved
     config; weights, other keys and other sections stay; a bad value is refused before the file changes."""
+    from perception.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_trained_model, save_model_options
     from perception.config import model_config_to_dict
     from perception.model import BEVStreamModel
-    from perception.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, load_trained_model, save_model_options
     from tests.perception.model_fixtures import tiny_config
 
     torch.manual_seed(0)
@@ -353,9 +354,9 @@ def test_weights_older_than_a_zero_initialised_branch_load_into_the_model(tmp_pa
     fresh (zero output), so shipped files keep working as the architecture grows."""
     import dataclasses
 
+    from perception.checkpoint import CHECKPOINT_FORMAT, load_trained_model
     from perception.config import model_config_to_dict
     from perception.model import BEVStreamModel
-    from perception.checkpoint import CHECKPOINT_FORMAT, load_trained_model
     from tests.perception.model_fixtures import tiny_config
 
     torch.manual_seed(0)
@@ -376,9 +377,9 @@ def test_average_weights_is_the_parameter_mean_and_loads(tmp_path):
     """`bevstream average`: every floating-point tensor is the mean over the files (against a per-tensor
     reference), batch counters and the config are the first file's, the result loads as a model; files of
     another architecture, or a single file, are refused before anything is written."""
+    from perception.checkpoint import CHECKPOINT_FORMAT, average_weights, load_trained_model
     from perception.config import model_config_to_dict
     from perception.model import BEVStreamModel
-    from perception.checkpoint import CHECKPOINT_FORMAT, average_weights, load_trained_model
     from tests.perception.model_fixtures import tiny_config
 
     paths, models = [], []

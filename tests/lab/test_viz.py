@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 from nuscenes.utils.geometry_utils import view_points
 
+from lab.viz import box_corners_ego, draw_bev, draw_camera
 from replay.sim.rig import camera_rig
 from schema.results import DetectionArrays, TickResult
-from lab.viz import box_corners_ego, draw_bev, draw_camera
 from tests.runtime.fakes import make_frame_set
 
 

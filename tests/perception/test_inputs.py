@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from perception.inputs import frame_set_inputs, rectify_label
 from lab.dataset import AugmentConfig, ClipDataset, collate_clips, scenes_from_source
+from lab.samplers import StreamItem
+from perception.inputs import frame_set_inputs, rectify_label
 from perception.model import IGNORE_INDEX, ModelConfig
-from perception.rectify import RectifyConfig, Rectifier
-from lab.training import StreamItem
+from perception.rectify import Rectifier, RectifyConfig
 from replay.nuscenes.clips import ClipIndex
 from schema.messages import CAMERA_CHANNELS
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from replay.sim.traffic import CLASS_SPECS
+from replay.sim.agent_specs import CLASS_SPECS
 from replay.sim.world import AgentState, yaw_quaternion
 
 _ATTRIBUTES = {"pedestrian": "pedestrian.standing", "traffic_cone": "", "barrier": "",

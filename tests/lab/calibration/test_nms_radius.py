@@ -15,8 +15,8 @@ def nusc(real_scene_root):
 
 
 def _fit(nusc, results, tmp_path, name):
-    from lab.devkit import loaded_detection_eval
     from lab.calibration.nms_radius import fit_nms_radii
+    from lab.devkit import loaded_detection_eval
     from replay.nuscenes.submission import split_sample_tokens, write_submission
 
     ev = loaded_detection_eval(nusc, write_submission(tmp_path / name, results), "val")

@@ -18,8 +18,8 @@ def nusc(real_scene_root):
 
 
 def _fit(nusc, results, tmp_path, name, candidates=(0.0, 0.25, 0.5, 1.0), moving_speed=None):
-    from lab.devkit import VELOCITY_CLASSES, loaded_detection_eval
     from lab.calibration.still_speed import fit_still_speeds
+    from lab.devkit import VELOCITY_CLASSES, loaded_detection_eval
     from replay.nuscenes.submission import split_sample_tokens, write_submission
 
     ev = loaded_detection_eval(nusc, write_submission(tmp_path / name, results), "val")

@@ -8,11 +8,11 @@ import pytest
 import torch
 from pyquaternion import Quaternion
 
-from schema.attributes import AttributeConfig
-from schema.classes import DETECTION_NAMES
 from lab.calibration.tracking import coordinate_search, fit_tracking, replay_tracker
 from lab.recording import TickBoxes, ticks_from_file, ticks_to_file
 from perception.tracking import TrackingConfig
+from schema.attributes import AttributeConfig
+from schema.classes import DETECTION_NAMES
 from schema.messages import Pose
 
 CAR = DETECTION_NAMES.index("car")
@@ -114,9 +114,9 @@ def test_replay_of_recorded_frames_reproduces_the_model_run(real_scene_root):
     replayed with the same levels."""
     from nuscenes.nuscenes import NuScenes
 
+    from lab.groundtruth import GroundTruth
     from lab.model_run import run_model
     from perception.model import BEVStreamModel
-    from lab.groundtruth import GroundTruth
     from replay.nuscenes.source import NuScenesSource
     from tests.perception.model_fixtures import tiny_config
 

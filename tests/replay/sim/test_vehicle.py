@@ -10,12 +10,11 @@ import pytest
 
 from schema.source import FrameSource, LiveFrameSource
 from schema.messages import CAMERA_CHANNELS
-
-pytest.importorskip("replay.sim.exposures")
-pytest.importorskip("replay.sim.render")
-
-from replay.sim.vehicle import BusModel, SimulatedVehicle  # noqa: E402
-from replay.sim.rig import camera_rig  # noqa: E402
+from replay.sim.exposures import capture_times
+from replay.sim.rig import camera_rig
+from replay.sim.vehicle import BusModel, SimulatedVehicle
+from replay.sim.world import World
+from replay.sync import make_synchronizer
 
 W, H = 160, 90
 PERIOD_US = 83_333
@@ -24,8 +23,6 @@ PERIOD_US = 83_333
 @pytest.fixture(scope="module")
 def world():
     """World(3), shared: building a world and its ground raster takes seconds."""
-    from replay.sim.world import World
-
     return World(3)
 
 
@@ -95,8 +92,6 @@ def test_bus_model_drop_and_late_ratios_are_seeded():
 def test_vehicle_drops_are_the_bus_models_and_near_the_asked_ratio(world):
     v = SimulatedVehicle(seed=3, width=64, height=36, duration_s=1.0, realtime=False, drop_prob=0.2, world=world)
     got = {(f.frame_id, f.channel) for f in v.camera_frames()}
-    from replay.sim.exposures import capture_times
-
     bus = v.bus_model()  # the same seed: the fate of every capture, predicted without running the world
     expected = {(cycle, ch) for ts, cycle, ch in capture_times(v.rig, 0, 1.0) if not bus.decide(ts).drop}
     assert got == expected  # same seed -> same drops, each run
@@ -110,8 +105,6 @@ def test_late_frames_arrive_out_of_order_and_the_synchroniser_reports_them(world
                          world=world)
     frames = []
     sets = []
-    from replay.sync import make_synchronizer
-
     sync = make_synchronizer(v)
     late_frames = []
     for f in v.camera_frames():

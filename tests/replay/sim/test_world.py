@@ -9,8 +9,8 @@ from scipy.spatial import cKDTree
 
 from schema.classes import DETECTION_NAMES
 from replay.sim.roads import CURB, MARK_WHITE, ROAD, SIDEWALK
-from replay.sim.traffic import CLASS_SPECS, SPEED_LIMITS
-from replay.sim.world import World
+from replay.sim.agent_specs import CLASS_SPECS, SPEED_LIMITS
+from replay.sim.world import AgentArrays, World
 
 SEED = 7
 TIMES = np.arange(0.0, 20.01, 0.5)
@@ -196,8 +196,6 @@ def test_every_scene_start_shows_all_ten_classes(seed):
 
 def test_light_state_is_state_at_as_arrays(world, states):
     """light_state_at: the same ego and agents as state_at, row for row, in any call order."""
-    from replay.sim.world import AgentArrays
-
     fresh = World(SEED)
     times = (9.0, 2.5, 2.5 + 1 / 72)  # later first, then from history
     lights = [fresh.light_state_at(times[0])] + fresh.light_states_at(times[1:])  # one and a batch
