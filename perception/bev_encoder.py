@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from perception.backbone import unfold_fine_level
 from perception.depth import DepthHeadConfig, depth_window_ratio
-from perception.fuse import conv_act, is_packed
+from perception.fuse import conv_act, depthwise, is_packed
 from perception.grid import BEVGrid
 
 
@@ -261,12 +261,6 @@ class CrossAttentionLayer(nn.Module):
         if ctx_depth is not None:
             x = x + self.depth_out(ctx_depth)
         return x if self.ffn is None else x + self.ffn(self.norm_f(x))
-
-
-def depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A depthwise conv run channels-last: on CPU the contiguous-layout depthwise kernel is ~20x slower."""
-    cl = torch.channels_last
-    return F.conv2d(x.contiguous(memory_format=cl), conv.weight.contiguous(memory_format=cl), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 class SeparableBlock(nn.Module):
