@@ -13,6 +13,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from perception.fuse import _fold, conv_act, conv_bn, folded_conv_bn  # noqa: F401 (conv_bn, _fold, folded_conv_bn: this module's API)
+
 
 def conv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
     """Lecture formula: floor((in + 2p - d(k-1) - 1) / s) + 1."""
@@ -24,38 +26,6 @@ def deconv_out_size(size: int, kernel: int, stride: int = 1, padding: int = 0, d
     return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
-def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """bn(conv(x)); in eval mode as one convolution with the batch norm folded into its weights and bias
-    (same result, one pass over the activations fewer)."""
-    if bn.training:
-        return bn(conv(x))
-    weight, bias = folded_conv_bn(conv, bn)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)  # (Cout,)
-    bias = bn.bias - bn.running_mean * scale
-    if conv.bias is not None:
-        bias = bias + conv.bias * scale
-    return conv.weight * scale.view(-1, 1, 1, 1), bias
-
-
-def folded_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eval-mode conv weight and bias with the batch norm folded in. Without autograd they are cached
-    on the conv, keyed by the identity and in-place version of every tensor they come from (so loading or
-    training weights refreshes them): the same tensors, not recomputed every tick."""
-    if torch.is_grad_enabled():
-        return _fold(conv, bn)
-    srcs = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
-    key = tuple((t.data_ptr(), t._version) if t is not None else None for t in srcs) + (bn.eps,)
-    cached = conv.__dict__.get("_folded_bn")
-    if cached is None or cached[0] != key:
-        cached = (key, *_fold(conv, bn))
-        conv.__dict__["_folded_bn"] = cached
-    return cached[1], cached[2]
-
-
 class ConvBNReLU(nn.Sequential):
     """Conv (no bias) -> BatchNorm -> ReLU; the batch norm is folded into the conv in eval mode."""
 
@@ -63,8 +33,12 @@ class ConvBNReLU(nn.Sequential):
         pad = dilation * (k - 1) // 2
         super().__init__(nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The (conv, batch norm) pairs to fold (perception.fuse)."""
+        return [(self[0], self[1])]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(conv_bn(self[0], self[1], x), inplace=True)
+        return conv_act(self[0], x, "relu", bn=self[1])
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -84,10 +58,14 @@ class BasicBlock(nn.Module):
         if stride != 1 or cin != cout:
             self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
 
+    def conv_bn_pairs(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The (conv, batch norm) pairs to fold (perception.fuse)."""
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2)] + ([] if self.short is None else [(self.short[0], self.short[1])])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(conv_bn(self.conv1, self.bn1, x), inplace=True)
-        y = conv_bn(self.conv2, self.bn2, y)
-        return F.relu(y + (x if self.short is None else conv_bn(self.short[0], self.short[1], x)), inplace=True)
+        y = conv_act(self.conv1, x, "relu", bn=self.bn1)
+        shortcut = x if self.short is None else conv_act(self.short[0], x, bn=self.short[1])
+        return conv_act(self.conv2, y, "relu", other=shortcut, bn=self.bn2)  # relu(bn2(conv2(y)) + shortcut)
 
 
 @dataclass(frozen=True)
@@ -140,8 +118,8 @@ class Backbone(nn.Module):
         c4 = self.stage1(x)  # (N, w1, H/4, W/4)
         c8 = self.stage2(c4)  # (N, w2, H/8, W/8)
         c16 = self.stage4(self.stage3(c8))  # (N, w4, H/16, W/16)
-        p16 = self.smooth16(self.lat16(c16) + self.lat8_up(F.avg_pool2d(c8, 2)))  # (N, C, H/16, W/16)
-        p8 = self.lat8(c8) + F.interpolate(self.top8(p16), scale_factor=2.0, mode="nearest")  # (N, Cs, H/8, W/8)
+        p16 = self.smooth16(conv_act(self.lat16, c16, other=conv_act(self.lat8_up, F.avg_pool2d(c8, 2))))  # (N, C, H/16, W/16)
+        p8 = conv_act(self.lat8, c8, other=F.interpolate(conv_act(self.top8, p16), scale_factor=2.0, mode="nearest"))  # (N, Cs, H/8, W/8)
         return {"s16": p16, "s8": p8, "s4": c4}
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from perception.backbone import unfold_fine_level
 from perception.depth import DepthHeadConfig, depth_window_ratio
+from perception.fuse import conv_act, depthwise, is_packed
 from perception.grid import BEVGrid
 
 
@@ -262,12 +263,6 @@ class CrossAttentionLayer(nn.Module):
         return x if self.ffn is None else x + self.ffn(self.norm_f(x))
 
 
-def depthwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A depthwise conv run channels-last: on CPU the contiguous-layout depthwise kernel is ~20x slower."""
-    cl = torch.channels_last
-    return F.conv2d(x.contiguous(memory_format=cl), conv.weight.contiguous(memory_format=cl), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
 class SeparableBlock(nn.Module):
     """Residual depthwise 3x3 + pointwise MLP on the BEV raster: spreads context between cells."""
 
@@ -278,6 +273,8 @@ class SeparableBlock(nn.Module):
         self.pw2 = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_packed(self.dw):  # inference, prepared (perception.fuse): GELU and the residual fused into the 1x1 convs
+            return conv_act(self.pw2, conv_act(self.pw1, conv_act(self.dw, x), "gelu"), other=x)
         return x + self.pw2(F.gelu(self.pw1(depthwise(self.dw, x))))
 
 
@@ -317,6 +314,7 @@ class BEVEncoder(nn.Module):
         self.fast = True  # False: always the reference path (benchmarks, tests)
         self._fast: dict[int, _FastConstants] = {}
         self._fast_key: tuple = ()
+        self.channels_last_out = False  # the fast path's raster left channels-last (perception.fuse.prepare_for_inference)
 
     def camera_encoding(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, feat_size: tuple[int, int]) -> torch.Tensor:
         """(B, Ncam, 3, 3), (B, Ncam, 4, 4) -> (B, Ncam, C, Hf, Wf) ray + camera-centre encoding."""
@@ -453,7 +451,8 @@ class BEVEncoder(nn.Module):
             outs.append(tokens)
         tokens = outs[0][None] if b == 1 else torch.stack(outs)  # (B, HW, C)
         bev = tokens.view(b, h, w, c).permute(0, 3, 1, 2)  # (B, C, H, W) channels-last memory, no copy
-        return self.context(bev).contiguous()  # (B, C, H, W)
+        out = self.context(bev)  # (B, C, H, W)
+        return out if self.channels_last_out else out.contiguous()
 
     def forward_reference(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor,
                           depth_logits: torch.Tensor | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from perception.anchors import DEFAULT_ANCHOR_SIZES, DEFAULT_ANCHOR_YAWS, make_anchors
 from perception.boxes import BOX_DIM, CODE_SIZE, axis_aligned_iou, decode_boxes, encode_boxes, nearest_bev_rects, wrap_angle
+from perception.fuse import run_sequential
 from schema.classes import DETECTION_NAMES
 from perception.grid import BEVGrid
 from perception.losses import sigmoid_focal_loss, smooth_l1_loss
@@ -131,7 +132,7 @@ class DetectionHead(nn.Module):
         if bev.dim() != 4 or tuple(bev.shape[-2:]) != self.grid.shape:
             raise ValueError(f"DetectionHead: expected BEV features (B, C, {self.grid.shape[0]}, {self.grid.shape[1]}), got {tuple(bev.shape)}")
         b, _, h, w = bev.shape
-        x = self.shared(bev).permute(0, 2, 3, 1)  # (B, H, W, hidden), a view
+        x = run_sequential(self.shared, bev).permute(0, 2, 3, 1)  # (B, H, W, hidden), a view (channels-last input)
         a = self.num_anchors_per_cell
         # The 1x1 convs as matmuls on the channels-last view: the outputs come out (B, H, W, A*K) already,
         # instead of a strided (B, A*K, H, W) -> (B, H, W, A*K) copy that cost more than the convs (CPU).

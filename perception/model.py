@@ -153,6 +153,13 @@ class BEVStreamModel(nn.Module):
         feats = fold_fine_level(f["s16"], f["s8"]) if self.config.bev.fine_level else f["s16"].contiguous()
         return feats.view(b, n, *feats.shape[1:]), seg.contiguous().view(b, n, *seg.shape[1:])
 
+    def prepare_for_inference(self, **levers) -> "BEVStreamModel":
+        """One-time rewrites for the streaming forward (perception.fuse.prepare_for_inference; same outputs within
+        float rounding); call in eval mode after loading the weights. Training never needs it."""
+        from perception.fuse import prepare_for_inference
+
+        return prepare_for_inference(self, **levers)
+
     def initial_state(self, batch: int, device=None) -> TemporalState | None:
         return self.video.initial_state(batch, device) if self.video is not None else None
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from perception.fuse import run_sequential
+
 
 class MotionFusion(nn.Module):
     """(current entry (B, Cq, H, W), aligned past entries (B, Lt, Cq, H, W), seen (B, Lt, H, W), dt (B, Lt)
@@ -63,5 +65,8 @@ class MotionFusion(nn.Module):
         m = seen.to(past.dtype)[:, :, None]  # (B, Lt, 1, H, W)
         dt = dt_s.to(past.dtype)[:, :, None, None, None] * m  # (B, Lt, 1, H, W) seconds, 0 where unseen
         z = torch.cat([current, (past * m).flatten(1, 2), dt.flatten(1, 2), m.flatten(1, 2)], dim=1)  # (B, Cin, H, W)
-        out = self.net(z)  # (B, C, H, W)
-        return out + self.wide(z) if self.wide is not None else out
+        if current.is_contiguous(memory_format=torch.channels_last) and not current.is_contiguous():
+            z = z.contiguous(memory_format=torch.channels_last)  # once for both paths (prepared, channels-last BEV side)
+        if self.wide is None:
+            return run_sequential(self.net, z)  # (B, C, H, W)
+        return run_sequential(self.net, z, other=run_sequential(self.wide, z))  # net(z) + wide(z)

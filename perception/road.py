@@ -19,6 +19,7 @@ from shapely.geometry import LineString
 from skimage.morphology import skeletonize
 from torch import Tensor, nn
 
+from perception.fuse import run_sequential
 from schema.classes import ROAD_CLASSES
 from perception.grid import BEVGrid
 
@@ -386,7 +387,7 @@ class RoadHead(nn.Module):
         """bev (B, C, H, W) -> logits (B, len(ROAD_CLASSES), H*up, W*up)."""
         if bev.dim() != 4 or tuple(bev.shape[-2:]) != self.grid.shape:
             raise ValueError(f"RoadHead: expected BEV features (B, C, {self.grid.shape[0]}, {self.grid.shape[1]}), got {tuple(bev.shape)}")
-        return self.net(bev)
+        return run_sequential(self.net, bev)
 
     def loss(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Per-pixel BCE with line pixels weighted by pos_weight; target (B, R, H_r, W_r) in {0, 1}."""

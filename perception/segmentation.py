@@ -15,6 +15,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from perception.backbone import conv_bn_relu
+from perception.fuse import conv_act
 from schema.classes import SEG_CLASSES
 
 
@@ -66,9 +67,9 @@ class SegmentationHead(nn.Module):
 
     def forward(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.aspp(feats["s16"])  # (N, c, H/16, W/16)
-        x = self.fuse8(F.relu(self.up8(x) + self.skip8(feats["s8"])))  # (N, c, H/8, W/8)
-        x = self.fuse4(F.relu(self.up4(x) + self.skip4(feats["s4"])))  # (N, c, H/4, W/4)
-        return self.classifier(x)  # (N, K, H/4, W/4)
+        x = self.fuse8(conv_act(self.skip8, feats["s8"], "relu", other=self.up8(x)))  # relu(up8(x) + skip8(s8)): (N, c, H/8, W/8)
+        x = self.fuse4(conv_act(self.skip4, feats["s4"], "relu", other=self.up4(x)))  # (N, c, H/4, W/4)
+        return conv_act(self.classifier, x)  # (N, K, H/4, W/4)
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

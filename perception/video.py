@@ -23,6 +23,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from perception.bev_warp import affine_grid, affine_theta, grid_norm, inv_affine_2d, metric_to_norm, pose_to_2d, warp_raster  # noqa: F401
+from perception.fuse import conv_act, is_packed
 from perception.grid import BEVGrid
 from perception.motion import MotionFusion
 from perception.state import FeatureQueue, TemporalState
@@ -54,74 +56,6 @@ class VideoConfig:
             raise ValueError(f"VideoConfig: push_period_ms >= 0 and push_distance_m > 0, got {self.push_period_ms}, {self.push_distance_m}")
 
 
-# ---------------------------------------------------------------- 2D rigid geometry (numpy float64)
-# Tiny per-tick matrices live in numpy: a few dozen torch ops on 3x3 tensors cost more than the warps.
-
-
-def pose_to_2d(m: np.ndarray) -> np.ndarray:
-    """(..., 4, 4) ego->global -> (..., 3, 3) planar transform (yaw about z, x/y translation)."""
-    m = np.asarray(m, dtype=np.float64)
-    yaw = np.arctan2(m[..., 1, 0], m[..., 0, 0])
-    c, s = np.cos(yaw), np.sin(yaw)
-    out = np.zeros(m.shape[:-2] + (3, 3))
-    out[..., 0, 0], out[..., 0, 1], out[..., 1, 0], out[..., 1, 1] = c, -s, s, c
-    out[..., 0, 2], out[..., 1, 2], out[..., 2, 2] = m[..., 0, 3], m[..., 1, 3], 1.0
-    return out
-
-
-def metric_to_norm(x_min, x_max, y_min, y_max) -> np.ndarray:
-    """(..., 3, 3) map metric (x, y, 1) -> grid_sample coords (col, row, 1) of a raster whose rows run
-    along x and columns along y (align_corners=False: -1 and +1 are the raster's outer edges)."""
-    x_min, x_max, y_min, y_max = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x_min, x_max, y_min, y_max)))
-    xr, yr = x_max - x_min, y_max - y_min
-    out = np.zeros(x_min.shape + (3, 3))
-    out[..., 0, 1] = 2.0 / yr
-    out[..., 0, 2] = -1.0 - 2.0 * y_min / yr
-    out[..., 1, 0] = 2.0 / xr
-    out[..., 1, 2] = -1.0 - 2.0 * x_min / xr
-    out[..., 2, 2] = 1.0
-    return out
-
-
-def grid_norm(grid: BEVGrid) -> np.ndarray:
-    return metric_to_norm(grid.x_min, grid.x_max, grid.y_min, grid.y_max)
-
-
-def inv_affine_2d(m: np.ndarray) -> np.ndarray:
-    """Inverse of (..., 3, 3) planar affine transforms (last row 0 0 1) in closed form: np.linalg.inv on
-    a 3x3 goes through LAPACK (tens of us, and ms-long stalls of OpenBLAS's threads on a loaded machine)."""
-    m = np.asarray(m, dtype=np.float64)
-    a, b, c, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
-    tx, ty = m[..., 0, 2], m[..., 1, 2]
-    det = a * d - b * c
-    out = np.zeros(m.shape)
-    out[..., 0, 0], out[..., 0, 1], out[..., 1, 0], out[..., 1, 1] = d / det, -b / det, -c / det, a / det
-    out[..., 0, 2] = -(out[..., 0, 0] * tx + out[..., 0, 1] * ty)
-    out[..., 1, 2] = -(out[..., 1, 0] * tx + out[..., 1, 1] * ty)
-    out[..., 2, 2] = 1.0
-    return out
-
-
-def affine_theta(src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.ndarray) -> np.ndarray:
-    """(N, 2, 3) affine_grid theta: destination grid coords -> source grid coords."""
-    return (norm_src @ src_from_dst @ inv_affine_2d(norm_dst))[:, :2, :]
-
-
-def warp_raster(src: torch.Tensor, src_from_dst: np.ndarray, norm_src: np.ndarray, norm_dst: np.ndarray, out_hw: tuple[int, int], padding_mode: str = "zeros", return_inside: bool = False):
-    """Resample raster `src` (N, C, Hs, Ws) onto a destination raster (N, C, out_hw).
-
-    src_from_dst (N, 3, 3) maps destination metric coords to source metric coords; norm_* (N or 1, 3, 3)
-    map each raster's metric coords to its grid_sample coords. With return_inside, also (N, out_hw) bool:
-    the destination cell centre falls inside the source raster.
-    """
-    theta = torch.from_numpy(np.ascontiguousarray(affine_theta(src_from_dst, norm_src, norm_dst))).to(device=src.device, dtype=src.dtype)
-    g = F.affine_grid(theta, [src.shape[0], src.shape[1], *out_hw], align_corners=False)
-    out = F.grid_sample(src, g, mode="bilinear", padding_mode=padding_mode, align_corners=False)
-    if return_inside:
-        return out, (g.abs() <= 1.0).all(dim=-1)
-    return out
-
-
 def sinusoid(x: torch.Tensor, n: int, scale: float) -> torch.Tensor:
     """(...,) -> (..., 2n) sin/cos of x/scale at n geometric frequencies."""
     freqs = torch.exp(-math.log(100.0) * torch.arange(n, dtype=torch.float32, device=x.device) / max(n, 1))
@@ -145,6 +79,12 @@ class SpatialGRUCell(nn.Module):
         self.u_cand = nn.Conv2d(hidden_channels, hidden_channels, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if is_packed(self.u_gates):  # inference, prepared (perception.fuse): the gates' add and activation fused into the convs
+            g = conv_act(self.wx, x)
+            ch = h.shape[1]
+            z, r = conv_act(self.u_gates, h, "sigmoid", other=g[:, : 2 * ch]).chunk(2, dim=1)
+            cand = conv_act(self.u_cand, r * h, "tanh", other=g[:, 2 * ch :])
+            return (1 - z) * h + z * cand
         xz, xr, xc = self.wx(x).chunk(3, dim=1)
         hz, hr = self.u_gates(h).chunk(2, dim=1)
         z, r = torch.sigmoid(xz + hz), torch.sigmoid(xr + hr)
@@ -171,6 +111,7 @@ class VideoModule(nn.Module):
         self.motion = MotionFusion(cq, config.time_queue_length, channels, config.motion_channels, config.motion_wide_dilation) if config.motion_channels > 0 else None
         self._nf = nf
         self.fast = True  # False: always the reference path (benchmarks, tests)
+        self.reuse_grids = False  # the fast path builds its sampling grids from cached base grids (perception.fuse)
 
     # ------------------------------------------------------------ state helpers
     def initial_state(self, batch: int, device=None) -> TemporalState:
@@ -269,12 +210,13 @@ class VideoModule(nn.Module):
             slots.append((ts, od))
         kin = kinematics.float().to(dev)
         xk = x + self.kin_mlp(kin)[:, :, None, None]
-        q = self.q(xk)  # (1, Kc, H, W)
+        q = conv_act(self.q, xk)  # (1, Kc, H, W)
         kc = q.shape[1]
         if uniq:
-            feats = torch.stack([queues[qi].feats[0, j] for qi, j, *_ in uniq])  # (U, Cq, H, W)
+            # (U, Cq, H, W), contiguous: grid_sample reads a channels-last raster several times slower
+            feats = torch.stack([queues[qi].feats[0, j] for qi, j, *_ in uniq]).contiguous()
             entry_from_cur = inv_affine_2d(pose_to_2d(np.stack([u[2] for u in uniq]))) @ ego2d  # (U, 3, 3)
-            warped, inside = warp_raster(feats, entry_from_cur, n, n, (h, w), return_inside=True)  # (U, Cq, H, W), (U, H, W)
+            warped, inside = warp_raster(feats, entry_from_cur, n, n, (h, w), return_inside=True, reuse_base=self.reuse_grids)  # (U, Cq, H, W), (U, H, W)
             # 2. Fusion: the same attention as the reference, keys folded into the query.
             dt = torch.tensor([t[0] - ts for ts, _ in slots], dtype=torch.float64)  # (Lv,) s
             dd = torch.tensor([odometer[0] - od for _, od in slots], dtype=torch.float64)  # (Lv,) m
@@ -297,8 +239,8 @@ class VideoModule(nn.Module):
             ctx = ctx.view(1, -1, h, w)  # (1, Cq, H, W)
         else:
             ctx = torch.zeros(1, cfg.queue_channels, h, w, dtype=x.dtype, device=dev)
-        fused = xk + self.out(ctx)
-        entry = self.compress(x)  # (1, Cq, H, W): this tick's queue entry
+        fused = conv_act(self.out, ctx, other=xk)  # xk + out(ctx)
+        entry = conv_act(self.compress, x)  # (1, Cq, H, W): this tick's queue entry
         if self.motion is not None:
             fused = fused + self._motion_fast(entry, meta, entry_of, warped if uniq else None, inside if uniq else None, t[0])
 
@@ -307,10 +249,10 @@ class VideoModule(nn.Module):
         anchor = np.where(fresh[:, None], self.snapped_anchor(pose[:, :2, 3]), anchor)
         hidden, anchor = self.recenter(hidden, anchor, pose[:, :2, 3])
         wn = self.world_norm(anchor)
-        h_ego = warp_raster(hidden, ego2d, wn, n, (h, w))  # world -> ego window
+        h_ego = warp_raster(hidden, ego2d, wn, n, (h, w), reuse_base=self.reuse_grids)  # world -> ego window
         h_new = self.gru(fused, h_ego)  # (1, Ch, H, W)
         hidden = self.write_back(hidden, h_new, anchor, ego2d, wn, n)
-        out = fused + self.read(h_new)
+        out = conv_act(self.read, h_new, other=fused)  # fused + read(h_new)
 
         # 4. Push (as the reference).
         return out, self._pushed_state(state, entry, pose, t, odometer, kinematics, hidden, anchor)
@@ -376,7 +318,7 @@ class VideoModule(nn.Module):
             return hidden
         i0, i1, j0, j1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
         theta = torch.from_numpy(np.ascontiguousarray(affine_theta(inv_affine_2d(ego2d), n, wn))).to(device=h_new.device, dtype=h_new.dtype)
-        g = F.affine_grid(theta, [h_new.shape[0], h_new.shape[1], nw, nw], align_corners=False)[:, i0:i1, j0:j1]
+        g = affine_grid(theta, [h_new.shape[0], h_new.shape[1], nw, nw], box=(i0, i1, j0, j1), reuse_base=self.reuse_grids)
         written = F.grid_sample(h_new, g, mode="bilinear", padding_mode="border", align_corners=False)  # (B, Ch, i1-i0, j1-j0)
         out = hidden.clone()
         box = torch.from_numpy(np.ascontiguousarray(mask[:, :, i0:i1, j0:j1])).to(hidden.device)
