@@ -111,7 +111,7 @@ def depth_window_weights(logits: torch.Tensor, taps: torch.Tensor, tap_weights: 
     """P(surface depth within +-window_m/2 of each point's depth), read at each point's pixel.
 
     logits (Ncam, D, Hf, Wf) of one item; taps/tap_weights (P, 4) bilinear taps into the flattened
-    (Ncam*Hf*Wf) pixels (perception.bev_encoder.SampledLayout); point_depth (P,) camera depth (m).
+    (Ncam*Hf*Wf) pixels (perception.bev_sampling.SampledLayout); point_depth (P,) camera depth (m).
     The bins' probabilities are summed into a CDF at the bin edges, sampled bilinearly at the point's
     pixel and interpolated linearly inside a bin (uniform density per bin). Returns (P,) in [0, 1];
     0 for a window wholly outside [min_m, max_m]."""

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from perception.bev_encoder import BEVEncoder, BEVEncoderConfig, build_sampled_layout, pixel_rays, raster_encoding
+from perception.bev_encoder import BEVEncoder, BEVEncoderConfig
+from perception.bev_sampling import build_sampled_layout, pixel_rays, raster_encoding
 from perception.depth import DepthHeadConfig
 from tests.perception.model_fixtures import TINY_GRID, canonical_rig, tiny_config
 from tests.perception.model_fixtures import one_thread  # noqa: F401  (fixture)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from perception.bev_encoder import bilinear_taps
+from perception.bev_sampling import bilinear_taps
 from perception.depth import (IGNORE_INDEX, CameraGeometry, DepthHead, DepthHeadConfig, depth_bin_targets, depth_window_ratio,
                               depth_window_weights, project_points)
 from perception.model import BEVStreamModel
