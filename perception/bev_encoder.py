@@ -250,7 +250,7 @@ class BEVEncoder(nn.Module):
         with depth-aware attention also the depth head's logits (B, Ncam, D, Hf, Wf).
 
         Without autograd (inference) and in "sampled" mode, a fast path gives the same result as
-        `forward_reference` up to float rounding: see `_forward_sampled_fast`."""
+        `forward_batched` up to float rounding: see `_forward_sampled_fast`."""
         if (self.depth is not None) != (depth_logits is not None):
             raise ValueError("BEVEncoder: depth_logits must be given exactly when depth-aware attention is on "
                              f"(it is {'on' if self.depth is not None else 'off'})")
@@ -261,7 +261,7 @@ class BEVEncoder(nn.Module):
                              f"{'on' if self.config.fine_level else 'off'})")
         if self.fast and self.config.attention == "sampled" and not torch.is_grad_enabled():
             return self._forward_sampled_fast(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
-        return self.forward_reference(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
+        return self.forward_batched(feats, intrinsics, cam_to_ego, camera_mask, depth_logits)
 
     def _point_weights(self, depth_logits: torch.Tensor | None, item: int, taps: torch.Tensor, weights: torch.Tensor,
                        point_depth: torch.Tensor) -> torch.Tensor | None:
@@ -361,9 +361,9 @@ class BEVEncoder(nn.Module):
         out = self.context(bev)  # (B, C, H, W)
         return out if self.channels_last_out else out.contiguous()
 
-    def forward_reference(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor,
+    def forward_batched(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, camera_mask: torch.Tensor,
                           depth_logits: torch.Tensor | None = None) -> torch.Tensor:
-        """The plain path (training, and the reference the inference fast path is tested against)."""
+        """The batched path: training, and the reference the inference fast path is tested against."""
         feats, fine = unfold_fine_level(feats, self.in_channels)  # (B, Ncam, Cin, Hf, Wf), (B, Ncam, Cs, 2Hf, 2Wf) or None
         b, ncam, _, hf, wf = feats.shape
         c = self.config.channels

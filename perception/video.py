@@ -174,13 +174,13 @@ class VideoModule(nn.Module):
     # ------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
         """One tick. Without autograd and for one stream (the streaming case) `_forward_fast` computes the
-        same as `forward_reference` (up to float rounding) with less work."""
+        same as `forward_batched` (up to float rounding) with less work."""
         if self.fast and not torch.is_grad_enabled() and x.shape[0] == 1:
             return self._forward_fast(x, ego_to_global, timestamp_s, kinematics, reset, state)
-        return self.forward_reference(x, ego_to_global, timestamp_s, kinematics, reset, state)
+        return self.forward_batched(x, ego_to_global, timestamp_s, kinematics, reset, state)
 
     def _forward_fast(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
-        """forward_reference for B = 1 at inference, minus redundant work:
+        """forward_batched for B = 1 at inference, minus redundant work:
         - entries that are invalid are not warped (their attention weight is exactly 0);
         - an entry held by both queues (pushed the same tick: same time, pose, odometer and feature) is
           warped once and its attention weights summed;
@@ -325,8 +325,8 @@ class VideoModule(nn.Module):
         out[:, :, i0:i1, j0:j1] = torch.where(box, written, hidden[:, :, i0:i1, j0:j1])
         return out
 
-    def forward_reference(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
-        """The plain path (training, batches of streams, and the reference of `_forward_fast`)."""
+    def forward_batched(self, x: torch.Tensor, ego_to_global: torch.Tensor, timestamp_s: torch.Tensor, kinematics: torch.Tensor, reset: torch.Tensor, state: TemporalState | None) -> tuple[torch.Tensor, TemporalState]:
+        """The batched path: training, batches of streams, and the reference `_forward_fast` is tested against."""
         b, _, h, w = x.shape
         cfg, dev = self.config, x.device
         c = cfg.queue_channels

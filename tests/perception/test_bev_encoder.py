@@ -207,7 +207,7 @@ def test_inference_fast_path_equals_the_reference(layers, depth, fine):
     for step in range(2):
         with torch.no_grad():
             fast = enc(feats, intr_b, ext_b, mask, logits)
-            ref = enc.forward_reference(feats, intr_b, ext_b, mask, logits)
+            ref = enc.forward_batched(feats, intr_b, ext_b, mask, logits)
             single = enc(feats[:1], intr_b[:1], ext_b[:1], mask[:1], None if logits is None else logits[:1])
         torch.testing.assert_close(fast, ref, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(single, ref[:1], atol=1e-5, rtol=1e-5)
