@@ -37,10 +37,6 @@ def ensure_ray(cfg: RuntimeConfig) -> bool:
     if ray.is_initialized():
         return False
     common = dict(namespace=cfg.ray.namespace, log_to_driver=False, configure_logging=False)
-    if not cfg.ray.address:
-        # A private local Ray enables token authentication by default and prints a banner saying so; naming
-        # that same mode explicitly keeps authentication on without the banner (a user's setting wins).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, **common)
     else:
