@@ -100,12 +100,22 @@ def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int]
                 if on_discard is not None:
                     for f in list(out.late) + [f for f, _ in out.rejected]:
                         on_discard(f)
-                yield from out.sets
-            yield from sync.flush().sets
+                for fs in out.sets:
+                    yield with_exposures(fs)
+            for fs in sync.flush().sets:
+                yield with_exposures(fs)
         finally:
             frames.close()
     else:
         yield from source.frame_sets()
+
+
+def with_exposures(fs: FrameSet) -> FrameSet:
+    """A live set with its 'exposures' timing: from its first camera's exposure to its last (the rig's
+    spread; the sensor clock of a live source is the wall clock). The report measures a tick's latency
+    from both ends of it (report.py: since_first_exposure_ms, since_last_exposure_ms)."""
+    stamps = [c.timestamp_us for c in fs.cameras] or [fs.timestamp_us]
+    return fs.with_timing(StageTiming("exposures", min(stamps) * 1000, max(stamps) * 1000))
 
 
 class SourceFeeder:
