@@ -16,6 +16,7 @@ demo: $(STAMP)
 	$(VENV)/bin/bevstream demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q
 
 clean-venv:

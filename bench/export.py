@@ -22,15 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# the repository's packages, importable once ROOT is on the path (run as `python bench/export.py`)
+from replay.export.dataset import ExportConfig, export_dataset, scene_seed, scene_start_us  # noqa: E402
+from replay.sim.exposures import iter_captures  # noqa: E402
+from replay.sim.render import Renderer  # noqa: E402
+from replay.sim.rig import camera_rig  # noqa: E402
+from replay.sim.world import World  # noqa: E402
+
 
 def render_rate(width: int, height: int, frames: int, repeats: int) -> float:
     """Median camera images per second of Renderer.render alone (after one warm-up frame)."""
-    from replay.drive import iter_captures
-    from replay.export import scene_seed, scene_start_us
-    from replay.render import Renderer
-    from replay.rig import camera_rig
-    from replay.world import World
-
     world = World(scene_seed(0, 0))
     rig = camera_rig(width, height)
     renderer = Renderer(world, width, height)
@@ -63,8 +64,6 @@ def main() -> int:
     duration = args.duration or (4.0 if args.quick else 20.0)
     width = args.width or (320 if args.quick else 800)
     height = args.height or (180 if args.quick else 450)
-
-    from replay.export import ExportConfig, export_dataset
 
     # Warm-up: a one-scene, one-second export (imports, first-use caches) that is not timed.
     with tempfile.TemporaryDirectory() as tmp:

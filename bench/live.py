@@ -33,8 +33,8 @@ def stage_costs(cfg, n: int = 6) -> dict:
     """Median ms of the backbone stage and the BEV stage on the vehicle's frames, in this process."""
     import torch
 
-    from replay.live import SimulatedVehicle
-    from runtime.model import ModelFactory
+    from replay.sim.vehicle import SimulatedVehicle
+    from runtime.model_adapter import ModelFactory
     from runtime.stages import BackboneStage, BevStage, TickMeta
 
     torch.set_num_threads(1)
@@ -78,7 +78,7 @@ def live_run(cfg, seconds: float, warm: int = 12) -> dict:
     """One stream of the simulated vehicle through a fresh Runtime with `cfg`: the figures of live.json."""
     import ray
 
-    from replay.live import SimulatedVehicle
+    from replay.sim.vehicle import SimulatedVehicle
     from runtime.api import Runtime
 
     v = cfg.source.live

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT))
 from perception.config import model_config_to_dict  # noqa: E402
 from perception.model import BEVStreamModel, ModelConfig, ModelInputs  # noqa: E402
 from perception.rectify import Rectifier, canonical_intrinsic, nominal_rotation, NOMINAL_YAW_DEG  # noqa: E402
-from replay.rig import camera_rig  # noqa: E402
-from runtime.messages import CAMERA_CHANNELS  # noqa: E402
+from replay.sim.rig import camera_rig  # noqa: E402
+from schema.messages import CAMERA_CHANNELS  # noqa: E402
 
 BUDGET_MS = 50.0  # one tick's forward at 12 Hz, leaving room for the rest of the pipeline
 

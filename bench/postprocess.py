@@ -3,10 +3,10 @@
     python bench/postprocess.py [--quick] [--frames 40] [--repeats 5]
 
 The shipped weights (perception/weights/bevstream.pt) at runtime.yaml's detection score threshold 0.1 stream
-keyframes of the simulated validation scenes (/work/data/sim-val) and of the real nuScenes scene
-(/work/shared/data/nuscenes-real-scene-0523; skipped with a message when absent); their outputs are kept and
+keyframes of the simulated validation scenes (data/sim-val, made by `bevstream sim`) and of the real nuScenes scene
+(../shared/data/nuscenes-real-scene-0523 beside the clone; skipped with a message when absent); their outputs are kept and
 post-processed, one thread. Stages: detection decode (sigmoid, threshold, top-k, decode, per-class rotated NMS,
-max_detections), road vectorisation (both classes), both together (the live tick: runtime/model.py `decode`), and
+max_detections), road vectorisation (both classes), both together (the live tick: runtime/model_adapter.py `decode`), and
 the whole `BEVStreamModel.postprocess` (plus the per-camera seg upsample + argmax, unchanged, which the runtime
 does in its encode stage), and the tracker's update (perception.tracking; no baseline, on the keyframes in order). The baseline, measured in the same run on the same outputs, is the previous implementation:
 `decode(..., nms=batched_nms_bev_reference)` and `vectorize_mask_reference`. Every tick's outputs are checked
@@ -31,22 +31,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perception.batching import frame_set_inputs  # noqa: E402
-from perception.classes import ROAD_CLASSES  # noqa: E402
+from perception.inputs import frame_set_inputs  # noqa: E402
+from schema.classes import ROAD_CLASSES  # noqa: E402
 from perception.model import BEVStreamModel, ModelOutputs  # noqa: E402
 from perception.nms import batched_nms_bev_reference  # noqa: E402
 from perception.rectify import Rectifier  # noqa: E402
 from perception.road import vectorize_mask_reference  # noqa: E402
 from perception.segmentation import upsample_logits  # noqa: E402
 from perception.tracking import BoxTracker  # noqa: E402
-from perception.training import load_trained_model  # noqa: E402
-from replay.nuscenes_source import NuScenesSource  # noqa: E402
+from perception.checkpoint import load_trained_model  # noqa: E402
+from replay.nuscenes.source import NuScenesSource  # noqa: E402
 
 WEIGHTS = ROOT / "perception" / "weights" / "bevstream.pt"
 OPTIONS = {"detection": {"score_threshold": 0.1}}  # as runtime.yaml runs the shipped weights
-SOURCES = {"sim-val": Path("/work/data/sim-val"), "real scene-0523": Path("/work/shared/data/nuscenes-real-scene-0523")}
+SOURCES = {"sim-val": ROOT / "data" / "sim-val", "real scene-0523": ROOT.parent / "shared" / "data" / "nuscenes-real-scene-0523"}
 TARGET_MS = 10.0  # post-processing budget per live tick (one thread)
-LIVE = "live tick: decode + road"  # what the runtime's BEV stage does after the heads (runtime/model.py decode)
+LIVE = "live tick: decode + road"  # what the runtime's BEV stage does after the heads (runtime/model_adapter.py decode)
 
 
 def capture(model: BEVStreamModel, root: Path, frames: int) -> tuple[list[ModelOutputs], list[tuple[np.ndarray, float]]]:
@@ -208,7 +208,7 @@ def main() -> int:
         print(f"  {'tracker update (keyframes, 2 Hz)':32s} {'':8s} {tr['new']:8.2f} {'':7s} {'':8s} {tr['new_cpu']:8.2f} "
               f"{tr['new_p90']:8.2f}  ({tr['median_tracks']:.0f} tracks)")
     worst = max((r["stages"][LIVE]["new"] + r["tracker"]["new"] for r in results.values()), default=float("nan"))
-    print(f"target: live tick post-processing (runtime/model.py decode, with the tracker) median under {TARGET_MS:.0f} ms -> worst source "
+    print(f"target: live tick post-processing (runtime/model_adapter.py decode, with the tracker) median under {TARGET_MS:.0f} ms -> worst source "
           f"{worst:.2f} ms ({'within' if worst < TARGET_MS else 'OVER'}); the seg argmax (unchanged) runs in the "
           "runtime's encode stage, not here")
 

@@ -46,11 +46,11 @@ def frame_source(kind: str, n: int):
     import itertools
 
     if kind == "nuscenes":
-        from replay.nuscenes_source import NuScenesSource
+        from replay.nuscenes.source import NuScenesSource
 
         src = NuScenesSource(REAL_SCENE, "v1.0-trainval", keyframes_only=True)
         return src.describe(), (lambda: itertools.islice(src.frame_sets(), n)), src.decode_for
-    from replay.live import SimulatedVehicle
+    from replay.sim.vehicle import SimulatedVehicle
 
     veh = SimulatedVehicle(seed=0, width=352, height=198, duration_s=n / 12.0 + 1.0, realtime=False)
     sets = list(itertools.islice(veh.frame_sets(), n))  # preloaded: rendering is not what is measured
@@ -83,8 +83,8 @@ def _loop(model, rect, make_iter, warmup: int, threads: int) -> dict:
     import torch
 
     from perception.model import inputs_from_numpy
-    from runtime.messages import CAMERA_CHANNELS
-    from runtime.results import DetectionArrays, Polyline
+    from schema.messages import CAMERA_CHANNELS
+    from schema.results import DetectionArrays, Polyline
 
     state = model.initial_state(1)
     tracker = model.new_tracker()  # as the runtime's BEV stage runs it (None with model.tracking off)
@@ -152,7 +152,7 @@ def hop_costs(r) -> dict:
 
 def runtime_run(cfg, make_iter, warmup: int, decode_for=None) -> dict:
     from runtime.api import Runtime
-    from runtime.results import TickResult
+    from schema.results import TickResult
 
     class _Src:
         is_live = False
@@ -226,7 +226,7 @@ def main() -> int:
     import torch
 
     from runtime.config import load_config
-    from runtime.model import ModelFactory
+    from runtime.model_adapter import ModelFactory
 
     cfg = load_config()
     tmp = tempfile.TemporaryDirectory()

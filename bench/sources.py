@@ -26,22 +26,27 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# replay/ is imported inside the measuring functions, not here: `--against REV` imports this module in a
+# subprocess and only then puts REV's exported replay/ first on the path, so the functions it calls
+# must find that replay/ at call time (live_cpu_at_revision asserts they do).
+from schema.messages import CAMERA_CHANNELS  # noqa: E402
+
 REAL = ROOT.parent / "shared" / "data" / "nuscenes-real-scene-0523"
 
 
 def replay_rates(repeats: int) -> dict:
-    from PIL import Image
-
-    from replay.nuscenes_source import NuScenesSource
-    from runtime.messages import CAMERA_CHANNELS
+    from replay.nuscenes.source import NuScenesSource
 
     src = NuScenesSource(REAL, "v1.0-trainval", keyframes_only=True)
     nusc = src.nusc
@@ -72,8 +77,8 @@ def replay_rates(repeats: int) -> dict:
 
 
 def live_rates(width: int, height: int, seconds: float) -> dict:
-    from replay.live import SimulatedVehicle
-    from replay.world import World
+    from replay.sim.vehicle import SimulatedVehicle
+    from replay.sim.world import World
 
     world = World(0)
     fast = SimulatedVehicle(seed=0, width=width, height=height, duration_s=1.0, realtime=False, world=world)
@@ -97,7 +102,7 @@ def live_rates(width: int, height: int, seconds: float) -> dict:
 
 def _fresh_world(shared):
     """World(0) with the ground raster of `shared` (built once: it takes seconds and is not per cycle)."""
-    from replay.world import World
+    from replay.sim.world import World
 
     w = World(0)
     w._raster = shared.ground
@@ -110,8 +115,8 @@ def live_cpu_vehicle(width: int, height: int, seconds: float, repeats: int) -> l
     The CPU time of a whole stream of 1 s is subtracted from that of a stream of 1 + `seconds` s
     (fresh worlds both), so the one-off costs (renderer, camera caches, first frames) cancel out.
     """
-    from replay.live import SimulatedVehicle
-    from replay.world import World
+    from replay.sim.vehicle import SimulatedVehicle
+    from replay.sim.world import World
 
     shared = World(0)
 
@@ -134,10 +139,10 @@ def live_cpu_vehicle(width: int, height: int, seconds: float, repeats: int) -> l
 
 def live_cpu_baseline(width: int, height: int, seconds: float, repeats: int) -> list[float]:
     """CPU ms per cycle of the per-capture path: World.state_at + Renderer.render for each exposure."""
-    from replay.drive import capture_times
-    from replay.render import Renderer
-    from replay.rig import camera_rig
-    from replay.world import World
+    from replay.sim.exposures import capture_times
+    from replay.sim.render import Renderer
+    from replay.sim.rig import camera_rig
+    from replay.sim.world import World
 
     shared = World(0)
     rig = camera_rig(width, height)
@@ -157,8 +162,6 @@ def live_cpu_baseline(width: int, height: int, seconds: float, repeats: int) -> 
 
 def _revision_tree(rev: str, tree: str) -> None:
     """Export replay/perception/runtime of git revision `rev` into directory `tree`."""
-    import subprocess
-
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "replay", "perception", "runtime"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
@@ -166,10 +169,8 @@ def _revision_tree(rev: str, tree: str) -> None:
 
 def live_cpu_at_revision(tree: str, width: int, height: int, seconds: float) -> float:
     """One live_cpu_vehicle value of the code exported in `tree`, in a subprocess."""
-    import subprocess
-
     code = (f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); import sources; "
-            f"sys.path.insert(0, {tree!r}); import replay.live; assert replay.live.__file__.startswith({tree!r}); "
+            f"sys.path.insert(0, {tree!r}); import replay.sim.vehicle; assert replay.sim.vehicle.__file__.startswith({tree!r}); "
             f"print(sources.live_cpu_vehicle({width}, {height}, {seconds}, 1)[0])")
     res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tree)
     return float(res.stdout.strip().splitlines()[-1])
@@ -178,8 +179,6 @@ def live_cpu_at_revision(tree: str, width: int, height: int, seconds: float) -> 
 def live_cpu(sizes, seconds: float, repeats: int, against: str | None) -> dict:
     """Section 3; the measurements of each repeat are interleaved (vehicle, baseline, revision) so that
     the load of the shared machine weighs on them alike."""
-    import tempfile
-
     out = {}
     with tempfile.TemporaryDirectory() as tree:
         if against:

@@ -2,7 +2,7 @@
 
     python docs/figures.py --dataroot DIR [--version v1.0-trainval] [--out docs/images/sim_cameras.jpg]
 
-Reads an export of `bevstream sim` through the devkit; label colours follow perception.classes.SEG_CLASSES.
+Reads an export of `bevstream sim` through the devkit; label colours follow schema.classes.SEG_CLASSES.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 from nuscenes.nuscenes import NuScenes
 from PIL import Image
 
-from perception.classes import SEG_CLASSES
+from schema.classes import SEG_CLASSES
 from replay.layout import label_path
-from runtime.messages import CAMERA_CHANNELS
+from schema.messages import CAMERA_CHANNELS
 
 # One colour per SEG_CLASSES entry (Cityscapes-like).
 LABEL_COLOURS = np.array([

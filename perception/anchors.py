@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from perception.classes import DETECTION_NAMES
+from schema.classes import DETECTION_NAMES
 from perception.grid import BEVGrid
 
 # Class-typical box sizes (w, l, h) in metres, close to the nuScenes train-set means per class.

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from perception.anchors import DEFAULT_ANCHOR_SIZES, DEFAULT_ANCHOR_YAWS, make_anchors
 from perception.boxes import BOX_DIM, CODE_SIZE, axis_aligned_iou, decode_boxes, encode_boxes, nearest_bev_rects, wrap_angle
-from perception.classes import DETECTION_NAMES
+from schema.classes import DETECTION_NAMES
 from perception.grid import BEVGrid
 from perception.losses import sigmoid_focal_loss, smooth_l1_loss
 from perception.nms import batched_nms_bev, best_class
@@ -194,7 +194,7 @@ class DetectionHead(nn.Module):
         """Focal loss over non-ignored anchors and smooth L1 on positives, both divided by the batch's positives.
 
         gt_velocity_valid[b] (N_b,) bool, optional: False drops the velocity terms of anchors matched to that
-        box (nuScenes gives NaN velocity for some annotations; replay.groundtruth stores them as 0).
+        box (nuScenes gives NaN velocity for some annotations; lab.groundtruth stores them as 0).
         """
         cls_logits, deltas = preds["cls_logits"], preds["box_deltas"]  # (B, NA, C), (B, NA, CODE)
         if len(gt_boxes) != cls_logits.shape[0] or len(gt_labels) != cls_logits.shape[0]:

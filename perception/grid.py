@@ -19,6 +19,8 @@ class BEVGrid:
     resolution: float = 1.6  # metres per cell: 64 x 64 cells over +-51.2 m
 
     def __post_init__(self) -> None:
+        if not self.resolution > 0:  # also NaN
+            raise ValueError(f"BEVGrid: resolution must be > 0 metres, got {self.resolution}")
         for name, lo, hi in (("x", self.x_min, self.x_max), ("y", self.y_min, self.y_max)):
             if not hi > lo:
                 raise ValueError(f"BEVGrid: {name}_max ({hi}) must exceed {name}_min ({lo})")

@@ -22,12 +22,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from perception.attributes import AttributeConfig
+from schema.attributes import AttributeConfig
 from perception.backbone import Backbone, BackboneConfig, fold_fine_level
 from perception.bev_encoder import BEVEncoder, BEVEncoderConfig
 from perception.boxes import CODE_SIZE
 from perception.depth import DepthHead, DepthHeadConfig
-from perception.classes import ROAD_CLASSES
+from schema.classes import ROAD_CLASSES
 from perception.detection import DetectionHead, DetectionHeadConfig
 from perception.grid import BEVGrid
 from perception.rectify import RectifyConfig

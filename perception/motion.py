@@ -16,7 +16,7 @@ covers 1, and 3 is left to the heads' 3x3 convs that follow (features of a 3-cel
 across a cell); a hole-free pair would be dilations 1 and 3.
 
 Each path's last conv starts at zero, so a model grown with a path from weights trained without it
-computes exactly what they computed until training moves it (perception.training.ZERO_INIT_BRANCHES).
+computes exactly what they computed until training moves it (lab.training.ZERO_INIT_BRANCHES).
 """
 from __future__ import annotations
 

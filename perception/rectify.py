@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from runtime.messages import CAMERA_CHANNELS
+from schema.camera import scale_intrinsic
+from schema.messages import CAMERA_CHANNELS
 
 # Camera optical frame (x right, y down, z forward) -> ego frame (x forward, y left, z up), yaw 0.
 CAM_TO_EGO_BASE = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
@@ -81,17 +82,6 @@ def optical_axis_yaw(cam_to_ego_rot: np.ndarray) -> float:
     """Yaw (radians) of a camera's optical axis (its z axis) in the ego frame."""
     axis = cam_to_ego_rot[:, 2]
     return math.atan2(axis[1], axis[0])
-
-
-def scale_intrinsic(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Intrinsic for an image resized by (sx, sy), pixel centres at integers."""
-    out = k.astype(np.float64).copy()
-    out[0, 0] *= sx
-    out[0, 1] *= sx
-    out[0, 2] = (k[0, 2] + 0.5) * sx - 0.5
-    out[1, 1] *= sy
-    out[1, 2] = (k[1, 2] + 0.5) * sy - 0.5
-    return out
 
 
 def rectify_pixel_map(

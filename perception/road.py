@@ -19,7 +19,7 @@ from shapely.geometry import LineString
 from skimage.morphology import skeletonize
 from torch import Tensor, nn
 
-from perception.classes import ROAD_CLASSES
+from schema.classes import ROAD_CLASSES
 from perception.grid import BEVGrid
 
 
@@ -354,7 +354,7 @@ def vectorize_mask_reference(prob: np.ndarray, grid: BEVGrid, upsample: int, thr
 
 
 def polylines_to_global(polylines: list[np.ndarray], ego_to_global) -> list[np.ndarray]:
-    """Ego-frame (N, 2) polylines (on the ground, z = 0) -> global (N, 2) x, y with the ego pose (runtime.messages.Pose)."""
+    """Ego-frame (N, 2) polylines (on the ground, z = 0) -> global (N, 2) x, y with the ego pose (schema.messages.Pose)."""
     rot = ego_to_global.rotation.rotation_matrix
     t = np.asarray(ego_to_global.translation, dtype=np.float64)
     out = []

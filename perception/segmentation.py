@@ -15,7 +15,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from perception.backbone import conv_bn_relu
-from perception.classes import SEG_CLASSES
+from schema.classes import SEG_CLASSES
 
 
 @dataclass(frozen=True)

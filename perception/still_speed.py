@@ -1,10 +1,10 @@
 """Per-class still speeds: a box whose predicted speed is below its class's still speed is reported standing
-still (velocity 0), fitted on a training split by the devkit's velocity error.
+still (velocity 0); the speeds are fitted per weights file by lab.calibration.still_speed.
 
 A camera model's velocity of a parked car is not zero but noise: on the stage-11 weights the median
 predicted speed of matched parked cars was 0.23 m/s, a tenth of them above 0.6 m/s, while moving cars came
 out at 6-9 m/s. Half the matched vehicles are parked, so that noise is a large share of mAVE, and the
-attribute rule (perception.attributes) already names those boxes parked: a parked box with a velocity
+attribute rule (schema.attributes) already names those boxes parked: a parked box with a velocity
 contradicts itself. Below a still speed the velocity is set to 0; how low the noise lies depends on the
 weights, so the speed is fitted per weights file (`bevstream calibrate`), on scenes the weights were
 trained on, never on the split that is reported. It never exceeds the class's attribute threshold: a box
@@ -14,17 +14,11 @@ fit nearly matches.)
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from perception.classes import DETECTION_NAMES
-
-CANDIDATE_STILL_SPEEDS_MPS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 VELOCITY_COLUMNS = slice(7, 9)  # vx, vy of a (..., 9) box (perception.boxes)
 
 
@@ -36,71 +30,3 @@ def zero_slow_velocities(boxes: Tensor, labels: Tensor, still_speed_mps: Sequenc
     out = boxes.clone()
     out[speed < still[labels], VELOCITY_COLUMNS] = 0.0
     return out
-
-
-@dataclass(frozen=True)
-class StillSpeedFit:
-    """The fitted still speed of one class: its devkit velocity error (m/s) there and at the weights' speed."""
-
-    name: str
-    boxes: int  # predicted boxes of the class
-    still_speed: float
-    vel_err: float
-    previous_still_speed: float
-    previous_vel_err: float
-
-
-def class_vel_err(ev, gt_boxes, pred_boxes, name: str) -> float:
-    """The devkit's velocity error (AVE) of one class: true positives at the config's TP distance, averaged
-    over the recall range above min_recall, as DetectionEval reports it."""
-    from nuscenes.eval.detection.algo import accumulate, calc_tp
-
-    cfg = ev.cfg
-    return float(calc_tp(accumulate(gt_boxes, pred_boxes, name, cfg.dist_fcn_callable, cfg.dist_th_tp), cfg.min_recall,
-                         "vel_err"))
-
-
-def with_still_speed(boxes: Sequence, still_speed: float) -> list:
-    """DetectionBoxes -> the same list with a copy at velocity 0 in place of each box slower than `still_speed`."""
-    out = []
-    for box in boxes:
-        if np.hypot(*box.velocity[:2]) < still_speed:
-            box = copy.copy(box)
-            box.velocity = (0.0, 0.0)
-        out.append(box)
-    return out
-
-
-def fit_still_speeds(ev, pred_boxes, tokens: Iterable[str], previous: Sequence[float],
-                     moving_speed: Mapping[str, float], candidates: Sequence[float] = CANDIDATE_STILL_SPEEDS_MPS,
-                     names: Sequence[str] = DETECTION_NAMES) -> list[StillSpeedFit]:
-    """Per class whose velocity the devkit scores: the candidate still speed with the lowest velocity error
-    (ties: the lower speed) of `pred_boxes` (EvalBoxes, made with no still speed, NMS as the runtime runs it)
-    against a loaded DetectionEval `ev`'s ground truth, restricted to the samples `tokens`.
-
-    A class's still speed is at most its `moving_speed` (the attribute threshold, perception.attributes), so
-    only boxes already named parked, standing or riderless are zeroed: the velocity agrees with the attribute,
-    and the attribute fit is untouched. Cones and barriers, which have no scored velocity, keep their speed."""
-    from nuscenes.eval.common.data_classes import EvalBoxes
-
-    from perception.nms_radius import restricted
-
-    tokens = list(tokens)
-    gt_boxes = restricted(ev.gt_boxes, tokens)
-    fits = []
-    for k, name in enumerate(names):
-        if name not in moving_speed:
-            continue
-        per_sample = {t: [b for b in pred_boxes[t] if b.detection_name == name] for t in tokens}
-        allowed = [c for c in candidates if c <= moving_speed[name]] or [0.0]
-        errors = {}
-        for speed in sorted(set(allowed) | {float(previous[k])}):
-            preds = EvalBoxes()
-            for token, boxes in per_sample.items():
-                preds.add_boxes(token, with_still_speed(boxes, speed))
-            errors[speed] = class_vel_err(ev, gt_boxes, preds, name)
-        finite = [s for s in sorted(allowed) if np.isfinite(errors[s])]
-        best = min(finite, key=lambda s: errors[s]) if finite else float(previous[k])  # no true positive: unchanged
-        fits.append(StillSpeedFit(name, sum(len(b) for b in per_sample.values()), best, errors[best], float(previous[k]),
-                                  errors[float(previous[k])]))
-    return fits

@@ -9,7 +9,7 @@ from pyquaternion import Quaternion
 from torch import Tensor
 
 from perception.boxes import BOX_DIM
-from perception.classes import DETECTION_NAMES
+from schema.classes import DETECTION_NAMES
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Detections:
         return Detections(self.boxes.to(device), self.scores.to(device), self.labels.to(device))
 
     def to_global(self, ego_to_global) -> list[dict]:
-        """Boxes in global coordinates from the ego pose (runtime.messages.Pose, ego -> global).
+        """Boxes in global coordinates from the ego pose (schema.messages.Pose, ego -> global).
 
         Returns one dict per box with the nuScenes submission fields: translation (3,), size (w, l, h),
         rotation (w, x, y, z), velocity (vx, vy) global, detection_name, detection_score.

@@ -14,7 +14,7 @@ box leaves with:
 Association is greedy by score to the nearest predicted track of the same class within a gate, as
 CenterPoint's tracker; a track unmatched for longer than `max_age_s` ends. The two noise levels, the still
 track speed and the score average's memory and weight are fitted per weights file on training scenes
-(`bevstream calibrate`, perception.track_fit) and stored in it; the tracker runs after the NMS and before
+(`bevstream calibrate`, lab.calibration.tracking) and stored in it; the tracker runs after the NMS and before
 the still speeds and attributes are applied.
 """
 from __future__ import annotations

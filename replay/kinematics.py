@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.messages import EgoKinematics, Pose
+from schema.messages import EgoKinematics, Pose
 
 
 class NonFinitePoseError(ValueError):

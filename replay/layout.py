@@ -12,7 +12,7 @@ writes them under `<dataroot>/bevstream/`:
     <dataroot>/bevstream/labels/<sample_data filename with its suffix replaced by .png>
         e.g. samples/CAM_FRONT/x.jpg -> bevstream/labels/samples/CAM_FRONT/x.png:
         a single-channel uint8 PNG, same size as the image, value = index in
-        perception.classes.SEG_CLASSES.
+        schema.classes.SEG_CLASSES.
 
 Real nuScenes has neither; readers return None where the files are absent.
 """

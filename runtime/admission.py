@@ -12,7 +12,7 @@ import numpy as np
 import ray
 
 from runtime.handoff import INGEST_END, NO_IMAGE, Staged, drop_for
-from runtime.messages import CAMERA_CHANNELS, StageTiming
+from schema.messages import CAMERA_CHANNELS, StageTiming
 
 
 def _encodable(frame: Any) -> bool:

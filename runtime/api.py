@@ -6,7 +6,7 @@
         for record in rt.iterate(source):              # the same as a plain iterator, for scripts
             ...
 
-`source` is any replay.source.FrameSource (NuScenesSource, SimulatedVehicle, ...). With `out_dir`
+`source` is any schema.source.FrameSource (NuScenesSource, SimulatedVehicle, ...). With `out_dir`
 the sink actor writes the run directory (see sink.py). `rt.report` holds the last run's RunReport.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from runtime.config import RuntimeConfig
 from runtime.feeders import ActorFeeder, SourceFeeder, source_frame_sets
 from runtime.pipeline import TickPipeline
 from runtime.report import RunReport
-from runtime.results import DropRecord, TickResult
+from schema.results import DropRecord, TickResult
 from runtime.supervisor import Supervisor
 
 
@@ -32,7 +32,7 @@ class Runtime:
     def __init__(self, config: RuntimeConfig | None = None, *, model_factory: Callable[[], Any] | None = None):
         self.cfg = config or RuntimeConfig()
         if model_factory is None:  # the real model, from runtime.yaml's `model:`
-            from runtime.model import ModelFactory
+            from runtime.model_adapter import ModelFactory
 
             model_factory = ModelFactory.from_config(self.cfg.model)
         self.model_factory = model_factory

@@ -61,7 +61,7 @@ class PipelineConfig(_Strict):
     # (the BEV step starts once the set's last camera is encoded); "set" = the whole set at once.
     live_encode: Literal["camera", "set"] = "camera"
     # Replayed JPEGs decode at the coarsest DCT scale that still gives the rectifier its full input
-    # (replay/nuscenes_source.py decode_for); False: full-size decode, pixel-identical to a plain loop.
+    # (replay/nuscenes/source.py decode_for); False: full-size decode, pixel-identical to a plain loop.
     scaled_decode: bool = True
     read_ahead: int = Field(0, ge=0)  # replay: frame sets loaded ahead of the pipeline's asks (0: on a free slot)
     ingest_threads: int = Field(2, ge=1)  # replay: threads that decode and shrink a set's cameras at once

@@ -14,7 +14,7 @@ import ray
 
 from runtime.config import SyncConfig
 from runtime.handoff import INGEST_END, Staged
-from runtime.messages import FrameSet, StageTiming
+from schema.messages import FrameSet, StageTiming
 
 END = object()
 
@@ -77,8 +77,7 @@ def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int]
     next frame happens to arrive. `on_frame(frame)` sees every raw frame as it arrives (the ingest
     actor starts its backbone work there); `on_discard(frame)` every frame that will not be in a set."""
     if getattr(source, "is_live", False) and hasattr(source, "camera_frames"):
-        from replay.source import make_synchronizer
-        from runtime.sync import SensorClock
+        from replay.sync import SensorClock, make_synchronizer
 
         sync = make_synchronizer(source, tolerance_us=int(sync_cfg.tolerance_ms * 1000),
                                  max_wait_us=int(sync_cfg.max_wait_ms * 1000))

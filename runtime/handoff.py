@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.messages import FrameSet, StageTiming
-from runtime.results import DropRecord
+from schema.messages import FrameSet, StageTiming
+from schema.results import DropRecord
 
 INGEST_END = "__end__"
 NO_IMAGE = np.zeros((0, 0, 3), np.uint8)  # frame sets leave the ingest actor without pixels: those go by reference

@@ -13,7 +13,7 @@ import ray
 from runtime.admission import LiveAdmission
 from runtime.feeders import source_frame_sets
 from runtime.handoff import INGEST_END, NO_IMAGE, Staged, drop_for
-from runtime.messages import StageTiming
+from schema.messages import StageTiming
 from runtime.validate import check_frame_set
 
 

@@ -29,8 +29,8 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from runtime.config import PipelineConfig
 from runtime.feeders import END, ActorFeeder, SourceError, SourceFeeder
 from runtime.handoff import Staged, drop_for
-from runtime.messages import FrameSet, StageTiming
-from runtime.results import DropRecord, TickResult
+from schema.messages import FrameSet, StageTiming
+from schema.results import DropRecord, TickResult
 from runtime.stages import TickMeta
 from runtime.validate import check_frame_set
 

@@ -40,7 +40,8 @@ class Prescaler:
         import torch
         import torch.nn.functional as F
 
-        from perception.rectify import prescale_size, scale_intrinsic
+        from perception.rectify import prescale_size
+        from schema.camera import scale_intrinsic
 
         h, w = image.shape[:2]
         pre = prescale_size(self.cfg, np.asarray(k, np.float64), (h, w))

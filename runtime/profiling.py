@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from runtime.results import DropRecord, TickResult
+from schema.results import DropRecord, TickResult
 
 STAGE_ORDER = ("sensor->ingest", "ingest", "submit", "backbone", "bev", "deliver", "exposures", "put")
 

@@ -5,7 +5,7 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from runtime.results import DropRecord, TickResult
+from schema.results import DropRecord, TickResult
 
 PERCENTILES = (50, 90, 99)
 

@@ -17,13 +17,13 @@ from typing import Iterable
 import numpy as np
 from pyquaternion import Quaternion
 
-from perception.tracking_eval import ids_by_score, tracking_entries
-from runtime.results import DropRecord, TickResult
+from replay.nuscenes.submission import ids_by_score, tracking_entries
+from schema.results import DropRecord, TickResult
 
 
 def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
     """A tick's global-frame detections as official submission boxes (highest scores first)."""
-    from replay.submission import detection_entry
+    from replay.nuscenes.submission import detection_entry
 
     dets = result.detections_global
     order = np.argsort(-dets.scores, kind="stable")[:max_boxes]
@@ -73,7 +73,7 @@ class ResultSink:
     def close(self, summary: dict | None = None) -> dict:
         """Finish the files; returns the paths written."""
         self._ticks.close()
-        from replay.submission import write_submission
+        from replay.nuscenes.submission import write_submission
 
         write_submission(self.out_dir / "results_nusc.json", self.results)
         paths = {"ticks": str(self.out_dir / "ticks.jsonl"), "results_nusc": str(self.out_dir / "results_nusc.json")}

@@ -1,6 +1,6 @@
 """The compute of each pipeline stage as plain classes (no Ray): the actors in actors.py wrap them.
 
-`PerceptionModel` is the narrow interface the runtime needs from the model; `runtime/model.py`
+`PerceptionModel` is the narrow interface the runtime needs from the model; `runtime/model_adapter.py`
 adapts perception/'s BEVStreamModel to it, tests inject a small model with the same methods.
 Keeping the stages Ray-free lets the offline baseline (bench/runtime.py) and the tests run the
 exact same code in one process.
@@ -14,8 +14,8 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from runtime.messages import CAMERA_CHANNELS, FrameSet, Pose, StageTiming
-from runtime.results import DetectionArrays, Polyline, TickResult
+from schema.messages import CAMERA_CHANNELS, FrameSet, Pose, StageTiming
+from schema.results import DetectionArrays, Polyline, TickResult
 
 NCAM = len(CAMERA_CHANNELS)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.messages import CAMERA_CHANNELS, FrameSet
+from schema.messages import CAMERA_CHANNELS, FrameSet
 
 
 def check_frame_set(fs: FrameSet, min_cameras: int = 1) -> tuple[str, str] | None:

@@ -9,7 +9,7 @@ import torch
 
 from perception.backbone import BackboneConfig
 from perception.bev_encoder import BEVEncoderConfig
-from perception.classes import ROAD_CLASSES, SEG_CLASSES
+from schema.classes import ROAD_CLASSES, SEG_CLASSES
 from perception.detection import DetectionHeadConfig
 from perception.grid import BEVGrid
 from perception.model import ModelConfig, ModelInputs, Targets
@@ -17,8 +17,8 @@ from perception.rectify import NOMINAL_YAW_DEG, RectifyConfig, canonical_intrins
 from perception.road import RoadHeadConfig
 from perception.segmentation import SegHeadConfig
 from perception.video import VideoConfig
-from replay.rig import REAL_CALIBRATION
-from runtime.messages import CAMERA_CHANNELS
+from replay.sim.rig import REAL_CALIBRATION
+from schema.messages import CAMERA_CHANNELS
 
 TINY_GRID = BEVGrid(-12.8, 12.8, -12.8, 12.8, 1.6)  # 16 x 16 cells
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from perception.anchors import DEFAULT_ANCHOR_SIZES, DEFAULT_ANCHOR_YAWS, make_anchors
-from perception.classes import DETECTION_NAMES
+from schema.classes import DETECTION_NAMES
 from perception.grid import BEVGrid
 
 

@@ -92,7 +92,7 @@ def test_projection_matches_the_devkits(real_scene_root):
     from nuscenes.utils.geometry_utils import view_points
     from pyquaternion import Quaternion
 
-    from replay.nuscenes_source import NuScenesSource
+    from replay.nuscenes.source import NuScenesSource
 
     src = NuScenesSource(real_scene_root, "v1.0-trainval")
     nusc = src.nusc
@@ -134,7 +134,7 @@ def test_loss_is_cross_entropy_over_supervised_cells_of_seen_cameras():
 
 def test_model_trains_the_head_and_ships_without_it(one_thread, tmp_path):
     from perception.config import model_config_from_dict, model_config_to_dict
-    from perception.training import export_weights, load_checkpoint, load_weights, save_checkpoint
+    from perception.checkpoint import export_weights, load_checkpoint, load_weights, save_checkpoint
 
     cfg = dataclasses.replace(tiny_config(video=False), depth=dataclasses.replace(CFG, hidden_channels=8, loss_weight=0.5))
     torch.manual_seed(0)
@@ -224,7 +224,7 @@ def test_depth_window_weights_of_known_distributions():
 
 def test_model_with_depth_attention_grows_from_plain_weights_and_ships_the_head(one_thread, tmp_path):
     from perception.config import model_config_from_dict, model_config_to_dict
-    from perception.training import export_weights, load_checkpoint, load_weights, save_checkpoint
+    from perception.checkpoint import export_weights, load_checkpoint, load_weights, save_checkpoint
 
     plain_cfg = tiny_config(video=True)
     cfg = dataclasses.replace(plain_cfg, depth=dataclasses.replace(CFG, hidden_channels=8, attention=True))

@@ -8,11 +8,11 @@ from nuscenes.utils.data_classes import Box
 from pyquaternion import Quaternion
 
 from perception.boxes import encode_boxes
-from perception.classes import DETECTION_NAMES
+from schema.classes import DETECTION_NAMES
 from perception.detection import DetectionHead, DetectionHeadConfig, fold_symmetric_yaw
 from perception.grid import BEVGrid
 from perception.structures import Detections
-from runtime.messages import Pose
+from schema.messages import Pose
 
 TINY = BEVGrid(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8, resolution=1.6)  # 16 x 16 cells
 

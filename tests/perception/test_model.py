@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from perception.classes import SEG_CLASSES
+from schema.classes import SEG_CLASSES
 from perception.config import model_config_from_dict, model_config_to_dict
 from perception.model import BEVStreamModel, ModelConfig
 from perception.structures import Detections
@@ -162,13 +162,13 @@ def _simulated_clip(cfg, ticks: int):
 
     import numpy as np
 
-    from perception.classes import DETECTION_NAMES
+    from schema.classes import DETECTION_NAMES
     from perception.model import ModelInputs, Targets
     from perception.rectify import Rectifier
-    from replay.render import Renderer
-    from replay.rig import camera_rig
-    from replay.world import World
-    from runtime.messages import CAMERA_CHANNELS
+    from replay.sim.render import Renderer
+    from replay.sim.rig import camera_rig
+    from replay.sim.world import World
+    from schema.messages import CAMERA_CHANNELS
 
     world = World(0)
     renderer, rig = Renderer(world, 352, 198), camera_rig(352, 198)
@@ -206,7 +206,7 @@ def _simulated_clip(cfg, ticks: int):
 
 def test_overfits_simulated_frames():
     """Three frames rendered by the simulator (six cameras, its labels and boxes): the loss falls by 10x."""
-    pytest.importorskip("replay.render")
+    pytest.importorskip("replay.sim.render")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -231,7 +231,7 @@ def test_shipped_weights_stream_the_same_through_the_fast_paths():
     import math
     from pathlib import Path
 
-    from perception.training import load_weights
+    from perception.checkpoint import load_weights
     from tests.perception.model_fixtures import canonical_rig, pose
 
     weights = Path(__file__).resolve().parents[2] / "perception" / "weights" / "bevstream.pt"

@@ -117,7 +117,7 @@ class _Net(torch.nn.Module):
 def test_load_weights_grows_only_zero_init_branches(tmp_path):
     import pytest
 
-    from perception.training import load_weights
+    from perception.checkpoint import load_weights
 
     torch.save({"model": _Net(False).state_dict(), "step": 1}, tmp_path / "plain.pt")
     torch.save({"model": _Net(True).state_dict(), "step": 1}, tmp_path / "grown.pt")

@@ -7,16 +7,9 @@ import numpy as np
 import torch
 from pyquaternion import Quaternion
 
-from perception.rectify import (
-    NOMINAL_YAW_DEG,
-    Rectifier,
-    RectifyConfig,
-    canonical_intrinsic,
-    nominal_rotation,
-    rectify_pixel_map,
-    scale_intrinsic,
-)
-from runtime.messages import CAMERA_CHANNELS
+from perception.rectify import NOMINAL_YAW_DEG, Rectifier, RectifyConfig, canonical_intrinsic, nominal_rotation, rectify_pixel_map
+from schema.camera import scale_intrinsic
+from schema.messages import CAMERA_CHANNELS
 
 CFG = RectifyConfig(image_size=(96, 176), focal=140.0)
 

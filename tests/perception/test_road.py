@@ -5,11 +5,11 @@ import torch
 from shapely.geometry import LineString, Point
 from pyquaternion import Quaternion
 
-from perception.classes import ROAD_CLASSES
+from schema.classes import ROAD_CLASSES
 from perception.grid import BEVGrid
 from perception.road import (RoadHead, RoadHeadConfig, polylines_to_global, rasterize_polylines, rasterize_road,
                              trace_skeleton, trace_skeleton_reference, vectorize_mask, vectorize_mask_reference)
-from runtime.messages import Pose
+from schema.messages import Pose
 
 GRID = BEVGrid()
 CELL = GRID.resolution
@@ -168,7 +168,7 @@ def test_trace_and_vectorize_equal_the_previous_implementation():
 
 def test_overfit_road_head_recovers_polylines():
     """A tiny head on one fixed BEV feature learns the rasterised lines; its vectorised output scores Chamfer AP 1."""
-    from perception.metrics import chamfer_ap
+    from lab.metrics import chamfer_ap
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from perception.backbone import Backbone, BackboneConfig, conv_out_size, deconv_out_size
-from perception.classes import SEG_CLASSES
+from schema.classes import SEG_CLASSES
 from perception.segmentation import ASPPLite, SegHeadConfig, SegmentationHead, upsample_logits
 
 

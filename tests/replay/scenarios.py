@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from replay.traffic import CLASS_SPECS
-from replay.world import AgentState, yaw_quaternion
+from replay.sim.agent_specs import CLASS_SPECS
+from replay.sim.world import AgentState, yaw_quaternion
 
 _ATTRIBUTES = {"pedestrian": "pedestrian.standing", "traffic_cone": "", "barrier": "",
                "bicycle": "cycle.with_rider", "motorcycle": "cycle.with_rider"}

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from runtime.cli import main
+from cli.main import main
 from tests.perception.model_fixtures import TINY_MODEL_YAML as TINY_MODEL
 
 
@@ -38,8 +38,8 @@ def test_train_then_eval_on_sim(sim_dataset, tmp_path):
 
 
 def test_sim_ground_truth_as_predictions_scores_perfectly(sim_dataset, sim_nusc, tmp_path):
-    from perception.evaluation import run_detection_eval
-    from replay.submission import ground_truth_results, write_submission
+    from lab.devkit import run_detection_eval
+    from replay.nuscenes.submission import ground_truth_results, write_submission
 
     results = ground_truth_results(sim_nusc, "mini_val")
     present = {b["detection_name"] for boxes in results.values() for b in boxes}

@@ -8,7 +8,7 @@ import pytest
 from pyquaternion import Quaternion
 
 from replay.kinematics import NonFinitePoseError, derive_kinematics, kinematics_at_last, kinematics_in_track
-from runtime.messages import Pose
+from schema.messages import Pose
 
 
 def _pose(x: float, y: float, yaw: float, z: float = 0.0) -> Pose:
@@ -127,7 +127,7 @@ def test_against_the_simulators_own_ego_state_through_a_turn():
     """Poses sampled at 12 Hz through a turn of the simulated world (seed 0; the sharpest turn found on a
     coarse scan of the first 150 s) give the world's own ego velocity, acceleration (incl.
     centripetal) and yaw rate."""
-    world_mod = pytest.importorskip("replay.world")
+    world_mod = pytest.importorskip("replay.sim.world")
     world = world_mod.World(0)
     scan = np.arange(0.0, 150.0, 2.0)
     t_turn = scan[int(np.argmax([abs(world.state_at(t).ego_yaw_rate) for t in scan]))]

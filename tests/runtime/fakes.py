@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from pyquaternion import Quaternion
 
-from runtime.messages import CAMERA_CHANNELS, CameraFrame, EgoKinematics, FrameSet, Pose
-from runtime.results import DetectionArrays, Polyline
+from schema.messages import CAMERA_CHANNELS, CameraFrame, EgoKinematics, FrameSet, Pose
+from schema.results import DetectionArrays, Polyline
 
 
 class CountingModel:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runtime.cli import main
+from cli.main import main
 from runtime.config import DEFAULT_CONFIG, ConfigError, RuntimeConfig, config_from_dict, load_config
 
 

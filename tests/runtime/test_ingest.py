@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from runtime.config import SyncConfig
-from runtime.messages import CAMERA_CHANNELS
+from schema.messages import CAMERA_CHANNELS
 from runtime.feeders import source_frame_sets
 from tests.runtime.fakes import LiveCameraSource, make_frame_set
 
@@ -76,7 +76,7 @@ def test_camera_encoder_admits_at_the_first_camera_and_never_encodes_a_dropped_s
     from runtime.admission import LiveAdmission
     from runtime.handoff import INGEST_END
     from runtime.handoff import Staged
-    from runtime.results import DropRecord
+    from schema.results import DropRecord
     from tests.runtime.fakes import CountingModel
 
     store = ray.remote(StateStore).options(num_cpus=0).remote()
@@ -265,7 +265,7 @@ def test_camera_encoder_pairs_early_cameras_and_sends_the_last_two_alone(ray_ses
 
     from runtime.actors import BackboneActor, StateStore
     from runtime.admission import LiveAdmission
-    from runtime.messages import CAMERA_CHANNELS
+    from schema.messages import CAMERA_CHANNELS
     from tests.runtime.fakes import CountingModel
 
     store = ray.remote(StateStore).options(num_cpus=0).remote()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.model import ModelFactory
+from runtime.model_adapter import ModelFactory
 from runtime.stages import BackboneStage, BevStage, TickMeta
 from tests.runtime.fakes import encode_as_they_arrive, make_frame_set
 

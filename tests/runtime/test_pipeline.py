@@ -9,8 +9,8 @@ import pytest
 from pyquaternion import Quaternion
 
 from runtime.api import Runtime
-from runtime.messages import Pose
-from runtime.results import DropRecord, TickResult
+from schema.messages import Pose
+from schema.results import DropRecord, TickResult
 from tests.runtime.conftest import small_config
 from tests.runtime.fakes import CountingModel, ListSource, LiveCameraSource, LiveFakeSource, make_frame_set
 

@@ -9,7 +9,7 @@ import torch
 from pyquaternion import Quaternion
 
 from perception.rectify import RectifyConfig, Rectifier
-from runtime.messages import CAMERA_CHANNELS, Pose
+from schema.messages import CAMERA_CHANNELS, Pose
 from runtime.prescale import Prescaler
 from tests.runtime.fakes import make_frame_set
 
@@ -56,7 +56,7 @@ def test_prescaler_leaves_small_or_bad_cameras_alone():
 
 def test_scaled_decode_gives_the_rectifier_nearly_the_same_input(real_scene_root):
     """pipeline.scaled_decode: a replayed JPEG decoded at a DCT scale, then prescaled, against the full decode."""
-    from replay.nuscenes_source import NuScenesSource
+    from replay.nuscenes.source import NuScenesSource
 
     torch.set_num_threads(1)
     pre = Prescaler(RectifyConfig())

@@ -7,7 +7,7 @@ import functools
 import ray
 
 from runtime.api import Runtime
-from runtime.results import DropRecord, TickResult
+from schema.results import DropRecord, TickResult
 from tests.runtime.conftest import small_config
 from tests.runtime.fakes import CountingModel, ListSource, make_frame_set
 

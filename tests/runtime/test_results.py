@@ -9,10 +9,10 @@ import pytest
 from nuscenes.utils.data_classes import Box
 from pyquaternion import Quaternion
 
-from runtime.messages import Pose, StageTiming
+from schema.messages import Pose, StageTiming
 from runtime.profiling import chrome_trace
 from runtime.report import RunReport
-from runtime.results import DetectionArrays, DropRecord, Polyline, TickResult, record_from_json
+from schema.results import DetectionArrays, DropRecord, Polyline, TickResult, record_from_json
 
 
 def _result(frame_id=3) -> TickResult:
@@ -137,8 +137,8 @@ def test_sink_writes_the_attributes_the_runtime_named():
 def test_sink_writes_the_tracks_beside_the_detections(tmp_path):
     """With track ids the run leaves results_tracking.json: the same keyframe boxes of the tracking classes,
     best first, with their ids, and every sample of results_nusc.json; without a tracker, no such file."""
-    from perception.classes import DETECTION_NAMES
-    from perception.tracking_eval import ids_by_score, tracking_entries
+    from schema.classes import DETECTION_NAMES
+    from replay.nuscenes.submission import ids_by_score, tracking_entries
     from runtime.sink import ResultSink, submission_boxes
 
     r = _result()

@@ -1,0 +1,82 @@
+"""What the runtime subcommands share: --config and overrides, config errors, the progress loop."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, out_default: str | None = None) -> None:
+    parser.add_argument("--config", default=None, metavar="FILE", help="runtime configuration (default: runtime.yaml)")
+    parser.add_argument("--out", default=out_default, metavar="RUN", help="run directory (default: output.out_dir)")
+    parser.add_argument("--checkpoint", default=None, metavar="FILE", help="model weights (model.checkpoint)")
+    parser.add_argument("--max-in-flight", type=int, default=None, metavar="N",
+                        help="ticks in flight, live and replay (pipeline.max_in_flight and replay_max_in_flight)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR", help="join this Ray cluster (ray.address)")
+    parser.add_argument("--num-cpus", type=int, default=None, metavar="N", help="CPUs of the local Ray (ray.num_cpus)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (output.progress: false)")
+
+
+def _abs(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
+def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
+    """The validated config with the command line's overrides, or None after printing the one error."""
+    from runtime.config import ConfigError, load_config, validate_model_options
+
+    common = {
+        "output.out_dir": _abs(getattr(args, "out", None)),
+        "model.checkpoint": _abs(args.checkpoint),
+        "pipeline.max_in_flight": args.max_in_flight,
+        "pipeline.replay_max_in_flight": args.max_in_flight,
+        "ray.address": args.ray_address,
+        "ray.num_cpus": args.num_cpus,
+        "output.progress": False if args.no_progress else None,
+    }
+    common.update(overrides or {})
+    try:
+        cfg = load_config(args.config, common)
+        validate_model_options(cfg)
+        from runtime.model_adapter import check_checkpoint
+
+        check_checkpoint(cfg.model)
+        return cfg
+    except ConfigError as exc:
+        print(f"bevstream: config error: {exc}", file=sys.stderr)
+        return None
+
+
+def warn_if_random_weights(cfg) -> None:
+    from runtime.model_adapter import random_weights_warning
+
+    if cfg.model.resolved_checkpoint() is None:
+        print(random_weights_warning(), file=sys.stderr)
+
+
+def run_source(cfg, source, out_dir: Path, expected_samples=None, total: int | None = None, model_factory=None,
+               on_record=None):
+    """Stream `source` through a Runtime into `out_dir` with a progress bar; print the report. -> Runtime."""
+    from tqdm import tqdm
+
+    from runtime.api import Runtime
+
+    print(f"source: {source.describe()}", file=sys.stderr)
+    rt = Runtime(cfg, model_factory=model_factory)
+    try:
+        rt.start()
+        print(f"actors: {rt.placement()}", file=sys.stderr)
+        with tqdm(total=total, unit="tick", disable=not cfg.output.progress, file=sys.stderr) as bar:
+            for record in rt.iterate(source, out_dir=out_dir, expected_samples=expected_samples):
+                bar.update(1)
+                if record.kind == "drop":
+                    bar.set_postfix_str(f"drop {record.reason}", refresh=False)
+                if on_record is not None:
+                    on_record(record)
+    finally:
+        rt.close()
+    print(rt.report.format())
+    tracks = ", results_tracking.json" if (Path(out_dir) / "results_tracking.json").is_file() else ""
+    print(f"wrote {out_dir}/results_nusc.json{tracks}, ticks.jsonl, summary.json")
+    return rt

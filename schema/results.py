@@ -1,0 +1,274 @@
+"""What a tick ends as: a `TickResult` or a `DropRecord` (frozen dataclasses, plain numpy arrays).
+
+Every frame set that enters the runtime ends as exactly one of the two. Both carry the frame id,
+scene, sensor timestamps, sample token and the timings of the stages they passed, and both
+serialise to one JSON line (`to_json`) and back (`from_json`) for ticks.jsonl.
+
+Box layout (as perception/structures.py): (N, 9) float32 = x, y, z, w, l, h, yaw, vx, vy in the
+frame named by `DetectionArrays.frame` ('ego': x forward, y left; 'global': the scene's map frame).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from schema.attributes import attribute_names
+from schema.messages import Pose, StageTiming
+
+DROP_REASONS: tuple[str, ...] = (
+    "overload",  # live: no capacity, the oldest waiting work was dropped
+    "late_camera",  # too few cameras present/in time to run the tick
+    "bad_input",  # NaN pose, image of wrong shape/dtype, unknown channel, bad calibration
+    "actor_restart",  # the actor running the tick died; Ray restarted it
+    "error",  # the tick raised inside a stage (the message says what)
+)
+
+
+@dataclass(frozen=True)
+class DetectionArrays:
+    """Detections of one tick in one frame, as same-length plain arrays."""
+
+    frame: str  # 'ego' or 'global'
+    boxes: np.ndarray  # (N, 9) float32: x, y, z, w, l, h, yaw, vx, vy
+    scores: np.ndarray  # (N,) float32
+    labels: np.ndarray  # (N,) int64, index into schema.classes.DETECTION_NAMES
+    names: tuple[str, ...]  # (N,) class names
+    # (N,) nuScenes attribute per box ('' for classes without); None: named from speed by the default
+    # thresholds (schema.attributes); the runtime passes those fitted for its weights
+    attributes: tuple[str, ...] | None = None
+    track_ids: np.ndarray | None = None  # (N,) int64: each box's track within the stream; None: no tracker
+
+    def __post_init__(self) -> None:
+        boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 9)
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "scores", np.asarray(self.scores, dtype=np.float32).reshape(-1))
+        object.__setattr__(self, "labels", np.asarray(self.labels, dtype=np.int64).reshape(-1))
+        object.__setattr__(self, "names", tuple(self.names))
+        if self.attributes is None:
+            object.__setattr__(self, "attributes", attribute_names(self.names, boxes[:, 7:9]))
+        object.__setattr__(self, "attributes", tuple(self.attributes))
+        n = len(boxes)
+        if self.track_ids is not None:
+            object.__setattr__(self, "track_ids", np.asarray(self.track_ids, dtype=np.int64).reshape(-1))
+            if len(self.track_ids) != n:
+                raise ValueError(f"DetectionArrays: boxes {n}, track_ids {len(self.track_ids)} differ")
+        if not (len(self.scores) == len(self.labels) == len(self.names) == len(self.attributes) == n):
+            raise ValueError(f"DetectionArrays: boxes {n}, scores {len(self.scores)}, labels {len(self.labels)}, "
+                             f"names {len(self.names)}, attributes {len(self.attributes)} differ")
+        if self.frame not in ("ego", "global"):
+            raise ValueError(f"DetectionArrays: frame must be 'ego' or 'global', got {self.frame!r}")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def empty(cls, frame: str = "ego") -> "DetectionArrays":
+        return cls(frame, np.zeros((0, 9), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), ())
+
+    def to_global(self, ego_to_global: Pose) -> "DetectionArrays":
+        """Ego -> global: centres by the pose, yaw by the pose's rotation, velocities rotated."""
+        if self.frame != "ego":
+            raise ValueError("to_global needs ego-frame detections")
+        b = self.boxes.astype(np.float64)
+        out = b.copy()
+        out[:, 0:3] = ego_to_global.transform_points(b[:, 0:3])
+        r = ego_to_global.rotation.rotation_matrix  # (3, 3)
+        # yaw of R_pose @ Rz(yaw): the heading of the box's x axis in the global frame, as the devkit's
+        # quaternion_yaw defines it, for every box at once
+        heading = np.stack([np.cos(b[:, 6]), np.sin(b[:, 6]), np.zeros(len(b))], axis=1) @ r.T  # (N, 3)
+        out[:, 6] = np.arctan2(heading[:, 1], heading[:, 0])
+        vel = np.concatenate([b[:, 7:9], np.zeros((len(b), 1))], axis=1)
+        out[:, 7:9] = (vel @ r.T)[:, :2]
+        return DetectionArrays("global", out.astype(np.float32), self.scores, self.labels, self.names, self.attributes,
+                               self.track_ids)
+
+    def to_json(self) -> dict:
+        return {
+            "frame": self.frame,
+            "boxes": np.round(self.boxes, 4).tolist(),
+            "scores": np.round(self.scores, 5).tolist(),
+            "labels": self.labels.tolist(),
+            "names": list(self.names),
+            "attributes": list(self.attributes),
+            "track_ids": None if self.track_ids is None else self.track_ids.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DetectionArrays":
+        return cls(d["frame"], np.asarray(d["boxes"], np.float32).reshape(-1, 9), d["scores"], d["labels"], d["names"],
+                   d.get("attributes"), d.get("track_ids"))
+
+
+@dataclass(frozen=True)
+class Polyline:
+    """One road-geometry polyline (ordered points), class from schema.classes.ROAD_CLASSES."""
+
+    cls: str  # 'lane_divider' or 'road_edge'
+    points: np.ndarray  # (K, 2) float32 x, y in the ego or global frame
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "points", np.asarray(self.points, dtype=np.float32).reshape(-1, 2))
+
+    def to_global(self, ego_to_global: Pose) -> "Polyline":
+        p = np.concatenate([self.points.astype(np.float64), np.zeros((len(self.points), 1))], axis=1)
+        return Polyline(self.cls, ego_to_global.transform_points(p)[:, :2])
+
+    def to_json(self) -> dict:
+        return {"cls": self.cls, "points": np.round(self.points, 3).tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Polyline":
+        return cls(d["cls"], np.asarray(d["points"], np.float32))
+
+
+def _timings_json(timings: Sequence[StageTiming]) -> list[dict]:
+    return [{"stage": t.stage, "start_ns": t.start_ns, "end_ns": t.end_ns} for t in timings]
+
+
+def _timings_from_json(items: Sequence[dict]) -> tuple[StageTiming, ...]:
+    return tuple(StageTiming(t["stage"], int(t["start_ns"]), int(t["end_ns"])) for t in items)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """The output of one tick: detections, road polylines, per-camera segmentation, timings."""
+
+    frame_id: int
+    scene: str
+    timestamp_us: int  # the frame set's reference time
+    oldest_timestamp_us: int  # earliest camera timestamp: end-to-end latency is measured from it
+    sample_token: str | None  # nuScenes keyframe sample, where the tick is one
+    ego_to_global: Pose
+    detections_ego: DetectionArrays
+    detections_global: DetectionArrays
+    polylines_ego: tuple[Polyline, ...]
+    polylines_global: tuple[Polyline, ...]
+    seg_channels: tuple[str, ...]  # cameras of `seg`, in CAMERA_CHANNELS order
+    seg: np.ndarray  # (Ncam_present, h, w) uint8 label maps (schema.classes.SEG_CLASSES), model resolution
+    missing: tuple[str, ...]  # cameras absent or late in this tick's frame set
+    new_scene: bool = False  # the temporal state was reset before this tick
+    timings: tuple[StageTiming, ...] = field(default=())
+    valid: bool = True  # the model ran on this tick's inputs
+
+    kind = "tick"
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.missing)
+
+    @property
+    def latency_ms(self) -> float:
+        """Work latency: reading the set ('ingest') plus entering the pipeline ('submit') to the result
+        ('deliver'). Time a replay set spent waiting for a free slot (backpressure) is not in it; for
+        live sources `end_to_end_ms` counts everything from the sensor."""
+        if not self.timings:
+            return float("nan")
+        by = {t.stage: t for t in self.timings}
+        end = max(t.end_ns for t in self.timings)
+        if "submit" in by:
+            ingest = by["ingest"].end_ns - by["ingest"].start_ns if "ingest" in by else 0
+            return (end - by["submit"].start_ns + ingest) / 1e6
+        return (end - min(t.start_ns for t in self.timings)) / 1e6
+
+    @property
+    def end_to_end_ms(self) -> float:
+        """Oldest camera timestamp to the last stage's end; meaningful when sensor time is wall time (live)."""
+        if not self.timings:
+            return float("nan")
+        return (max(t.end_ns for t in self.timings) / 1e3 - self.oldest_timestamp_us) / 1e3
+
+    def with_timing(self, timing: StageTiming) -> "TickResult":
+        return replace(self, timings=self.timings + (timing,))
+
+    def to_json(self, include_seg: bool = False) -> dict[str, Any]:
+        d = {
+            "kind": self.kind,
+            "frame_id": self.frame_id,
+            "scene": self.scene,
+            "timestamp_us": self.timestamp_us,
+            "oldest_timestamp_us": self.oldest_timestamp_us,
+            "sample_token": self.sample_token,
+            "ego_to_global": self.ego_to_global.to_record(),
+            "valid": self.valid,
+            "degraded": self.degraded,
+            "missing": list(self.missing),
+            "new_scene": self.new_scene,
+            "detections_ego": self.detections_ego.to_json(),
+            "detections_global": self.detections_global.to_json(),
+            "polylines_ego": [p.to_json() for p in self.polylines_ego],
+            "polylines_global": [p.to_json() for p in self.polylines_global],
+            "seg_channels": list(self.seg_channels),
+            "seg_shape": list(self.seg.shape),
+            "timings": _timings_json(self.timings),
+        }
+        if include_seg:
+            d["seg"] = self.seg.tolist()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TickResult":
+        seg = np.asarray(d["seg"], np.uint8) if "seg" in d else np.zeros([0] + list(d["seg_shape"][1:]), np.uint8)
+        return cls(
+            frame_id=int(d["frame_id"]),
+            scene=d["scene"],
+            timestamp_us=int(d["timestamp_us"]),
+            oldest_timestamp_us=int(d["oldest_timestamp_us"]),
+            sample_token=d["sample_token"],
+            ego_to_global=Pose.from_record(d["ego_to_global"]),
+            detections_ego=DetectionArrays.from_json(d["detections_ego"]),
+            detections_global=DetectionArrays.from_json(d["detections_global"]),
+            polylines_ego=tuple(Polyline.from_json(p) for p in d["polylines_ego"]),
+            polylines_global=tuple(Polyline.from_json(p) for p in d["polylines_global"]),
+            seg_channels=tuple(d["seg_channels"]),
+            seg=seg,
+            missing=tuple(d["missing"]),
+            new_scene=bool(d["new_scene"]),
+            timings=_timings_from_json(d["timings"]),
+            valid=bool(d["valid"]),
+        )
+
+
+@dataclass(frozen=True)
+class DropRecord:
+    """A frame set that did not become a tick result, and why."""
+
+    frame_id: int
+    scene: str
+    timestamp_us: int
+    sample_token: str | None
+    reason: str  # one of DROP_REASONS
+    detail: str = ""
+    timings: tuple[StageTiming, ...] = field(default=())
+    missing: tuple[str, ...] = ()
+
+    kind = "drop"
+    valid = False
+
+    def __post_init__(self) -> None:
+        if self.reason not in DROP_REASONS:
+            raise ValueError(f"DropRecord: unknown reason {self.reason!r}; expected one of {DROP_REASONS}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "frame_id": self.frame_id,
+            "scene": self.scene,
+            "timestamp_us": self.timestamp_us,
+            "sample_token": self.sample_token,
+            "reason": self.reason,
+            "detail": self.detail,
+            "missing": list(self.missing),
+            "timings": _timings_json(self.timings),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> "DropRecord":
+        return cls(int(d["frame_id"]), d["scene"], int(d["timestamp_us"]), d["sample_token"], d["reason"], d["detail"],
+                   _timings_from_json(d["timings"]), tuple(d.get("missing", ())))
+
+
+def record_from_json(d: dict) -> TickResult | DropRecord:
+    """One ticks.jsonl line back into its message."""
+    return TickResult.from_json(d) if d["kind"] == "tick" else DropRecord.from_json(d)
