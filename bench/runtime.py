@@ -211,6 +211,125 @@ def runtime_run(cfg, make_iter, warmup: int, decode_for=None) -> dict:
                 r.latency_ms - sum(t.duration_ms for t in r.timings if t.stage in ("ingest", "backbone", "bev")) for r in measured)}
 
 
+def _med(xs, k):
+    return statistics.median(x[k] for x in xs)
+
+
+def add_same_decode_figures(result: dict, same: list, runs: list, overlapped: list | None, alt_n: int) -> None:
+    """The honest comparator: the loop that decodes the JPEGs exactly as the runtime does (same source,
+    same decode); throughput ratio and median latency overhead (a fraction: 0.05 = +5 %) against it, for
+    the default config and with more ticks in flight; and the runtime's own cost per tick, hop by hop."""
+    same_tp, same_lat = _med(same, "throughput_hz"), _med(same, "latency_ms_median")
+    rt_tp, rt_lat = _med(runs, "throughput_hz"), _med(runs, "latency_ms_median")
+    result["same_decode_loop"] = {"throughput_hz": same_tp, "latency_ms_median": same_lat,
+                                  "torch_threads_best": [x["threads"] for x in same]}
+    result["vs_same_decode_loop"] = {"throughput_ratio": rt_tp / same_tp, "latency_overhead": rt_lat / same_lat - 1.0}
+    if overlapped:
+        xs = overlapped
+        result["overlapped_vs_same_decode_loop"] = {
+            "replay_max_in_flight": alt_n, "throughput_hz": _med(xs, "throughput_hz"), "latency_ms_median": _med(xs, "latency_ms_median"),
+            "throughput_ratio": _med(xs, "throughput_hz") / same_tp, "latency_overhead": _med(xs, "latency_ms_median") / same_lat - 1.0,
+            "runtime_cost_ms_median": _med(xs, "runtime_cost_ms_median"), "hop_ms_median": xs[-1]["hop_ms_median"]}
+    result["runtime_cost_ms_median"] = _med(runs, "runtime_cost_ms_median")
+    result["runtime"]["hop_ms_median"] = {k: statistics.median(x["hop_ms_median"][k] for x in runs) for k in runs[0]["hop_ms_median"]}
+
+
+def print_table(result: dict, pc, scaled: bool, alt_n: int) -> None:
+    loop, rt = result["offline_loop"], result["runtime"]
+    print(f"{'':<14}{'ticks/s':>10}{'median ms':>12}")
+    print(f"{'offline loop':<14}{loop['throughput_hz']:>10.2f}{loop['latency_ms_median']:>12.1f}   (research code: full JPEG decode)")
+    if scaled:
+        ls = result["offline_loop_scaled_decode"]
+        print(f"{'loop, scaled':<14}{ls['throughput_hz']:>10.2f}{ls['latency_ms_median']:>12.1f}   (the runtime's scaled decode; "
+              f"runtime vs it: ratio {ls['runtime_throughput_ratio']:.2f}, latency {100 * ls['runtime_median_latency_overhead']:+.1f} %)")
+    print(f"{'runtime':<14}{rt['throughput_hz']:>10.2f}{rt['latency_ms_median']:>12.1f}   (runtime.yaml: replay_max_in_flight "
+          f"{pc.replay_max_in_flight}, read_ahead {pc.read_ahead}, scaled_decode {pc.scaled_decode})")
+    for name, v in result["variants"].items():
+        print(f"{'  ' + name:<14}{v['throughput_hz']:>10.2f}{v['latency_ms_median']:>12.1f}   (ratio {v['throughput_ratio']:.2f}, "
+              f"latency overhead {100 * v['median_latency_overhead']:+.1f} %)")
+    print(f"throughput ratio {result['throughput_ratio']:.2f}, median latency overhead {100 * result['median_latency_overhead']:+.1f} %, "
+          f"same detections per tick: {result['same_detection_counts']}; {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
+    v, o = result["vs_same_decode_loop"], result.get("overlapped_vs_same_decode_loop")
+    print(f"vs the same-decode loop: default {v['throughput_ratio']:.2f}x at {100 * v['latency_overhead']:+.1f} % median latency"
+          + (f"; overlapped ({alt_n} in flight) {o['throughput_ratio']:.2f}x at {100 * o['latency_overhead']:+.1f} %" if o else "")
+          + f"; the runtime's own cost {result['runtime_cost_ms_median']:.2f} ms/tick (median), by hop: "
+          + ", ".join(f"{k} {x:.2f}" for k, x in rt["hop_ms_median"].items()))
+
+
+def bench_weights(tmp: str):
+    """runtime.yaml's config and model factory, with weights both sides load: the configured or shipped
+    ones, else a seeded random init written once to `tmp`. -> (cfg, factory, what the weights are)."""
+    import torch
+
+    from runtime.config import load_config
+    from runtime.model_adapter import ModelFactory
+
+    cfg = load_config()
+    factory = ModelFactory.from_config(cfg.model)
+    if factory.checkpoint is None:  # same random weights for both sides: one seeded checkpoint
+        torch.manual_seed(0)
+        model = ModelFactory(factory.options, None).build_torch_model()
+        ckpt = Path(tmp) / "bench_weights.pt"
+        from perception.config import model_config_to_dict
+
+        # With its model config, so every process builds the same architecture (load_trained_model).
+        torch.save({"model": model.state_dict(), "step": 0, "config": {"model": model_config_to_dict(model.config)}}, ckpt)
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"checkpoint": ckpt})})
+        factory = ModelFactory.from_config(cfg.model)
+        weights = "random init (seed 0), shared checkpoint"
+    else:
+        weights = str(factory.checkpoint)
+    return cfg, factory, weights
+
+
+def build_result(head: dict, loops: list, loops_scaled: list, runs: list, loop_tries: list, variants: dict,
+                 measured: dict, cfg) -> dict:
+    """The figures of runtime.json against the full-decode research loop (the same-decode loop's are added
+    by add_same_decode_figures)."""
+    med = _med
+    scaled = bool(loops_scaled)
+    loop_tp, rt_tp = med(loops, "throughput_hz"), med(runs, "throughput_hz")
+    loop_lat, rt_lat = med(loops, "latency_ms_median"), med(runs, "latency_ms_median")
+    # The runtime computes what the loop that decodes as it does computes.
+    same_outputs = all(a["detections"] == b["detections"] for a, b in zip(loops_scaled if scaled else loops, runs))
+    result = {
+        **head,
+        "offline_loop": {"throughput_hz": loop_tp, "latency_ms_median": loop_lat,
+                         "torch_threads_best": [x["threads"] for x in loops],
+                         "cpu_ms_per_tick": med(loops, "cpu_ms_per_tick"),
+                         "seg_labels": "at the model's seg resolution, as in the runtime's results"},
+        "runtime": {"throughput_hz": rt_tp, "latency_ms_median": rt_lat, "dropped": sum(x["dropped"] for x in runs),
+                    "stage_ms_median": runs[-1]["stage_ms_median"], "cpu_ms_per_tick": med(runs, "cpu_ms_per_tick"),
+                    "outside_compute_ms_median": med(runs, "outside_compute_ms_median"),
+                    "cpu_ms_per_tick_by_process": runs[-1]["cpu_ms_per_tick_by_process"],
+                    "handover_ms_median": runs[-1]["handover_ms_median"]},
+        "per_repeat": {"offline_loop_each_thread_count": loop_tries,
+                       "runtime": [{k: x[k] for k in ("throughput_hz", "latency_ms_median")} for x in runs]},
+        "variants": {name: {"what": variants[name][2], "throughput_hz": med(xs, "throughput_hz"),
+                            "latency_ms_median": med(xs, "latency_ms_median"),
+                            "throughput_ratio": med(xs, "throughput_hz") / loop_tp,
+                            "median_latency_overhead": med(xs, "latency_ms_median") / loop_lat - 1.0,
+                            "outside_compute_ms_median": med(xs, "outside_compute_ms_median"),
+                            "stage_ms_median": xs[-1]["stage_ms_median"],
+                            "same_detection_counts_as_loop": all(a["detections"] == b["detections"] for a, b in zip(loops, xs))
+                            if variants[name][1] is None else None}
+                     for name, xs in measured.items() if xs},
+        "throughput_ratio": rt_tp / loop_tp,
+        "median_latency_overhead": rt_lat / loop_lat - 1.0,
+        "same_detection_counts": same_outputs,
+        "offline_loop_scaled_decode": ({
+            "throughput_hz": med(loops_scaled, "throughput_hz"), "latency_ms_median": med(loops_scaled, "latency_ms_median"),
+            "runtime_throughput_ratio": rt_tp / med(loops_scaled, "throughput_hz"),
+            "runtime_median_latency_overhead": rt_lat / med(loops_scaled, "latency_ms_median") - 1.0,
+            # what the decode changes in the outputs: detections per tick against the full decode's, summed |diff|
+            "detection_count_changes_vs_full_decode": sum(abs(a - b) for a, b in zip(loops[0]["detections"], loops_scaled[0]["detections"])),
+            "detections_full_decode": sum(loops[0]["detections"])} if scaled else None),
+        "config": {"pipeline": cfg.pipeline.model_dump(), "stages": cfg.stages.model_dump(mode="json")},
+        **provenance(),
+    }
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -223,27 +342,8 @@ def main() -> int:
     repeats = args.repeats or (1 if args.quick else 3)
     warmup = 2
 
-    import torch
-
-    from runtime.config import load_config
-    from runtime.model_adapter import ModelFactory
-
-    cfg = load_config()
     tmp = tempfile.TemporaryDirectory()
-    factory = ModelFactory.from_config(cfg.model)
-    if factory.checkpoint is None:  # same random weights for both sides: one seeded checkpoint
-        torch.manual_seed(0)
-        model = ModelFactory(factory.options, None).build_torch_model()
-        ckpt = Path(tmp.name) / "bench_weights.pt"
-        from perception.config import model_config_to_dict
-
-        # With its model config, so every process builds the same architecture (load_trained_model).
-        torch.save({"model": model.state_dict(), "step": 0, "config": {"model": model_config_to_dict(model.config)}}, ckpt)
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"checkpoint": ckpt})})
-        factory = ModelFactory.from_config(cfg.model)
-        weights = "random init (seed 0), shared checkpoint"
-    else:
-        weights = str(factory.checkpoint)
+    cfg, factory, weights = bench_weights(tmp.name)
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"progress": False})})
     desc, make_iter, decode_for = frame_source(kind, n + warmup)
     # pipeline.scaled_decode: the runtime's JPEGs decode only as large as the rectifier uses them. The
@@ -296,81 +396,10 @@ def main() -> int:
             print(f"  runtime, {name} #{r}: {measured[name][-1]['throughput_hz']:.2f} ticks/s, "
                   f"median {measured[name][-1]['latency_ms_median']:.0f} ms", file=sys.stderr)
 
-    def med(xs, k):
-        return statistics.median(x[k] for x in xs)
-
-    loop_tp, rt_tp = med(loops, "throughput_hz"), med(runs, "throughput_hz")
-    loop_lat, rt_lat = med(loops, "latency_ms_median"), med(runs, "latency_ms_median")
-    # The runtime computes what the loop that decodes as it does computes.
-    same_outputs = all(a["detections"] == b["detections"] for a, b in zip(loops_scaled if scaled else loops, runs))
-    result = {
-        "frames": desc, "ticks": n, "warmup": warmup, "repeats": repeats, "weights": weights,
-        "offline_loop": {"throughput_hz": loop_tp, "latency_ms_median": loop_lat,
-                         "torch_threads_best": [x["threads"] for x in loops],
-                         "cpu_ms_per_tick": med(loops, "cpu_ms_per_tick"),
-                         "seg_labels": "at the model's seg resolution, as in the runtime's results"},
-        "runtime": {"throughput_hz": rt_tp, "latency_ms_median": rt_lat, "dropped": sum(x["dropped"] for x in runs),
-                    "stage_ms_median": runs[-1]["stage_ms_median"], "cpu_ms_per_tick": med(runs, "cpu_ms_per_tick"),
-                    "outside_compute_ms_median": med(runs, "outside_compute_ms_median"),
-                    "cpu_ms_per_tick_by_process": runs[-1]["cpu_ms_per_tick_by_process"],
-                    "handover_ms_median": runs[-1]["handover_ms_median"]},
-        "per_repeat": {"offline_loop_each_thread_count": loop_tries,
-                       "runtime": [{k: x[k] for k in ("throughput_hz", "latency_ms_median")} for x in runs]},
-        "variants": {name: {"what": variants[name][2], "throughput_hz": med(xs, "throughput_hz"),
-                            "latency_ms_median": med(xs, "latency_ms_median"),
-                            "throughput_ratio": med(xs, "throughput_hz") / loop_tp,
-                            "median_latency_overhead": med(xs, "latency_ms_median") / loop_lat - 1.0,
-                            "outside_compute_ms_median": med(xs, "outside_compute_ms_median"),
-                            "stage_ms_median": xs[-1]["stage_ms_median"],
-                            "same_detection_counts_as_loop": all(a["detections"] == b["detections"] for a, b in zip(loops, xs))
-                            if variants[name][1] is None else None}
-                     for name, xs in measured.items() if xs},
-        "throughput_ratio": rt_tp / loop_tp,
-        "median_latency_overhead": rt_lat / loop_lat - 1.0,
-        "same_detection_counts": same_outputs,
-        "offline_loop_scaled_decode": ({
-            "throughput_hz": med(loops_scaled, "throughput_hz"), "latency_ms_median": med(loops_scaled, "latency_ms_median"),
-            "runtime_throughput_ratio": rt_tp / med(loops_scaled, "throughput_hz"),
-            "runtime_median_latency_overhead": rt_lat / med(loops_scaled, "latency_ms_median") - 1.0,
-            # what the decode changes in the outputs: detections per tick against the full decode's, summed |diff|
-            "detection_count_changes_vs_full_decode": sum(abs(a - b) for a, b in zip(loops[0]["detections"], loops_scaled[0]["detections"])),
-            "detections_full_decode": sum(loops[0]["detections"])} if scaled else None),
-        "config": {"pipeline": cfg.pipeline.model_dump(), "stages": cfg.stages.model_dump(mode="json")},
-        **provenance(),
-    }
-    # The honest comparator: the loop that decodes the JPEGs exactly as the runtime does (same source,
-    # same decode); throughput ratio and median latency overhead (a fraction: 0.05 = +5 %) against it.
-    same = loops_scaled if scaled else loops
-    same_tp, same_lat = med(same, "throughput_hz"), med(same, "latency_ms_median")
-    result["same_decode_loop"] = {"throughput_hz": same_tp, "latency_ms_median": same_lat,
-                                  "torch_threads_best": [x["threads"] for x in same]}
-    result["vs_same_decode_loop"] = {"throughput_ratio": rt_tp / same_tp, "latency_overhead": rt_lat / same_lat - 1.0}
-    if overlapped and measured.get(overlapped):
-        xs = measured[overlapped]
-        result["overlapped_vs_same_decode_loop"] = {
-            "replay_max_in_flight": alt_n, "throughput_hz": med(xs, "throughput_hz"), "latency_ms_median": med(xs, "latency_ms_median"),
-            "throughput_ratio": med(xs, "throughput_hz") / same_tp, "latency_overhead": med(xs, "latency_ms_median") / same_lat - 1.0,
-            "runtime_cost_ms_median": med(xs, "runtime_cost_ms_median"), "hop_ms_median": xs[-1]["hop_ms_median"]}
-    result["runtime_cost_ms_median"] = med(runs, "runtime_cost_ms_median")
-    result["runtime"]["hop_ms_median"] = {k: statistics.median(x["hop_ms_median"][k] for x in runs) for k in runs[0]["hop_ms_median"]}
-    print(f"{'':<14}{'ticks/s':>10}{'median ms':>12}")
-    print(f"{'offline loop':<14}{loop_tp:>10.2f}{loop_lat:>12.1f}   (research code: full JPEG decode)")
-    if scaled:
-        ls = result["offline_loop_scaled_decode"]
-        print(f"{'loop, scaled':<14}{ls['throughput_hz']:>10.2f}{ls['latency_ms_median']:>12.1f}   (the runtime's scaled decode; "
-              f"runtime vs it: ratio {ls['runtime_throughput_ratio']:.2f}, latency {100 * ls['runtime_median_latency_overhead']:+.1f} %)")
-    print(f"{'runtime':<14}{rt_tp:>10.2f}{rt_lat:>12.1f}   (runtime.yaml: replay_max_in_flight {pc.replay_max_in_flight}, "
-          f"read_ahead {pc.read_ahead}, scaled_decode {pc.scaled_decode})")
-    for name, v in result["variants"].items():
-        print(f"{'  ' + name:<14}{v['throughput_hz']:>10.2f}{v['latency_ms_median']:>12.1f}   (ratio {v['throughput_ratio']:.2f}, "
-              f"latency overhead {100 * v['median_latency_overhead']:+.1f} %)")
-    print(f"throughput ratio {result['throughput_ratio']:.2f}, median latency overhead {100 * result['median_latency_overhead']:+.1f} %, "
-          f"same detections per tick: {same_outputs}; {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}")
-    v, o = result["vs_same_decode_loop"], result.get("overlapped_vs_same_decode_loop")
-    print(f"vs the same-decode loop: default {v['throughput_ratio']:.2f}x at {100 * v['latency_overhead']:+.1f} % median latency"
-          + (f"; overlapped ({alt_n} in flight) {o['throughput_ratio']:.2f}x at {100 * o['latency_overhead']:+.1f} %" if o else "")
-          + f"; the runtime's own cost {result['runtime_cost_ms_median']:.2f} ms/tick (median), by hop: "
-          + ", ".join(f"{k} {x:.2f}" for k, x in result["runtime"]["hop_ms_median"].items()))
+    result = build_result({"frames": desc, "ticks": n, "warmup": warmup, "repeats": repeats, "weights": weights},
+                          loops, loops_scaled, runs, loop_tries, variants, measured, cfg)
+    add_same_decode_figures(result, loops_scaled if scaled else loops, runs, measured.get(overlapped) if overlapped else None, alt_n)
+    print_table(result, pc, scaled, alt_n)
     out = ROOT / "bench" / "results" / "runtime.json"
     out.write_text(relative(json.dumps(result, indent=2)))
     print(f"wrote {out}")

@@ -195,13 +195,77 @@ class TickPipeline:
         if self.live and self.feeder is not None:
             self.feeder.block("actor_restart" if on else None, "a pipeline actor is restarting (dropped at ingest)" if on else "")
 
+    def _submit_ready(self, cap: int) -> float | None:
+        """Submit waiting sets while the first stage is free and under the cap: a tick never queues at the
+        backbone, so the newest waiting set goes next (live) and latency is the stages' sum. -> the monotonic
+        time the next may go (a replay's just-in-time release), or None."""
+        waiting, inflight = self.waiting, self.inflight
+        while (waiting and len(inflight) < cap and not self.recovering
+               and all(job.first_stage.done() for job in inflight)):
+            release_at = self._release_at(inflight)
+            if release_at is not None and release_at > time.monotonic():
+                return release_at
+            inflight.append(self._submit(waiting.popleft()))
+            self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
+        return None
+
+    def _live_drops(self, cap: int) -> list[DropRecord]:
+        """Live: the waiting sets dropped now. Sets admitted by the ingest actor (their cameras already
+        encoded) are never dropped for capacity; while an actor restarts every waiting set goes."""
+        out, waiting = [], self.waiting
+        while waiting and (self.recovering or (len(waiting) > self.cfg.live_queue and not _admitted(waiting[0]))):
+            old = waiting.popleft()
+            old = old.fs if isinstance(old, Staged) else old
+            if self.recovering:
+                record = drop_for(old, "actor_restart", "a pipeline actor is restarting (the set waited in the driver)")
+            else:
+                record = drop_for(old, "overload", f"{cap} ticks in flight and {len(waiting)} waiting")
+            out.append(self._ended(self._drop(record)))
+        return out
+
+    def _take(self, item: Any) -> DropRecord | None:
+        """An item from the feeder: queued to wait for a slot, or its drop record (refused at ingest, or
+        failing the input checks); END marks the source done."""
+        if item is END:
+            self.source_done = True
+        elif isinstance(item, SourceError):
+            raise item.exc
+        elif isinstance(item, DropRecord):  # refused or dropped at ingest
+            return self._drop(item)
+        else:
+            fs = item.fs if isinstance(item, Staged) else item
+            checked = isinstance(item, Staged) and item.checked
+            problem = None if checked else check_frame_set(fs, self.cfg.min_cameras)
+            if problem is not None:
+                return self._drop(drop_for(fs, problem[0], problem[1]))
+            self.waiting.append(item)
+        return None
+
+    def _waits(self, cap: int, feeder: Any) -> set:
+        """What the event loop waits for next: the next set (replay: only when a slot is free, which is the
+        backpressure; live: always), the oldest tick, the busy first stage while sets wait, a restart."""
+        wait_set: set = set()
+        if not self.source_done and (self.live or (len(self.inflight) + len(self.waiting) < cap and not self.waiting)):
+            if self.get_task is None:
+                feeder.want()
+                self.get_task = asyncio.ensure_future(feeder.queue.get())
+            wait_set.add(self.get_task)
+        if self.inflight:
+            wait_set.add(self.inflight[0].fut)
+            busy = [job.first_stage for job in self.inflight if not job.first_stage.done()]
+            if busy and self.waiting:
+                wait_set.add(busy[0])
+        if self.recover_task is not None:
+            wait_set.add(self.recover_task)
+        return wait_set
+
     async def run(self, feeder: "SourceFeeder | ActorFeeder") -> AsyncIterator[TickResult | DropRecord]:
         self.feeder = feeder
-        waiting: deque[FrameSet | Staged] = deque()
-        inflight: deque[_InFlight] = deque()
-        source_done = False
-        get_task: asyncio.Task | None = None
-        recover_task: asyncio.Task | None = None
+        self.waiting: deque[FrameSet | Staged] = deque()
+        self.inflight: deque[_InFlight] = deque()
+        self.source_done = False
+        self.get_task: asyncio.Task | None = None
+        self.recover_task: asyncio.Task | None = None
         blocked = False
         cap = self.cfg.cap(self.live)
         try:
@@ -209,47 +273,16 @@ class TickPipeline:
                 if self.recovering and not blocked:
                     blocked = True
                     self._set_recovering(True)
-                if self.recovering and not inflight and recover_task is None:
+                if self.recovering and not self.inflight and self.recover_task is None:
                     # the ticks sent to the dead actor have all failed: wait for Ray to bring it back
-                    recover_task = asyncio.ensure_future(self._await_actors())
-                # Submit when the first stage is free (and under the cap): a tick never queues at the
-                # backbone, so the newest waiting set goes next (live) and latency is the stages' sum.
-                release_at = None
-                while (waiting and len(inflight) < cap and not self.recovering
-                       and all(job.first_stage.done() for job in inflight)):
-                    release_at = self._release_at(inflight)
-                    if release_at is not None and release_at > time.monotonic():
-                        break
-                    release_at = None
-                    inflight.append(self._submit(waiting.popleft()))
-                    self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
+                    self.recover_task = asyncio.ensure_future(self._await_actors())
+                release_at = self._submit_ready(cap)
                 if self.live:
-                    # Sets admitted by the ingest actor (their cameras already encoded) are never
-                    # dropped for capacity; while an actor restarts every waiting set goes.
-                    while waiting and (self.recovering or (len(waiting) > self.cfg.live_queue and not _admitted(waiting[0]))):
-                        old = waiting.popleft()
-                        old = old.fs if isinstance(old, Staged) else old
-                        if self.recovering:
-                            record = drop_for(old, "actor_restart", "a pipeline actor is restarting (the set waited in the driver)")
-                        else:
-                            record = drop_for(old, "overload", f"{cap} ticks in flight and {len(waiting)} waiting")
-                        yield self._ended(self._drop(record))
-                if source_done and not waiting and not inflight and recover_task is None:
+                    for record in self._live_drops(cap):
+                        yield record
+                if self.source_done and not self.waiting and not self.inflight and self.recover_task is None:
                     return
-                wait_set: set = set()
-                # Replay reads the source only when a slot is free (backpressure); live always reads.
-                if not source_done and (self.live or (len(inflight) + len(waiting) < cap and not waiting)):
-                    if get_task is None:
-                        feeder.want()
-                        get_task = asyncio.ensure_future(feeder.queue.get())
-                    wait_set.add(get_task)
-                if inflight:
-                    wait_set.add(inflight[0].fut)
-                    busy = [job.first_stage for job in inflight if not job.first_stage.done()]
-                    if busy and waiting:
-                        wait_set.add(busy[0])
-                if recover_task is not None:
-                    wait_set.add(recover_task)
+                wait_set = self._waits(cap, feeder)
                 timer = None
                 if release_at is not None:
                     timer = asyncio.ensure_future(asyncio.sleep(max(release_at - time.monotonic(), 0.0)))
@@ -257,41 +290,33 @@ class TickPipeline:
                 await asyncio.wait(wait_set, return_when=asyncio.FIRST_COMPLETED)
                 if timer is not None:
                     timer.cancel()
-                if recover_task is not None and recover_task.done():
-                    recover_task.result()  # raises if the actor was not restarted
-                    recover_task = None
+                if self.recover_task is not None and self.recover_task.done():
+                    self.recover_task.result()  # raises if the actor was not restarted
+                    self.recover_task = None
                     if blocked:
                         blocked = False
                         self._set_recovering(False)
-                while inflight and inflight[0].fut.done():
-                    yield self._ended(self._finish(inflight.popleft()))
-                if get_task is not None and get_task.done():
-                    item = get_task.result()
-                    get_task = None
-                    if item is END:
-                        source_done = True
-                    elif isinstance(item, SourceError):
-                        raise item.exc
-                    elif isinstance(item, DropRecord):  # refused or dropped at ingest
-                        yield self._drop(item)
-                    else:
-                        fs = item.fs if isinstance(item, Staged) else item
-                        checked = isinstance(item, Staged) and item.checked
-                        problem = None if checked else check_frame_set(fs, self.cfg.min_cameras)
-                        if problem is not None:
-                            yield self._drop(drop_for(fs, problem[0], problem[1]))
-                        else:
-                            waiting.append(item)
+                while self.inflight and self.inflight[0].fut.done():
+                    yield self._ended(self._finish(self.inflight.popleft()))
+                if self.get_task is not None and self.get_task.done():
+                    item, self.get_task = self.get_task.result(), None
+                    record = self._take(item)
+                    if record is not None:
+                        yield record
         finally:
-            if get_task is not None:
-                get_task.cancel()
-            if recover_task is not None:
-                recover_task.cancel()
-            for job in inflight:  # the consumer stopped early: do not leave work behind
-                try:
-                    ray.cancel(job.ref, force=False)
-                except Exception:  # noqa: BLE001 - already finished or not cancellable
-                    pass
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """The stream ended or its consumer stopped early: do not leave work behind."""
+        if self.get_task is not None:
+            self.get_task.cancel()
+        if self.recover_task is not None:
+            self.recover_task.cancel()
+        for job in self.inflight:
+            try:
+                ray.cancel(job.ref, force=False)
+            except Exception:  # noqa: BLE001 - already finished or not cancellable
+                pass
 
 
 def _admitted(item: Any) -> bool:
