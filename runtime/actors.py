@@ -1,23 +1,30 @@
 """Ray actors: thin wrappers over the stages in stages.py (and the sink in sink.py).
 
 Actors are plain classes here; supervisor.py turns them into Ray actors with the resources,
-restarts and placement of runtime.yaml. They are synchronous actors (one call at a time, in
-submission order), which is what keeps the BEV actor's temporal state in frame order.
+restarts and placement of runtime.yaml. Stages that share a node run in ONE process, the
+PerceptionActor (a thread per stage: torch releases the GIL, so the backbone of tick t+1 overlaps
+the BEV step of tick t, and features never cross the object store); only when placement puts them
+on different nodes do they run as a BackboneActor and a BevActor. Those are synchronous actors (one
+call at a time, in submission order), which is what keeps the BEV actor's temporal state in frame
+order; the PerceptionActor keeps it with a single BEV thread fed in submission order.
+
+Constructor arguments are small values only (the model factory: options + a weights path; the
+state store's actor NAME, not its handle): a handle or any large argument would sit in the object
+store, and a restarted actor could not be constructed again once it is gone (ray issue 53727).
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
 import ray
 
-from schema.messages import CAMERA_CHANNELS
-from runtime.pipeline import INGEST_END
 from runtime.stages import BackboneStage, BevStage, CameraFeatures, FeaturePacket, TickMeta, packet_from_cameras
 
 
@@ -26,9 +33,16 @@ def _node_id() -> str:
 
 
 def _set_threads(n: int) -> None:
+    """torch's intra-op threads of the CALLING thread (OpenMP keeps the count per thread): each stage
+    thread of a PerceptionActor sets its own."""
     import torch
 
     torch.set_num_threads(n)
+
+
+def state_store(store: Any) -> Any:
+    """The StateStore actor from its name (what the stage actors are constructed with), or a handle as is."""
+    return ray.get_actor(store) if isinstance(store, str) else store
 
 
 class _StageActor:
@@ -86,469 +100,12 @@ class StateStore:
         """The thread count the current stream gave `stage`, or its start-up count."""
         return self.threads.get(stage, default)
 
-_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)  # frame sets leave the ingest actor without pixels: those go by reference
-
-
-def _encodable(frame: Any) -> bool:
-    """Worth starting the backbone on (the set's full check comes at emission, check_frame_set)."""
-    img, k = frame.image, np.asarray(frame.intrinsic)
-    return (isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
-            and min(img.shape[:2]) >= 8 and k.shape == (3, 3) and bool(np.all(np.isfinite(k)))
-            and frame.sensor_to_ego.is_finite())
-
-
-@dataclass(eq=False)
-class _Cycle:
-    """One camera cycle as admission sees it, from its first camera on (before the synchroniser's set)."""
-
-    anchor_us: float  # cycle time of its first camera (timestamp minus the channel's firing offset)
-    state: str  # 'admitted' (its cameras go to the backbone), 'waiting' (held un-encoded), 'dropped'
-    reason: str = ""  # dropped: the drop record's reason and detail
-    detail: str = ""
-    members: set = field(default_factory=set)  # id() of its frames seen so far
-    frames: list = field(default_factory=list)  # waiting: its frames held, not encoded
-    fs: Any = None  # the synchronised set, once emitted
-    emit_ns: int = 0
-    released: bool = False  # admitted: its tick ended (the slot is free again)
-    held_by_restart: str = ""  # admitted: an actor was seen restarting while it was in the pipeline (why)
-
-
-class CameraEncoder:
-    """Admission and per-camera encoding of a live source's cameras (ingest actor, live_encode camera).
-
-    Admission: a cycle is decided when its FIRST camera arrives, so a set that will be dropped costs
-    no backbone work. It is admitted while fewer than `cap` (pipeline.max_in_flight) admitted sets
-    have not ended (ended = the driver reported its result or drop, `finished`); otherwise it waits,
-    its cameras held un-encoded, and at most `queue` (pipeline.live_queue) cycles wait: a newer one
-    drops the oldest waiting cycle ('overload'). When a slot frees the oldest waiting cycle is
-    admitted (its held cameras go to the backbone). An admitted set is never dropped for capacity.
-    While the driver reports an actor restarting (`block`), new and waiting cycles are dropped with
-    that reason ('actor_restart'); so is a waiting cycle dropped while the slots are held by sets that
-    were in the pipeline when an actor restarted (their failed ticks not yet reported ended). Every set
-    the synchroniser emits ends as one `Staged` or one DropRecord put on `out`.
-
-    Encoding of admitted cameras: a camera goes when the backbone is idle; otherwise it waits and
-    goes together with the cameras that arrived meanwhile (one call, one ObjectRef per camera) when
-    a later camera finds the backbone idle or, at the latest, when its set is complete. With the rig's
-    `firing_order` known, the early cameras also go in pairs (a camera waits for the next one, ~8 ms
-    later on a nuScenes rig), while the last two of the order go alone at once: the last camera's
-    features, the ones the BEV step waits for, never share a call. One-image batches cost ~1.4x per
-    camera on CPU (PyTorch's small-batch conv paths), so pairs and batching under load keep the cost
-    near the set-at-once cost."""
-
-    HORIZON_US = 2_000_000  # cycles this far behind the newest camera are forgotten
-
-    def __init__(self, backbone: Any, out: Any = None, cap: int = 2, queue: int = 1,
-                 firing_order: tuple[str, ...] | None = None, offsets_us: dict | None = None,
-                 tolerance_us: int = 20_000, bev: Any = None) -> None:
-        self.backbone = backbone
-        self.out = out  # .put(Staged | DropRecord)
-        self.cap, self.queue = max(int(cap), 1), max(int(queue), 0)
-        self.alone = frozenset(firing_order[-2:]) if firing_order and len(firing_order) > 2 else None
-        self.offsets_us = dict(offsets_us or {})
-        self.tolerance_us = tolerance_us
-        self.lock = threading.RLock()  # arrivals (ingest thread) vs `finished`/`block` (actor method threads)
-        self.held: dict[int, Any] = {}  # id(frame) -> frame: admitted, not sent yet (arrival order)
-        self.sent: dict[int, tuple[Any, Any]] = {}  # id(frame) -> (frame, ObjectRef of its CameraFeatures)
-        self.calls: list = []  # one ObjectRef per unfinished call (all returns of a call finish together)
-        self.cycles: list[_Cycle] = []  # recent cycles, oldest first
-        self.of_frame: dict[int, tuple[Any, _Cycle]] = {}  # id(frame) -> (frame, its cycle)
-        self.by_frame_id: dict[int, _Cycle] = {}  # emitted admitted sets whose tick has not ended
-        self.blocked: tuple[str, str] | None = None
-        self.block_seq = 0  # the driver's numbering of its block reports: an older one arriving late is ignored
-        self.watch = {"backbone": backbone, **({"bev": bev} if bev is not None else {})}
-        self._restart_checked: tuple[float, str | None] = (-1.0, None)
-        self.ending = False
-        self.ended = False
-        self.counts = {"admitted": 0, "waited": 0, "dropped": 0}
-
-    # -- encoding -----------------------------------------------------------------------------
-    def unfinished(self) -> int:
-        """Backbone calls sent and not finished yet (a finished one may have failed: its set says so)."""
-        if self.calls:
-            ready, _ = ray.wait(self.calls, num_returns=len(self.calls), timeout=0, fetch_local=False)
-            done = set(ready)
-            self.calls = [r for r in self.calls if r not in done]
-        return len(self.calls)
-
-    def restarting(self) -> str | None:
-        """The pipeline actor Ray is restarting, if any (asked of Ray's control store, at most every
-        50 ms): the slots are then held by a dead actor's sets, not by a shortage of capacity. The
-        driver learns of a death only when a tick fails, which for a queued call is ~1 s later."""
-        now = time.monotonic()
-        if now - self._restart_checked[0] > 0.05:
-            down = None
-            for name, actor in self.watch.items():
-                try:
-                    state = ray._private.state.state.actor_table(actor._actor_id.hex()).get("State")
-                except Exception:  # noqa: BLE001 - private API unavailable: assume alive
-                    state = None
-                if state in ("RESTARTING", "DEAD"):
-                    down = f"the {name} actor is restarting"
-                    break
-            self._restart_checked = (now, down)
-        return self._restart_checked[1]
-
-    def _send(self, frames: list) -> None:
-        refs = self.backbone.encode_cameras.options(num_returns=len(frames)).remote(
-            [f.image for f in frames], tuple(f.channel for f in frames),
-            np.stack([np.asarray(f.intrinsic, np.float64) for f in frames]),
-            np.stack([f.sensor_to_ego.matrix for f in frames]))
-        refs = [refs] if len(frames) == 1 else list(refs)
-        for f, r in zip(frames, refs):
-            self.held.pop(id(f), None)
-            self.sent[id(f)] = (f, r)  # the frame is kept so its id is not reused
-        self.calls.append(refs[0])
-
-    def _hold(self, frame: Any) -> None:
-        """An admitted camera: send it, with any held ones, if the backbone is idle."""
-        if frame.channel in CAMERA_CHANNELS and _encodable(frame):
-            self.held[id(frame)] = frame
-            ready = self.alone is None or frame.channel in self.alone or len(self.held) >= 2
-            if ready and self.unfinished() == 0:
-                self._send(list(self.held.values()))
-
-    # -- admission ----------------------------------------------------------------------------
-    def _active(self) -> int:
-        return sum(1 for c in self.cycles if c.state == "admitted" and not c.released)
-
-    def _waiting(self) -> list[_Cycle]:
-        return [c for c in self.cycles if c.state == "waiting"]
-
-    def _cycle_for(self, frame: Any) -> _Cycle:
-        ct = frame.timestamp_us - self.offsets_us.get(frame.channel, 0)
-        for c in reversed(self.cycles):
-            if abs(c.anchor_us - ct) <= self.tolerance_us:
-                return c
-        return self._new_cycle(float(ct))
-
-    def _new_cycle(self, anchor_us: float) -> _Cycle:
-        """A cycle seen for the first time: dropped while the ingest is blocked, admitted while a slot is
-        free, else it waits (the oldest waiting one is dropped beyond live_queue)."""
-        c = _Cycle(anchor_us, "waiting")
-        self.cycles.append(c)
-        if self.blocked is not None:
-            self._drop(c, *self.blocked)
-        elif self._active() < self.cap:
-            self._admit(c)
-        else:
-            self.counts["waited"] += 1
-            self._trim_waiting()
-        return c
-
-    def _restart_holding_slots(self) -> str | None:
-        """Why the slots are full, if a restart is the cause: an actor Ray is restarting now, or one that was
-        restarting while admitted sets were in the pipeline. Their ticks fail, but until the driver reports
-        them ended they hold their slots, also after Ray has the actor back."""
-        down = self.restarting()
-        active = [c for c in self.cycles if c.state == "admitted" and not c.released]
-        if down is not None:
-            for c in active:
-                c.held_by_restart = c.held_by_restart or down
-            return down
-        return next((c.held_by_restart for c in active if c.held_by_restart), None)
-
-    def _trim_waiting(self) -> None:
-        waiting = self._waiting()
-        while len(waiting) > self.queue:
-            down = self._restart_holding_slots()
-            if down is not None:
-                self._drop(waiting.pop(0), "actor_restart", down)
-            else:
-                self._drop(waiting.pop(0), "overload",
-                           f"{self.cap} frame sets in the pipeline and a newer one waiting (dropped before encoding)")
-
-    def _drop(self, c: _Cycle, reason: str, detail: str) -> None:
-        c.state, c.reason, c.detail = "dropped", reason, detail
-        c.frames.clear()
-        self.counts["dropped"] += 1
-        if c.fs is not None:
-            self._put_drop(c)
-
-    def _admit(self, c: _Cycle) -> None:
-        c.state = "admitted"
-        self.counts["admitted"] += 1
-        frames, c.frames = c.frames, []
-        for f in frames:
-            self._hold(f)
-        if c.fs is not None:  # its set was complete while it waited
-            self._put_staged(c)
-
-    def _release(self, c: _Cycle) -> None:
-        if c.state == "admitted" and not c.released:
-            c.released = True
-            self._promote()
-
-    def _promote(self) -> None:
-        while self.blocked is None and self._active() < self.cap:
-            waiting = self._waiting()
-            if not waiting:
-                break
-            self._admit(waiting[0])
-        self._maybe_end()
-
-    def _put_staged(self, c: _Cycle) -> None:
-        from schema.messages import StageTiming
-        from runtime.pipeline import Staged
-
-        fs = c.fs
-        unsent = [f for f in fs.cameras if id(f) not in self.sent]
-        for f in unsent:
-            self.held.pop(id(f), None)
-        if unsent:
-            self._send(unsent)
-        refs = tuple(self.sent.pop(id(f))[1] for f in fs.cameras)
-        light = replace(fs, cameras=tuple(replace(f, image=_NO_IMAGE) for f in fs.cameras))
-        self.by_frame_id[fs.frame_id] = c
-        self.out.put(Staged(light.with_timing(StageTiming("ingest", c.emit_ns, time.time_ns())), camera_refs=refs))
-
-    def _put_drop(self, c: _Cycle) -> None:
-        from schema.messages import StageTiming
-        from runtime.pipeline import drop_for
-
-        fs = c.fs.with_timing(StageTiming("ingest", c.emit_ns, time.time_ns()))
-        self.out.put(drop_for(fs, c.reason, c.detail))
-
-    def _forget_frames(self, cameras: tuple) -> None:
-        for f in cameras:
-            self.held.pop(id(f), None)
-            self.sent.pop(id(f), None)
-            self.of_frame.pop(id(f), None)
-
-    def _gc(self, newest_us: float) -> None:
-        horizon = newest_us - self.HORIZON_US
-        keep = []
-        for c in self.cycles:
-            if c.anchor_us >= horizon or (c.fs is not None and (c.state == "waiting" or
-                                                                  (c.state == "admitted" and not c.released))):
-                keep.append(c)  # recent, or a set still waiting for a slot or holding one
-            elif c.fs is None and c.state == "admitted":
-                c.released = True  # its cameras never became a set (all late or rejected)
-        self.cycles = keep
-        for table in (self.held, self.sent, self.of_frame):
-            for key in [k for k, v in table.items() if (v[0] if isinstance(v, tuple) else v).timestamp_us < horizon]:
-                del table[key]
-
-    # -- the ingest thread ----------------------------------------------------------------------
-    def arrived(self, frame: Any) -> None:
-        """A camera just arrived (before the synchroniser sees it): its cycle's admission decides."""
-        with self.lock:
-            c = self._cycle_for(frame)
-            if c.fs is not None:  # its set already went (degraded): the synchroniser reports it late
-                return
-            c.members.add(id(frame))
-            self.of_frame[id(frame)] = (frame, c)
-            if c.state == "admitted":
-                self._hold(frame)
-            elif c.state == "waiting":
-                c.frames.append(frame)
-            self._gc(frame.timestamp_us - self.offsets_us.get(frame.channel, 0))
-            self._promote()  # a cycle that ended by garbage collection frees its slot
-
-    def discard(self, frame: Any) -> None:
-        """A late or rejected frame: its features will not be used."""
-        with self.lock:
-            entry = self.of_frame.pop(id(frame), None)
-            if entry is not None:
-                c = entry[1]
-                c.members.discard(id(frame))
-                c.frames = [f for f in c.frames if f is not frame]
-            self.held.pop(id(frame), None)
-            self.sent.pop(id(frame), None)
-
-    def _set_cycle(self, fs: Any) -> _Cycle:
-        """The admission cycle of an emitted set: the one most of its cameras joined (cycles the
-        synchroniser merged into it are retired)."""
-        found: dict[int, _Cycle] = {}
-        votes: dict[int, int] = {}
-        for f in fs.cameras:
-            entry = self.of_frame.get(id(f))
-            if entry is not None:
-                found[id(entry[1])] = entry[1]
-                votes[id(entry[1])] = votes.get(id(entry[1]), 0) + 1
-        if not found:  # no camera was seen arriving (not expected): decide now
-            return self._new_cycle(float(fs.timestamp_us))
-        c = found[max(votes, key=votes.get)]
-        ids = {id(f) for f in fs.cameras}
-        for other in found.values():
-            if other is not c:
-                other.members -= ids
-                other.frames = [f for f in other.frames if id(f) not in ids]
-                if not other.members and other.fs is None:
-                    self.cycles.remove(other)
-                    self._release(other)
-        if c.state == "waiting":  # keep the set's own cameras held with it
-            known = {id(f) for f in c.frames}
-            c.frames += [f for f in fs.cameras if id(f) not in known]
-        return c
-
-    def emit(self, fs: Any, start_ns: int) -> None:
-        """A checked set from the synchroniser: out goes its Staged (admitted), its drop record
-        (dropped), or nothing yet (waiting: it goes when admitted or dropped)."""
-        with self.lock:
-            c = self._set_cycle(fs)
-            c.fs, c.emit_ns = fs, start_ns
-            if c.state == "admitted":
-                self._put_staged(c)
-            elif c.state == "dropped":
-                self._forget_frames(fs.cameras)
-                self._put_drop(c)
-
-    def refused(self, fs: Any) -> None:
-        """An emitted set that failed its input check (dropped by the ingest actor): frees its slot."""
-        with self.lock:
-            c = self._set_cycle(fs)
-            c.fs = fs
-            self._forget_frames(fs.cameras)
-            if c.state == "waiting":
-                c.state, c.frames = "dropped", []
-            self._release(c)
-
-    def end(self) -> None:
-        """The source ended (every set emitted): the end marker goes once no set waits for a slot."""
-        with self.lock:
-            self.ending = True
-            for c in self._waiting():
-                if c.fs is None:  # frames that never became a set
-                    self.cycles.remove(c)
-            self._maybe_end()
-
-    def _maybe_end(self) -> None:
-        if self.ending and not self.ended and not self._waiting():
-            self.ended = True
-            self.out.put(INGEST_END)
-
-    # -- the driver's reports -----------------------------------------------------------------
-    def finished(self, frame_id: int) -> None:
-        """The tick of an admitted set ended (result or drop): its slot is free."""
-        with self.lock:
-            c = self.by_frame_id.pop(frame_id, None)
-            if c is not None:
-                self._release(c)
-
-    def block(self, reason: str | None, detail: str = "", seq: int | None = None) -> None:
-        """Drop new and waiting cycles with `reason` (an actor is restarting) until called with None. `seq`
-        numbers the driver's reports: the ingest actor runs its calls in threads, so a report can arrive
-        after a later one (a 'restarting' after its 'back'), and is then ignored."""
-        with self.lock:
-            if seq is not None:
-                if seq <= self.block_seq:
-                    return
-                self.block_seq = seq
-            self.blocked = None if reason is None else (reason, detail)
-            if reason is not None:
-                for c in self._waiting():
-                    self._drop(c, reason, detail)
-            self._promote()
-
-
-class IngestActor:
-    """A live source's camera bus + synchroniser in its own process. Each frame set is checked, and
-    the driver receives it without pixels plus references:
-    - with a `backbone` actor (pipeline.live_encode: camera) and a source of raw camera frames, the
-      cameras go to the backbone as they arrive (CameraEncoder), and the set carries the per-camera
-      feature refs: when its last camera lands, only that camera's backbone + the BEV step remain;
-    - otherwise its images are `ray.put` once here (the set goes through the backbone at once)."""
-
-    def __init__(self, source: Any, sync_cfg: Any, min_cameras: int, backbone: Any = None,
-                 max_in_flight: int = 2, live_queue: int = 1, bev: Any = None) -> None:
-        self.source, self.sync_cfg, self.min_cameras = source, sync_cfg, min_cameras
-        self.q: queue.Queue = queue.Queue()
-        self.encoder = None
-        if backbone is not None and hasattr(source, "camera_frames"):
-            offsets = dict(getattr(source, "channel_offsets_us", None) or {})
-            order = tuple(sorted(offsets, key=offsets.get)) if len(set(offsets.values())) > 1 else None
-            self.encoder = CameraEncoder(backbone, self.q, cap=max_in_flight, queue=live_queue, firing_order=order,
-                                         offsets_us=offsets, tolerance_us=int(sync_cfg.tolerance_ms * 1000), bev=bev)
-        self.late = [0]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bevstream-ingest", daemon=True)
-
-    def node_id(self) -> str:
-        return _node_id()
-    def start(self) -> str:
-        self._thread.start()
-        return _node_id()
-
-    def _run(self) -> None:
-        from schema.messages import StageTiming
-        from runtime.pipeline import Staged, drop_for, source_frame_sets
-        from runtime.validate import check_frame_set
-
-        enc = self.encoder
-        hooks = dict(on_frame=enc.arrived, on_discard=enc.discard) if enc is not None else {}
-        try:
-            for fs in source_frame_sets(self.source, self.sync_cfg, self.late, **hooks):
-                if self._stop.is_set():
-                    break
-                start = time.time_ns()
-                problem = check_frame_set(fs, self.min_cameras)
-                if problem is not None:
-                    if enc is not None:
-                        enc.refused(fs)
-                    self.q.put(drop_for(fs.with_timing(StageTiming("ingest", start, time.time_ns())), *problem))
-                    continue
-                if enc is not None:  # admitted, dropped, or waiting for a slot (see CameraEncoder)
-                    enc.emit(fs, start)
-                    continue
-                light = replace(fs, cameras=tuple(replace(c, image=_NO_IMAGE) for c in fs.cameras))
-                ref = ray.put([c.image for c in fs.cameras])  # the only copy of the pixels
-                self.q.put(Staged(light.with_timing(StageTiming("ingest", start, time.time_ns())), ref))
-        except BaseException as exc:  # noqa: BLE001 - reported to the driver, which raises it
-            self.q.put(("__error__", f"{type(exc).__name__}: {exc}"))
-            self.q.put(INGEST_END)
-            return
-        if enc is not None:
-            enc.end()  # the end marker follows the last set still waiting for a slot
-        else:
-            self.q.put(INGEST_END)
-
-    def next(self, max_items: int = 16, timeout_s: float = 0.2) -> list:
-        """What is ready (waits up to timeout_s for the first item)."""
-        try:
-            items = [self.q.get(timeout=timeout_s)]
-        except queue.Empty:
-            return []
-        while len(items) < max_items:
-            try:
-                items.append(self.q.get_nowait())
-            except queue.Empty:
-                break
-        return items
-
-    def finished(self, frame_ids: list) -> None:
-        """The driver's report: these frame sets' ticks ended (their admission slots are free)."""
-        if self.encoder is not None:
-            for frame_id in frame_ids:
-                self.encoder.finished(frame_id)
-
-    def block(self, reason: str | None, detail: str = "", seq: int | None = None) -> None:
-        """The driver's report: an actor is restarting (reason 'actor_restart') or, with None, is back;
-        `seq` orders the reports (CameraEncoder.block)."""
-        if self.encoder is not None:
-            self.encoder.block(reason, detail, seq)
-
-    def admission_counts(self) -> dict:
-        """Cycles admitted, made to wait, and dropped before encoding (live_encode camera)."""
-        return dict(self.encoder.counts) if self.encoder is not None else {}
-
-    def late_frames(self) -> int:
-        return self.late[0]
-
-    def source_stats(self) -> dict:
-        """The source's own statistics (e.g. the vehicle's pacing), where it keeps any."""
-        stats = getattr(self.source, "stats", None)
-        summary = getattr(stats, "summary", None)
-        return summary() if callable(summary) else {}
-
-    def stop(self) -> None:
-        self._stop.set()
-
 
 class BackboneActor(_StageActor):
     """Preprocessing + backbone + image segmentation of all cameras of a tick, in one call."""
 
     def __init__(self, model_factory: Callable[[], Any], torch_threads: int, seg_stride: int, store: Any) -> None:
+        store = state_store(store)
         _set_threads(ray.get(store.threads_of.remote("backbone", torch_threads)))  # a restart keeps the stream's
         self.stage = BackboneStage(model_factory(), seg_stride)
         self.cameras = 0
@@ -607,18 +164,16 @@ class _Checkpointer:
             self.store.save.remote(frame_id, self.stage.checkpoint(snapshot))  # by value into the store actor
 
 
-class BevActor(_StageActor):
-    """BEV encoder + video module + heads; holds the temporal state, checkpointed every N ticks."""
+class _BevSide:
+    """The BEV stage with what makes it stateful across restarts: its temporal state restored from the
+    StateStore's last checkpoint at start, checkpointed every `every` ticks (in a thread)."""
 
-    def __init__(self, model_factory: Callable[[], Any], torch_threads: int, store: Any, checkpoint_every: int) -> None:
-        _set_threads(ray.get(store.threads_of.remote("bev", torch_threads)))  # a restart keeps the stream's
-        self.store = store
-        self.every = checkpoint_every
-        self.ticks = 0
-        self.stage = BevStage(model_factory())
+    def __init__(self, model: Any, store: Any, every: int, stages: tuple[str, ...]) -> None:
+        self.every, self.ticks = every, 0
+        self.stage = BevStage(model)
         self.checkpointer = _Checkpointer(self.stage, store)
         self.restored_from: int | None = None
-        self.start_count = ray.get(store.note_start.remote("bev"))
+        self.start_count = ray.get([store.note_start.remote(s) for s in stages])[-1]
         saved = ray.get(store.load.remote())
         if saved is not None:  # a restart: continue from the last checkpoint
             self.restored_from = saved[0]
@@ -631,16 +186,156 @@ class BevActor(_StageActor):
         if self.restored_from is None:  # never on a restart: the restored state must stay
             self.stage.warmup(packet)
 
-    def run_cameras(self, meta: TickMeta, *cams: CameraFeatures):
-        """A tick whose cameras were encoded one by one as they arrived (Ray resolved the refs)."""
-        return self.run(packet_from_cameras(cams, meta.channels), meta)
-
     def run(self, packet: FeaturePacket, meta: TickMeta):
         result = self.stage.run(packet, meta)
         self.ticks += 1
         if self.every and self.ticks % self.every == 0:
             self.checkpointer.submit(meta.frame_id, self.stage.snapshot())
         return result
+
+
+class BevActor(_StageActor):
+    """BEV encoder + video module + heads; holds the temporal state, checkpointed every N ticks."""
+
+    def __init__(self, model_factory: Callable[[], Any], torch_threads: int, store: Any, checkpoint_every: int) -> None:
+        store = state_store(store)
+        _set_threads(ray.get(store.threads_of.remote("bev", torch_threads)))  # a restart keeps the stream's
+        self.bev = _BevSide(model_factory(), store, checkpoint_every, ("bev",))
+
+    def status(self) -> dict:
+        return self.bev.status()
+
+    def warmup(self, packet: FeaturePacket) -> None:
+        self.bev.warmup(packet)
+
+    def run_cameras(self, meta: TickMeta, *cams: CameraFeatures):
+        """A tick whose cameras were encoded one by one as they arrived (Ray resolved the refs)."""
+        return self.bev.run(packet_from_cameras(cams, meta.channels), meta)
+
+    def run(self, packet: FeaturePacket, meta: TickMeta):
+        return self.bev.run(packet, meta)
+
+
+class _Pacer:
+    """Just-in-time backbone starts in a PerceptionActor with ticks in flight > 1: the next tick's backbone
+    starts when its features will meet a free BEV thread (the BEV step of the tick before it started at
+    t0: free at t0 + BEV duration), not as soon as the backbone thread is free; otherwise, with a BEV step
+    slower than the backbone, each tick's features wait for the BEV thread (latency, no throughput), and
+    the early backbone slows the BEV step it shares the cores with."""
+
+    MARGIN_S = 0.002
+
+    def __init__(self) -> None:
+        self.est: dict[str, float] = {}  # running estimates of the stage durations (s)
+
+    def learn(self, stage: str, seconds: float) -> None:
+        old = self.est.get(stage)
+        self.est[stage] = seconds if old is None else 0.8 * old + 0.2 * seconds
+
+    def wait_for(self, prev_bev: tuple[threading.Event, list] | None) -> None:
+        """In the backbone thread, before a tick's backbone: `prev_bev` = (started, [t0]) of the BEV job
+        queued before this tick's, or None."""
+        if prev_bev is None or len(self.est) < 2:
+            return
+        started, t0 = prev_bev
+        if not started.wait(timeout=2 * self.est["bev"]):
+            return
+        delay = t0[0] + self.est["bev"] - self.est["backbone"] - self.MARGIN_S - time.monotonic()
+        if delay > 0:
+            time.sleep(min(delay, self.est["bev"]))
+
+
+class PerceptionActor(_StageActor):
+    """Both stages of a node in one process (supervisor.py: when backbone and BEV share their placement).
+
+    A tick is ONE call (`tick`: images in, TickResult out): no hand-over between processes, and the
+    features never leave the process. Each stage has its own thread (a one-thread executor with its own
+    torch thread count): `tick` queues its backbone job and, at once, its BEV job, which waits for that
+    backbone result; both executors run in submission order, so the BEV steps follow the frame order
+    while the backbone of the next tick runs beside the BEV step of this one (ticks in flight > 1). It is
+    an async actor: the calls only queue work, so status calls answer while ticks run. Live per-camera
+    encoding (`encode_cameras`, from the ingest actor) runs on the backbone thread, `run_cameras` on the
+    BEV thread."""
+
+    STAGES = ("backbone", "bev")
+
+    def __init__(self, model_factory: Callable[[], Any], threads: dict, seg_stride: int, store: Any,
+                 checkpoint_every: int) -> None:
+        store = state_store(store)
+        self.pools: dict[str, ThreadPoolExecutor] = {}
+        for name in self.STAGES:  # a restart keeps the stream's thread counts
+            n = ray.get(store.threads_of.remote(name, threads[name]))
+            self.pools[name] = ThreadPoolExecutor(1, thread_name_prefix=f"bevstream-{name}", initializer=_set_threads, initargs=(n,))
+        self.stage = BackboneStage(model_factory(), seg_stride)
+        self.cameras = 0
+        self.bev = _BevSide(model_factory(), store, checkpoint_every, self.STAGES)
+        self.pacer = _Pacer()
+        self.last_bev: tuple[threading.Event, list] | None = None  # (started, [t0]) of the last queued BEV job
+
+    def _on(self, stage: str, fn: Callable, *args: Any) -> Future:
+        return self.pools[stage].submit(fn, *args)
+
+    def _backbone(self, images: list, meta: TickMeta, prev_bev: Any) -> FeaturePacket:
+        self.pacer.wait_for(prev_bev)
+        t0 = time.monotonic()
+        packet = self.stage.run(images, meta)
+        self.pacer.learn("backbone", time.monotonic() - t0)
+        self.cameras += len(images)
+        return packet
+
+    def _bev(self, features: Future, meta: TickMeta, mark: tuple[threading.Event, list]):
+        packet = features.result()
+        t0 = time.monotonic()
+        mark[1].append(t0)
+        mark[0].set()
+        try:
+            return self.bev.run(packet, meta)
+        finally:
+            self.pacer.learn("bev", time.monotonic() - t0)
+
+    async def tick(self, images: list, meta: TickMeta):
+        """One frame set: backbone then BEV -> TickResult (the images arrive zero-copy from the store)."""
+        mark: tuple[threading.Event, list] = (threading.Event(), [])
+        features = self._on("backbone", self._backbone, images, meta, self.last_bev)
+        result = self._on("bev", self._bev, features, meta, mark)  # queued now: frame order
+        self.last_bev = mark
+        return await asyncio.wrap_future(result)
+
+    async def run_cameras(self, meta: TickMeta, *cams: CameraFeatures):
+        """A tick whose cameras were encoded one by one as they arrived (Ray resolved the refs)."""
+        return await asyncio.wrap_future(self._on("bev", lambda: self.bev.run(packet_from_cameras(cams, meta.channels), meta)))
+
+    async def encode_cameras(self, images: list, channels: tuple, intrinsics: np.ndarray, sensor_to_ego: np.ndarray):
+        """As BackboneActor.encode_cameras, on the backbone thread."""
+        cams = await asyncio.wrap_future(self._on("backbone", self.stage.run_cameras, images, channels, intrinsics, sensor_to_ego))
+        self.cameras += len(cams)
+        return cams[0] if len(cams) == 1 else tuple(cams)
+
+    async def warmup(self, cameras: bool = False) -> None:
+        """One synthetic tick through both stages (with `cameras`, every per-camera batch size too)."""
+        packet = await asyncio.wrap_future(self._on("backbone", self.stage.warmup))
+        await asyncio.wrap_future(self._on("bev", self.bev.warmup, packet))
+        if cameras:
+            await asyncio.wrap_future(self._on("backbone", self.stage.warmup_cameras))
+
+    def status(self) -> dict:
+        return self.bev.status()
+
+    def rectify_config(self) -> Any:
+        return BackboneActor.rectify_config(self)
+
+    def cameras_encoded(self) -> int:
+        return self.cameras
+
+    async def set_threads(self, n: int, stage: str | None = None) -> None:
+        """Each stage thread's torch thread count (stage None: both)."""
+        for name in self.STAGES if stage is None else (stage,):
+            await asyncio.wrap_future(self._on(name, _set_threads, n))
+
+    async def threads(self, stage: str = "bev") -> int:
+        import torch
+
+        return await asyncio.wrap_future(self._on(stage, torch.get_num_threads))
 
 
 class SinkActor:

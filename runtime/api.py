@@ -19,7 +19,8 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import ray
 
 from runtime.config import RuntimeConfig
-from runtime.pipeline import ActorFeeder, SourceFeeder, TickPipeline, source_frame_sets
+from runtime.feeders import ActorFeeder, SourceFeeder, source_frame_sets
+from runtime.pipeline import TickPipeline
 from runtime.report import RunReport
 from schema.results import DropRecord, TickResult
 from runtime.supervisor import Supervisor

@@ -9,7 +9,7 @@ for every frame set as exactly one TickResult or one DropRecord.
 - Replay (not live): the source is read only when a slot is free, so a full pipeline blocks the
   source and nothing is lost. Live: frame sets arriving while the pipeline is full wait in a queue
   of `live_queue`; beyond that the oldest waiting one is dropped ('overload'). With per-camera
-  encoding the ingest actor decides admission at a set's first camera (actors.CameraEncoder), so a
+  encoding the ingest actor decides admission at a set's first camera (admission.LiveAdmission), so a
   set dropped for capacity is never encoded; the driver reports each ended tick back to it.
 - Input checks happen before submission ('bad_input', 'late_camera'); a tick whose actor died
   becomes 'actor_restart' (Ray restarts the actor), and so does, live, every set arriving before the
@@ -18,271 +18,21 @@ for every frame set as exactly one TickResult or one DropRecord.
 from __future__ import annotations
 
 import asyncio
-import math
-import queue
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
-from runtime.config import PipelineConfig, SyncConfig
+from runtime.config import PipelineConfig
+from runtime.feeders import END, ActorFeeder, SourceError, SourceFeeder
+from runtime.handoff import Staged, drop_for
 from schema.messages import FrameSet, StageTiming
 from schema.results import DropRecord, TickResult
 from runtime.stages import TickMeta
 from runtime.validate import check_frame_set
-
-INGEST_END = "__end__"  # what the ingest actor's queue yields when the live stream ended
-
-_END = object()
-
-
-class _SourceError:
-    def __init__(self, exc: BaseException):
-        self.exc = exc
-
-
-class _Timeout:
-    """A wake-up with no frame: time to check the synchroniser's deadlines on the wall clock."""
-
-
-def _frames_with_timeouts(frames: Iterator[Any], seconds: Callable[[], float]) -> Iterator[Any]:
-    """The frames of a blocking iterator, read in a thread; yields `_Timeout` when none came for
-    `seconds()` (re-evaluated each wait). Closing this generator stops the reader between frames."""
-    q: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            for item in frames:
-                q.put(item)
-                if stop.is_set():
-                    break
-            q.put(_END)
-        except BaseException as exc:  # noqa: BLE001 - re-raised by the consumer
-            q.put(_SourceError(exc))
-        finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
-
-    reader = threading.Thread(target=read, name="bevstream-camera-bus", daemon=True)
-    reader.start()
-    try:
-        while True:
-            try:
-                item = q.get(timeout=seconds())
-            except queue.Empty:
-                yield _Timeout
-                continue
-            if item is _END:
-                return
-            if isinstance(item, _SourceError):
-                raise item.exc
-            yield item
-    finally:
-        stop.set()
-
-
-def source_frame_sets(source: Any, sync_cfg: SyncConfig, late_counter: list[int],
-                      on_frame: Callable[[Any], None] | None = None,
-                      on_discard: Callable[[Any], None] | None = None) -> Iterator[FrameSet]:
-    """The frame sets of a source; a live source's raw camera frames go through the synchroniser
-    configured in runtime.yaml (late frames are counted in `late_counter[0]`).
-
-    Live frames carrying an arrival time also wake the synchroniser on the wall clock (SensorClock),
-    so a set missing a camera goes out `sync.max_wait_ms` after that camera's exposure, not when the
-    next frame happens to arrive. `on_frame(frame)` sees every raw frame as it arrives (the ingest
-    actor starts its backbone work there); `on_discard(frame)` every frame that will not be in a set."""
-    if getattr(source, "is_live", False) and hasattr(source, "camera_frames"):
-        from replay.sync import make_synchronizer
-        from replay.sync import SensorClock
-
-        sync = make_synchronizer(source, tolerance_us=int(sync_cfg.tolerance_ms * 1000),
-                                 max_wait_us=int(sync_cfg.max_wait_ms * 1000))
-        clock = SensorClock()
-        frames = _frames_with_timeouts(iter(source.camera_frames()), lambda: clock.seconds_until(sync.next_deadline_us()))
-        try:
-            for frame in frames:
-                if frame is _Timeout:
-                    now = clock.now_us()
-                    if now is None:
-                        continue
-                    out = sync.poll(math.ceil(now))  # (ceil: a float deadline just past never spins the wait)
-                else:
-                    clock.observe(frame)
-                    if on_frame is not None:
-                        on_frame(frame)
-                    out = sync.feed(frame)
-                late_counter[0] += len(out.late) + len(out.rejected)
-                if on_discard is not None:
-                    for f in list(out.late) + [f for f, _ in out.rejected]:
-                        on_discard(f)
-                yield from out.sets
-            yield from sync.flush().sets
-        finally:
-            frames.close()
-    else:
-        yield from source.frame_sets()
-
-
-class SourceFeeder:
-    """Reads a (blocking) source in a thread and hands frame sets to the event loop.
-
-    Replay: the thread loads a set when the pipeline asks for one (`want`), plus `read_ahead` sets
-    ahead of those asks, so reading stops while the pipeline is full (backpressure, no loss). With
-    read_ahead 0 a set is loaded the moment a slot frees: its load never competes with the actors for
-    the cores and its latency holds no wait in this queue. Live: unbounded hand-off; the scheduler
-    applies the drop policy. Each set's images are `ray.put` here, in this thread, so the event loop
-    never blocks on the copy, and each set gets an 'ingest' timing (replay: the time to load and put
-    it; live: its arrival)."""
-
-    def __init__(self, frame_sets: Iterator[FrameSet], live: bool, loop: asyncio.AbstractEventLoop,
-                 prescale: Callable[[FrameSet], FrameSet] | None = None, read_ahead: int = 1):
-        self.live = live
-        self.prescale = prescale  # shrinks the images as the rectifier would, before the put (prescale.py)
-        self.loop = loop
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self._credits = None if live else threading.Semaphore(read_ahead)  # replay: sets it may load now
-        self._stop = threading.Event()
-        self._iter = frame_sets
-        self._thread = threading.Thread(target=self._run, name="bevstream-source", daemon=True)
-
-    def start(self) -> "SourceFeeder":
-        self._thread.start()
-        return self
-
-    def _hand_over(self, item: Any) -> bool:
-        if self.live:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-            return True
-        fut = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
-        while not self._stop.is_set():
-            try:
-                fut.result(timeout=0.1)
-                return True
-            except TimeoutError:
-                continue
-        fut.cancel()
-        return False
-
-    def want(self) -> None:
-        """The pipeline takes one more set (replay: one more may be loaded)."""
-        if self._credits is not None:
-            self._credits.release()
-
-    def _may_load(self) -> bool:
-        if self._credits is None:
-            return True
-        while not self._stop.is_set():
-            if self._credits.acquire(timeout=0.1):
-                return True
-        return False
-
-    def _run(self) -> None:
-        try:
-            while self._may_load():
-                start = time.time_ns()
-                try:
-                    fs = next(self._iter)
-                except StopIteration:
-                    break
-                if self.prescale is not None:
-                    fs = self.prescale(fs)
-                ref = ray.put([c.image for c in fs.cameras])  # once; the backbone gets it by reference
-                end = time.time_ns()
-                fs = fs.with_timing(StageTiming("ingest", end if self.live else start, end))
-                if not self._hand_over(Staged(fs, ref, checked=False)):
-                    return
-        except BaseException as exc:  # surfaced in the event loop
-            self._hand_over(_SourceError(exc))
-            return
-        self._hand_over(_END)
-
-    def finished(self, frame_ids: list) -> None:
-        """(Admission lives in the ingest actor only.)"""
-
-    def block(self, reason: str | None, detail: str = "") -> None:
-        """(Admission lives in the ingest actor only.)"""
-
-    def stop(self) -> None:
-        self._stop.set()
-        close = getattr(self._iter, "close", None)
-        self._thread.join(timeout=2.0)
-        if close is not None and not self._thread.is_alive():
-            close()
-
-
-@dataclass
-class Staged:
-    """A frame set from the ingest actor, its pixels already in the object store: either as one list
-    of images (the set goes through the backbone at once), or as the per-camera backbone outputs the
-    ingest actor started as each camera arrived (`pipeline.live_encode: camera`)."""
-
-    fs: FrameSet  # from the ingest actor its cameras carry no pixels
-    images_ref: Any = None  # ObjectRef of the list of (H, W, 3) images, CAMERA_CHANNELS order of fs.cameras
-    camera_refs: tuple = ()  # ObjectRefs of stages.CameraFeatures, one per camera of fs.cameras (same order)
-    checked: bool = True  # False: the input checks are still to run (SourceFeeder; fs keeps its pixels)
-
-    @property
-    def frame_id(self) -> int:
-        return self.fs.frame_id
-
-
-class ActorFeeder:
-    """Pulls ready frame sets from the ingest actor into the event loop (live sources)."""
-
-    def __init__(self, ingest: Any):
-        self.ingest = ingest
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self._task: asyncio.Task | None = None
-        self._block_seq = 0  # numbers the block reports (block)
-
-    def start(self) -> "ActorFeeder":
-        self._task = asyncio.ensure_future(self._run())
-        return self
-
-    def want(self) -> None:
-        """(A live source is read as it comes.)"""
-
-    async def _run(self) -> None:
-        try:
-            await self.ingest.start.remote()
-            while True:
-                for item in await self.ingest.next.remote(16, 0.2):
-                    if isinstance(item, str) and item == INGEST_END:
-                        self.queue.put_nowait(_END)
-                        return
-                    if isinstance(item, tuple) and item and item[0] == "__error__":
-                        self.queue.put_nowait(_SourceError(RuntimeError(f"live source failed in the ingest actor: {item[1]}")))
-                        return
-                    self.queue.put_nowait(item)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. the ingest actor died
-            self.queue.put_nowait(_SourceError(exc))
-
-    def finished(self, frame_ids: list) -> None:
-        """These frame sets' ticks ended: the ingest actor may admit new sets in their place."""
-        self.ingest.finished.remote(list(frame_ids))
-
-    def block(self, reason: str | None, detail: str = "") -> None:
-        """An actor is restarting (reason) or back (None): the ingest actor drops or admits new sets. The
-        reports are numbered: the threaded ingest actor may run two calls out of order, and the last word
-        must win (a 'back' overtaken by its 'restarting' blocked a stream for good)."""
-        self._block_seq += 1
-        self.ingest.block.remote(reason, detail, self._block_seq)
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        try:
-            self.ingest.stop.remote()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
 
 
 @dataclass
@@ -297,10 +47,6 @@ class _InFlight:
     def __post_init__(self) -> None:
         self.first_stage.add_done_callback(lambda _: self.first_done_s.append(time.monotonic()))
 
-
-def drop_for(fs: FrameSet | TickMeta, reason: str, detail: str, extra: tuple[StageTiming, ...] = ()) -> DropRecord:
-    return DropRecord(fs.frame_id, fs.scene, fs.timestamp_us, fs.sample_token, reason, detail,
-                      tuple(fs.timings) + tuple(extra), tuple(fs.missing))
 
 
 def classify_failure(exc: BaseException) -> tuple[str, str]:
@@ -320,6 +66,7 @@ class TickPipeline:
 
     def __init__(self, backbone: Any, bev: Any, cfg: PipelineConfig, live: bool, sink: Any = None):
         self.backbone, self.bev, self.sink = backbone, bev, sink
+        self.fused = backbone is bev  # one PerceptionActor runs both stages: a tick is one call (actors.py)
         self.cfg = cfg
         self.live = live
         self.submitted = 0
@@ -346,8 +93,8 @@ class TickPipeline:
 
     def _release_at(self, inflight: "deque[_InFlight]") -> float | None:
         """Monotonic time at which the next replay tick may go to the backbone (None: now)."""
-        if self.live or not inflight or len(self.stage_s) < 2:
-            return None
+        if self.live or self.fused or not inflight or len(self.stage_s) < 2:
+            return None  # (fused: the actor's BEV thread takes the ticks in order as its backbone thread ends them)
         free = self.bev_end_s  # when the BEV actor should be done with the ticks already past the backbone
         for job in inflight:
             if not job.first_done_s:
@@ -383,21 +130,29 @@ class TickPipeline:
             meta = self._meta(item.fs, start)
             result_ref = self.bev.run_cameras.remote(meta, *item.camera_refs)
             self.submitted += 1
-            fut = asyncio.wrap_future(result_ref.future())
-            admitted = asyncio.get_running_loop().create_future()
-            admitted.set_result(None)
-            return _InFlight(meta, result_ref, fut, admitted)
+            return self._queued(meta, result_ref)
         if isinstance(item, Staged):  # the ingest actor already put the images
             fs, images_ref = item.fs, item.images_ref
         else:
             fs = item
             images_ref = ray.put([c.image for c in fs.cameras])  # once; the backbone gets it by reference
         meta = self._meta(fs, start)
+        if self.fused:  # one call: backbone and BEV in the actor's process; queued there in order (see above)
+            result_ref = self.bev.tick.remote(images_ref, meta)
+            self.submitted += 1
+            return self._queued(meta, result_ref)
         packet_ref, backbone_done = self.backbone.run.options(num_returns=2).remote(images_ref, meta)
         result_ref = self.bev.run.remote(packet_ref, meta)
         self.submitted += 1
         return _InFlight(meta, result_ref, asyncio.wrap_future(result_ref.future()),
                          asyncio.wrap_future(backbone_done.future()))
+
+    @staticmethod
+    def _queued(meta: TickMeta, result_ref: Any) -> _InFlight:
+        """A tick submitted whole: the actor queues it (its first stage counts as free at once)."""
+        admitted = asyncio.get_running_loop().create_future()
+        admitted.set_result(None)
+        return _InFlight(meta, result_ref, asyncio.wrap_future(result_ref.future()), admitted)
 
     @staticmethod
     def _meta(fs: FrameSet, submit_start_ns: int) -> TickMeta:
@@ -440,13 +195,77 @@ class TickPipeline:
         if self.live and self.feeder is not None:
             self.feeder.block("actor_restart" if on else None, "a pipeline actor is restarting (dropped at ingest)" if on else "")
 
+    def _submit_ready(self, cap: int) -> float | None:
+        """Submit waiting sets while the first stage is free and under the cap: a tick never queues at the
+        backbone, so the newest waiting set goes next (live) and latency is the stages' sum. -> the monotonic
+        time the next may go (a replay's just-in-time release), or None."""
+        waiting, inflight = self.waiting, self.inflight
+        while (waiting and len(inflight) < cap and not self.recovering
+               and all(job.first_stage.done() for job in inflight)):
+            release_at = self._release_at(inflight)
+            if release_at is not None and release_at > time.monotonic():
+                return release_at
+            inflight.append(self._submit(waiting.popleft()))
+            self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
+        return None
+
+    def _live_drops(self, cap: int) -> list[DropRecord]:
+        """Live: the waiting sets dropped now. Sets admitted by the ingest actor (their cameras already
+        encoded) are never dropped for capacity; while an actor restarts every waiting set goes."""
+        out, waiting = [], self.waiting
+        while waiting and (self.recovering or (len(waiting) > self.cfg.live_queue and not _admitted(waiting[0]))):
+            old = waiting.popleft()
+            old = old.fs if isinstance(old, Staged) else old
+            if self.recovering:
+                record = drop_for(old, "actor_restart", "a pipeline actor is restarting (the set waited in the driver)")
+            else:
+                record = drop_for(old, "overload", f"{cap} ticks in flight and {len(waiting)} waiting")
+            out.append(self._ended(self._drop(record)))
+        return out
+
+    def _take(self, item: Any) -> DropRecord | None:
+        """An item from the feeder: queued to wait for a slot, or its drop record (refused at ingest, or
+        failing the input checks); END marks the source done."""
+        if item is END:
+            self.source_done = True
+        elif isinstance(item, SourceError):
+            raise item.exc
+        elif isinstance(item, DropRecord):  # refused or dropped at ingest
+            return self._drop(item)
+        else:
+            fs = item.fs if isinstance(item, Staged) else item
+            checked = isinstance(item, Staged) and item.checked
+            problem = None if checked else check_frame_set(fs, self.cfg.min_cameras)
+            if problem is not None:
+                return self._drop(drop_for(fs, problem[0], problem[1]))
+            self.waiting.append(item)
+        return None
+
+    def _waits(self, cap: int, feeder: Any) -> set:
+        """What the event loop waits for next: the next set (replay: only when a slot is free, which is the
+        backpressure; live: always), the oldest tick, the busy first stage while sets wait, a restart."""
+        wait_set: set = set()
+        if not self.source_done and (self.live or (len(self.inflight) + len(self.waiting) < cap and not self.waiting)):
+            if self.get_task is None:
+                feeder.want()
+                self.get_task = asyncio.ensure_future(feeder.queue.get())
+            wait_set.add(self.get_task)
+        if self.inflight:
+            wait_set.add(self.inflight[0].fut)
+            busy = [job.first_stage for job in self.inflight if not job.first_stage.done()]
+            if busy and self.waiting:
+                wait_set.add(busy[0])
+        if self.recover_task is not None:
+            wait_set.add(self.recover_task)
+        return wait_set
+
     async def run(self, feeder: "SourceFeeder | ActorFeeder") -> AsyncIterator[TickResult | DropRecord]:
         self.feeder = feeder
-        waiting: deque[FrameSet | Staged] = deque()
-        inflight: deque[_InFlight] = deque()
-        source_done = False
-        get_task: asyncio.Task | None = None
-        recover_task: asyncio.Task | None = None
+        self.waiting: deque[FrameSet | Staged] = deque()
+        self.inflight: deque[_InFlight] = deque()
+        self.source_done = False
+        self.get_task: asyncio.Task | None = None
+        self.recover_task: asyncio.Task | None = None
         blocked = False
         cap = self.cfg.cap(self.live)
         try:
@@ -454,47 +273,16 @@ class TickPipeline:
                 if self.recovering and not blocked:
                     blocked = True
                     self._set_recovering(True)
-                if self.recovering and not inflight and recover_task is None:
+                if self.recovering and not self.inflight and self.recover_task is None:
                     # the ticks sent to the dead actor have all failed: wait for Ray to bring it back
-                    recover_task = asyncio.ensure_future(self._await_actors())
-                # Submit when the first stage is free (and under the cap): a tick never queues at the
-                # backbone, so the newest waiting set goes next (live) and latency is the stages' sum.
-                release_at = None
-                while (waiting and len(inflight) < cap and not self.recovering
-                       and all(job.first_stage.done() for job in inflight)):
-                    release_at = self._release_at(inflight)
-                    if release_at is not None and release_at > time.monotonic():
-                        break
-                    release_at = None
-                    inflight.append(self._submit(waiting.popleft()))
-                    self.max_seen_in_flight = max(self.max_seen_in_flight, len(inflight))
+                    self.recover_task = asyncio.ensure_future(self._await_actors())
+                release_at = self._submit_ready(cap)
                 if self.live:
-                    # Sets admitted by the ingest actor (their cameras already encoded) are never
-                    # dropped for capacity; while an actor restarts every waiting set goes.
-                    while waiting and (self.recovering or (len(waiting) > self.cfg.live_queue and not _admitted(waiting[0]))):
-                        old = waiting.popleft()
-                        old = old.fs if isinstance(old, Staged) else old
-                        if self.recovering:
-                            record = drop_for(old, "actor_restart", "a pipeline actor is restarting (the set waited in the driver)")
-                        else:
-                            record = drop_for(old, "overload", f"{cap} ticks in flight and {len(waiting)} waiting")
-                        yield self._ended(self._drop(record))
-                if source_done and not waiting and not inflight and recover_task is None:
+                    for record in self._live_drops(cap):
+                        yield record
+                if self.source_done and not self.waiting and not self.inflight and self.recover_task is None:
                     return
-                wait_set: set = set()
-                # Replay reads the source only when a slot is free (backpressure); live always reads.
-                if not source_done and (self.live or (len(inflight) + len(waiting) < cap and not waiting)):
-                    if get_task is None:
-                        feeder.want()
-                        get_task = asyncio.ensure_future(feeder.queue.get())
-                    wait_set.add(get_task)
-                if inflight:
-                    wait_set.add(inflight[0].fut)
-                    busy = [job.first_stage for job in inflight if not job.first_stage.done()]
-                    if busy and waiting:
-                        wait_set.add(busy[0])
-                if recover_task is not None:
-                    wait_set.add(recover_task)
+                wait_set = self._waits(cap, feeder)
                 timer = None
                 if release_at is not None:
                     timer = asyncio.ensure_future(asyncio.sleep(max(release_at - time.monotonic(), 0.0)))
@@ -502,41 +290,33 @@ class TickPipeline:
                 await asyncio.wait(wait_set, return_when=asyncio.FIRST_COMPLETED)
                 if timer is not None:
                     timer.cancel()
-                if recover_task is not None and recover_task.done():
-                    recover_task.result()  # raises if the actor was not restarted
-                    recover_task = None
+                if self.recover_task is not None and self.recover_task.done():
+                    self.recover_task.result()  # raises if the actor was not restarted
+                    self.recover_task = None
                     if blocked:
                         blocked = False
                         self._set_recovering(False)
-                while inflight and inflight[0].fut.done():
-                    yield self._ended(self._finish(inflight.popleft()))
-                if get_task is not None and get_task.done():
-                    item = get_task.result()
-                    get_task = None
-                    if item is _END:
-                        source_done = True
-                    elif isinstance(item, _SourceError):
-                        raise item.exc
-                    elif isinstance(item, DropRecord):  # refused or dropped at ingest
-                        yield self._drop(item)
-                    else:
-                        fs = item.fs if isinstance(item, Staged) else item
-                        checked = isinstance(item, Staged) and item.checked
-                        problem = None if checked else check_frame_set(fs, self.cfg.min_cameras)
-                        if problem is not None:
-                            yield self._drop(drop_for(fs, problem[0], problem[1]))
-                        else:
-                            waiting.append(item)
+                while self.inflight and self.inflight[0].fut.done():
+                    yield self._ended(self._finish(self.inflight.popleft()))
+                if self.get_task is not None and self.get_task.done():
+                    item, self.get_task = self.get_task.result(), None
+                    record = self._take(item)
+                    if record is not None:
+                        yield record
         finally:
-            if get_task is not None:
-                get_task.cancel()
-            if recover_task is not None:
-                recover_task.cancel()
-            for job in inflight:  # the consumer stopped early: do not leave work behind
-                try:
-                    ray.cancel(job.ref, force=False)
-                except Exception:  # noqa: BLE001 - already finished or not cancellable
-                    pass
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """The stream ended or its consumer stopped early: do not leave work behind."""
+        if self.get_task is not None:
+            self.get_task.cancel()
+        if self.recover_task is not None:
+            self.recover_task.cancel()
+        for job in self.inflight:
+            try:
+                ray.cancel(job.ref, force=False)
+            except Exception:  # noqa: BLE001 - already finished or not cancellable
+                pass
 
 
 def _admitted(item: Any) -> bool:

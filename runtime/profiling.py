@@ -12,7 +12,7 @@ from typing import Iterable
 
 from schema.results import DropRecord, TickResult
 
-STAGE_ORDER = ("sensor->ingest", "ingest", "submit", "backbone", "bev", "deliver")
+STAGE_ORDER = ("sensor->ingest", "ingest", "submit", "backbone", "bev", "deliver", "exposures", "put")
 
 
 def chrome_trace(records: Iterable[TickResult | DropRecord], live: bool = False) -> dict:

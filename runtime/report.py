@@ -31,6 +31,9 @@ class RunReport:
         self.stage_ms: dict[str, list[float]] = defaultdict(list)
         self.latency_ms: list[float] = []
         self.e2e_ms: list[float] = []
+        # live, as Autoware and openpilot report them: from the set's first and last camera exposure to the
+        # result in hand, the processing from the set's hand-over by the synchroniser, the rig's spread
+        self.exposure_ms: dict[str, list[float]] = defaultdict(list)
         self.first_ns: int | None = None
         self.last_ns: int | None = None
         self.extra: dict = {}
@@ -46,11 +49,23 @@ class RunReport:
         self.latency_ms.append(record.latency_ms)
         if self.live:
             self.e2e_ms.append(record.end_to_end_ms)
+            self._add_exposures(record)
         end = max(t.end_ns for t in record.timings) if record.timings else None
         start = min(t.start_ns for t in record.timings) if record.timings else None
         if start is not None:
             self.first_ns = start if self.first_ns is None else min(self.first_ns, start)
             self.last_ns = end if self.last_ns is None else max(self.last_ns, end)
+
+    def _add_exposures(self, record: TickResult) -> None:
+        by = {t.stage: t for t in record.timings}
+        end = max(t.end_ns for t in record.timings)
+        first = by["exposures"].start_ns if "exposures" in by else record.oldest_timestamp_us * 1000
+        self.exposure_ms["since_first_exposure_ms"].append((end - first) / 1e6)
+        if "exposures" in by:
+            self.exposure_ms["since_last_exposure_ms"].append((end - by["exposures"].end_ns) / 1e6)
+            self.exposure_ms["rig_spread_ms"].append(by["exposures"].duration_ms)
+        if "ingest" in by:
+            self.exposure_ms["processing_ms"].append((end - by["ingest"].start_ns) / 1e6)
 
     @property
     def total(self) -> int:
@@ -70,6 +85,9 @@ class RunReport:
         }
         if self.live:
             out["end_to_end_ms"] = percentiles(self.e2e_ms)
+            for name in ("since_first_exposure_ms", "since_last_exposure_ms", "processing_ms", "rig_spread_ms"):
+                out[name] = percentiles(self.exposure_ms.get(name, []))
+            out["drop_percent"] = 100.0 * out["dropped"] / self.total if self.total else 0.0
             if self.deadline_ms is not None:
                 out["deadline_ms"] = self.deadline_ms
                 out["deadline_misses"] = int(sum(v > self.deadline_ms for v in self.e2e_ms))
@@ -91,8 +109,9 @@ class RunReport:
         if s["latency_ms"]:
             lines.append("latency")
             lines.append(row("pipeline", s["latency_ms"]))
-            if s.get("end_to_end_ms"):
-                lines.append(row("end-to-end", s["end_to_end_ms"]))
+            for name in ("since_first_exposure_ms", "since_last_exposure_ms", "processing_ms", "rig_spread_ms"):
+                if s.get(name):
+                    lines.append(row(name[: -len("_ms")].replace("_", " "), s[name]))
             for stage, p in s["stage_ms"].items():
                 if p:
                     lines.append(row(stage, p))

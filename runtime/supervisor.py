@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from typing import Any, Callable
 
 import ray
 
-from runtime.actors import BackboneActor, BevActor, IngestActor, SinkActor, StateStore
+from runtime.actors import BackboneActor, BevActor, PerceptionActor, SinkActor, StateStore
+from runtime.ingest import IngestActor
 from runtime.config import RuntimeConfig, StageConfig
 
 log = logging.getLogger(__name__)
 
-# The pipeline's stages, declared flat: name -> actor class. Lifecycle code below is generic.
+# The pipeline's stages, declared flat: name -> actor class when the stages are placed apart. Stages that
+# share their placement run as one PerceptionActor (fused, below). Lifecycle code below is generic.
 STAGES: dict[str, type] = {"backbone": BackboneActor, "bev": BevActor}
+
+
+def stages_fused(cfg: RuntimeConfig) -> bool:
+    """Backbone and BEV in one process: whenever their placement is the same (same custom resources, so
+    Ray may put them on the same node). Different resources pin them to different nodes: two actors."""
+    return dict(cfg.stages.backbone.resources) == dict(cfg.stages.bev.resources)
 
 
 def ensure_ray(cfg: RuntimeConfig) -> bool:
@@ -76,27 +85,41 @@ class Supervisor:
 
     def start(self) -> "Supervisor":
         self.owns_ray = ensure_ray(self.cfg)
-        st = self.cfg.stages
-        # The checkpoint store lives with the driver's node by default; it must outlive the BEV actor.
-        self.store = ray.remote(StateStore).options(num_cpus=0).remote()
+        st, pc = self.cfg.stages, self.cfg.pipeline
+        # The checkpoint store lives with the driver's node by default; it must outlive the BEV actor. The
+        # stage actors get its name, not its handle (constructor arguments stay small values: restartable).
+        store_name = f"bevstream-state-{uuid.uuid4().hex[:12]}"
+        self.store = ray.remote(StateStore).options(num_cpus=0, name=store_name).remote()
         nb, nv = torch_threads(st.backbone, self.cfg), torch_threads(st.bev, self.cfg)
         self.threads = {"backbone": nb, "bev": nv}
-        self.backbone = ray.remote(BackboneActor).options(**_options(st.backbone, nb)).remote(
-            self.model_factory, nb, self.cfg.pipeline.seg_stride, self.store)
-        self.bev = ray.remote(BevActor).options(**_options(st.bev, nv)).remote(
-            self.model_factory, nv, self.store, self.cfg.pipeline.checkpoint_every)
-        # Once, before the stream: the actors are up and have run one synthetic tick (warm-up); with
-        # per-camera encoding of live streams also every batch size (each plans its own kernels).
-        warm = [self.bev.warmup.remote(self.backbone.warmup.remote())]
-        if self.cfg.pipeline.live_encode == "camera":
-            warm.append(self.backbone.warmup_cameras.remote())
+        per_camera = pc.live_encode == "camera"
+        if stages_fused(self.cfg):
+            opts = _options(st.bev, max(nb, nv))
+            opts.update(num_cpus=st.backbone.num_cpus + st.bev.num_cpus, max_restarts=min(st.backbone.max_restarts, st.bev.max_restarts))
+            self.backbone = self.bev = ray.remote(PerceptionActor).options(**opts).remote(
+                self.model_factory, dict(self.threads), pc.seg_stride, store_name, pc.checkpoint_every)
+            warm = [self.bev.warmup.remote(per_camera)]
+        else:
+            self.backbone = ray.remote(BackboneActor).options(**_options(st.backbone, nb)).remote(
+                self.model_factory, nb, pc.seg_stride, store_name)
+            self.bev = ray.remote(BevActor).options(**_options(st.bev, nv)).remote(
+                self.model_factory, nv, store_name, pc.checkpoint_every)
+            # Once, before the stream: the actors are up and have run one synthetic tick (warm-up); with
+            # per-camera encoding of live streams also every batch size (each plans its own kernels).
+            warm = [self.bev.warmup.remote(self.backbone.warmup.remote())]
+            if per_camera:
+                warm.append(self.backbone.warmup_cameras.remote())
         ray.get(warm)
         rect = ray.get(self.backbone.rectify_config.remote())
         if rect is not None:
             from runtime.prescale import Prescaler
 
-            self.prescaler = Prescaler(rect, workers=self.cfg.pipeline.ingest_threads)
+            self.prescaler = Prescaler(rect, workers=pc.ingest_threads)
         return self
+
+    @property
+    def fused(self) -> bool:
+        return self.backbone is not None and self.backbone is self.bev
 
     def start_sink(self, out_dir: str, expected_samples: list[str] | None) -> Any:
         opts = _options(self.cfg.stages.sink)
@@ -129,7 +152,8 @@ class Supervisor:
         for name, actor in (("backbone", self.backbone), ("bev", self.bev)):
             n = torch_threads(getattr(self.cfg.stages, name), self.cfg, live)
             if n != self.threads.get(name):  # the store keeps it for an actor Ray restarts mid-stream
-                ray.get([actor.set_threads.remote(n), self.store.set_threads.remote(name, n)])
+                call = actor.set_threads.remote(n, name) if self.fused else actor.set_threads.remote(n)
+                ray.get([call, self.store.set_threads.remote(name, n)])
                 self.threads[name] = n
         return dict(self.threads)
 
@@ -137,6 +161,8 @@ class Supervisor:
         return ray.get(self.store.restarts.remote()) if self.store is not None else {}
 
     def stop(self) -> None:
+        if self.fused:
+            self.backbone = None  # one actor: killed once, as `bev`
         for name in ("ingest", "sink", "bev", "backbone", "store"):
             actor = getattr(self, name)
             if actor is not None:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from runtime.config import SyncConfig
 from schema.messages import CAMERA_CHANNELS
-from runtime.pipeline import source_frame_sets
+from runtime.feeders import source_frame_sets
 from tests.runtime.fakes import LiveCameraSource, make_frame_set
 
 
@@ -72,9 +72,10 @@ def test_camera_encoder_admits_at_the_first_camera_and_never_encodes_a_dropped_s
 
     import ray
 
-    from runtime.actors import BackboneActor, CameraEncoder, StateStore
-    from runtime.pipeline import INGEST_END
-    from runtime.pipeline import Staged
+    from runtime.actors import BackboneActor, StateStore
+    from runtime.admission import LiveAdmission
+    from runtime.handoff import INGEST_END
+    from runtime.handoff import Staged
     from schema.results import DropRecord
     from tests.runtime.fakes import CountingModel
 
@@ -82,7 +83,7 @@ def test_camera_encoder_admits_at_the_first_camera_and_never_encodes_a_dropped_s
     backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
     try:
         out = queue.Queue()
-        enc = CameraEncoder(backbone, out, cap=1, queue=1)
+        enc = LiveAdmission(backbone, out, cap=1, queue=1)
         fs0, fs1, fs2 = (make_frame_set(i) for i in range(3))
         for c in fs0.cameras:
             enc.arrived(c)
@@ -123,15 +124,16 @@ def test_camera_encoder_blocked_drops_as_actor_restart(ray_session):
 
     import ray
 
-    from runtime.actors import BackboneActor, CameraEncoder, StateStore
-    from runtime.pipeline import Staged
+    from runtime.actors import BackboneActor, StateStore
+    from runtime.admission import LiveAdmission
+    from runtime.handoff import Staged
     from tests.runtime.fakes import CountingModel
 
     store = ray.remote(StateStore).options(num_cpus=0).remote()
     backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
     try:
         out = queue.Queue()
-        enc = CameraEncoder(backbone, out, cap=1, queue=1)
+        enc = LiveAdmission(backbone, out, cap=1, queue=1)
         sets = [make_frame_set(i) for i in range(4)]
         for fs in sets[:2]:  # 0 admitted, 1 waiting
             for c in fs.cameras:
@@ -166,14 +168,15 @@ def test_camera_encoder_names_slots_still_held_by_a_restarted_actors_sets(ray_se
 
     import ray
 
-    from runtime.actors import BackboneActor, CameraEncoder, StateStore
+    from runtime.actors import BackboneActor, StateStore
+    from runtime.admission import LiveAdmission
     from tests.runtime.fakes import CountingModel
 
     store = ray.remote(StateStore).options(num_cpus=0).remote()
     backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
     try:
         out = queue.Queue()
-        enc = CameraEncoder(backbone, out, cap=1, queue=1)
+        enc = LiveAdmission(backbone, out, cap=1, queue=1)
         down = ["the bev actor is restarting"]
         enc.restarting = lambda: down[0]  # what Ray's actor table would say
 
@@ -205,11 +208,12 @@ def test_camera_encoder_ignores_a_block_report_overtaken_by_a_later_one(ray_sess
 
     import ray
 
-    from runtime.actors import CameraEncoder, StateStore
+    from runtime.actors import StateStore
+    from runtime.admission import LiveAdmission
 
     store = ray.remote(StateStore).options(num_cpus=0).remote()
     try:
-        enc = CameraEncoder(store, queue.Queue(), cap=1, queue=1)  # no camera goes out: any actor serves
+        enc = LiveAdmission(store, queue.Queue(), cap=1, queue=1)  # no camera goes out: any actor serves
         enc.block(None, seq=2)  # 'back' arrives first
         enc.block("actor_restart", "a pipeline actor is restarting", seq=1)  # its 'restarting', late
         assert enc.blocked is None
@@ -228,7 +232,8 @@ def test_camera_encoder_batches_while_the_backbone_is_busy(ray_session):
 
     import ray
 
-    from runtime.actors import BackboneActor, CameraEncoder, StateStore
+    from runtime.actors import BackboneActor, StateStore
+    from runtime.admission import LiveAdmission
     from tests.runtime.fakes import CountingModel
 
     store = ray.remote(StateStore).options(num_cpus=0).remote()
@@ -236,7 +241,7 @@ def test_camera_encoder_batches_while_the_backbone_is_busy(ray_session):
         functools.partial(CountingModel, encode_sleep_s=0.3), 1, 1, store)
     try:
         out = queue.Queue()
-        enc = CameraEncoder(backbone, out, cap=2)
+        enc = LiveAdmission(backbone, out, cap=2)
         fs0 = make_frame_set(0)
         for c in fs0.cameras:  # the first finds the backbone idle and goes alone; the others wait
             enc.arrived(c)
@@ -258,7 +263,8 @@ def test_camera_encoder_pairs_early_cameras_and_sends_the_last_two_alone(ray_ses
 
     import ray
 
-    from runtime.actors import BackboneActor, CameraEncoder, StateStore
+    from runtime.actors import BackboneActor, StateStore
+    from runtime.admission import LiveAdmission
     from schema.messages import CAMERA_CHANNELS
     from tests.runtime.fakes import CountingModel
 
@@ -266,7 +272,7 @@ def test_camera_encoder_pairs_early_cameras_and_sends_the_last_two_alone(ray_ses
     backbone = ray.remote(BackboneActor).options(num_cpus=0).remote(functools.partial(CountingModel), 1, 1, store)
     try:
         out = queue.Queue()
-        enc = CameraEncoder(backbone, out, firing_order=CAMERA_CHANNELS)
+        enc = LiveAdmission(backbone, out, firing_order=CAMERA_CHANNELS)
         fs = make_frame_set(0)
         for c in fs.cameras:  # the backbone is idle at every arrival
             enc.arrived(c)

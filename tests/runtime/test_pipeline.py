@@ -53,7 +53,7 @@ def test_replay_accounts_bad_input_and_keeps_going(ray_session, counting_factory
     assert ticks[2].degraded and ticks[2].missing == ("CAM_BACK",) and len(ticks[2].seg_channels) == 5
     assert ticks[2].seg.shape[0] == 5
     stages = [t.stage for t in ticks[1].timings]
-    assert stages == ["ingest", "submit", "backbone", "bev", "deliver"]
+    assert stages == ["put", "ingest", "submit", "backbone", "bev", "deliver"]
     # Global boxes follow the ego pose (yaw 0.1 rad, ego at x = frame_id).
     g = ticks[8].detections_global.boxes[0]
     np.testing.assert_allclose(g[:2], [8 + 4 * np.cos(0.1), 2 + 4 * np.sin(0.1)], atol=1e-4)
