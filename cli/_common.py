@@ -18,6 +18,11 @@ def add_common_arguments(parser: argparse.ArgumentParser, out_default: str | Non
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (output.progress: false)")
 
 
+def add_record_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--record", action="store_true",
+                        help="also write RUN/run.mcap for Foxglove (cameras, boxes, road lines, timings; docs/foxglove.md)")
+
+
 def _abs(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
 
@@ -56,14 +61,19 @@ def warn_if_random_weights(cfg) -> None:
 
 
 def run_source(cfg, source, out_dir: Path, expected_samples=None, total: int | None = None, model_factory=None,
-               on_record=None):
-    """Stream `source` through a Runtime into `out_dir` with a progress bar; print the report. -> Runtime."""
+               on_record=None, recorder=None):
+    """Stream `source` through a Runtime into `out_dir` with a progress bar; print the report. -> Runtime.
+
+    With a `recorder` (runtime.recording.Recorder, not yet started) every frame set the source yields and every
+    record go to it too, and it is closed (its file finished) when the run ends."""
     from tqdm import tqdm
 
     from runtime.api import Runtime
 
     print(f"source: {source.describe()}", file=sys.stderr)
     rt = Runtime(cfg, model_factory=model_factory)
+    if recorder is not None:
+        source = recorder.start().wrap(source)
     try:
         rt.start()
         print(f"actors: {rt.placement()}", file=sys.stderr)
@@ -72,11 +82,27 @@ def run_source(cfg, source, out_dir: Path, expected_samples=None, total: int | N
                 bar.update(1)
                 if record.kind == "drop":
                     bar.set_postfix_str(f"drop {record.reason}", refresh=False)
+                if recorder is not None:
+                    recorder.result(record)
                 if on_record is not None:
                     on_record(record)
     finally:
         rt.close()
+        if recorder is not None:
+            stats = recorder.close()
+            print(f"recorded {recorder.path} ({stats['ticks']} ticks, {stats['drops']} drops, {stats['images']} images"
+                  f"{', %d items skipped (queue full)' % stats['skipped_full'] if stats['skipped_full'] else ''})",
+                  file=sys.stderr)
     print(rt.report.format())
     tracks = ", results_tracking.json" if (Path(out_dir) / "results_tracking.json").is_file() else ""
     print(f"wrote {out_dir}/results_nusc.json{tracks}, ticks.jsonl, summary.json")
     return rt
+
+
+def make_recorder(out_dir: Path, live: bool, **kwargs):
+    """The Recorder of `--record` for a run directory, with the Foxglove layout written beside it."""
+    from runtime.recording import LAYOUT_NAME, MCAP_NAME, Recorder, write_layout
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_layout(out_dir / LAYOUT_NAME)
+    return Recorder(out_dir / MCAP_NAME, drop_when_full=live, **kwargs)

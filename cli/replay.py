@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli._common import _abs, add_common_arguments, load, run_source, warn_if_random_weights
+from cli._common import _abs, add_common_arguments, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
 
 HELP = "replay a nuScenes-format log through the runtime; writes results_nusc.json, ticks.jsonl, summary.json"
 
@@ -18,6 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", nargs="+", default=None, metavar="SCENE", help="scene names")
     parser.add_argument("--keyframes-only", action="store_true", default=None, help="2 Hz keyframes only")
     parser.add_argument("--realtime", action="store_true", default=None, help="pace by the log's timestamps")
+    add_record_argument(parser)
 
 
 def scene_sample_tokens(nusc, scene_records) -> list[str]:
@@ -29,6 +30,37 @@ def scene_sample_tokens(nusc, scene_records) -> list[str]:
             tokens.append(token)
             token = nusc.get("sample", token)["next"]
     return tokens
+
+
+def recording_hooks(source) -> dict:
+    """The replay's extras for `--record`: each camera's original JPEG from the dataroot (nothing re-encoded),
+    and the devkit's annotations of each keyframe as ground truth (global frame)."""
+    import numpy as np
+    from nuscenes.eval.detection.utils import category_to_detection_name
+    from pyquaternion import Quaternion
+
+    nusc, root = source.nusc, Path(source.dataroot)
+
+    def jpeg_bytes(frame) -> bytes | None:
+        if frame.sample_data_token is None:
+            return None
+        return (root / nusc.get("sample_data", frame.sample_data_token)["filename"]).read_bytes()
+
+    def ground_truth(frame_set):
+        if frame_set.sample_token is None:
+            return None
+        boxes, names = [], []
+        for token in nusc.get("sample", frame_set.sample_token)["anns"]:
+            ann = nusc.get("sample_annotation", token)
+            name = category_to_detection_name(ann["category_name"])
+            if name is None:
+                continue
+            yaw = Quaternion(ann["rotation"]).yaw_pitch_roll[0]
+            boxes.append([*ann["translation"], *ann["size"], yaw, 0.0, 0.0])
+            names.append(name)
+        return np.asarray(boxes, np.float64).reshape(-1, 9), names
+
+    return {"jpeg_bytes": jpeg_bytes, "ground_truth": ground_truth}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,5 +93,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     expected = scene_sample_tokens(source.nusc, source.scene_records)
     out_dir = Path(cfg.output.out_dir)
-    run_source(cfg, source, out_dir, expected_samples=expected, total=len(source))
+    recorder = make_recorder(out_dir, live=False, **recording_hooks(source)) if args.record else None
+    run_source(cfg, source, out_dir, expected_samples=expected, total=len(source), recorder=recorder)
     return 0

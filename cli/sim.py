@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes exporting scenes in parallel")
     parser.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the camera images")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
+    parser.add_argument("--annotate-every-frame", action="store_true",
+                        help="12 Hz ground truth: every camera cycle a sample with annotations and a lidar sweep "
+                             "(for streaming evaluation); default: keyframes at 2 Hz, sweeps between")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,13 +41,16 @@ def run(args: argparse.Namespace) -> int:
         jpeg_quality=args.jpeg_quality,
         workers=args.workers,
         overwrite=args.overwrite,
+        annotate_every_frame=args.annotate_every_frame,
     )
     try:
         cfg.validate()
     except ValueError as exc:
         print(f"bevstream sim: {exc}")
         return 2
-    print(f"bevstream sim: {cfg.scenes} scene(s) x {cfg.duration_s:g} s at {cfg.width}x{cfg.height} -> {cfg.out}", flush=True)
+    rate = "12 Hz samples" if cfg.annotate_every_frame else "2 Hz samples"
+    print(f"bevstream sim: {cfg.scenes} scene(s) x {cfg.duration_s:g} s at {cfg.width}x{cfg.height}, {rate} -> {cfg.out}",
+          flush=True)
     try:
         summary = export_dataset(cfg, progress=True)
     except FileExistsError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli._common import add_common_arguments, load, run_source, warn_if_random_weights
+from cli._common import add_common_arguments, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
 
 HELP = "stream the simulated vehicle's six cameras through the runtime in real time"
 
@@ -12,6 +12,7 @@ HELP = "stream the simulated vehicle's six cameras through the runtime in real t
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     add_live_arguments(parser)
+    add_record_argument(parser)
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,11 +34,16 @@ def make_vehicle(cfg, realtime: bool = True):
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load(args, live_overrides(args))
+    overrides = live_overrides(args)
+    if args.record:  # the recorder sees the cameras in this process: the source runs in a driver thread
+        overrides["pipeline.live_ingest"] = "thread"
+    cfg = load(args, overrides)
     if cfg is None:
         return 2
     warn_if_random_weights(cfg)
     source = make_vehicle(cfg)
     total = int(cfg.source.live.duration_s * cfg.source.live.rate_hz)
-    run_source(cfg, source, Path(cfg.output.out_dir), total=total)
+    out_dir = Path(cfg.output.out_dir)
+    recorder = make_recorder(out_dir, live=True) if args.record else None
+    run_source(cfg, source, out_dir, total=total, recorder=recorder)
     return 0

@@ -6,13 +6,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pyquaternion import Quaternion
 
+from runtime.foxglove_scene import CLASS_COLOURS as _PALETTE
+from runtime.foxglove_scene import ROAD_COLOURS as _ROAD_COLOURS
+from runtime.foxglove_scene import SEG_COLOURS
 from schema.classes import DETECTION_NAMES
 from schema.messages import CAMERA_CHANNELS, FrameSet
 from schema.results import TickResult
 
-_PALETTE = [(255, 158, 0), (255, 99, 71), (255, 69, 0), (233, 150, 70), (255, 215, 0),
-            (0, 0, 230), (255, 61, 99), (220, 20, 60), (47, 79, 79), (112, 128, 144)]
-_ROAD_COLOURS = {"lane_divider": (255, 255, 255), "road_edge": (0, 200, 255)}
+# (the colours are those of the Foxglove recording, so a picture and the recording of a run agree)
+SEG_ALPHA = 0.4  # weight of the segmentation colours over the camera image
 # (12, 2) corner index pairs of a box's edges, corners in the devkit's Box.corners() order.
 _EDGES = [(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
 
@@ -38,13 +40,32 @@ def _drawn_boxes(result: TickResult, min_score: float):
     return [(box, label) for box, label, score in zip(dets.boxes, dets.labels, dets.scores) if score >= min_score]
 
 
+def overlay_segmentation(img: Image.Image, labels: np.ndarray, alpha: float = SEG_ALPHA) -> Image.Image:
+    """The camera image with its (h, w) class label map (schema.classes.SEG_CLASSES), coloured and stretched to the
+    image, blended over it; background (label 0) is left as it is."""
+    colours = Image.fromarray(SEG_COLOURS[np.clip(labels, 0, len(SEG_COLOURS) - 1)]).resize(img.size, Image.NEAREST)
+    mask = Image.fromarray(((labels > 0) * int(255 * alpha)).astype(np.uint8)).resize(img.size, Image.NEAREST)
+    return Image.composite(colours, img, mask)
+
+
+def _seg_of(result: TickResult, channel: str) -> np.ndarray | None:
+    """The tick's label map of a camera, where the result carries one (a run's ticks.jsonl does not)."""
+    if channel in result.seg_channels and len(result.seg) == len(result.seg_channels):
+        labels = result.seg[result.seg_channels.index(channel)]
+        return labels if labels.size else None
+    return None
+
+
 def draw_camera(frame_set: FrameSet, channel: str, result: TickResult, width: int = 480,
                 min_score: float = DRAW_MIN_SCORE) -> Image.Image:
-    """One camera image with the tick's ego-frame boxes projected into it."""
+    """One camera image with the tick's segmentation (where it has one) and its ego-frame boxes projected into it."""
     from nuscenes.utils.geometry_utils import view_points
 
     cam = frame_set.camera(channel)
     img = Image.fromarray(cam.image).convert("RGB")
+    labels = _seg_of(result, channel)
+    if labels is not None:
+        img = overlay_segmentation(img, labels)
     draw = ImageDraw.Draw(img)
     ego_to_cam = cam.sensor_to_ego.inverse()
     for box, label in _drawn_boxes(result, min_score):

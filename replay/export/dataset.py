@@ -14,6 +14,11 @@ LIDAR_TOP has a sample_data row, ego pose and point file (replay/sim/lidar.py: 3
 float32 x, y, z, intensity, ring layout) at every keyframe, and no 20 Hz sweeps between them; its hits
 per object are the annotations' num_lidar_pts.
 
+With `annotate_every_frame` (12 Hz ground truth, for streaming evaluation) the same drive is written
+with every 12 Hz camera cycle a keyframe: a sample with its six camera images under samples/, a
+LIDAR_TOP sweep, annotations and instance links (so the devkit's box_velocity differentiates over
+1/12 s); no sweeps/ folder. Without it the output is byte-identical to an export made before the flag.
+
 Each scene is its own World (seed derived from the dataset seed and the scene index), driven for
 `duration_s`; its keyframe annotations are measured at the LIDAR_TOP keyframe timestamps (the
 sample timestamps, as in nuScenes), their visibility on the keyframe label images. Scenes
@@ -86,6 +91,7 @@ class ExportConfig:
     jpeg_quality: int = 90
     workers: int = 2  # processes; scenes are exported in parallel (output does not depend on it)
     overwrite: bool = False
+    annotate_every_frame: bool = False  # every 12 Hz camera cycle a sample (12 Hz ground truth), not every 6th
 
     def validate(self) -> None:
         if self.version not in VERSIONS:
@@ -104,7 +110,18 @@ class ExportConfig:
 
     @property
     def num_keyframes(self) -> int:
+        """2 Hz keyframes of the drive; the drive is camera cycles 0 .. KEYFRAME_EVERY * (num_keyframes - 1)."""
         return int(math.floor(self.duration_s * 2.0 + 1e-9))
+
+    @property
+    def keyframe_every(self) -> int:
+        """Camera cycles per sample: 1 with annotate_every_frame, else KEYFRAME_EVERY (2 Hz)."""
+        return 1 if self.annotate_every_frame else KEYFRAME_EVERY
+
+    @property
+    def num_samples(self) -> int:
+        """Samples (annotated keyframes) per scene: the 2 Hz keyframes, or every camera cycle of the drive."""
+        return KEYFRAME_EVERY * (self.num_keyframes - 1) // self.keyframe_every + 1
 
 
 @dataclass(frozen=True)
@@ -151,7 +168,7 @@ def _near(agents, ego_xy: np.ndarray, radius: float) -> list:
 
 
 def export_scene(job: SceneJob) -> dict[str, list[dict]]:
-    """Render and write one scene's images, labels, map and road geometry; return its table rows."""
+    """Render and write one scene's images, labels, lidar, map and road geometry; return its table rows."""
     cfg = job.config
     root = Path(cfg.out)
     wseed = scene_seed(cfg.seed, job.index)
@@ -165,42 +182,12 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
     calibrations = {ch: rig[ch] for ch in CAMERA_CHANNELS}
     calibrations[LIDAR_CHANNEL] = lidar
 
-    n_kf = cfg.num_keyframes
-    last_cycle = KEYFRAME_EVERY * (n_kf - 1)
     world = World(wseed)
     renderer = Renderer(world, cfg.width, cfg.height)
-    frames: list[SensorFrame] = []
     fill = _class_fill(world, renderer, rig["CAM_FRONT"])
-    visibility = [VisibilityAccumulator(fill) for _ in range(n_kf)]
-    drive_s = (last_cycle + 1.5) / CAMERA_HZ  # whatever the end rule, cycle last_cycle is included
-    for cap in iter_captures(world, rig, start_us, drive_s, rate_hz=CAMERA_HZ):
-        if cap.cycle > last_cycle:
-            break
-        cam = rig[cap.channel]
-        is_key = cap.cycle % KEYFRAME_EVERY == 0
-        folder = "samples" if is_key else "sweeps"
-        filename = f"{folder}/{cap.channel}/{logfile}__{cap.channel}__{cap.timestamp_us}.jpg"
-        rgb, labels = renderer.render(cap.state, cam)
-        _write_jpeg(root / filename, rgb, cfg.jpeg_quality)
-        _write_label(label_path(root, filename), labels)
-        frames.append(SensorFrame(cap.channel, cap.timestamp_us, cap.state.ego_pose, is_key, filename, "jpg", cfg.width, cfg.height))
-        if is_key:
-            ego_xy = np.asarray(cap.state.ego_pose.translation[:2], dtype=np.float64)
-            agents = _near(cap.state.agents, ego_xy, ANNOTATION_RADIUS_M + VISIBILITY_MARGIN_M)
-            visibility[cap.cycle // KEYFRAME_EVERY].add_camera(agents, cap.state.ego_pose, cam, labels)
-
-    # LIDAR_TOP keyframes (the sample timestamps), each with its sweep. The 20 Hz sweeps between
-    # keyframes are not simulated: nothing here trains or evaluates on them.
-    keyframes: list[KeyframeTruth] = []
-    (root / "samples" / LIDAR_CHANNEL).mkdir(parents=True, exist_ok=True)
-    for k in range(n_kf):
-        ts = start_us + lidar.time_offset_us + int(round(k * 1e6 * KEYFRAME_EVERY / CAMERA_HZ))
-        state = world.state_at((ts - start_us) / 1e6)
-        filename = f"samples/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{ts}.pcd.bin"
-        sweep = lidar_sweep(world, state, lidar)
-        write_pcd_bin(root / filename, sweep.points)
-        frames.append(SensorFrame(LIDAR_CHANNEL, ts, state.ego_pose, True, filename, "pcd"))
-        keyframes.append(KeyframeTruth(ts, state, sweep.counts, visibility[k].fractions()))
+    visibility = [VisibilityAccumulator(fill) for _ in range(cfg.num_samples)]
+    frames = _write_cameras(cfg, root, world, renderer, rig, start_us, logfile, visibility)
+    lidar_frames, keyframes = _write_lidar(cfg, root, world, lidar, start_us, logfile, visibility)
 
     map_filename = f"maps/{map_token(key)}.png"
     info = SceneInfo(
@@ -214,7 +201,52 @@ def export_scene(job: SceneJob) -> dict[str, list[dict]]:
     )
     _write_world_map(root / map_filename, world)
     write_road_geometry(road_geometry_path(root, job.name), job.name, world.road_geometry)
-    return scene_tables(info, calibrations, frames, keyframes)
+    return scene_tables(info, calibrations, frames + lidar_frames, keyframes)
+
+
+def _write_cameras(cfg: ExportConfig, root: Path, world: World, renderer: Renderer, rig: dict, start_us: int,
+                   logfile: str, visibility: list[VisibilityAccumulator]) -> list[SensorFrame]:
+    """Render and write every camera image and label image of the drive; measure visibility at the samples."""
+    every = cfg.keyframe_every
+    last_cycle = KEYFRAME_EVERY * (cfg.num_keyframes - 1)
+    frames: list[SensorFrame] = []
+    drive_s = (last_cycle + 1.5) / CAMERA_HZ  # whatever the end rule, cycle last_cycle is included
+    for cap in iter_captures(world, rig, start_us, drive_s, rate_hz=CAMERA_HZ):
+        if cap.cycle > last_cycle:
+            break
+        cam = rig[cap.channel]
+        is_key = cap.cycle % every == 0
+        folder = "samples" if is_key else "sweeps"
+        filename = f"{folder}/{cap.channel}/{logfile}__{cap.channel}__{cap.timestamp_us}.jpg"
+        rgb, labels = renderer.render(cap.state, cam)
+        _write_jpeg(root / filename, rgb, cfg.jpeg_quality)
+        _write_label(label_path(root, filename), labels)
+        frames.append(SensorFrame(cap.channel, cap.timestamp_us, cap.state.ego_pose, is_key, filename, "jpg", cfg.width, cfg.height))
+        if is_key:
+            ego_xy = np.asarray(cap.state.ego_pose.translation[:2], dtype=np.float64)
+            agents = _near(cap.state.agents, ego_xy, ANNOTATION_RADIUS_M + VISIBILITY_MARGIN_M)
+            visibility[cap.cycle // every].add_camera(agents, cap.state.ego_pose, cam, labels)
+    return frames
+
+
+def _write_lidar(cfg: ExportConfig, root: Path, world: World, lidar: SensorCalibration, start_us: int, logfile: str,
+                 visibility: list[VisibilityAccumulator]) -> tuple[list[SensorFrame], list[KeyframeTruth]]:
+    """LIDAR_TOP at every sample (the sample timestamps), each with its sweep, and the samples' ground truth.
+
+    The 20 Hz sweeps between keyframes are not simulated: nothing here trains or evaluates on them."""
+    every = cfg.keyframe_every
+    frames: list[SensorFrame] = []
+    keyframes: list[KeyframeTruth] = []
+    (root / "samples" / LIDAR_CHANNEL).mkdir(parents=True, exist_ok=True)
+    for k in range(cfg.num_samples):
+        ts = start_us + lidar.time_offset_us + int(round(k * 1e6 * every / CAMERA_HZ))
+        state = world.state_at((ts - start_us) / 1e6)
+        filename = f"samples/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{ts}.pcd.bin"
+        sweep = lidar_sweep(world, state, lidar)
+        write_pcd_bin(root / filename, sweep.points)
+        frames.append(SensorFrame(LIDAR_CHANNEL, ts, state.ego_pose, True, filename, "pcd"))
+        keyframes.append(KeyframeTruth(ts, state, sweep.counts, visibility[k].fractions()))
+    return frames, keyframes
 
 
 def _class_fill(world: World, renderer: Renderer, camera: SensorCalibration) -> dict:
@@ -262,6 +294,13 @@ def _dump(path: Path, rows) -> None:
     path.write_text(json.dumps(rows, indent=0, sort_keys=False) + "\n")
 
 
+def _manifest_config(cfg: ExportConfig) -> dict:
+    """The config as the manifest records it; annotate_every_frame only when set, so that a default export
+    stays byte-identical to one made before the flag existed."""
+    skip = ("out", "workers", "overwrite") + (() if cfg.annotate_every_frame else ("annotate_every_frame",))
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in skip}
+
+
 def export_dataset(cfg: ExportConfig, progress: bool = False) -> ExportSummary:
     """Write the whole dataroot; deterministic in `cfg` (except `workers`, which only sets speed)."""
     cfg.validate()
@@ -297,11 +336,13 @@ def export_dataset(cfg: ExportConfig, progress: bool = False) -> ExportSummary:
         _dump(table_dir / f"{name}.json", tables[name])
     manifest = {
         "generator": "bevstream sim",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ("out", "workers", "overwrite")},
+        "config": _manifest_config(cfg),
         "scenes": [{"name": j.name, "split": j.split, "world_seed": scene_seed(cfg.seed, j.index)} for j in jobs],
         "lidar_files": "samples/LIDAR_TOP/*.pcd.bin at keyframes (simulated 32-beam sweep, intensity 0); no sweeps between",
         "layout": "see replay/layout.py: bevstream/road_geometry/<scene>.json, bevstream/labels/<image path>.png",
     }
+    if cfg.annotate_every_frame:
+        manifest["samples"] = "every 12 Hz camera cycle is a sample (12 Hz ground truth); no sweeps/"
     (root / BEVSTREAM_DIR).mkdir(parents=True, exist_ok=True)
     _dump(root / BEVSTREAM_DIR / "manifest.json", manifest)
     return ExportSummary(
