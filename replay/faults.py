@@ -194,6 +194,8 @@ class FaultInjector:
         self.log: list[dict] = []
         self.counts: dict[str, int] = {}
         self.next_frame_id = 0
+        self.jumped: set[Fault] = set()
+        self.entries: dict[int, list[dict]] = {}  # id(a set not yet delivered) -> its log entries
 
     # -- bookkeeping
     def t_s(self, timestamp_us: int) -> float:
@@ -223,8 +225,17 @@ class FaultInjector:
                 "injected": list(self.log), "log_truncated": sum(self.counts.values()) > len(self.log)}
 
     # -- one camera frame
+    def _jump_us(self, t_s: float, frame: Any = None) -> int:
+        """The clock's offset at stream time t_s: the sum of the jumps passed (each logged once)."""
+        passed = [f for f in self.faults if f.name == "jump" and t_s >= f.start_s]
+        for f in passed:
+            if f not in self.jumped:
+                self.jumped.add(f)
+                self._note(f, t_s, frame)
+        return sum(int(f.arg * 1e6) for f in passed)
+
     def _shift(self, frame: CameraFrame, t_s: float) -> CameraFrame:
-        shift_us = sum(int(f.arg * 1e6) for f in self.faults if f.name == "jump" and t_s >= f.start_s)
+        shift_us = self._jump_us(t_s, frame)
         return replace(frame, timestamp_us=frame.timestamp_us + shift_us) if shift_us else frame
 
     def frame(self, frame: CameraFrame) -> list[CameraFrame]:
@@ -275,7 +286,9 @@ class FaultInjector:
         held: FrameSet | None = None
         for fs in sets:
             t = self.t_s(fs.timestamp_us)
+            n_logged = len(self.log)
             out = [self._set(fs, t)]
+            self.entries[id(out[0])] = self.log[n_logged:]  # their frame_id becomes the delivered one
             factor = next((f.arg for f in self.faults if f.name == "overload" and f.active(t)), None)
             if factor is not None:
                 n = factor - 1
@@ -289,6 +302,7 @@ class FaultInjector:
                 f = self._hit("reorder", t)
                 if f is not None:
                     self._note(f, t, frame_id=item.frame_id, detail="delivered after the next set")
+                    self.entries.setdefault(id(item), []).extend(self.log[-1:])
                     held = item
                     continue
                 if i and live:
@@ -299,6 +313,8 @@ class FaultInjector:
 
     def _numbered(self, sets: list[FrameSet]) -> Iterator[FrameSet]:
         for fs in sets:
+            for entry in self.entries.pop(id(fs), ()):
+                entry["frame_id"] = self.next_frame_id
             cams = tuple(replace(c, frame_id=self.next_frame_id) for c in fs.cameras)
             yield replace(fs, frame_id=self.next_frame_id, cameras=cams)
             self.next_frame_id += 1
@@ -318,7 +334,7 @@ class FaultInjector:
             cams.extend(self.frame(cam))
         present = {c.channel for c in cams}
         missing = tuple(ch for ch in CAMERA_CHANNELS if ch not in present)
-        shift_us = sum(int(f.arg * 1e6) for f in self.faults if f.name == "jump" and t >= f.start_s)
+        shift_us = self._jump_us(t)
         ego = fs.ego_to_global
         if any(c.ego_to_global is NAN_POSE for c in cams):  # the set's ego pose is its reference camera's
             ego = NAN_POSE
