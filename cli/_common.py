@@ -81,9 +81,11 @@ def warn_if_random_weights(cfg) -> None:
 
 
 def run_source(cfg, source, out_dir: Path, expected_samples=None, total: int | None = None, model_factory=None,
-               on_record=None, recorder=None):
+               on_record=None, recorder=None, faults=None, fault_seed: int = 0):
     """Stream `source` through a Runtime into `out_dir` with a progress bar; print the report. -> Runtime.
 
+    With `faults` (parsed --faults) the source is wrapped by replay.fault_source (every fault but `kill`), and
+    this loop kills the actors of the `kill` faults when their stream time comes (Runtime.kill_stage).
     With a `recorder` (runtime.recording.Recorder, not yet started) every frame set the source yields and every
     record go to it too, and it is closed (its file finished) when the run ends."""
     from tqdm import tqdm

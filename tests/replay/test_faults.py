@@ -13,8 +13,8 @@ import simplejpeg
 from PIL import Image
 
 from replay.fault_source import FaultyLiveSource, FaultySource, with_faults
-from replay.faults import (Fault, FaultInjector, FaultSpecError, KillSchedule, corrupt_jpeg, parse_faults,
-                           strict_decode, truncate_jpeg)
+from replay.faults import Fault, FaultInjector, FaultSpecError, KillSchedule, parse_faults
+from replay.image_damage import corrupt_jpeg, strict_decode, truncate_jpeg
 from replay.nuscenes.source import decode_image
 from schema.messages import CAMERA_CHANNELS
 from tests.runtime.fakes import LiveCameraSource, ListSource, make_frame_set
