@@ -23,6 +23,26 @@ def add_record_argument(parser: argparse.ArgumentParser) -> None:
                         help="also write RUN/run.mcap for Foxglove (cameras, boxes, road lines, timings; docs/foxglove.md)")
 
 
+def add_faults_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--faults", default=None, metavar="SPEC",
+                        help="inject faults, e.g. 'corrupt:0.05,dead:CAM_BACK@3,kill:bev@5' (NAME[:ARG][@START[-END]], "
+                             "seconds of stream time; replay/faults.py lists them); logged in summary.json's faults")
+    parser.add_argument("--fault-seed", type=int, default=0, metavar="N", help="seed of the fault injection (default 0)")
+
+
+def parse_faults_arg(args: argparse.Namespace):
+    """The parsed --faults (None without), or False after printing the one error (the command exits 2)."""
+    if getattr(args, "faults", None) is None:
+        return None
+    from replay.faults import FaultSpecError, parse_faults
+
+    try:
+        return parse_faults(args.faults)
+    except FaultSpecError as exc:
+        print(f"bevstream: --faults: {exc}", file=sys.stderr)
+        return False
+
+
 def _abs(path: str | None) -> str | None:
     return None if path is None else str(Path(path).expanduser().resolve())
 
@@ -61,15 +81,23 @@ def warn_if_random_weights(cfg) -> None:
 
 
 def run_source(cfg, source, out_dir: Path, expected_samples=None, total: int | None = None, model_factory=None,
-               on_record=None, recorder=None):
+               on_record=None, recorder=None, faults=None, fault_seed: int = 0):
     """Stream `source` through a Runtime into `out_dir` with a progress bar; print the report. -> Runtime.
 
+    With `faults` (parsed --faults) the source is wrapped by replay.fault_source (every fault but `kill`), and
+    this loop kills the actors of the `kill` faults when their stream time comes (Runtime.kill_stage).
     With a `recorder` (runtime.recording.Recorder, not yet started) every frame set the source yields and every
     record go to it too, and it is closed (its file finished) when the run ends."""
     from tqdm import tqdm
 
     from runtime.api import Runtime
 
+    kills = None
+    if faults:
+        from replay.fault_source import with_faults
+        from replay.faults import KillSchedule
+
+        source, kills = with_faults(source, faults, fault_seed), KillSchedule(faults)
     print(f"source: {source.describe()}", file=sys.stderr)
     rt = Runtime(cfg, model_factory=model_factory)
     if recorder is not None:
@@ -80,6 +108,9 @@ def run_source(cfg, source, out_dir: Path, expected_samples=None, total: int | N
         with tqdm(total=total, unit="tick", disable=not cfg.output.progress, file=sys.stderr) as bar:
             for record in rt.iterate(source, out_dir=out_dir, expected_samples=expected_samples):
                 bar.update(1)
+                for fault in kills.due(record.timestamp_us) if kills is not None else ():
+                    role = rt.kill_stage(fault.arg, fault=fault.describe(), after_frame_id=record.frame_id)
+                    print(f"fault: killed the {role} actor ({fault.describe()})", file=sys.stderr)
                 if record.kind == "drop":
                     bar.set_postfix_str(f"drop {record.reason}", refresh=False)
                 if recorder is not None:

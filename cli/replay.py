@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli._common import _abs, add_common_arguments, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
+from cli._common import _abs, add_common_arguments, add_faults_argument, parse_faults_arg, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
 
 HELP = "replay a nuScenes-format log through the runtime; writes results_nusc.json, ticks.jsonl, summary.json"
 
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyframes-only", action="store_true", default=None, help="2 Hz keyframes only")
     parser.add_argument("--realtime", action="store_true", default=None, help="pace by the log's timestamps")
     add_record_argument(parser)
+    add_faults_argument(parser)
 
 
 def scene_sample_tokens(nusc, scene_records) -> list[str]:
@@ -64,6 +65,9 @@ def recording_hooks(source) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    faults = parse_faults_arg(args)
+    if faults is False:
+        return 2
     cfg = load(args, {
         "source.nuscenes.dataroot": _abs(args.dataroot),
         "source.nuscenes.version": args.version,
@@ -94,5 +98,6 @@ def run(args: argparse.Namespace) -> int:
     expected = scene_sample_tokens(source.nusc, source.scene_records)
     out_dir = Path(cfg.output.out_dir)
     recorder = make_recorder(out_dir, live=False, **recording_hooks(source)) if args.record else None
-    run_source(cfg, source, out_dir, expected_samples=expected, total=len(source), recorder=recorder)
+    run_source(cfg, source, out_dir, expected_samples=expected, total=len(source), recorder=recorder,
+               faults=faults, fault_seed=args.fault_seed)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli._common import add_common_arguments, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
+from cli._common import add_common_arguments, add_faults_argument, parse_faults_arg, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
 
 HELP = "stream the simulated vehicle's six cameras through the runtime in real time"
 
@@ -13,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     add_live_arguments(parser)
     add_record_argument(parser)
+    add_faults_argument(parser)
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +35,9 @@ def make_vehicle(cfg, realtime: bool = True):
 
 
 def run(args: argparse.Namespace) -> int:
+    faults = parse_faults_arg(args)
+    if faults is False:
+        return 2
     overrides = live_overrides(args)
     if args.record:  # the recorder sees the cameras in this process: the source runs in a driver thread
         overrides["pipeline.live_ingest"] = "thread"
@@ -45,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
     total = int(cfg.source.live.duration_s * cfg.source.live.rate_hz)
     out_dir = Path(cfg.output.out_dir)
     recorder = make_recorder(out_dir, live=True) if args.record else None
-    run_source(cfg, source, out_dir, total=total, recorder=recorder)
+    run_source(cfg, source, out_dir, total=total, recorder=recorder, faults=faults, fault_seed=args.fault_seed)
     return 0

@@ -266,14 +266,20 @@ class SensorClock:
     The offset is the smallest (arrival - timestamp) seen: a frame cannot arrive before its exposure,
     so this is the bus's best-case delay. Frames without `arrival_ns` leave the clock unknown."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_jump_us: int = 1_000_000) -> None:
         self.offset_us: float | None = None
+        self.max_jump_us = max_jump_us  # a lag this far off the offset: the sensor clock itself jumped
 
     def observe(self, frame: CameraFrame) -> None:
         if frame.arrival_ns is None:
             return
         lag = frame.arrival_ns / 1e3 - frame.timestamp_us
-        self.offset_us = lag if self.offset_us is None else min(self.offset_us, lag)
+        if self.offset_us is None or abs(lag - self.offset_us) > self.max_jump_us:
+            # first frame, or the sensor clock jumped (backwards, the smallest lag seen would keep the old
+            # offset: the mapped clock would run seconds ahead and every cycle would go out at once, degraded)
+            self.offset_us = lag
+        else:
+            self.offset_us = min(self.offset_us, lag)
 
     def now_us(self, wall_ns: int | None = None) -> float | None:
         """The sensor time now (None until a frame with an arrival time was seen)."""

@@ -39,6 +39,7 @@ class Runtime:
         self.supervisor = Supervisor(self.cfg, model_factory)
         self.report: RunReport | None = None
         self.started = False
+        self.kills: list[dict] = []  # kill_stage calls of the current stream (summary.json's faults.killed)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> "Runtime":
@@ -67,6 +68,19 @@ class Runtime:
     def placement(self) -> dict[str, str]:
         return self.supervisor.placement()
 
+    def kill_stage(self, stage: str, **note: Any) -> str:
+        """Fault injection (`--faults kill:STAGE@T`): `ray.kill` the actor running `stage` ('backbone', 'bev'
+        or 'perception'; one PerceptionActor runs both when the stages are fused), letting Ray restart it as
+        after a crash. -> the actor's role killed. Logged with `note` in summary.json's faults.killed."""
+        sup = self.supervisor
+        if stage not in ("backbone", "bev", "perception"):
+            raise ValueError(f"unknown stage {stage!r}; expected backbone, bev or perception")
+        actor = sup.bev if stage in ("bev", "perception") else sup.backbone
+        role = "perception" if sup.fused else ("bev" if stage == "perception" else stage)
+        ray.kill(actor, no_restart=False)
+        self.kills.append({"stage": stage, "actor": role, "wall_ns": time.time_ns(), **note})
+        return role
+
     # -- streaming --------------------------------------------------------------------------
     async def stream(self, source: Any, out_dir: str | Path | None = None,
                      expected_samples: list[str] | None = None) -> AsyncIterator[TickResult | DropRecord]:
@@ -75,6 +89,7 @@ class Runtime:
         live = bool(getattr(source, "is_live", False))
         report = RunReport(live, deadline_ms=self.cfg.profile.deadline_ms)
         self.report = report
+        self.kills = []
         sink = self.supervisor.start_sink(str(out_dir), expected_samples) if out_dir is not None else None
         late = [0]
         report.extra["torch_threads"] = self.supervisor.threads_for(live)
@@ -113,18 +128,26 @@ class Runtime:
                 actor_restart_wait_s=round(pipeline.restart_wait_s, 3),
                 wall_s=round(time.time() - started, 3),
             )
+            if ingest is None:
+                stats = getattr(getattr(source, "stats", None), "summary", None)
+                if callable(stats):
+                    report.extra["source_stats"] = stats()
+            self._faults_summary(report)
             if sink is not None:
                 summary = self.summary(source)
                 await sink.close.remote(summary)
                 ray.kill(sink)
                 self.supervisor.sink = None
-            if ingest is None:
-                stats = getattr(getattr(source, "stats", None), "summary", None)
-                if callable(stats):
-                    report.extra["source_stats"] = stats()
-            else:
+            if ingest is not None:
                 ray.kill(ingest)
                 self.supervisor.ingest = None
+
+    def _faults_summary(self, report: RunReport) -> None:
+        """The injected faults (a FaultySource's log, in its statistics) and the stage kills, as summary.json's
+        `faults`."""
+        faults = (report.extra.get("source_stats") or {}).pop("faults", None)
+        if faults is not None or self.kills:
+            report.extra["faults"] = {**(faults or {}), "killed": list(self.kills)}
 
     def summary(self, source: Any = None) -> dict:
         """The last run's report plus where it ran and with what configuration (summary.json)."""

@@ -31,6 +31,12 @@ def check_frame_set(fs: FrameSet, min_cameras: int = 1) -> tuple[str, str] | Non
         k = np.asarray(cam.intrinsic)
         if k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
             return "bad_input", f"{where}: intrinsic matrix is not a finite (3, 3) with positive focal lengths"
+        h, w = img.shape[:2]
+        if not (w / 4 < k[0, 2] < 3 * w / 4 and h / 4 < k[1, 2] < 3 * h / 4):
+            # the principal point of a real lens sits near the image centre: far off it, the image is not
+            # the size its calibration was made for (resized, cropped, transposed) and the model's rays are wrong
+            return "bad_input", (f"{where}: image {w}x{h} does not match its intrinsics (principal point "
+                                 f"{k[0, 2]:.0f}, {k[1, 2]:.0f} is not in the middle half of the image)")
         if not cam.sensor_to_ego.is_finite():
             return "bad_input", f"{where}: sensor_to_ego pose is not finite"
     if len(fs.cameras) < min_cameras:

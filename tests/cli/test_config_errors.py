@@ -1,4 +1,4 @@
-"""A bad model key stops a command before anything starts: one line naming the key, exit 2."""
+"""A bad model key or --faults SPEC stops a command before anything starts: one line naming it, exit 2."""
 from __future__ import annotations
 
 import math
@@ -20,3 +20,12 @@ def test_a_nan_score_threshold_exits_2_with_the_key_named(command, tmp_path, cap
                  "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.detection.score_threshold: must be a finite number" in err[0]
+
+
+@pytest.mark.parametrize("command", ["stream", "replay"])
+@pytest.mark.parametrize("spec, words", [("melt:0.1", "unknown fault 'melt'"), ("dead:CAM_BACK", "needs a time"),
+                                          ("kill:gpu@1", "unknown stage 'gpu'")])
+def test_a_bad_fault_spec_exits_2_with_one_line_naming_it(command, spec, words, capsys):
+    assert main([command, "--faults", spec]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bevstream: --faults:") and words in err[0], err
