@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -19,24 +18,17 @@ from perception.inputs import frame_set_inputs, rectify_label
 from perception.rectify import Rectifier
 from perception.road import rasterize_road
 from replay.nuscenes.source import NuScenesSource
-from replay.nuscenes.submission import detection_entry, ids_by_score, tracking_entries, write_submission
-from schema.attributes import AttributeConfig, attribute_name
-from schema.messages import CAMERA_CHANNELS
+from replay.nuscenes.submission import ids_by_score, submission_boxes, tracking_entries, write_submission
+from runtime.model_adapter import detection_arrays
+from schema.attributes import AttributeConfig
+from schema.messages import CAMERA_CHANNELS, Pose
 
 
-def submission_entries(dets, sample_token: str, ego_to_global, max_boxes: int = 500,
+def submission_entries(dets, sample_token: str, ego_to_global: Pose, max_boxes: int = 500,
                        attributes: AttributeConfig = AttributeConfig()) -> list[dict]:
-    """Ego-frame perception.structures.Detections of a keyframe -> official submission boxes (global frame),
-    attributes named from speed by the model's thresholds (schema.attributes)."""
-    order = np.argsort(-dets.scores.detach().cpu().numpy(), kind="stable")[:max_boxes]
-    boxes = dets.to_global(ego_to_global)
-    out = []
-    for box in (boxes[i] for i in order):
-        speed = float(np.hypot(*box["velocity"][:2]))
-        out.append(detection_entry(sample_token, box["translation"], np.maximum(box["size"], 1e-3), box["rotation"],
-                                   box["velocity"], box["detection_name"], box["detection_score"],
-                                   attribute_name(box["detection_name"], speed, attributes)))
-    return out
+    """Ego-frame perception.structures.Detections of a keyframe -> official submission boxes, through the
+    runtime's own conversion (detection_arrays, DetectionArrays.to_global) and writer (submission_boxes)."""
+    return submission_boxes(sample_token, detection_arrays(dets, attributes).to_global(ego_to_global), max_boxes)
 
 
 @dataclass

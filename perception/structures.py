@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from pyquaternion import Quaternion
 from torch import Tensor
 
 from perception.boxes import BOX_DIM
@@ -50,29 +48,3 @@ class Detections:
 
     def to(self, device) -> "Detections":
         return Detections(self.boxes.to(device), self.scores.to(device), self.labels.to(device))
-
-    def to_global(self, ego_to_global) -> list[dict]:
-        """Boxes in global coordinates from the ego pose (schema.messages.Pose, ego -> global).
-
-        Returns one dict per box with the nuScenes submission fields: translation (3,), size (w, l, h),
-        rotation (w, x, y, z), velocity (vx, vy) global, detection_name, detection_score.
-        """
-        q_pose: Quaternion = ego_to_global.rotation
-        rot = q_pose.rotation_matrix  # (3, 3)
-        t = np.asarray(ego_to_global.translation, dtype=np.float64)
-        boxes = self.boxes.detach().cpu().double().numpy()
-        scores = self.scores.detach().cpu().double().numpy()
-        out = []
-        for b, s, name in zip(boxes, scores, self.names):
-            centre = rot @ b[:3] + t
-            q = q_pose * Quaternion(axis=(0.0, 0.0, 1.0), angle=float(b[6]))
-            vel = rot @ np.array([b[7], b[8], 0.0])
-            out.append({
-                "translation": centre.tolist(),
-                "size": b[3:6].tolist(),
-                "rotation": list(q.elements),
-                "velocity": vel[:2].tolist(),
-                "detection_name": name,
-                "detection_score": float(s),
-            })
-        return out

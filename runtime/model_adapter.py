@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from schema.attributes import attribute_names
+from schema.attributes import AttributeConfig, attribute_names
 from schema.results import DetectionArrays, Polyline
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,14 @@ def check_checkpoint(section) -> None:
         raise ConfigError(f"runtime.yaml: model.checkpoint: cannot load {factory.checkpoint}: {first}") from None
 
 
+def detection_arrays(dets, attributes: AttributeConfig, track_ids=None) -> DetectionArrays:
+    """perception.structures.Detections (ego frame) -> the message's DetectionArrays, each box's attribute named
+    from its speed by the weights' thresholds."""
+    boxes = dets.boxes.detach().cpu().numpy()  # (N, 9)
+    return DetectionArrays("ego", boxes, dets.scores.detach().cpu().numpy(), dets.labels.detach().cpu().numpy(),
+                           dets.names, attribute_names(dets.names, boxes[:, 7:9], attributes), track_ids)
+
+
 class BEVStreamAdapter:
     """runtime.stages.PerceptionModel over a BEVStreamModel (rectify -> encode_images | bev_step -> heads)."""
 
@@ -139,10 +147,7 @@ class BEVStreamAdapter:
         filters = None if track_filter is None else [track_filter]
         dets = self.model.detection_head.decode(outputs["detection"], track_filters=filters)[0]
         roads = self.model.road_head.vectorize(outputs["road_logits"])[0]
-        boxes = dets.boxes.numpy()
-        arrays = DetectionArrays("ego", boxes, dets.scores.numpy(), dets.labels.numpy(), dets.names,
-                                 attribute_names(dets.names, boxes[:, 7:9], self.model.config.attributes),
-                                 getattr(track_filter, "track_ids", None))
+        arrays = detection_arrays(dets, self.model.config.attributes, getattr(track_filter, "track_ids", None))
         lines = [Polyline(cls, line) for cls, items in roads.items() for line in items]
         return arrays, lines
 

@@ -14,33 +14,9 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
-from pyquaternion import Quaternion
 
-from replay.nuscenes.submission import ids_by_score, tracking_entries
+from replay.nuscenes.submission import ids_by_score, submission_boxes, tracking_entries, write_submission
 from schema.results import DropRecord, TickResult
-
-
-def submission_boxes(result: TickResult, max_boxes: int = 500) -> list[dict]:
-    """A tick's global-frame detections as official submission boxes (highest scores first)."""
-    from replay.nuscenes.submission import detection_entry
-
-    dets = result.detections_global
-    order = np.argsort(-dets.scores, kind="stable")[:max_boxes]
-    out = []
-    for i in order:
-        b = dets.boxes[i].astype(np.float64)
-        out.append(detection_entry(
-            result.sample_token,
-            translation=b[0:3],
-            size=np.maximum(b[3:6], 1e-3),  # w, l, h (the devkit's wlh)
-            rotation=Quaternion(axis=[0.0, 0.0, 1.0], angle=float(b[6])).elements,  # global yaw
-            velocity=b[7:9],
-            detection_name=dets.names[i],
-            detection_score=float(dets.scores[i]),
-            attribute_name=dets.attributes[i],
-        ))
-    return out
 
 
 class ResultSink:
@@ -61,7 +37,8 @@ class ResultSink:
         self._ticks.flush()
         self.written += 1
         if record.sample_token is not None:
-            boxes = submission_boxes(record, self.max_boxes) if isinstance(record, TickResult) else []
+            boxes = (submission_boxes(record.sample_token, record.detections_global, self.max_boxes)
+                     if isinstance(record, TickResult) else [])
             self.results.setdefault(record.sample_token, [])
             if boxes:
                 self.results[record.sample_token] = boxes
@@ -73,8 +50,6 @@ class ResultSink:
     def close(self, summary: dict | None = None) -> dict:
         """Finish the files; returns the paths written."""
         self._ticks.close()
-        from replay.nuscenes.submission import write_submission
-
         write_submission(self.out_dir / "results_nusc.json", self.results)
         paths = {"ticks": str(self.out_dir / "ticks.jsonl"), "results_nusc": str(self.out_dir / "results_nusc.json")}
         if self.tracks is not None:

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
+from pyquaternion import Quaternion
 
 from schema.classes import DETECTION_NAMES, TRACKING_NAMES
+from schema.results import DetectionArrays
 
 if TYPE_CHECKING:
     from nuscenes.nuscenes import NuScenes
@@ -168,7 +170,7 @@ def ground_truth_tracks(nusc: "NuScenes", eval_set: str, score: float = 1.0) -> 
 
 def ids_by_score(scores, track_ids) -> np.ndarray:
     """(N,) scores and track ids of a tick's boxes -> the ids in the order its submission boxes are written,
-    best score first (replay.nuscenes.submission's writers: submission_entries, the runtime's sink)."""
+    best score first, as submission_boxes writes them."""
     ids = np.asarray(track_ids, dtype=np.int64).reshape(-1)
     scores = np.asarray(scores).reshape(-1)
     if len(ids) != len(scores):
@@ -183,3 +185,25 @@ def tracking_entries(submitted: Sequence[dict], track_ids: Sequence[int], track_
     return [tracking_entry(b["sample_token"], b["translation"], b["size"], b["rotation"], b["velocity"],
                            f"{track_prefix}{int(track)}", b["detection_name"], b["detection_score"])
             for b, track in zip(submitted, track_ids) if b["detection_name"] in TRACKING_NAMES]
+
+
+def submission_boxes(sample_token: str, detections: DetectionArrays, max_boxes: int = MAX_BOXES_PER_SAMPLE) -> list[dict]:
+    """A keyframe's global-frame detections as official submission boxes, highest scores first: the one writer
+    of submission boxes (the runtime's sink and `bevstream eval` alike)."""
+    if detections.frame != "global":
+        raise ValueError(f"submission_boxes needs global-frame detections, got {detections.frame!r}")
+    order = np.argsort(-detections.scores, kind="stable")[:max_boxes]
+    out = []
+    for i in order:
+        b = detections.boxes[i].astype(np.float64)
+        out.append(detection_entry(
+            sample_token,
+            translation=b[0:3],
+            size=np.maximum(b[3:6], 1e-3),  # w, l, h (the devkit's wlh)
+            rotation=Quaternion(axis=[0.0, 0.0, 1.0], angle=float(b[6])).elements,  # global yaw
+            velocity=b[7:9],
+            detection_name=detections.names[i],
+            detection_score=float(detections.scores[i]),
+            attribute_name=detections.attributes[i],
+        ))
+    return out

@@ -1,18 +1,14 @@
 """DetectionHead: shapes, assignment rules, a quick overfit that decodes the ground truth, and to_global vs the devkit."""
 import math
 
-import numpy as np
 import pytest
 import torch
-from nuscenes.utils.data_classes import Box
-from pyquaternion import Quaternion
 
 from perception.boxes import encode_boxes
 from schema.classes import DETECTION_NAMES
 from perception.detection import DetectionHead, DetectionHeadConfig, fold_symmetric_yaw
 from perception.grid import BEVGrid
 from perception.structures import Detections
-from schema.messages import Pose
 
 TINY = BEVGrid(x_min=-12.8, x_max=12.8, y_min=-12.8, y_max=12.8, resolution=1.6)  # 16 x 16 cells
 
@@ -169,23 +165,6 @@ def test_detections_indexing_and_validation():
         Detections(boxes, torch.zeros(3), torch.tensor([0, 1, 10]))
     with pytest.raises(ValueError, match="boxes"):
         Detections(boxes[:, :7], torch.zeros(3), labels)
-
-
-def test_to_global_matches_devkit_box():
-    boxes, labels = _gt()
-    dets = Detections(boxes, torch.tensor([0.9, 0.2, 0.6]), labels)
-    pose = Pose(np.array([600.0, 1700.0, 0.3]), Quaternion(axis=(0, 0, 1), angle=2.1) * Quaternion(axis=(1, 0, 0), angle=0.02))
-    out = dets.to_global(pose)
-    assert len(out) == 3
-    for rec, b, name in zip(out, boxes.double().numpy(), dets.names):
-        ref = Box(b[:3], b[3:6], Quaternion(axis=(0, 0, 1), angle=b[6]), velocity=(b[7], b[8], 0.0))
-        ref.rotate(pose.rotation)
-        ref.translate(pose.translation)
-        np.testing.assert_allclose(rec["translation"], ref.center, atol=1e-4)
-        np.testing.assert_allclose(rec["size"], ref.wlh, atol=1e-5)
-        np.testing.assert_allclose(rec["velocity"], ref.velocity[:2], atol=1e-5)
-        assert abs(abs(np.dot(rec["rotation"], ref.orientation.elements)) - 1) < 1e-9
-        assert rec["detection_name"] == name
 
 
 def test_invalid_velocity_drops_only_velocity_terms():

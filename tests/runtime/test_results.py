@@ -125,12 +125,12 @@ def test_track_ids_travel_with_the_boxes():
 
 
 def test_sink_writes_the_attributes_the_runtime_named():
-    from runtime.sink import submission_boxes
+    from replay.nuscenes.submission import submission_boxes
 
     r = _result()
     glob = DetectionArrays("global", r.detections_global.boxes, [0.9, 0.4], [0, 5], ["car", "pedestrian"],
                            ["vehicle.parked", "pedestrian.standing"])
-    boxes = submission_boxes(replace(r, detections_global=glob))
+    boxes = submission_boxes(r.sample_token, glob)
     assert [b["attribute_name"] for b in boxes] == ["vehicle.parked", "pedestrian.standing"]
 
 
@@ -138,17 +138,17 @@ def test_sink_writes_the_tracks_beside_the_detections(tmp_path):
     """With track ids the run leaves results_tracking.json: the same keyframe boxes of the tracking classes,
     best first, with their ids, and every sample of results_nusc.json; without a tracker, no such file."""
     from schema.classes import DETECTION_NAMES
-    from replay.nuscenes.submission import ids_by_score, tracking_entries
-    from runtime.sink import ResultSink, submission_boxes
+    from replay.nuscenes.submission import ids_by_score, submission_boxes, tracking_entries
+    from runtime.sink import ResultSink
 
     r = _result()
     names = ["car", "traffic_cone", "pedestrian"]
     glob = DetectionArrays("global", np.concatenate([r.detections_global.boxes, r.detections_global.boxes[:1]]),
                            [0.4, 0.95, 0.9], [DETECTION_NAMES.index(n) for n in names], names, track_ids=[7, 8, 3])
     tracked = replace(r, detections_global=glob)
-    boxes = tracking_entries(submission_boxes(tracked), ids_by_score(glob.scores, glob.track_ids))
+    boxes = tracking_entries(submission_boxes(tracked.sample_token, glob), ids_by_score(glob.scores, glob.track_ids))
     assert [(b["tracking_name"], b["tracking_id"]) for b in boxes] == [("pedestrian", "3"), ("car", "7")]  # no cone
-    by_name = {b["detection_name"]: b for b in submission_boxes(tracked)}
+    by_name = {b["detection_name"]: b for b in submission_boxes(tracked.sample_token, glob)}
     for b in boxes:
         assert b["translation"] == by_name[b["tracking_name"]]["translation"]
         assert b["tracking_score"] == by_name[b["tracking_name"]]["detection_score"]
