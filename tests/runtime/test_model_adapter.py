@@ -87,3 +87,22 @@ def test_decode_names_attributes_by_the_models_thresholds(threshold, expect):
                               "road_logits": torch.full((1, 2, *adapter.model.road_head.out_shape), -10.0)})
     assert dets.names == ("car",) and dets.attributes == (expect,)
     assert dets.boxes[0, 7] == pytest.approx(4.0, abs=1e-4)
+
+
+def test_the_runtime_preprocesses_a_frame_set_as_training_and_eval_do(adapter):
+    """The adapter's per-camera rectification gives the pixels and geometry of perception.inputs.frame_set_arrays
+    (training's and eval's preprocessing) for the cameras present; the network never sees another one."""
+    from perception.inputs import frame_set_arrays
+    from perception.rectify import Rectifier
+    from schema.messages import CAMERA_CHANNELS
+
+    fs = make_frame_set(3, size=(90, 160), missing=("CAM_BACK",))
+    images, intr, ext = adapter.preprocess([c.image for c in fs.cameras], fs.channels,
+                                           np.stack([c.intrinsic for c in fs.cameras]),
+                                           np.stack([c.sensor_to_ego.matrix for c in fs.cameras]))  # (1, N, 3, H, W)
+    ref = frame_set_arrays(fs, Rectifier(adapter.model.config.rectify))
+    slots = [CAMERA_CHANNELS.index(c) for c in fs.channels]
+    assert torch.equal(images[0], ref.images[slots])
+    np.testing.assert_allclose(intr, ref.intrinsics[slots], rtol=1e-6)
+    np.testing.assert_allclose(ext, ref.cam_to_ego[slots], rtol=1e-6, atol=1e-6)
+    assert not ref.camera_mask[CAMERA_CHANNELS.index("CAM_BACK")]
