@@ -66,7 +66,7 @@ def offline_loop(factory, make_iter, warmup: int, threads: int, decode_for=None)
     from runtime.prescale import Prescaler
 
     torch.set_num_threads(threads)
-    model = factory.build_torch_model()
+    model = factory.build_torch_model().prepare_for_inference()  # as the runtime's stages run it
     rect = Rectifier(model.config.rectify)
     if decode_for is not None:
         decode_for(Prescaler(model.config.rectify).needed_size)

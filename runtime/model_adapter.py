@@ -50,7 +50,7 @@ class ModelFactory:
         """The plain torch model in eval mode with its weights: what research code would use directly.
 
         With a checkpoint, `options` are laid over the model config saved with the weights
-        (lab.training.load_trained_model); without one they configure random weights."""
+        (perception.checkpoint.load_trained_model); without one they configure random weights."""
         if self.checkpoint is not None:
             from perception.checkpoint import load_trained_model
 
