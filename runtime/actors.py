@@ -27,6 +27,8 @@ import ray
 
 from runtime.stages import BackboneStage, BevStage, CameraFeatures, FeaturePacket, TickMeta, packet_from_cameras
 
+ORDER_WAIT_S = 2.0  # PerceptionActor: the longest a tick waits for its predecessor to be queued
+
 
 def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
@@ -271,6 +273,7 @@ class PerceptionActor(_StageActor):
         self.bev = _BevSide(model_factory(), store, checkpoint_every, self.STAGES)
         self.pacer = _Pacer()
         self.last_bev: tuple[threading.Event, list] | None = None  # (started, [t0]) of the last queued BEV job
+        self.queued: set[int] = set()  # the driver's numbers of the ticks queued on the BEV thread (recent ones)
 
     def _on(self, stage: str, fn: Callable, *args: Any) -> Future:
         return self.pools[stage].submit(fn, *args)
@@ -293,17 +296,38 @@ class PerceptionActor(_StageActor):
         finally:
             self.pacer.learn("bev", time.monotonic() - t0)
 
-    async def tick(self, images: list, meta: TickMeta):
-        """One frame set: backbone then BEV -> TickResult (the images arrive zero-copy from the store)."""
+    async def _turn(self, after: int | None) -> None:
+        """Wait until the tick the driver submitted just before this one (`after`) is queued: Ray may start an
+        async actor's calls out of submission order (when one call's arguments resolve first), and the BEV
+        steps must run in frame order. A predecessor that never comes (it went to an actor that died) is
+        waited for ORDER_WAIT_S at most."""
+        deadline = time.monotonic() + ORDER_WAIT_S
+        while after is not None and after not in self.queued and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+
+    def _mark_queued(self, seq: int | None) -> None:
+        if seq is not None:
+            self.queued.add(seq)
+            self.queued.difference_update([s for s in self.queued if s < seq - 64])
+
+    async def tick(self, images: list, meta: TickMeta, seq: int | None = None, after: int | None = None):
+        """One frame set: backbone then BEV -> TickResult (the images arrive zero-copy from the store). `seq`
+        numbers the driver's submissions; `after` is the one submitted just before (None: the first)."""
+        await self._turn(after)
         mark: tuple[threading.Event, list] = (threading.Event(), [])
         features = self._on("backbone", self._backbone, images, meta, self.last_bev)
         result = self._on("bev", self._bev, features, meta, mark)  # queued now: frame order
         self.last_bev = mark
+        self._mark_queued(seq)
         return await asyncio.wrap_future(result)
 
-    async def run_cameras(self, meta: TickMeta, *cams: CameraFeatures):
-        """A tick whose cameras were encoded one by one as they arrived (Ray resolved the refs)."""
-        return await asyncio.wrap_future(self._on("bev", lambda: self.bev.run(packet_from_cameras(cams, meta.channels), meta)))
+    async def run_cameras(self, meta: TickMeta, *cams: CameraFeatures, seq: int | None = None, after: int | None = None):
+        """A tick whose cameras were encoded one by one as they arrived (Ray resolved the refs); `seq` and
+        `after` as for `tick`."""
+        await self._turn(after)
+        result = self._on("bev", lambda: self.bev.run(packet_from_cameras(cams, meta.channels), meta))
+        self._mark_queued(seq)
+        return await asyncio.wrap_future(result)
 
     async def encode_cameras(self, images: list, channels: tuple, intrinsics: np.ndarray, sensor_to_ego: np.ndarray):
         """As BackboneActor.encode_cameras, on the backbone thread."""

@@ -70,6 +70,7 @@ class TickPipeline:
         self.cfg = cfg
         self.live = live
         self.submitted = 0
+        self.last_seq: int | None = None  # the fused actor's last submission since start or a restart (its order)
         self.max_seen_in_flight = 0
         self.recovering = False  # an actor died: submit nothing until Ray has it back
         self.restart_wait_s = 0.0
@@ -118,6 +119,7 @@ class TickPipeline:
                                            f"(stages.*.max_restarts exhausted?): {exc}") from exc
                 await asyncio.sleep(0.1)
         self.recovering = False
+        self.last_seq = None  # the restarted actor has queued nothing yet
         self.restart_wait_s += time.monotonic() - start
 
     def _submit(self, item: FrameSet | Staged) -> _InFlight:
@@ -128,7 +130,8 @@ class TickPipeline:
             # The ingest actor admitted at most max_in_flight such sets, so it goes at once: queued in
             # order at the BEV actor, it starts the moment the previous tick ends (no driver round trip).
             meta = self._meta(item.fs, start)
-            result_ref = self.bev.run_cameras.remote(meta, *item.camera_refs)
+            order = self._order() if self.fused else {}
+            result_ref = self.bev.run_cameras.remote(meta, *item.camera_refs, **order)
             self.submitted += 1
             return self._queued(meta, result_ref)
         if isinstance(item, Staged):  # the ingest actor already put the images
@@ -138,7 +141,7 @@ class TickPipeline:
             images_ref = ray.put([c.image for c in fs.cameras])  # once; the backbone gets it by reference
         meta = self._meta(fs, start)
         if self.fused:  # one call: backbone and BEV in the actor's process; queued there in order (see above)
-            result_ref = self.bev.tick.remote(images_ref, meta)
+            result_ref = self.bev.tick.remote(images_ref, meta, **self._order())
             self.submitted += 1
             return self._queued(meta, result_ref)
         packet_ref, backbone_done = self.backbone.run.options(num_returns=2).remote(images_ref, meta)
@@ -146,6 +149,13 @@ class TickPipeline:
         self.submitted += 1
         return _InFlight(meta, result_ref, asyncio.wrap_future(result_ref.future()),
                          asyncio.wrap_future(backbone_done.future()))
+
+    def _order(self) -> dict:
+        """This submission's number and its predecessor's, so the fused actor queues the ticks in this order
+        even where Ray starts its async calls out of order (PerceptionActor._turn)."""
+        order = {"seq": self.submitted, "after": self.last_seq}
+        self.last_seq = self.submitted
+        return order
 
     @staticmethod
     def _queued(meta: TickMeta, result_ref: Any) -> _InFlight:
