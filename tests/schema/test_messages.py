@@ -51,3 +51,17 @@ def test_frame_set_accessors():
         fs.camera("CAM_FRONT_LEFT")
     with pytest.raises(ValueError, match="unknown camera channel"):
         order_cameras([frames[0].__class__(**{**frames[0].__dict__, "channel": "CAM_TOP"})])
+
+
+def test_pose_pickles_to_the_same_floats():
+    """A pose crosses processes as seven floats (Pose.__reduce__): exactly the same pose comes back,
+    non-finite values included (a NaN pose must still be caught by the input checks downstream)."""
+    import pickle
+
+    rng = np.random.default_rng(3)
+    for p in (random_pose(rng), Pose(np.array([np.nan, 1.0, np.inf]), Quaternion(1.0, 0.0, 0.0, 0.0))):
+        back = pickle.loads(pickle.dumps(p, protocol=5))
+        assert back.translation.dtype == np.float64 and back.translation.shape == (3,)
+        np.testing.assert_array_equal(back.translation, p.translation)
+        np.testing.assert_array_equal(back.rotation.elements, p.rotation.elements)
+        assert back.is_finite() == p.is_finite()

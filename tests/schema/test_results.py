@@ -7,7 +7,7 @@ from nuscenes.utils.data_classes import Box
 from pyquaternion import Quaternion
 
 from schema.messages import Pose
-from schema.results import DetectionArrays
+from schema.results import DetectionArrays, Polyline
 
 
 def test_to_global_matches_devkit_box():
@@ -26,3 +26,17 @@ def test_to_global_matches_devkit_box():
         np.testing.assert_allclose(g[3:6], ref.wlh, atol=1e-5)
         np.testing.assert_allclose(g[7:9], ref.velocity[:2], atol=1e-5)
         assert abs(np.angle(np.exp(1j * (g[6] - quaternion_yaw(ref.orientation))))) < 1e-5
+
+
+def test_polylines_pickle_to_the_same_points():
+    """Polyline.__reduce__ ships its points as raw bytes: the same float32 points come back, empty
+    polylines included, and a whole TickResult round-trips."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    for pts in (rng.normal(size=(7, 2)) * 30, np.zeros((0, 2))):
+        line = Polyline("road_edge", pts)
+        back = pickle.loads(pickle.dumps(line, protocol=5))
+        assert back.cls == line.cls and back.points.dtype == np.float32 and back.points.shape == line.points.shape
+        np.testing.assert_array_equal(back.points, line.points)
+        assert back.points.flags.writeable  # a copy, not a view of the pickle's buffer
