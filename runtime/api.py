@@ -26,6 +26,14 @@ from schema.results import DropRecord, TickResult
 from runtime.supervisor import Supervisor
 
 
+async def _cancel_pending() -> None:
+    """Cancel and await every other task of the running loop (a stream stopped early leaves some)."""
+    pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
 class Runtime:
     """A running pipeline of actors; stream as many sources through it as you like, then close()."""
 
@@ -168,6 +176,8 @@ class Runtime:
                     yield loop.run_until_complete(agen.__anext__())
                 except StopAsyncIteration:
                     break
-        finally:
+        finally:  # a consumer that stops early: run the stream's cleanup, then settle what it cancelled
             loop.run_until_complete(agen.aclose())
+            loop.run_until_complete(_cancel_pending())
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()

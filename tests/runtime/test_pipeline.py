@@ -233,3 +233,20 @@ def test_replay_read_ahead_loads_sets_only_as_far_ahead_as_allowed(ray_session, 
 
     overlaps = [t(b, "ingest", False) < t(a, "bev", True) for a, b in zip(ticks, ticks[1:])]
     assert overlaps == [bool(read_ahead)] * 4
+
+
+def test_a_consumer_that_stops_early_leaves_no_pending_task(ray_session, counting_factory, caplog):
+    """Breaking out of `iterate` runs the stream's cleanup and settles its tasks: asyncio reports no
+    'Task was destroyed but it is pending' (it did, once per early stop), and the runtime streams again."""
+    import gc
+    import logging
+
+    sets = [make_frame_set(i, new_scene=i == 0) for i in range(6)]
+    with Runtime(small_config(), model_factory=counting_factory) as rt, caplog.at_level(logging.ERROR, logger="asyncio"):
+        for record in rt.iterate(ListSource(sets)):
+            if record.frame_id == 1:
+                break
+        gc.collect()
+        again = list(rt.iterate(ListSource([make_frame_set(10, new_scene=True)])))
+    assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
+    assert [r.frame_id for r in again] == [10] and isinstance(again[0], TickResult)
