@@ -31,5 +31,5 @@ class Staged:
 
 
 def drop_for(fs: Any, reason: str, detail: str, extra: tuple[StageTiming, ...] = ()) -> DropRecord:
-    return DropRecord(fs.frame_id, fs.scene, fs.timestamp_us, fs.sample_token, reason, detail,
-                      tuple(fs.timings) + tuple(extra), tuple(fs.missing))
+    return DropRecord(reason, detail, tuple(fs.missing), frame_id=fs.frame_id, scene=fs.scene, timestamp_us=fs.timestamp_us,
+                      sample_token=fs.sample_token, timings=tuple(fs.timings) + tuple(extra))

@@ -14,7 +14,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from schema.messages import CAMERA_CHANNELS, FrameSet, Pose, StageTiming
+from schema.messages import CAMERA_CHANNELS, FrameHeader, FrameSet, Pose, StageTiming
 from schema.results import DetectionArrays, Polyline, TickResult
 
 NCAM = len(CAMERA_CHANNELS)
@@ -49,14 +49,10 @@ class PerceptionModel(Protocol):
 
 
 @dataclass(frozen=True)
-class TickMeta:
-    """The small, by-value part of a frame set that travels with its image references."""
+class TickMeta(FrameHeader):
+    """The small, by-value part of a frame set that travels with its image references (header: FrameHeader)."""
 
-    frame_id: int
-    scene: str
-    timestamp_us: int
     oldest_timestamp_us: int
-    sample_token: str | None
     channels: tuple[str, ...]  # present cameras, CAMERA_CHANNELS order
     missing: tuple[str, ...]
     intrinsics: np.ndarray  # (N, 3, 3) float64 of the images as delivered
@@ -64,7 +60,6 @@ class TickMeta:
     ego_to_global: Pose
     kinematics: np.ndarray  # (7,) float32
     new_scene: bool
-    timings: tuple[StageTiming, ...]
 
     @classmethod
     def from_frame_set(cls, fs: FrameSet) -> "TickMeta":

@@ -14,8 +14,8 @@ This module imports no Ray and no torch: sources and pure code may import it fre
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Mapping, Sequence, TypeVar
 
 import numpy as np
 from pyquaternion import Quaternion
@@ -134,6 +134,44 @@ class StageTiming:
         return (self.end_ns - self.start_ns) / 1e6
 
 
+_H = TypeVar("_H", bound="FrameHeader")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameHeader:
+    """What every message about one frame set carries, declared once: FrameSet, the runtime's TickMeta, and
+    what the set ends as (TickResult or DropRecord). Keyword-only, so each message keeps its own fields'
+    order in front; in JSON the header stays flat (`header_json`)."""
+
+    frame_id: int  # strictly increasing within a stream
+    scene: str  # scene name; a change of scene resets the temporal state
+    timestamp_us: int  # reference time of the cycle (the keyframe's, else the earliest camera's)
+    sample_token: str | None = None  # the nuScenes keyframe sample, where this cycle is one
+    timings: tuple[StageTiming, ...] = ()  # the stages passed so far, in order
+
+    def with_timing(self: _H, timing: StageTiming) -> _H:
+        return replace(self, timings=self.timings + (timing,))
+
+    def header_json(self) -> dict:
+        """The header's fields for a JSON line, timings as dicts of integer nanoseconds."""
+        return {"frame_id": self.frame_id, "scene": self.scene, "timestamp_us": self.timestamp_us,
+                "sample_token": self.sample_token, "timings": timings_json(self.timings)}
+
+    @staticmethod
+    def header_from_json(d: Mapping) -> dict:
+        """`header_json`'s fields back, as keyword arguments of any message."""
+        return {"frame_id": int(d["frame_id"]), "scene": d["scene"], "timestamp_us": int(d["timestamp_us"]),
+                "sample_token": d["sample_token"], "timings": timings_from_json(d["timings"])}
+
+
+def timings_json(timings: Sequence[StageTiming]) -> list[dict]:
+    return [{"stage": t.stage, "start_ns": t.start_ns, "end_ns": t.end_ns} for t in timings]
+
+
+def timings_from_json(items: Sequence[dict]) -> tuple[StageTiming, ...]:
+    return tuple(StageTiming(t["stage"], int(t["start_ns"]), int(t["end_ns"])) for t in items)
+
+
 @dataclass(frozen=True)
 class CameraFrame:
     """One image of one camera, with its calibration and the ego pose at its own timestamp."""
@@ -158,19 +196,14 @@ class CameraFrame:
 
 
 @dataclass(frozen=True)
-class FrameSet:
-    """The cameras of one 12 Hz cycle, synchronised: the unit of work of one tick."""
+class FrameSet(FrameHeader):
+    """The cameras of one 12 Hz cycle, synchronised: the unit of work of one tick (header: FrameHeader)."""
 
-    frame_id: int  # strictly increasing within a stream
-    scene: str
-    timestamp_us: int  # reference time of the cycle (the keyframe's, else the earliest camera's)
     cameras: tuple[CameraFrame, ...]  # the cameras present, in CAMERA_CHANNELS order
     missing: tuple[str, ...]  # channels absent or late in this cycle
     ego_to_global: Pose  # ego pose at timestamp_us
     kinematics: EgoKinematics  # derived from the poses (replay) or the vehicle (live)
-    sample_token: str | None = None  # the nuScenes keyframe sample, where this cycle is one
     new_scene: bool = False  # first set of a scene or after a time jump: reset temporal state
-    timings: tuple[StageTiming, ...] = field(default=())
 
     @property
     def degraded(self) -> bool:
@@ -194,11 +227,6 @@ class FrameSet:
             if c.channel == channel:
                 return c
         raise KeyError(f"{channel} is not in frame set {self.frame_id} (missing: {self.missing})")
-
-    def with_timing(self, timing: StageTiming) -> "FrameSet":
-        from dataclasses import replace
-
-        return replace(self, timings=self.timings + (timing,))
 
 
 def order_cameras(frames: Sequence[CameraFrame]) -> tuple[CameraFrame, ...]:

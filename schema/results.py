@@ -1,21 +1,21 @@
 """What a tick ends as: a `TickResult` or a `DropRecord` (frozen dataclasses, plain numpy arrays).
 
-Every frame set that enters the runtime ends as exactly one of the two. Both carry the frame id,
-scene, sensor timestamps, sample token and the timings of the stages they passed, and both
-serialise to one JSON line (`to_json`) and back (`from_json`) for ticks.jsonl.
+Every frame set that enters the runtime ends as exactly one of the two. Both carry the set's
+header (schema.messages.FrameHeader: frame id, scene, timestamp, sample token, the timings of the
+stages passed), declared once and flat in JSON, and both serialise to one JSON line (`to_json`) and back (`from_json`) for ticks.jsonl.
 
 Box layout (as perception/structures.py): (N, 9) float32 = x, y, z, w, l, h, yaw, vx, vy in the
 frame named by `DetectionArrays.frame` ('ego': x forward, y left; 'global': the scene's map frame).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from schema.attributes import attribute_names
-from schema.messages import Pose, StageTiming
+from schema.messages import FrameHeader, Pose, StageTiming
 
 DROP_REASONS: tuple[str, ...] = (
     "overload",  # live: no capacity, the oldest waiting work was dropped
@@ -132,23 +132,11 @@ class Polyline:
         return cls(d["cls"], np.asarray(d["points"], np.float32))
 
 
-def _timings_json(timings: Sequence[StageTiming]) -> list[dict]:
-    return [{"stage": t.stage, "start_ns": t.start_ns, "end_ns": t.end_ns} for t in timings]
-
-
-def _timings_from_json(items: Sequence[dict]) -> tuple[StageTiming, ...]:
-    return tuple(StageTiming(t["stage"], int(t["start_ns"]), int(t["end_ns"])) for t in items)
-
-
 @dataclass(frozen=True)
-class TickResult:
-    """The output of one tick: detections, road polylines, per-camera segmentation, timings."""
+class TickResult(FrameHeader):
+    """The output of one tick: detections, road polylines, per-camera segmentation (header: FrameHeader)."""
 
-    frame_id: int
-    scene: str
-    timestamp_us: int  # the frame set's reference time
     oldest_timestamp_us: int  # earliest camera timestamp: end-to-end latency is measured from it
-    sample_token: str | None  # nuScenes keyframe sample, where the tick is one
     ego_to_global: Pose
     detections_ego: DetectionArrays
     detections_global: DetectionArrays
@@ -158,7 +146,6 @@ class TickResult:
     seg: np.ndarray  # (Ncam_present, h, w) uint8 label maps (schema.classes.SEG_CLASSES), model resolution
     missing: tuple[str, ...]  # cameras absent or late in this tick's frame set
     new_scene: bool = False  # the temporal state was reset before this tick
-    timings: tuple[StageTiming, ...] = field(default=())
     valid: bool = True  # the model ran on this tick's inputs
 
     kind = "tick"
@@ -188,17 +175,11 @@ class TickResult:
             return float("nan")
         return (max(t.end_ns for t in self.timings) / 1e3 - self.oldest_timestamp_us) / 1e3
 
-    def with_timing(self, timing: StageTiming) -> "TickResult":
-        return replace(self, timings=self.timings + (timing,))
-
     def to_json(self, include_seg: bool = False) -> dict[str, Any]:
         d = {
             "kind": self.kind,
-            "frame_id": self.frame_id,
-            "scene": self.scene,
-            "timestamp_us": self.timestamp_us,
+            **self.header_json(),
             "oldest_timestamp_us": self.oldest_timestamp_us,
-            "sample_token": self.sample_token,
             "ego_to_global": self.ego_to_global.to_record(),
             "valid": self.valid,
             "degraded": self.degraded,
@@ -210,7 +191,6 @@ class TickResult:
             "polylines_global": [p.to_json() for p in self.polylines_global],
             "seg_channels": list(self.seg_channels),
             "seg_shape": list(self.seg.shape),
-            "timings": _timings_json(self.timings),
         }
         if include_seg:
             d["seg"] = self.seg.tolist()
@@ -220,11 +200,8 @@ class TickResult:
     def from_json(cls, d: dict) -> "TickResult":
         seg = np.asarray(d["seg"], np.uint8) if "seg" in d else np.zeros([0] + list(d["seg_shape"][1:]), np.uint8)
         return cls(
-            frame_id=int(d["frame_id"]),
-            scene=d["scene"],
-            timestamp_us=int(d["timestamp_us"]),
+            **cls.header_from_json(d),
             oldest_timestamp_us=int(d["oldest_timestamp_us"]),
-            sample_token=d["sample_token"],
             ego_to_global=Pose.from_record(d["ego_to_global"]),
             detections_ego=DetectionArrays.from_json(d["detections_ego"]),
             detections_global=DetectionArrays.from_json(d["detections_global"]),
@@ -234,22 +211,16 @@ class TickResult:
             seg=seg,
             missing=tuple(d["missing"]),
             new_scene=bool(d["new_scene"]),
-            timings=_timings_from_json(d["timings"]),
             valid=bool(d["valid"]),
         )
 
 
 @dataclass(frozen=True)
-class DropRecord:
-    """A frame set that did not become a tick result, and why."""
+class DropRecord(FrameHeader):
+    """A frame set that did not become a tick result, and why (header: FrameHeader)."""
 
-    frame_id: int
-    scene: str
-    timestamp_us: int
-    sample_token: str | None
     reason: str  # one of DROP_REASONS
     detail: str = ""
-    timings: tuple[StageTiming, ...] = field(default=())
     missing: tuple[str, ...] = ()
 
     kind = "drop"
@@ -262,20 +233,15 @@ class DropRecord:
     def to_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "frame_id": self.frame_id,
-            "scene": self.scene,
-            "timestamp_us": self.timestamp_us,
-            "sample_token": self.sample_token,
+            **self.header_json(),
             "reason": self.reason,
             "detail": self.detail,
             "missing": list(self.missing),
-            "timings": _timings_json(self.timings),
         }
 
     @classmethod
     def from_json(cls, d: dict) -> "DropRecord":
-        return cls(int(d["frame_id"]), d["scene"], int(d["timestamp_us"]), d["sample_token"], d["reason"], d["detail"],
-                   _timings_from_json(d["timings"]), tuple(d.get("missing", ())))
+        return cls(d["reason"], d["detail"], tuple(d.get("missing", ())), **cls.header_from_json(d))
 
 
 def record_from_json(d: dict) -> TickResult | DropRecord:

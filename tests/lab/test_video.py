@@ -15,8 +15,8 @@ from tests.runtime.fakes import make_frame_set
 def _tick(fs, seg: bool = False) -> TickResult:
     dets = DetectionArrays("ego", np.array([[8, 0, 0.8, 2, 4.5, 1.6, 0, 2, 0]], np.float32), [0.9], [0], ["car"])
     labels = np.full((len(fs.cameras), 6, 10), 2, np.uint8) if seg else np.zeros((0, 6, 10), np.uint8)
-    return TickResult(fs.frame_id, fs.scene, fs.timestamp_us, fs.oldest_timestamp_us, None, fs.ego_to_global, dets,
-                      dets.to_global(fs.ego_to_global), (), (), fs.channels, labels, ())
+    return TickResult(fs.oldest_timestamp_us, fs.ego_to_global, dets, dets.to_global(fs.ego_to_global), (), (),
+                      fs.channels, labels, (), frame_id=fs.frame_id, scene=fs.scene, timestamp_us=fs.timestamp_us)
 
 
 def test_a_short_runs_video_has_a_frame_per_tick_at_the_composite_size(tmp_path):

@@ -21,8 +21,8 @@ def _setup():
     fs = replace(fs, cameras=cams)
     box = np.array([[15.0, 0.0, 0.8, 2.0, 4.5, 1.6, 0.0, 0.0, 0.0]], np.float32)
     dets = DetectionArrays("ego", box, [0.9], [0], ["car"])
-    res = TickResult(0, fs.scene, 0, 0, None, fs.ego_to_global, dets, dets.to_global(fs.ego_to_global), (), (),
-                     fs.channels, np.zeros((6, 4, 4), np.uint8), ())
+    res = TickResult(0, fs.ego_to_global, dets, dets.to_global(fs.ego_to_global), (), (),
+                     fs.channels, np.zeros((6, 4, 4), np.uint8), (), frame_id=0, scene=fs.scene, timestamp_us=0)
     return fs, res, box[0]
 
 

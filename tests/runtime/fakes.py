@@ -96,8 +96,8 @@ def make_frame_set(frame_id: int, scene: str = "scene-a", size=(24, 40), missing
         cams.append(CameraFrame(ch, frame_id, ts, rng.integers(0, 255, size + (3,), dtype=np.uint8), k,
                                 Pose(np.array([1.0, 0, 1.5]), Quaternion()), ego, scene,
                                 sample_token=sample_token, is_key_frame=sample_token is not None))
-    return FrameSet(frame_id, scene, ts, tuple(cams), tuple(missing), ego,
-                    EgoKinematics(np.array([10.0, 0, 0]), np.zeros(3), 0.0), sample_token, new_scene)
+    return FrameSet(tuple(cams), tuple(missing), ego, EgoKinematics(np.array([10.0, 0, 0]), np.zeros(3), 0.0), new_scene,
+                    frame_id=frame_id, scene=scene, timestamp_us=ts, sample_token=sample_token)
 
 
 @dataclass

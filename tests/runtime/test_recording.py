@@ -25,9 +25,10 @@ def _result(fs, seg: bool = True) -> TickResult:
     lines = (Polyline("lane_divider", np.array([[0, 2], [20, 2.5]])), Polyline("road_edge", np.array([[0, -4], [15, -4]])))
     labels = np.random.default_rng(fs.frame_id).integers(0, 11, (len(fs.cameras), 6, 10), dtype=np.uint8)
     t = fs.timestamp_us * 1000
-    return TickResult(fs.frame_id, fs.scene, fs.timestamp_us, fs.oldest_timestamp_us, fs.sample_token, fs.ego_to_global,
+    return TickResult(fs.oldest_timestamp_us, fs.ego_to_global,
                       dets, dets.to_global(fs.ego_to_global), lines, tuple(p.to_global(fs.ego_to_global) for p in lines),
                       fs.channels, labels if seg else labels[:0], fs.missing,
+                      frame_id=fs.frame_id, scene=fs.scene, timestamp_us=fs.timestamp_us, sample_token=fs.sample_token,
                       timings=(StageTiming("backbone", t, t + 30_000_000), StageTiming("bev", t + 30_000_000, t + 70_000_000)))
 
 
@@ -54,7 +55,7 @@ def test_replay_recording_has_every_topic_one_scene_per_tick_and_monotonic_times
     ticks = 0
     for fs in source.frame_sets():
         if fs.frame_id == 3:
-            rec.result(DropRecord(fs.frame_id, fs.scene, fs.timestamp_us, None, "bad_input", "a test drop"))
+            rec.result(DropRecord("bad_input", "a test drop", frame_id=fs.frame_id, scene=fs.scene, timestamp_us=fs.timestamp_us))
         else:
             rec.result(_result(fs))
             ticks += 1

@@ -21,10 +21,11 @@ def _result(frame_id=3) -> TickResult:
                           [0.9, 0.4], [0, 5], ["car", "pedestrian"])
     lines = (Polyline("lane_divider", [[0, 0], [10, 1], [20, 3]]),)
     t0 = 1_000_000_000
-    return TickResult(frame_id, "scene-x", 5_000_000, 4_990_000, "tok", pose, ego, ego.to_global(pose), lines,
+    return TickResult(4_990_000, pose, ego, ego.to_global(pose), lines,
                       tuple(p.to_global(pose) for p in lines), ("CAM_FRONT", "CAM_BACK"),
                       np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4), ("CAM_FRONT_LEFT",), True,
-                      (StageTiming("ingest", t0, t0 + 1_000_000), StageTiming("submit", t0 + 5_000_000, t0 + 6_000_000),
+                      frame_id=frame_id, scene="scene-x", timestamp_us=5_000_000, sample_token="tok",
+                      timings=(StageTiming("ingest", t0, t0 + 1_000_000), StageTiming("submit", t0 + 5_000_000, t0 + 6_000_000),
                        StageTiming("backbone", t0 + 6_000_000, t0 + 30_000_000), StageTiming("bev", t0 + 31_000_000, t0 + 60_000_000),
                        StageTiming("deliver", t0 + 60_000_000, t0 + 61_000_000)))
 
@@ -65,10 +66,11 @@ def test_json_round_trip():
     assert back.detections_ego.names == r.detections_ego.names
     np.testing.assert_array_equal(back.seg, r.seg)
     np.testing.assert_allclose(back.polylines_global[0].points, r.polylines_global[0].points, atol=1e-2)
-    d = DropRecord(7, "scene-x", 123, None, "overload", "full", (StageTiming("ingest", 1, 2),), ("CAM_BACK",))
+    d = DropRecord("overload", "full", ("CAM_BACK",), frame_id=7, scene="scene-x", timestamp_us=123,
+                   timings=(StageTiming("ingest", 1, 2),))
     assert record_from_json(json.loads(json.dumps(d.to_json()))) == d
     with pytest.raises(ValueError, match="unknown reason"):
-        DropRecord(1, "s", 1, None, "tired")
+        DropRecord("tired", frame_id=1, scene="s", timestamp_us=1)
 
 
 def test_latency_excludes_backpressure_wait_and_report_percentiles():
@@ -77,14 +79,15 @@ def test_latency_excludes_backpressure_wait_and_report_percentiles():
     rep = RunReport(live=False)
     for i in range(10):
         rep.add(_result(i))
-    rep.add(DropRecord(99, "s", 1, None, "bad_input"))
+    rep.add(DropRecord("bad_input", frame_id=99, scene="s", timestamp_us=1))
     s = rep.summary()
     assert s["ticks"] == 10 and s["drops_by_reason"] == {"bad_input": 1} and s["frame_sets"] == 11
     assert s["stage_ms"]["backbone"]["p50"] == pytest.approx(24.0)
 
 
 def test_chrome_trace_has_a_slice_per_stage_and_drop_events():
-    recs = [_result(1), DropRecord(2, "s", 1, None, "overload", "", (StageTiming("ingest", 1_000_000_000, 1_000_000_100),))]
+    recs = [_result(1), DropRecord("overload", frame_id=2, scene="s", timestamp_us=1,
+                                       timings=(StageTiming("ingest", 1_000_000_000, 1_000_000_100),))]
     trace = chrome_trace(recs)
     slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert len(slices) == 5 and all(e["dur"] >= 0 for e in slices)
