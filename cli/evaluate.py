@@ -13,9 +13,14 @@ HELP = ("Evaluate on a split: the devkit's DetectionEval (NDS, mAP, ...) and, wi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataroot", type=Path, required=True, help="nuScenes-format dataroot")
-    parser.add_argument("--version", default="v1.0-mini", help="devkit table version (default v1.0-mini)")
-    parser.add_argument("--split", default="val", help="'val', 'train' or a devkit split name such as mini_val (default val)")
+    parser.add_argument("--dataroot", type=Path, default=None,
+                        help="nuScenes-format dataroot (required, except with --streaming: the replay's)")
+    parser.add_argument("--version", default=None, help="devkit table version (default v1.0-mini; with --streaming the replay's)")
+    parser.add_argument("--split", default=None, help="'val', 'train' or a devkit split name such as mini_val "
+                                                      "(default val; with --streaming the replay's, else val)")
+    parser.add_argument("--streaming", type=Path, default=None, metavar="RUN",
+                        help="a real-time replay's run directory: score its results_nusc.json (offline) beside its "
+                             "streaming results without and with velocity compensation (docs/evaluation.md)")
     parser.add_argument("--results", type=Path, default=None,
                         help="score this submission JSON (e.g. a replay's results_nusc.json) instead of running the model; "
                              "detection only (and tracking with --tracking-results)")
@@ -41,12 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lab.devkit import eval_set_name
-    from lab.evaluate import Split, score_model, score_results_file
-    from lab.report import format_report
+    from lab.evaluate import Split, score_model, score_results_file, score_streaming
+    from lab.report import format_report, format_streaming
     from replay.nuscenes.clips import load_nusc
     from runtime.config import ConfigError, load_config, validate_model_options
 
-    problem = _argument_problem(args)
+    problem = _data_arguments(args) or _argument_problem(args)
     if problem:
         print(f"bevstream eval: {problem}", file=sys.stderr)
         return 2
@@ -63,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     split = Split(nusc, args.dataroot, args.version, eval_set, out, args.max_range)
     t0 = time.perf_counter()
     try:
-        if args.results is not None:
+        if args.streaming is not None:
+            report = score_streaming(split, args.streaming)
+        elif args.results is not None:
             report = score_results_file(split, args.results, args.tracking_results)
         else:
             model, ckpt = _model(args, cfg)
@@ -74,9 +81,29 @@ def run(args: argparse.Namespace) -> int:
         return 2
     report["meta"]["wall_s"] = round(time.perf_counter() - t0, 2)
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(format_report(report))
+    print(format_streaming(report) if args.streaming is not None else format_report(report))
     print(f"report: {out / 'report.json'}")
     return 0
+
+
+def _data_arguments(args: argparse.Namespace) -> str | None:
+    """Fill --dataroot, --version and --split (with --streaming, from the replay's summary.json where not given);
+    -> what is wrong, in one line, or None."""
+    if args.streaming is not None:
+        if args.results is not None or args.tracking_results is not None:
+            return "--streaming scores a run directory's own results; it does not go with --results/--tracking-results"
+        from lab.streaming import run_summary
+
+        try:
+            source = run_summary(args.streaming).get("config", {}).get("source", {}).get("nuscenes", {})
+        except (FileNotFoundError, ValueError) as exc:
+            return str(exc)
+        args.dataroot = args.dataroot or (Path(source["dataroot"]) if source.get("dataroot") else None)
+        args.version, args.split = args.version or source.get("version"), args.split or source.get("split")
+    args.version, args.split = args.version or "v1.0-mini", args.split or "val"
+    if args.dataroot is None:
+        return "--dataroot is required (or --streaming RUN of a replay whose summary.json names it)"
+    return None
 
 
 def _argument_problem(args: argparse.Namespace) -> str | None:

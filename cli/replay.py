@@ -7,7 +7,8 @@ from pathlib import Path
 
 from cli._common import _abs, add_common_arguments, add_faults_argument, parse_faults_arg, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
 
-HELP = "replay a nuScenes-format log through the runtime; writes results_nusc.json, ticks.jsonl, summary.json"
+HELP = ("replay a nuScenes-format log through the runtime; writes results_nusc.json, ticks.jsonl, summary.json "
+        "(and with --realtime results_streaming.json)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", nargs="+", default=None, metavar="SCENE", help="scene names")
     parser.add_argument("--keyframes-only", action="store_true", default=None, help="2 Hz keyframes only")
     parser.add_argument("--realtime", action="store_true", default=None, help="pace by the log's timestamps")
+    parser.add_argument("--compensate", choices=("none", "velocity"), default="none",
+                        help="with --realtime: results_streaming.json moves each box by its velocity x its age "
+                             "(ASAP's -Sv baseline; default none)")
     add_record_argument(parser)
     add_faults_argument(parser)
 
@@ -78,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     })
     if cfg is None:
         return 2
+    if args.compensate != "none" and not cfg.source.nuscenes.realtime:
+        print("bevstream: --compensate needs --realtime (streaming results come from a paced replay)", file=sys.stderr)
+        return 2
     from runtime.config import ConfigError
 
     try:
@@ -100,4 +107,21 @@ def run(args: argparse.Namespace) -> int:
     recorder = make_recorder(out_dir, live=False, **recording_hooks(source)) if args.record else None
     run_source(cfg, source, out_dir, expected_samples=expected, total=len(source), recorder=recorder,
                faults=faults, fault_seed=args.fault_seed)
+    write_streaming_results(out_dir, source.nusc, n.realtime, args.compensate, cfg.output.submission_max_boxes)
     return 0
+
+
+def write_streaming_results(out_dir: Path, nusc, realtime: bool, compensate: str, max_boxes: int) -> None:
+    """A paced replay's results_streaming.json (lab.streaming); otherwise an earlier run's is removed, so it
+    cannot pass for this one's."""
+    from lab.streaming import STREAMING_RECORD, STREAMING_RESULTS, write_streaming
+
+    if not realtime:
+        for name in (STREAMING_RESULTS, STREAMING_RECORD):
+            (out_dir / name).unlink(missing_ok=True)
+        return
+    record = write_streaming(out_dir, nusc, compensate, max_boxes)
+    age = record["age_ms"]
+    print(f"wrote {out_dir}/{STREAMING_RESULTS} (compensate {compensate}): {record['samples']} samples, "
+          f"{record['empty_samples']} before the first delivered tick"
+          + (f", output age p50 {age['p50']:.0f} ms, p99 {age['p99']:.0f} ms" if age else ""))

@@ -46,6 +46,30 @@ def score_results_file(split: Split, results: Path, tracking_results: Path | Non
     return _with_tracks(report, tracks, split)
 
 
+def score_streaming(split: Split, run_dir: Path) -> dict:
+    """Offline against streaming for one real-time replay, each scored by the devkit: its results_nusc.json (every
+    sample scored with its own tick, as if the model were instant), and the streaming results built from its ticks
+    and clock (lab.streaming) without and with velocity compensation. -> the report, one column each."""
+    from lab.streaming import COMPENSATIONS, STREAMING_RESULTS, build_streaming, run_summary
+
+    run_dir = Path(run_dir)
+    max_boxes = (run_summary(run_dir).get("config") or {}).get("output", {}).get("submission_max_boxes", 500)
+    offline = evaluate_results_file(split.nusc, run_dir / "results_nusc.json", split.eval_set,
+                                    split.out / "offline" / "detection", max_range=split.max_range)
+    columns = {"offline": {"detection": offline, "age_ms": {"p50": 0.0, "p99": 0.0},
+                           "note": "each sample scored with its own tick's output: age 0"}}
+    for compensate in COMPENSATIONS:
+        results, record = build_streaming(run_dir, split.nusc, compensate, max_boxes)
+        name = "streaming" if compensate == "none" else f"streaming+{compensate}"
+        path = write_submission(split.out / name / STREAMING_RESULTS, results)
+        detection = evaluate_results_file(split.nusc, path, split.eval_set, split.out / name / "detection",
+                                          max_range=split.max_range)
+        columns[name] = {"detection": detection, "results": str(path),
+                         **{k: record[k] for k in ("compensate", "samples", "empty_samples", "age_ms")}}
+    meta = {**split.meta(), "source": "streaming", "run": str(run_dir), "clock": record["clock"]}
+    return {"meta": meta, "streaming": columns}
+
+
 def score_model(model, checkpoint: Path | None, split: Split, scenes: Sequence[str] | None = None,
                 keyframes_only: bool = False, reset_every: int | None = None, progress: bool = True) -> dict:
     """The report of `model` run over the split (predict_split): detection, tracks, segmentation, road."""

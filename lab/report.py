@@ -90,3 +90,24 @@ def format_report(report: dict) -> str:
     if "tracking" in report:
         lines += format_tracking(report["tracking"])
     return "\n".join(lines)
+
+
+STREAMING_FIGURES = ("NDS", "mAP", "mATE", "mAVE")
+
+
+def format_streaming(report: dict) -> str:
+    """The table of `score_streaming`: offline and streaming columns side by side, with the age of the outputs
+    each scored (p50, p99) and the samples that had no output yet."""
+    columns = report["streaming"]
+    names = list(columns)
+    width = max(12, *(len(n) + 2 for n in names))
+    head = f"{'':<16}" + "".join(f"{n:>{width}}" for n in names)
+    lines = [f"streaming evaluation (SPUR: each sample scored with the newest output delivered by its time) of "
+             f"{report['meta']['run']}", head]
+    for figure in STREAMING_FIGURES:
+        lines.append(f"{figure:<16}" + "".join(f"{c['detection'][figure]:>{width}.4f}" for c in columns.values()))
+    for p in ("p50", "p99"):
+        lines.append(f"{'age ' + p + ' (ms)':<16}" + "".join(
+            f"{c['age_ms'].get(p, float('nan')):>{width}.1f}" for c in columns.values()))
+    lines.append(f"{'empty samples':<16}" + "".join(f"{c.get('empty_samples', 0):>{width}d}" for c in columns.values()))
+    return "\n".join(lines)

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -35,6 +35,20 @@ class SkipRecord:
     scene: str
     timestamp_us: int
     reason: str
+
+
+@dataclass
+class ReplayStats:
+    """What a replay adds to summary.json (`source_stats`): with realtime pacing, each scene's clock mapping.
+
+    The pacer starts a scene's first cycle at wall time `wall_ns` (time.time_ns(), the clock of the runtime's
+    StageTimings) and paces the rest from it, so log time `log_us` + (w - wall_ns) / 1000 * speed is what the
+    log's clock read at wall time w: streaming evaluation maps each tick's delivery onto the log with it."""
+
+    clock: list[dict] = field(default_factory=list)  # per scene: {"scene", "log_us", "wall_ns", "speed"}
+
+    def summary(self) -> dict:
+        return {"clock": list(self.clock)} if self.clock else {}
 
 
 @dataclass
@@ -129,6 +143,7 @@ class NuScenesSource:
         self._plans: dict[str, tuple[list[_Cycle], list[int], list[Pose]]] = {}
         self._needed_size: Callable[[np.ndarray, tuple[int, int]], tuple[int, int]] | None = None
         self._pool = None  # decode_for(workers > 1): a thread pool that decodes a set's cameras at once
+        self.stats = ReplayStats()
 
     def decode_for(self, needed_size: Callable[[np.ndarray, tuple[int, int]], tuple[int, int]] | None,
                    workers: int = 1) -> None:
@@ -280,6 +295,7 @@ class NuScenesSource:
     def frame_sets(self) -> Iterator[FrameSet]:
         """Synchronised six-camera sets, scene by scene in timestamp order; paced if realtime."""
         frame_id = self.first_frame_id
+        self.stats = ReplayStats()
         for scene in self.scene_records:
             cycles, track_ts, track_poses = self._plan(scene)
             wall0 = ts0 = None
@@ -288,6 +304,8 @@ class NuScenesSource:
                 if self.realtime:
                     if wall0 is None:
                         wall0, ts0 = time.monotonic(), cyc.timestamp_us
+                        self.stats.clock.append({"scene": scene["name"], "log_us": int(ts0), "wall_ns": time.time_ns(),
+                                                 "speed": self.speed})
                     delay = wall0 + (cyc.timestamp_us - ts0) * 1e-6 / self.speed - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)

@@ -243,6 +243,27 @@ def test_realtime_pacing_with_a_speed_factor(synthetic_root):
     assert elapsed >= span / 4.0 * 0.98  # never faster than the log at 4x (span 1 s -> >= 0.25 s)
 
 
+def test_realtime_replay_records_each_scenes_clock_mapping(synthetic_root):
+    root, _ = synthetic_root
+    src = NuScenesSource(root, "v1.0-mini", keyframes_only=True, realtime=True, speed=8.0)
+    assert src.stats.summary() == {}  # nothing paced yet
+    before = time.time_ns()
+    sets = list(src.frame_sets())
+    after = time.time_ns()
+    clock = src.stats.summary()["clock"]
+    firsts = [s for s in sets if s.new_scene]
+    assert [a["scene"] for a in clock] == [s.scene for s in firsts] == list(src.scene_names)
+    assert [a["log_us"] for a in clock] == [s.timestamp_us for s in firsts] and {a["speed"] for a in clock} == {8.0}
+    for anchor, first in zip(clock, firsts):
+        # the mapping holds: no set of the scene was loaded before its log time mapped onto the wall clock
+        assert before <= anchor["wall_ns"] <= first.timings[0].start_ns <= after
+        for s in sets:
+            if s.scene == anchor["scene"]:
+                mapped_ns = anchor["wall_ns"] + (s.timestamp_us - anchor["log_us"]) * 1000 / anchor["speed"]
+                assert s.timings[0].start_ns >= mapped_ns - 2e6  # (2 ms: the pacer sleeps on the monotonic clock)
+    assert NuScenesSource(root, "v1.0-mini", keyframes_only=True).stats.summary() == {}  # unpaced: no clock
+
+
 def test_corrupt_and_absent_images_degrade_their_sets(tmp_path, caplog):
     info = make_dataroot(tmp_path)
     caplog.set_level(logging.WARNING, logger=LOGGER)
