@@ -64,8 +64,8 @@ def test_newest_delivered_edges():
 def _tick_result(scene: str, frame_id: int, timestamp_us: int, end_ns: int, sample_token=None, boxes=()) -> TickResult:
     dets = _dets(boxes)
     ego = DetectionArrays("ego", dets.boxes, dets.scores, dets.labels, dets.names)
-    return TickResult(frame_id, scene, timestamp_us, timestamp_us, sample_token, Pose.identity(), ego, dets, (), (), (),
-                      np.zeros((0, 2, 2), np.uint8), (),
+    return TickResult(timestamp_us, Pose.identity(), ego, dets, (), (), (), np.zeros((0, 2, 2), np.uint8), (),
+                      frame_id=frame_id, scene=scene, timestamp_us=timestamp_us, sample_token=sample_token,
                       timings=(StageTiming("bev", end_ns - 5_000_000, end_ns - 1_000_000),
                                StageTiming("deliver", end_ns - 1_000_000, end_ns)))
 
@@ -74,7 +74,7 @@ def test_delivered_ticks_map_the_wall_clock_onto_the_log_per_scene():
     clock = [{"scene": "s", "log_us": 1_000_000, "wall_ns": 5_000_000_000, "speed": 1.0},
              {"scene": "t", "log_us": 9_000_000, "wall_ns": 8_000_000_000, "speed": 2.0}]
     records = [_tick_result("s", 0, 1_000_000, 5_120_000_000),  # delivered 120 ms after the scene's start
-               DropRecord(1, "s", 1_083_333, None, "error"),
+               DropRecord("error", frame_id=1, scene="s", timestamp_us=1_083_333),
                _tick_result("t", 2, 9_000_000, 8_100_000_000)]  # 100 ms of wall at 2x: 200 ms of log
     got = delivered_ticks(records, clock)
     assert [(t.frame_id, t.delivered_us) for t in got] == [(0, 1_120_000.0), (2, 9_200_000.0)]
