@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     n = cfg.source.nuscenes
     try:
         source = NuScenesSource(dataroot, n.version, scenes=n.scenes, keyframes_only=n.keyframes_only,
-                                realtime=n.realtime, speed=n.speed, split=n.split)
+                                realtime=n.realtime, speed=n.speed, skip_late=n.skip_late, split=n.split)
     except (FileNotFoundError, ValueError) as exc:
         print(f"bevstream: {exc}", file=sys.stderr)
         return 2

@@ -84,6 +84,7 @@ class NuScenesSourceConfig(_Strict):
     keyframes_only: bool = False  # 2 Hz keyframes only instead of every 12 Hz camera sweep
     realtime: bool = False  # pace the replay by the log's timestamps
     speed: float = Field(1.0, gt=0)  # realtime pacing factor
+    skip_late: bool = True  # realtime: pass over cycles already stale when the runtime takes the next set (drop records)
 
     @field_validator("dataroot")
     @classmethod

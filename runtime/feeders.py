@@ -15,6 +15,7 @@ import ray
 from runtime.config import SyncConfig
 from runtime.handoff import INGEST_END, Staged
 from schema.messages import FrameSet, StageTiming
+from schema.results import DropRecord
 
 END = object()
 
@@ -178,6 +179,10 @@ class SourceFeeder:
                     fs = next(self._iter)
                 except StopIteration:
                     break
+                if isinstance(fs, DropRecord):  # passed over by the source (a real-time replay behind the log)
+                    if not self._hand_over(fs):
+                        return
+                    continue
                 if self.prescale is not None:
                     fs = self.prescale(fs)
                 put_start = time.time_ns()

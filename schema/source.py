@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Iterator, Mapping, Protocol, runtime_checkable
 
 from schema.messages import CameraFrame, FrameSet
+from schema.results import DropRecord
 
 
 @runtime_checkable
@@ -20,8 +21,9 @@ class FrameSource(Protocol):
 
     is_live: bool  # True: drop the oldest work under overload; False: block and lose nothing
 
-    def frame_sets(self) -> Iterator[FrameSet]:
-        """Synchronised sets in stream order (frame_id strictly increasing)."""
+    def frame_sets(self) -> Iterator[FrameSet | DropRecord]:
+        """Synchronised sets in stream order (frame_id strictly increasing); a set the source itself passes
+        over (e.g. a real-time replay behind the log) comes as its DropRecord, so it is still accounted for."""
         ...
 
     def describe(self) -> str:

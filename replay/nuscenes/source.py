@@ -24,6 +24,7 @@ from replay.kinematics import kinematics_in_track
 from replay.sync import CYCLE_US, cluster_cycles
 from schema.camera import scale_intrinsic
 from schema.messages import CAMERA_CHANNELS, CameraFrame, FrameSet, Pose, StageTiming
+from schema.results import DropRecord
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,13 @@ class ReplayStats:
     log's clock read at wall time w: streaming evaluation maps each tick's delivery onto the log with it."""
 
     clock: list[dict] = field(default_factory=list)  # per scene: {"scene", "log_us", "wall_ns", "speed"}
+    late_skipped: int = 0  # realtime, skip_late: cycles passed over because a newer one was already due
 
     def summary(self) -> dict:
-        return {"clock": list(self.clock)} if self.clock else {}
+        out = {"clock": list(self.clock)} if self.clock else {}
+        if self.late_skipped:
+            out["late_skipped"] = self.late_skipped
+        return out
 
 
 @dataclass
@@ -116,6 +121,7 @@ class NuScenesSource:
         keyframes_only: bool = False,
         realtime: bool = False,
         speed: float = 1.0,
+        skip_late: bool = True,
         split: str | None = None,
         tolerance_us: int = CYCLE_US // 4,
         first_frame_id: int = 0,
@@ -134,6 +140,7 @@ class NuScenesSource:
         self.keyframes_only = keyframes_only
         self.realtime = realtime
         self.speed = float(speed)
+        self.skip_late = bool(skip_late)
         self.tolerance_us = int(tolerance_us)
         self.first_frame_id = int(first_frame_id)
         self.nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
@@ -292,21 +299,29 @@ class NuScenesSource:
         return sum(len(self._plan(s)[0]) for s in self.scene_records)
 
     # -- iteration ---------------------------------------------------------------------------------
-    def frame_sets(self) -> Iterator[FrameSet]:
-        """Synchronised six-camera sets, scene by scene in timestamp order; paced if realtime."""
+    def frame_sets(self) -> Iterator[FrameSet | DropRecord]:
+        """Synchronised six-camera sets, scene by scene in timestamp order; paced if realtime.
+
+        A realtime replay behaves as the car would: when the runtime asks for the next set and a newer cycle
+        is already due (the runtime fell behind the log), the older ones are passed over, each as a
+        DropRecord ('overload'), and the newest due one is loaded (`skip_late`; False: every cycle, late or
+        not, so the replay falls further behind the log instead)."""
         frame_id = self.first_frame_id
         self.stats = ReplayStats()
         for scene in self.scene_records:
             cycles, track_ts, track_poses = self._plan(scene)
-            wall0 = ts0 = None
+            due = None  # realtime: cycle index -> monotonic time it is due
             first = True
-            for cyc in cycles:
+            for i, cyc in enumerate(cycles):
                 if self.realtime:
-                    if wall0 is None:
-                        wall0, ts0 = time.monotonic(), cyc.timestamp_us
-                        self.stats.clock.append({"scene": scene["name"], "log_us": int(ts0), "wall_ns": time.time_ns(),
-                                                 "speed": self.speed})
-                    delay = wall0 + (cyc.timestamp_us - ts0) * 1e-6 / self.speed - time.monotonic()
+                    if due is None:
+                        due = self._pace(scene["name"], cycles)
+                    if self.skip_late and i + 1 < len(cycles) and due(i + 1) <= time.monotonic():
+                        self.stats.late_skipped += 1
+                        yield self._late(scene["name"], cyc, frame_id)
+                        frame_id += 1
+                        continue
+                    delay = due(i) - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
                 fs = self._load(scene["name"], cyc, frame_id, first, track_ts, track_poses)
@@ -316,6 +331,17 @@ class NuScenesSource:
                 del fs  # do not hold the last set (26 MB at 1600x900) while decoding the next
                 frame_id += 1
                 first = False
+
+    def _pace(self, scene: str, cycles: list[_Cycle]) -> Callable[[int], float]:
+        """Anchor a scene's clock now (recorded for streaming evaluation) -> cycle index -> monotonic due time."""
+        wall0, ts0 = time.monotonic(), cycles[0].timestamp_us
+        self.stats.clock.append({"scene": scene, "log_us": int(ts0), "wall_ns": time.time_ns(), "speed": self.speed})
+        return lambda i: wall0 + (cycles[i].timestamp_us - ts0) * 1e-6 / self.speed
+
+    def _late(self, scene: str, cyc: _Cycle, frame_id: int) -> DropRecord:
+        return DropRecord("overload", "real-time replay: a newer cycle was already due when the runtime took the next "
+                          "set (the runtime is behind the log)", frame_id=frame_id, scene=scene,
+                          timestamp_us=cyc.timestamp_us, sample_token=cyc.sample_token)
 
     def _load(self, name: str, cyc: _Cycle, frame_id: int, new_scene: bool,
               track_ts: list[int], track_poses: list[Pose]) -> FrameSet | None:

@@ -16,6 +16,7 @@ from PIL import Image
 from replay.nuscenes.source import NuScenesSource
 from schema.source import FrameSource
 from schema.messages import CAMERA_CHANNELS, Pose
+from schema.results import DropRecord
 
 LOGGER = "replay.nuscenes.source"
 
@@ -235,7 +236,7 @@ def test_scene_subset_order_keyframes_only_and_split(synthetic_root):
 
 def test_realtime_pacing_with_a_speed_factor(synthetic_root):
     root, _ = synthetic_root
-    src = NuScenesSource(root, "v1.0-mini", scenes=[SCENES[0]], realtime=True, speed=4.0)
+    src = NuScenesSource(root, "v1.0-mini", scenes=[SCENES[0]], realtime=True, speed=4.0, skip_late=False)
     start = time.monotonic()
     sets = list(src.frame_sets())
     elapsed = time.monotonic() - start
@@ -245,7 +246,7 @@ def test_realtime_pacing_with_a_speed_factor(synthetic_root):
 
 def test_realtime_replay_records_each_scenes_clock_mapping(synthetic_root):
     root, _ = synthetic_root
-    src = NuScenesSource(root, "v1.0-mini", keyframes_only=True, realtime=True, speed=8.0)
+    src = NuScenesSource(root, "v1.0-mini", keyframes_only=True, realtime=True, speed=8.0, skip_late=False)
     assert src.stats.summary() == {}  # nothing paced yet
     before = time.time_ns()
     sets = list(src.frame_sets())
@@ -262,6 +263,38 @@ def test_realtime_replay_records_each_scenes_clock_mapping(synthetic_root):
                 mapped_ns = anchor["wall_ns"] + (s.timestamp_us - anchor["log_us"]) * 1000 / anchor["speed"]
                 assert s.timings[0].start_ns >= mapped_ns - 2e6  # (2 ms: the pacer sleeps on the monotonic clock)
     assert NuScenesSource(root, "v1.0-mini", keyframes_only=True).stats.summary() == {}  # unpaced: no clock
+
+
+@pytest.mark.parametrize("skip_late", [True, False])
+def test_a_realtime_replay_behind_the_log_passes_over_stale_cycles_as_drop_records(synthetic_root, skip_late):
+    """A consumer slower than the log (here 60 ms per set, cycles due every ~21 ms at 4x): with skip_late each set
+    handed out is the newest cycle due when it was asked for, and every cycle passed over is an 'overload' drop
+    record in its place (frame ids strictly increasing, every planned cycle accounted for); without, every cycle
+    loads and the replay falls behind the log."""
+    root, _ = synthetic_root
+    src = NuScenesSource(root, "v1.0-mini", scenes=[SCENES[0]], realtime=True, speed=4.0, skip_late=skip_late)
+    items, asked = [], []
+    for item in src.frame_sets():
+        items.append(item)
+        if isinstance(item, DropRecord):
+            continue
+        time.sleep(0.06)  # the runtime's work on this set
+        asked.append(time.monotonic())
+    clock = src.stats.summary()["clock"][0]
+    assert [i.frame_id for i in items] == list(range(len(src)))  # every planned cycle, in order
+    drops = [i for i in items if isinstance(i, DropRecord)]
+    assert all(d.reason == "overload" and "behind the log" in d.detail for d in drops)
+    assert src.stats.late_skipped == len(drops)
+    if not skip_late:
+        assert drops == []
+        return
+    assert len(drops) >= len(src) // 2  # ~2 of every 3 cycles are stale at 60 ms a set
+    sets = [i for i in items if not isinstance(i, DropRecord)]
+    assert sets[0].new_scene and not any(s.new_scene for s in sets[1:])
+    for fs, t_asked in zip(sets[1:], asked):  # each set loaded was the newest due when the consumer asked
+        due_s = (fs.timestamp_us - clock["log_us"]) * 1e-6 / 4.0
+        started_s = (fs.timings[0].start_ns - clock["wall_ns"]) * 1e-9
+        assert due_s <= started_s + 0.005 and started_s - due_s < 0.021 + 0.06
 
 
 def test_corrupt_and_absent_images_degrade_their_sets(tmp_path, caplog):
