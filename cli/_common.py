@@ -18,6 +18,16 @@ def add_common_arguments(parser: argparse.ArgumentParser, out_default: str | Non
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (output.progress: false)")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, short_names: bool = False) -> None:
+    """--model-factory (model.factory), and with `short_names` --model NAME (e.g. oracle) for the same key."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--model-factory", default=None, metavar="MOD:CALLABLE",
+                       help="run this model instead of the shipped network (model.factory; docs/model-protocol.md)")
+    if short_names:  # the names are runtime/model_factory.py's SHORT_NAMES, checked with the config
+        group.add_argument("--model", default=None, metavar="NAME",
+                           help="a model by short name: oracle = the log's own annotations (runtime/oracle.py)")
+
+
 def add_record_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", action="store_true",
                         help="also write RUN/run.mcap for Foxglove (cameras, boxes, road lines, timings; docs/foxglove.md)")
@@ -59,14 +69,20 @@ def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
         "ray.address": args.ray_address,
         "ray.num_cpus": args.num_cpus,
         "output.progress": False if args.no_progress else None,
+        "model.factory": getattr(args, "model_factory", None) or getattr(args, "model", None),
     }
     common.update(overrides or {})
     try:
         cfg = load_config(args.config, common)
         validate_model_options(cfg)
-        from runtime.model_adapter import check_checkpoint
+        if cfg.model.factory is not None:  # built once here: a bad spec stops the run before any actor starts
+            from runtime.model_factory import model_factory
 
-        check_checkpoint(cfg.model)
+            model_factory(cfg)
+        else:
+            from runtime.model_adapter import check_checkpoint
+
+            check_checkpoint(cfg.model)
         return cfg
     except ConfigError as exc:
         print(f"bevstream: config error: {exc}", file=sys.stderr)
@@ -76,7 +92,7 @@ def load(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
 def warn_if_random_weights(cfg) -> None:
     from runtime.model_adapter import random_weights_warning
 
-    if cfg.model.resolved_checkpoint() is None:
+    if cfg.model.factory is None and cfg.model.resolved_checkpoint() is None:
         print(random_weights_warning(), file=sys.stderr)
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from cli._common import _abs, add_common_arguments, load, warn_if_random_weights
+from cli._common import _abs, add_common_arguments, add_model_arguments, load, warn_if_random_weights
 from cli.stream import add_live_arguments, live_overrides, make_vehicle
 
 HELP = "profile the runtime on the live simulated vehicle (or a replay): latency percentiles + Perfetto trace"
@@ -15,6 +15,7 @@ HELP = "profile the runtime on the live simulated vehicle (or a replay): latency
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    add_model_arguments(parser)
     add_live_arguments(parser)
     parser.add_argument("--ticks", type=int, default=None, metavar="N", help="measured ticks (profile.ticks)")
     parser.add_argument("--trace", default=None, metavar="FILE", help="trace JSON path (profile.trace)")

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli._common import _abs, add_common_arguments, add_faults_argument, parse_faults_arg, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
+from cli._common import _abs, add_common_arguments, add_model_arguments, add_faults_argument, parse_faults_arg, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
 
 HELP = ("replay a nuScenes-format log through the runtime; writes results_nusc.json, ticks.jsonl, summary.json "
         "(and with --realtime results_streaming.json)")
@@ -13,6 +13,7 @@ HELP = ("replay a nuScenes-format log through the runtime; writes results_nusc.j
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    add_model_arguments(parser, short_names=True)
     parser.add_argument("--dataroot", default=None, metavar="DIR", help="dataset root (source.nuscenes.dataroot)")
     parser.add_argument("--version", default=None, metavar="VER", help="table version, e.g. v1.0-mini")
     parser.add_argument("--split", default=None, help="devkit split name, e.g. mini_val")

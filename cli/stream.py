@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli._common import add_common_arguments, add_faults_argument, parse_faults_arg, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
+from cli._common import add_common_arguments, add_model_arguments, add_faults_argument, parse_faults_arg, add_record_argument, load, make_recorder, run_source, warn_if_random_weights
 
 HELP = "stream the simulated vehicle's six cameras through the runtime in real time"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    add_model_arguments(parser)
     add_live_arguments(parser)
     add_record_argument(parser)
     add_faults_argument(parser)

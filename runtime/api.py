@@ -8,6 +8,8 @@
 
 `source` is any schema.source.FrameSource (NuScenesSource, SimulatedVehicle, ...). With `out_dir`
 the sink actor writes the run directory (see sink.py). `rt.report` holds the last run's RunReport.
+The model is runtime.yaml's (model.factory, else the shipped network) unless `model_factory` is given:
+any zero-arg callable that builds a runtime/model_protocol.py model (each actor calls it).
 """
 from __future__ import annotations
 
@@ -39,10 +41,10 @@ class Runtime:
 
     def __init__(self, config: RuntimeConfig | None = None, *, model_factory: Callable[[], Any] | None = None):
         self.cfg = config or RuntimeConfig()
-        if model_factory is None:  # the real model, from runtime.yaml's `model:`
-            from runtime.model_adapter import ModelFactory
+        if model_factory is None:  # runtime.yaml's `model:`: model.factory's model, else the shipped network
+            from runtime.model_factory import model_factory as configured_factory
 
-            model_factory = ModelFactory.from_config(self.cfg.model)
+            model_factory = configured_factory(self.cfg)  # a bad model.factory: ConfigError, before any actor
         self.model_factory = model_factory
         self.supervisor = Supervisor(self.cfg, model_factory)
         self.report: RunReport | None = None

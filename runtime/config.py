@@ -124,9 +124,12 @@ class ProfileConfig(_Strict):
 
 
 class ModelSection(BaseModel):
-    """`model:` - `checkpoint` here; every other key goes to perception/config.py, which validates it."""
+    """`model:` - `factory` and `checkpoint` here; every other key goes to perception/config.py, which validates it."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    # None: the shipped network; "package.module:callable" or a short name ("oracle"): any implementation of
+    # runtime/model_protocol.py, resolved and checked at start by runtime/model_factory.py
+    factory: str | None = None
     checkpoint: Path | None = None  # None: shipped weights if present, else random weights (warning)
 
     @field_validator("checkpoint")
@@ -138,7 +141,7 @@ class ModelSection(BaseModel):
 
     @property
     def options(self) -> dict[str, Any]:
-        """The model keys other than `checkpoint`, for perception/config.py."""
+        """The model keys other than `factory` and `checkpoint`, for perception/config.py."""
         return dict(self.model_extra or {})
 
     def resolved_checkpoint(self) -> Path | None:

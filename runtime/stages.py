@@ -1,51 +1,24 @@
 """The compute of each pipeline stage as plain classes (no Ray): the actors in actors.py wrap them.
 
-`PerceptionModel` is the narrow interface the runtime needs from the model; `runtime/model_adapter.py`
-adapts perception/'s BEVStreamModel to it, tests inject a small model with the same methods.
-Keeping the stages Ray-free lets the offline baseline (bench/runtime.py) and the tests run the
-exact same code in one process.
+The stages call the model through the protocol of runtime/model_protocol.py (`PerceptionModel`, re-exported
+here); `runtime/model_adapter.py` puts perception/'s BEVStreamModel behind it, runtime/oracle.py the log's
+annotations, tests a small model with the same methods. Keeping the stages Ray-free lets the offline
+baseline (bench/runtime.py) and the tests run the exact same code in one process.
 """
 from __future__ import annotations
 
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from runtime.model_protocol import BevInputs, PerceptionModel
 from schema.messages import CAMERA_CHANNELS, FrameHeader, FrameSet, Pose, StageTiming
 from schema.results import DetectionArrays, Polyline, TickResult
 
 NCAM = len(CAMERA_CHANNELS)
-
-
-class PerceptionModel(Protocol):
-    """What the runtime calls on the model. Tensors are torch, arrays numpy."""
-
-    def preprocess(self, images: list[np.ndarray], channels: tuple[str, ...], intrinsics: np.ndarray,
-                   cam_to_ego: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
-        """(H_i, W_i, 3) uint8 images of the present cameras (any size), their channels, (N, 3, 3) intrinsics
-        and (N, 4, 4) camera->ego -> model input (1, N, 3, H, W) float in [0, 1], canonical (N, 3, 3), (N, 4, 4)."""
-
-    def encode(self, images: Any) -> tuple[Any, np.ndarray]:
-        """(1, N, 3, H, W) -> image features (1, N, C, h, w) float32 numpy, seg labels (N, hs, ws) uint8."""
-
-    def step(self, feats: np.ndarray, inputs: "BevInputs", state: Any) -> tuple[Any, Any]:
-        """Features of all NCAM slots + tick inputs + temporal state -> (outputs, new state)."""
-
-    def decode(self, outputs: Any, track_filter: Any = None) -> tuple[DetectionArrays, list[Polyline]]:
-        """Model outputs of one tick -> ego-frame detections and road polylines; `track_filter` (given only
-        when the model has a tracker) is its tracker bound to the tick."""
-
-    def new_state(self) -> Any: ...
-
-    # Optional: new_tracker() -> a tracker with reset(), track_filter(ego_to_global (4, 4), timestamp_s, new_scene),
-    # snapshot() and restore(), or None (perception.tracking.BoxTracker). A model without it decodes without one.
-
-    def state_to_bytes(self, state: Any) -> bytes: ...
-
-    def state_from_bytes(self, data: bytes) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -129,19 +102,6 @@ def packet_from_cameras(cams: Sequence[CameraFeatures], channels: Sequence[str])
     last = max(cams, key=lambda c: c.timing.end_ns).timing
     return FeaturePacket(full, intr, ext, mask, seg, StageTiming("backbone", last.start_ns, last.end_ns),
                          tuple(c.timing for c in cams))
-
-
-@dataclass(frozen=True)
-class BevInputs:
-    """Everything but the features the BEV step needs (the model adapter builds ModelInputs from it)."""
-
-    intrinsics: np.ndarray  # (1, NCAM, 3, 3) float32
-    cam_to_ego: np.ndarray  # (1, NCAM, 4, 4) float32
-    camera_mask: np.ndarray  # (1, NCAM) bool
-    ego_to_global: np.ndarray  # (1, 4, 4) float64
-    timestamp_s: np.ndarray  # (1,) float64
-    kinematics: np.ndarray  # (1, 7) float32
-    reset: np.ndarray  # (1,) bool
 
 
 def warmup_meta(size: tuple[int, int] = (198, 352)) -> TickMeta:
@@ -236,6 +196,9 @@ class BevStage:
             timestamp_s=np.array([meta.timestamp_us / 1e6], np.float64),
             kinematics=meta.kinematics[None].astype(np.float32),
             reset=np.array([meta.new_scene]),
+            scene=meta.scene,
+            sample_token=meta.sample_token,
+            timestamp_us=meta.timestamp_us,
         )
         outputs, self.state = self.model.step(packet.feats, inputs, self.state)
         if self.tracker is None:
