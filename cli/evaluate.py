@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                       "(default val; with --streaming the replay's, else val)")
     parser.add_argument("--streaming", type=Path, default=None, metavar="RUN",
                         help="a real-time replay's run directory: score its results_nusc.json (offline) beside its "
-                             "streaming results without and with velocity compensation (docs/evaluation.md)")
+                             "streaming results without and with velocity compensation (docs/evaluation.md); with "
+                             "--results, the offline column scores that file instead (an unpaced replay's)")
     parser.add_argument("--results", type=Path, default=None,
                         help="score this submission JSON (e.g. a replay's results_nusc.json) instead of running the model; "
                              "detection only (and tracking with --tracking-results)")
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         if args.streaming is not None:
-            report = score_streaming(split, args.streaming)
+            report = score_streaming(split, args.streaming, offline_results=args.results)
         elif args.results is not None:
             report = score_results_file(split, args.results, args.tracking_results)
         else:
@@ -90,8 +91,8 @@ def _data_arguments(args: argparse.Namespace) -> str | None:
     """Fill --dataroot, --version and --split (with --streaming, from the replay's summary.json where not given);
     -> what is wrong, in one line, or None."""
     if args.streaming is not None:
-        if args.results is not None or args.tracking_results is not None:
-            return "--streaming scores a run directory's own results; it does not go with --results/--tracking-results"
+        if args.tracking_results is not None:
+            return "--streaming scores detection; it does not go with --tracking-results"
         from lab.streaming import run_summary
 
         try:

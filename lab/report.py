@@ -110,4 +110,5 @@ def format_streaming(report: dict) -> str:
         lines.append(f"{'age ' + p + ' (ms)':<16}" + "".join(
             f"{c['age_ms'].get(p, float('nan')):>{width}.1f}" for c in columns.values()))
     lines.append(f"{'empty samples':<16}" + "".join(f"{c.get('empty_samples', 0):>{width}d}" for c in columns.values()))
+    lines += [f"{n}: {c['note']}" for n, c in columns.items() if "passed over" in c.get("note", "")]
     return "\n".join(lines)

@@ -45,8 +45,19 @@ def test_realtime_replay_then_streaming_eval(ray_session, every_frame_root, tmp_
     written = json.loads((run / "results_streaming.json").read_text())["results"]
     assert build_streaming(run, nusc, "velocity")[0] == written  # a pure function of the run directory
 
+    # its own column: 'offline' unless the paced run passed over late cycles (skip_late), then 'own tick' with a note
+    skipped = json.loads((run / "summary.json").read_text())["source_stats"].get("late_skipped", 0)
     capsys.readouterr()
-    assert main(["eval", "--streaming", str(run), "--out", str(tmp_path / "eval")]) == 0
+    assert main(["eval", "--streaming", str(run), "--out", str(tmp_path / "own")]) == 0
+    out = capsys.readouterr().out
+    own = "own tick" if skipped else "offline"
+    assert next(line for line in out.splitlines() if "streaming+velocity" in line).split() == own.split() + [
+        "streaming", "streaming+velocity"]
+    assert ("passed over" in out) == bool(skipped)
+    # --results: the offline column scores that file (here the same one, so the same NDS), named offline
+    capsys.readouterr()
+    assert main(["eval", "--streaming", str(run), "--results", str(run / "results_nusc.json"),
+                 "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if "offline" in line)
     assert header.split() == ["offline", "streaming", "streaming+velocity"]
@@ -56,6 +67,8 @@ def test_realtime_replay_then_streaming_eval(ray_session, every_frame_root, tmp_
     assert set(report) == {"offline", "streaming", "streaming+velocity"}
     assert report["streaming"]["age_ms"] == report["streaming+velocity"]["age_ms"] == record["age_ms"]
     assert 0.0 <= report["streaming"]["detection"]["NDS"] <= 1.0
+    own_report = json.loads((tmp_path / "own" / "report.json").read_text())["streaming"]
+    assert own_report[own]["detection"]["NDS"] == report["offline"]["detection"]["NDS"]
 
     # a run without the clock (not paced) cannot be scored as streaming: one clear error
     unpaced = tmp_path / "unpaced"
@@ -74,7 +87,7 @@ def test_streaming_arguments_are_checked(every_frame_root, tmp_path, capsys):
     assert "--compensate needs --realtime" in capsys.readouterr().err
     assert main(["eval", "--streaming", str(tmp_path / "nowhere")]) == 2
     assert "summary.json not found" in capsys.readouterr().err
-    assert main(["eval", "--streaming", str(tmp_path), "--results", str(tmp_path / "x.json")]) == 2
-    assert "does not go with --results" in capsys.readouterr().err
+    assert main(["eval", "--streaming", str(tmp_path), "--tracking-results", str(tmp_path / "x.json")]) == 2
+    assert "does not go with --tracking-results" in capsys.readouterr().err
     assert main(["eval", "--version", "v1.0-mini"]) == 2
     assert "--dataroot is required" in capsys.readouterr().err
