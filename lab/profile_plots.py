@@ -32,6 +32,7 @@ def stage_stack_png(records: Iterable[TickResult | DropRecord], live: bool, path
                     title: str = "") -> Path:
     """Stacked bars over the ticks: each tick's wall time cut into its critical-path pieces (budgets.critical_path),
     with the end-to-end budget as a line."""
+    records = list(records)
     ticks = [r for r in records if isinstance(r, TickResult) and r.timings]
     pieces = [critical_path(r, live) for r in ticks]
     x = np.array([r.frame_id for r in ticks])
@@ -45,6 +46,9 @@ def stage_stack_png(records: Iterable[TickResult | DropRecord], live: bool, path
             bottom += h
     if budget_ms is not None:
         ax.axhline(budget_ms, color="black", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
+    drops = [r.frame_id for r in records if isinstance(r, DropRecord)]
+    if drops:
+        ax.scatter(drops, np.zeros(len(drops)), marker="x", color="#e15759", clip_on=False, zorder=3, label="dropped")
     ax.set_xlabel("frame id")
     ax.set_ylabel("ms (from the oldest exposure)" if live else "ms (from the set's load)")
     ax.set_title(title or "where each tick's time goes")
