@@ -104,6 +104,12 @@ def _compare(args: argparse.Namespace, overrides: dict) -> int:
 
 def run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
+    if args.ops_ticks < 1:
+        print(f"bevstream: --ops-ticks must be >= 1, got {args.ops_ticks}", file=sys.stderr)
+        return 2
+    if args.compare and args.ops:
+        print("bevstream: --ops profiles one configuration's model; run it without --compare", file=sys.stderr)
+        return 2
     if args.compare:
         return _compare(args, overrides)
     cfg = load(args, overrides)
