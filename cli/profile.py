@@ -79,15 +79,12 @@ def _ops(run, args, out_dir: Path) -> None:
 
 
 def _compare(args: argparse.Namespace, overrides: dict) -> int:
-    from runtime.profiling.session import compare, format_comparison, sized_for_profile
+    from runtime.profiling.session import aligned_with, compare, format_comparison, sized_for_profile
 
     cfgs = [load(argparse.Namespace(**{**vars(args), "config": _abs(c)}), overrides) for c in args.compare]
     if None in cfgs:
         return 2
-    a, b = cfgs
-    # The same source and the same warm-up and ticks for both: A's source and profile sections
-    b = b.model_copy(update={"source": a.source, "profile": b.profile.model_copy(update={
-        "ticks": a.profile.ticks, "warmup": a.profile.warmup})})
+    a, b = cfgs[0], aligned_with(cfgs[0], cfgs[1])
     out = Path(a.output.out_dir)
     runs = []
     for label, cfg in (("A", a), ("B", b)):

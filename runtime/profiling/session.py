@@ -101,6 +101,12 @@ def format_run(run: ProfileRun) -> str:
                       "budgets", format_budget_table(run.table(), run.live)])
 
 
+def aligned_with(a: RuntimeConfig, b: RuntimeConfig) -> RuntimeConfig:
+    """B for a comparison with A: A's source (the same frames) and A's ticks and warm-up; the rest is B's."""
+    return b.model_copy(update={"source": a.source, "profile": b.profile.model_copy(update={
+        "ticks": a.profile.ticks, "warmup": a.profile.warmup})})
+
+
 def compare(a: ProfileRun, b: ProfileRun) -> list[dict]:
     """Per stage (and end to end): the medians of A and B and the ratio B / A."""
     ma, mb = a.medians(), b.medians()

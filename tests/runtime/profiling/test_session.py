@@ -7,7 +7,7 @@ import json
 import pytest
 
 from runtime.config import load_config
-from runtime.profiling.session import ProfileRun, compare, format_comparison, sized_for_profile, write_profile
+from runtime.profiling.session import ProfileRun, aligned_with, compare, format_comparison, sized_for_profile, write_profile
 from runtime.profiling.trace import trace_layout
 from tests.runtime.profiling.test_trace import live_ticks, tick
 from tests.runtime.profiling.trace_format import check_trace
@@ -48,3 +48,12 @@ def test_write_profile_writes_the_budget_table_and_a_well_formed_trace(tmp_path)
 def test_the_vehicle_streams_long_enough_for_warm_up_and_ticks():
     cfg = sized_for_profile(load_config(overrides={"profile.ticks": 20, "profile.warmup": 4, "source.live.rate_hz": 12.0}))
     assert cfg.source.live.duration_s * cfg.source.live.rate_hz == pytest.approx(24)
+
+
+def test_b_is_compared_on_as_source_ticks_and_warm_up_with_its_own_pipeline():
+    a = load_config(overrides={"source.live.seed": 7, "profile.ticks": 5, "profile.warmup": 2})
+    b = load_config(overrides={"source.live.seed": 9, "profile.ticks": 50, "pipeline.max_in_flight": 3,
+                               "profile.budgets_ms": {"bev": 99.0}})
+    b2 = aligned_with(a, b)
+    assert b2.source == a.source and (b2.profile.ticks, b2.profile.warmup) == (5, 2)
+    assert b2.pipeline.max_in_flight == 3 and b2.profile.budgets_ms == {"bev": 99.0}
