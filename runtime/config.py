@@ -116,11 +116,31 @@ class OutputConfig(_Strict):
     submission_max_boxes: int = Field(500, ge=1, le=500)  # nuScenes allows at most 500 boxes per sample
 
 
+# The stages a tick's StageTimings name (runtime/feeders.py, ingest.py, admission.py, pipeline.py, stages.py,
+# replay/sync.py, replay/nuscenes/source.py): the keys `profile.budgets_ms` accepts.
+TIMED_STAGES = ("exposures", "sync", "load", "put", "ingest", "submit", "backbone_camera", "backbone", "bev", "deliver")
+DEFAULT_BUDGETS_MS = {"ingest": 5.0, "submit": 2.0, "backbone": 35.0, "bev": 45.0, "deliver": 5.0}
+
+
 class ProfileConfig(_Strict):
     ticks: int = Field(48, ge=1)  # ticks to run (warm-up ticks excluded)
     warmup: int = Field(4, ge=0)
     deadline_ms: float = Field(83.3, gt=0)  # a tick slower than this end to end is a deadline miss
+    budgets_ms: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_BUDGETS_MS))  # per stage
     trace: Path = Path("runs/profile/trace.json")  # Chrome/Perfetto trace JSON
+    plots: bool = True  # PNGs of the profile beside profile.json
+
+    @field_validator("budgets_ms")
+    @classmethod
+    def _known_stages(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(TIMED_STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; the stages are {list(TIMED_STAGES)} "
+                             "(the end-to-end budget is profile.deadline_ms)")
+        bad = {k: x for k, x in v.items() if not 0 < x <= 60_000}
+        if bad:
+            raise ValueError(f"budgets must be > 0 and <= 60000 ms, got {bad}")
+        return v
 
 
 class ModelSection(BaseModel):

@@ -48,19 +48,3 @@ def test_demo_leaves_outputs_and_pictures(ray_session, tmp_path):
     assert summary["ticks"] >= 1  # the newest frame set always runs: live drops the oldest
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert any(p.endswith("_cameras.png") for p in pngs) and any(p.endswith("_bev.png") for p in pngs)
-
-
-def test_profile_live_vehicle_writes_a_perfetto_trace(ray_session, tmp_path):
-    """`profile` runs the simulated vehicle through the ingest actor and writes a loadable trace."""
-    trace = tmp_path / "trace.json"
-    rc = main(["profile", "--ticks", "6", "--out", str(tmp_path / "prof"), "--trace", str(trace), "--no-progress"])
-    assert rc == 0
-    events = json.loads(trace.read_text())["traceEvents"]
-    tracks = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
-    assert {"ingest", "backbone", "bev", "sensor->ingest"} <= tracks
-    slices = [e for e in events if e["ph"] == "X"]
-    assert slices and all(e["dur"] >= 0 for e in slices)
-    prof = json.loads((tmp_path / "prof" / "profile.json").read_text())
-    assert prof["end_to_end_ms"] and "deadline_misses" in prof
-    summary = json.loads((tmp_path / "prof" / "summary.json").read_text())
-    assert "ingest" in summary["placement"] and summary["ticks"] + summary["dropped"] == summary["frame_sets"]

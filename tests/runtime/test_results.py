@@ -90,8 +90,8 @@ def test_chrome_trace_has_a_slice_per_stage_and_drop_events():
                                        timings=(StageTiming("ingest", 1_000_000_000, 1_000_000_100),))]
     trace = chrome_trace(recs)
     slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
-    assert len(slices) == 5 and all(e["dur"] >= 0 for e in slices)
-    bev = next(e for e in slices if e["args"]["frame_id"] == 1 and e["tid"] == 5)
+    assert len(slices) == 7 and all(e["dur"] >= 0 for e in slices)  # 5 stages + end to end + the drop's ingest
+    bev = next(e for e in slices if e["args"]["frame_id"] == 1 and e["cat"] == "bev")
     assert bev["dur"] == pytest.approx(29_000.0)  # microseconds
     assert any(e["ph"] == "i" and "overload" in e["name"] for e in trace["traceEvents"])
     names = {e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "thread_name"}
