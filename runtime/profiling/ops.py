@@ -33,7 +33,7 @@ def op_breakdown(cfg: RuntimeConfig, frame_sets: Iterable[FrameSet], stage: str,
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from runtime.model_adapter import ModelFactory
+    from runtime.model_factory import model_factory as configured_factory
     from runtime.stages import BackboneStage, BevStage, TickMeta
     from runtime.supervisor import torch_threads
 
@@ -41,7 +41,7 @@ def op_breakdown(cfg: RuntimeConfig, frame_sets: Iterable[FrameSet], stage: str,
     if len(sets) < 2:
         raise ValueError(f"--ops needs at least 2 frame sets from the source, got {len(sets)}")
     torch.set_num_threads(torch_threads(getattr(cfg.stages, stage), cfg, live))
-    model = (model_factory or ModelFactory.from_config(cfg.model))()
+    model = (model_factory or configured_factory(cfg, check=False))()  # model.factory's, else the shipped network
     backbone, bev = BackboneStage(model, cfg.pipeline.seg_stride), BevStage(model)
     metas = [TickMeta.from_frame_set(fs) for fs in sets]
     images = [[c.image for c in fs.cameras] for fs in sets]

@@ -21,8 +21,9 @@ def tick(frame_id: int, t0: int, stages: list[tuple[str, float, float]], cams: t
     """A tick whose timings are (stage, start ms, end ms) after t0 (ns); its exposure 40 ms before t0."""
     empty = DetectionArrays("ego", np.zeros((0, 9)), [], [], [])
     timings = tuple(StageTiming(s, t0 + int(a * MS), t0 + int(b * MS)) for s, a, b in stages)
-    return TickResult(frame_id, "scene-x", (t0 - 40 * MS) // 1000, (t0 - 40 * MS) // 1000, None, Pose.identity(), empty,
-                      empty, (), (), cams, np.zeros((len(cams), 2, 2), np.uint8), (), False, timings)
+    return TickResult((t0 - 40 * MS) // 1000, Pose.identity(), empty, empty, (), (), cams,
+                      np.zeros((len(cams), 2, 2), np.uint8), (), False, frame_id=frame_id, scene="scene-x",
+                      timestamp_us=(t0 - 40 * MS) // 1000, timings=timings)
 
 
 def live_ticks(n: int = 4, period_ms: float = 70.0) -> list:
@@ -35,7 +36,8 @@ def live_ticks(n: int = 4, period_ms: float = 70.0) -> list:
         stages += [("backbone_camera", 3.5, 20)] * 3 + [("backbone_camera", 21, 30)] * 3
         stages += [("backbone", 21, 30), ("bev", 30, 95), ("deliver", 95, 180)]
         recs.append(tick(k, t0, stages, CAMERA_CHANNELS))
-    recs.append(DropRecord(n, "scene-x", 0, None, "overload", "full", (StageTiming("sync", 10_000 * MS, 10_002 * MS),)))
+    recs.append(DropRecord("overload", "full", frame_id=n, scene="scene-x", timestamp_us=0,
+                           timings=(StageTiming("sync", 10_000 * MS, 10_002 * MS),)))
     return recs
 
 
