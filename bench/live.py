@@ -163,6 +163,78 @@ def with_setting(cfg, key: str, value):
     return config_from_dict(cfg.model_dump(), origin="--vary", overrides={key: value})
 
 
+def print_run(result: dict, costs: dict, seconds: float, rate_hz: float) -> None:
+    """One live run's figures: drops, end-to-end latency and its parts, stage medians, CPU per set."""
+    e2e, lag, part = result["end_to_end_ms"], result["source_lag_ms"], result["runtime_ingest_to_result_ms"]
+    drops = result["drops_by_reason"]
+    print(f"live {rate_hz:g} Hz for {seconds:g} s: {result['frame_sets']} frame sets, {result['ticks']} ticks, "
+          f"dropped for capacity {result['dropped_overload']}, other drops {dict((k, n) for k, n in drops.items() if k != 'overload')}")
+    if e2e["p50"] is not None:
+        print(f"end-to-end latency  p50 {e2e['p50']:.1f}  p99 {e2e['p99']:.1f}  max {e2e['max']:.1f} ms; "
+              f"deadline misses (> {result['deadline_ms']:.1f} ms) {result['deadline_misses']}")
+        print(f"  of which the source's own lag (exposure -> set handed over) p50 {lag['p50']:.1f} "
+              f"p99 {lag['p99']:.1f} ms; runtime (ingest -> result) p50 {part['p50']:.1f} p99 {part['p99']:.1f} ms")
+        for kind in ("complete", "degraded"):
+            k = result[f"end_to_end_ms_{kind}_sets"]
+            if k["n"]:
+                print(f"  {kind} sets: {k['n']}, end-to-end p50 {k['p50']:.1f} p99 {k['p99']:.1f} ms")
+    print("stage medians (ms): " + ", ".join(f"{k} {x:.1f}" for k, x in result["stage_ms_p50"].items()))
+    print("CPU per frame set (ms): " + ", ".join(f"{k} {x:.1f}" for k, x in result["cpu_ms_per_frame_set"].items())
+          + f" ({result['cameras_encoded']} cameras encoded)")
+    print("from exposure to result (ms): " + "; ".join(f"{k[:-3]} p50 {result[k]['p50']:.1f} p99 {result[k]['p99']:.1f}"
+                                                    for k in ("since_first_exposure_ms", "since_last_exposure_ms",
+                                                              "processing_ms", "rig_spread_ms") if result[k]["p50"] is not None))
+    if result["vehicle"]:
+        print(f"vehicle: {result['vehicle']}")
+    print(f"one-process stage cost: backbone {costs['backbone_ms_median']:.1f} ms, BEV {costs['bev_ms_median']:.1f} ms "
+          f"(budget {1000 / rate_hz:.1f} ms per stage when pipelined); {os.cpu_count()} cores, "
+          f"load avg {os.getloadavg()[0]:.1f}")
+
+
+AB_FIGURES = {"e2e_p50": ("end_to_end_ms", "p50"), "e2e_p99": ("end_to_end_ms", "p99"),
+              "dropped_overload": ("dropped_overload",), "runtime_part_p50": ("runtime_ingest_to_result_ms", "p50"),
+              "cpu_ms_per_set_backbone": ("cpu_ms_per_frame_set", "backbone"),
+              "cpu_ms_per_set_bev": ("cpu_ms_per_frame_set", "bev"),
+              "backbone_cpu_ms_per_camera": ("backbone_cpu_ms_per_camera",)}
+
+
+def ab_runs(cfg, vary: str, n: int, seconds: float, warm: int) -> dict:
+    """`n` interleaved runs of each value of `vary` (KEY=V1,V2; order alternating, so drifting machine load hits
+    all alike): per value the medians of AB_FIGURES, and their ratios over the last value."""
+    key, values = parse_vary(vary)
+    runs: dict[str, list[dict]] = {str(x): [] for x in values}
+    for i in range(n):
+        for x in (values if i % 2 == 0 else values[::-1]):
+            runs[str(x)].append(live_run(with_setting(cfg, key, x), seconds, warm))
+
+    def med(name: str, path: tuple[str, ...]) -> float:
+        vals = []
+        for r in runs[name]:
+            for k in path:
+                r = r[k]
+            vals.append(r)
+        return statistics.median(vals)
+
+    ab: dict = {"key": key, "runs": n, "seconds": seconds}
+    for name in runs:
+        ab[name] = {fig: med(name, path) for fig, path in AB_FIGURES.items()}
+        ab[name]["each"] = [{k: r[k] for k in ("end_to_end_ms", "dropped_overload", "runtime_ingest_to_result_ms",
+                                               "cpu_ms_per_frame_set", "stage_ms_p50")} for r in runs[name]]
+    base = str(values[-1])
+    ab["ratios_over_" + base] = {name: {k: ab[name][k] / ab[base][k] for k in ("e2e_p50", "e2e_p99", "cpu_ms_per_set_backbone",
+                                                                         "cpu_ms_per_set_bev", "backbone_cpu_ms_per_camera")
+                                        if ab[base][k]}
+                                 for name in runs if name != base}
+    print(f"A/B {key} ({n} interleaved runs each of {seconds:g} s):")
+    for name in runs:
+        a = ab[name]
+        print(f"  {name}: e2e p50 {a['e2e_p50']:.1f} p99 {a['e2e_p99']:.1f} ms, overload drops {a['dropped_overload']:g}, "
+              f"CPU per set backbone {a['cpu_ms_per_set_backbone']:.1f} BEV {a['cpu_ms_per_set_bev']:.1f} ms, "
+              f"backbone CPU per camera encoded {a['backbone_cpu_ms_per_camera']:.1f} ms")
+    print(f"  ratios over {base}: {ab['ratios_over_' + base]}")
+    return ab
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -186,74 +258,15 @@ def main() -> int:
     v = cfg.source.live
     warm = 12
     result = live_run(cfg, seconds, warm)
-    e2e, lag, part = result["end_to_end_ms"], result["source_lag_ms"], result["runtime_ingest_to_result_ms"]
     result.update({
         "one_process_stage_cost": costs,
         "config": {"pipeline": cfg.pipeline.model_dump(), "stages": cfg.stages.model_dump(mode="json"),
                    "sync": cfg.sync.model_dump(), "live": v.model_dump()},
         **provenance(), "warmup_frame_sets": warm,
     })
-    drops = result["drops_by_reason"]
-    print(f"live {v.rate_hz:g} Hz for {seconds:g} s: {result['frame_sets']} frame sets, {result['ticks']} ticks, "
-          f"dropped for capacity {result['dropped_overload']}, other drops {dict((k, n) for k, n in drops.items() if k != 'overload')}")
-    if e2e["p50"] is not None:
-        print(f"end-to-end latency  p50 {e2e['p50']:.1f}  p99 {e2e['p99']:.1f}  max {e2e['max']:.1f} ms; "
-              f"deadline misses (> {result['deadline_ms']:.1f} ms) {result['deadline_misses']}")
-        print(f"  of which the source's own lag (exposure -> set handed over) p50 {lag['p50']:.1f} "
-              f"p99 {lag['p99']:.1f} ms; runtime (ingest -> result) p50 {part['p50']:.1f} p99 {part['p99']:.1f} ms")
-        for kind in ("complete", "degraded"):
-            k = result[f"end_to_end_ms_{kind}_sets"]
-            if k["n"]:
-                print(f"  {kind} sets: {k['n']}, end-to-end p50 {k['p50']:.1f} p99 {k['p99']:.1f} ms")
-    print("stage medians (ms): " + ", ".join(f"{k} {x:.1f}" for k, x in result["stage_ms_p50"].items()))
-    print("CPU per frame set (ms): " + ", ".join(f"{k} {x:.1f}" for k, x in result["cpu_ms_per_frame_set"].items())
-          + f" ({result['cameras_encoded']} cameras encoded)")
-    print("from exposure to result (ms): " + "; ".join(f"{k[:-3]} p50 {result[k]['p50']:.1f} p99 {result[k]['p99']:.1f}"
-                                                    for k in ("since_first_exposure_ms", "since_last_exposure_ms",
-                                                              "processing_ms", "rig_spread_ms") if result[k]["p50"] is not None))
-    if result["vehicle"]:
-        print(f"vehicle: {result['vehicle']}")
-    print(f"one-process stage cost: backbone {costs['backbone_ms_median']:.1f} ms, BEV {costs['bev_ms_median']:.1f} ms "
-          f"(budget {1000 / v.rate_hz:.1f} ms per stage when pipelined); {os.cpu_count()} cores, "
-          f"load avg {os.getloadavg()[0]:.1f}")
+    print_run(result, costs, seconds, v.rate_hz)
     if args.ab:
-        key, values = parse_vary(args.vary)
-        runs: dict[str, list[dict]] = {str(x): [] for x in values}
-        for i in range(args.ab):  # interleaved, order alternating, so drifting machine load hits all alike
-            for x in (values if i % 2 == 0 else values[::-1]):
-                runs[str(x)].append(live_run(with_setting(cfg, key, x), seconds, warm))
-
-        def med(name: str, *keys: str) -> float:
-            vals = []
-            for r in runs[name]:
-                for k in keys:
-                    r = r[k]
-                vals.append(r)
-            return statistics.median(vals)
-
-        ab: dict = {"key": key, "runs": args.ab, "seconds": seconds}
-        for name in runs:
-            ab[name] = {"e2e_p50": med(name, "end_to_end_ms", "p50"), "e2e_p99": med(name, "end_to_end_ms", "p99"),
-                        "dropped_overload": med(name, "dropped_overload"),
-                        "runtime_part_p50": med(name, "runtime_ingest_to_result_ms", "p50"),
-                        "cpu_ms_per_set_backbone": med(name, "cpu_ms_per_frame_set", "backbone"),
-                        "cpu_ms_per_set_bev": med(name, "cpu_ms_per_frame_set", "bev"),
-                        "backbone_cpu_ms_per_camera": med(name, "backbone_cpu_ms_per_camera"),
-                        "each": [{k: r[k] for k in ("end_to_end_ms", "dropped_overload", "runtime_ingest_to_result_ms",
-                                                     "cpu_ms_per_frame_set", "stage_ms_p50")} for r in runs[name]]}
-        base = str(values[-1])
-        ab["ratios_over_" + base] = {name: {k: ab[name][k] / ab[base][k] for k in ("e2e_p50", "e2e_p99", "cpu_ms_per_set_backbone",
-                                                                             "cpu_ms_per_set_bev", "backbone_cpu_ms_per_camera")
-                                                                 if ab[base][k]}
-                                     for name in runs if name != base}
-        result["ab"] = ab
-        print(f"A/B {key} ({args.ab} interleaved runs each of {seconds:g} s):")
-        for name in runs:
-            a = ab[name]
-            print(f"  {name}: e2e p50 {a['e2e_p50']:.1f} p99 {a['e2e_p99']:.1f} ms, overload drops {a['dropped_overload']:g}, "
-                  f"CPU per set backbone {a['cpu_ms_per_set_backbone']:.1f} BEV {a['cpu_ms_per_set_bev']:.1f} ms, "
-                  f"backbone CPU per camera encoded {a['backbone_cpu_ms_per_camera']:.1f} ms")
-        print(f"  ratios over {base}: {ab['ratios_over_' + base]}")
+        result["ab"] = ab_runs(cfg, args.vary, args.ab, seconds, warm)
     out = ROOT / "bench" / "results" / "live.json"
     out.write_text(relative(json.dumps(result, indent=2)))
     print(f"wrote {out}")

@@ -193,6 +193,31 @@ def summary(xs: list[float]) -> dict[str, float]:
     return {"median": statistics.median(xs), "p90": float(np.percentile(xs, 90)), "min": min(xs), "n": len(xs)}
 
 
+def print_report(out: dict, cfg) -> None:
+    """The figures of `out` (what model.json holds) as the benchmark's table."""
+    load, peaks, conv = out["load_average"], out["matmul_peak_flops_before_after"], out["convolutions"]
+    total = out["flops_per_tick"]
+    print(f"bevstream model benchmark: {out['cores']} cores, torch {out['torch']}, threads={out['threads']}, "
+          f"load avg {load['start'][0]:.2f} (start) {load['end'][0]:.2f} (end), commit {out['commit']}")
+    print(f"shipped weights, input {cfg.image_size[1]}x{cfg.image_size[0]} x 6 cameras, BEV {cfg.grid.shape[0]}x{cfg.grid.shape[1]}, "
+          f"params {out['params'] / 1e6:.2f} M")
+    print(f"FLOPs per tick (eager path, FlopCounterMode): {total / 1e9:.3f} G  ("
+          + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in out["flops_per_module"].items()) + ")")
+    print(f"fp32 2048x2048 matmul peak, best of 5, before / after: {peaks[0] / 1e9:.1f} / {peaks[1] / 1e9:.1f} GFLOP/s "
+          f"-> peak {out['matmul_peak_flops'] / 1e9:.1f}")
+    print(f"{'variant (interleaved)':22s} {'median ms':>10s} {'p90':>7s} {'min':>7s} {'GFLOP/s':>8s} {'of peak':>8s} {'vs eager':>9s} {'prepare ms':>11s}")
+    for name, v in out["variants"].items():
+        print(f"{name:22s} {v['median']:10.2f} {v['p90']:7.2f} {v['min']:7.2f} {v['gflops']:8.1f} {v['fraction_of_matmul_peak']:8.1%} "
+              f"{v['speedup_vs_eager']:8.2f}x {v['prepare_ms']:11.1f}")
+    print(f"convolutions alone ({conv['flops'] / 1e9:.2f} GFLOP of the {total / 1e9:.2f}), profiled kernel time per tick: "
+          + ", ".join(f"{n} {ms:.1f} ms = {conv['fraction_of_matmul_peak'][n]:.1%} of peak" for n, ms in conv["kernel_ms_per_tick"].items())
+          + "  (the ceiling of the forward's fraction if everything else took no time)")
+    breakdown = out["module_breakdown_ms"]
+    print(f"{'module (hooks), median ms':28s} {'eager':>8s} {'prepared':>9s}")
+    for name in (*MODULES, "outside modules", "forward"):
+        print(f"{name:28s} {breakdown['eager'].get(name, float('nan')):8.2f} {breakdown['prepared'].get(name, float('nan')):9.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a short smoke run (fewer ticks and variants; ~1-2 minutes)")
@@ -230,23 +255,6 @@ def main() -> int:
     med = {name: statistics.median(xs) for name, xs in times.items()}
     gflops = {name: total_flops / (m / 1e3) / 1e9 for name, m in med.items()}
     fraction = {name: g * 1e9 / peak for name, g in gflops.items()}
-    print(f"bevstream model benchmark: {os.cpu_count()} cores, torch {torch.__version__}, threads={args.threads}, "
-          f"load avg {load[0]:.2f} (start) {os.getloadavg()[0]:.2f} (end), commit {git_commit()}")
-    print(f"shipped weights, input {cfg.image_size[1]}x{cfg.image_size[0]} x 6 cameras, BEV {cfg.grid.shape[0]}x{cfg.grid.shape[1]}, params {params / 1e6:.2f} M")
-    print(f"FLOPs per tick (eager path, FlopCounterMode): {total_flops / 1e9:.3f} G  ("
-          + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in per_module_flops.items()) + ")")
-    print(f"fp32 2048x2048 matmul peak, best of 5, before / after: {peaks[0] / 1e9:.1f} / {peaks[1] / 1e9:.1f} GFLOP/s -> peak {peak / 1e9:.1f}")
-    print(f"{'variant (interleaved)':22s} {'median ms':>10s} {'p90':>7s} {'min':>7s} {'GFLOP/s':>8s} {'of peak':>8s} {'vs eager':>9s} {'prepare ms':>11s}")
-    for name, xs in times.items():
-        print(f"{name:22s} {med[name]:10.2f} {np.percentile(xs, 90):7.2f} {min(xs):7.2f} {gflops[name]:8.1f} {fraction[name]:8.1%} "
-              f"{med['eager'] / med[name]:8.2f}x {prepare_ms.get(name, 0.0):11.1f}")
-    print(f"convolutions alone ({conv_flops / 1e9:.2f} GFLOP of the {total_flops / 1e9:.2f}), profiled kernel time per tick: "
-          + ", ".join(f"{n} {conv_ms[n]:.1f} ms = {conv_fraction[n]:.1%} of peak" for n in conv_ms)
-          + "  (the ceiling of the forward's fraction if everything else took no time)")
-    print(f"{'module (hooks), median ms':28s} {'eager':>8s} {'prepared':>9s}")
-    for name in (*MODULES, "outside modules", "forward"):
-        print(f"{name:28s} {breakdown['eager'].get(name, float('nan')):8.2f} {breakdown['prepared'].get(name, float('nan')):9.2f}")
-
     out = {
         "benchmark": "model",
         "command": "python bench/model.py" + (" --quick" if args.quick else "") + (f" --ticks {args.ticks}" if args.ticks != 60 and not args.quick else "")
@@ -281,6 +289,7 @@ def main() -> int:
         "ticks": ticks,
         "warmup": warmup,
     }
+    print_report(out, cfg)
     path = ROOT / "bench" / "results" / ("model.json" if args.threads == 2 else f"model_threads{args.threads}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2, default=str))

@@ -73,84 +73,102 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+class _Refused(Exception):
+    """A configuration or data problem: printed as one line, exit code 2."""
 
-    from lab.dataset import AugmentConfig, ClipDataset, clip_data, collate_clips
-    from lab.augment import PhotometricConfig
+
+def _model_config(args: argparse.Namespace):
+    """(ModelConfig, its dict) from runtime.yaml's model options, --no-video laid over them."""
     from perception.config import model_config_from_dict, model_config_to_dict
-    from lab.devkit import eval_set_name
-    from perception.model import BEVStreamModel
-    from lab.training import TrainConfig, seed_everything, train
-    from perception.checkpoint import export_weights
     from runtime.config import ConfigError, load_config
 
     try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"bevstream train: {exc}", file=sys.stderr)
-        return 2
-    options = dict(cfg.model.options)
-    if args.no_video:
-        options = _merge(options, {"video": {"enabled": False}})
-    try:
+        options = dict(load_config(args.config).model.options)
+        if args.no_video:
+            options = _merge(options, {"video": {"enabled": False}})
         model_cfg = model_config_from_dict(options)
+    except ConfigError as exc:
+        raise _Refused(str(exc)) from None
     except ValueError as exc:
-        print(f"bevstream train: model config: {exc}", file=sys.stderr)
-        return 2
-    model_dict = model_config_to_dict(model_cfg)
+        raise _Refused(f"model config: {exc}") from None
+    return model_cfg, model_config_to_dict(model_cfg)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+def _train_config(args: argparse.Namespace):
+    """(TrainConfig, the devkit split trained on or None) from the flags."""
+    from lab.devkit import eval_set_name
+    from lab.training import TrainConfig
+
     train_kwargs = {"seed": args.seed, "progress": not args.no_progress, "stream": args.stream}
     try:
         train_kwargs["lr_scales"] = tuple(parse_lr_scale(item) for item in args.lr_scale)
+        for key, value in (("steps", args.steps), ("batch_size", args.batch), ("lr", args.lr),
+                           ("num_workers", args.workers), ("checkpoint_every", args.checkpoint_every)):
+            if value is not None:
+                train_kwargs[key] = value
+        return TrainConfig(**train_kwargs), None if args.split == "all" else eval_set_name(args.version, args.split)
     except ValueError as exc:
-        print(f"bevstream train: {exc}", file=sys.stderr)
-        return 2
-    for key, value in (("steps", args.steps), ("batch_size", args.batch), ("lr", args.lr),
-                       ("num_workers", args.workers), ("checkpoint_every", args.checkpoint_every)):
-        if value is not None:
-            train_kwargs[key] = value
-    try:
-        train_cfg = TrainConfig(**train_kwargs)
-        split = None if args.split == "all" else eval_set_name(args.version, args.split)
-    except ValueError as exc:
-        print(f"bevstream train: {exc}", file=sys.stderr)
-        return 2
+        raise _Refused(str(exc)) from None
+
+
+def _dataset(args: argparse.Namespace, model_cfg, split):
+    """(the clip data, the ClipDataset over it) of --data."""
+    from lab.augment import PhotometricConfig
+    from lab.dataset import AugmentConfig, ClipDataset, clip_data
 
     try:
         data = clip_data(args.data, args.version, split, args.keyframes_only, args.clip_length, args.clip_stride,
                          args.drop_prob, args.max_skip, args.seed)
     except (FileNotFoundError, ValueError) as exc:
+        raise _Refused(str(exc)) from None
+    augment = AugmentConfig(photometric=None if args.no_photometric else PhotometricConfig(), scene_yaw_deg=args.scene_yaw_deg)
+    return data, ClipDataset(data.index, data.roots, model_cfg, augment=augment, min_points=args.min_points,
+                             require_road=not args.allow_missing_road)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except _Refused as exc:
         print(f"bevstream train: {exc}", file=sys.stderr)
         return 2
-    scenes, roots, index = data.scenes, data.roots, data.index
-    augment = AugmentConfig(photometric=None if args.no_photometric else PhotometricConfig(), scene_yaw_deg=args.scene_yaw_deg)
-    dataset = ClipDataset(index, roots, model_cfg, augment=augment, min_points=args.min_points,
-                          require_road=not args.allow_missing_road)
-    cycles = sum(len(s.cycles) for s in scenes)
-    clips = (f"streams of consecutive clips of {args.clip_length}" if args.stream else f"{len(index)} clips of {args.clip_length}")
-    print(f"bevstream train: {len(scenes)} scene(s), {cycles} frame sets, {clips} "
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lab.dataset import collate_clips
+    from lab.training import seed_everything, train
+    from perception.checkpoint import export_weights
+    from perception.config import model_config_from_dict, model_config_to_dict
+    from perception.model import BEVStreamModel
+
+    model_cfg, model_dict = _model_config(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_cfg, split = _train_config(args)
+    data, dataset = _dataset(args, model_cfg, split)
+    cycles = sum(len(s.cycles) for s in data.scenes)
+    clips = (f"streams of consecutive clips of {args.clip_length}" if args.stream else f"{len(data.index)} clips of {args.clip_length}")
+    print(f"bevstream train: {len(data.scenes)} scene(s), {cycles} frame sets, {clips} "
           f"(drop {args.drop_prob:g}); video module {'on' if model_cfg.video.enabled else 'OFF'}; "
           f"{train_cfg.steps} steps x batch {train_cfg.batch_size} -> {args.out}", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_train_args(out, args, scenes, torch.get_num_threads())
+    _write_train_args(out, args, data.scenes, torch.get_num_threads())
 
     seed_everything(args.seed)  # the initial weights depend on the seed only
     model = BEVStreamModel(model_cfg)
     try:
         result = train(model, dataset, collate_clips, train_cfg, out, resume=args.resume, model_config=model_dict,
-                       extra_config={"data": [f"{r}@{v}" for r, v in roots], "clip_length": args.clip_length,
+                       extra_config={"data": [f"{r}@{v}" for r, v in data.roots], "clip_length": args.clip_length,
                                      "drop_prob": args.drop_prob, "split": split,
                                      **({"stream": True} if args.stream else {})},
                        stop_at=args.stop_at, init_from=args.init_from,
                        complete_model_config=lambda saved: model_config_to_dict(model_config_from_dict(saved)))
     except (FileNotFoundError, ValueError) as exc:
-        print(f"bevstream train: {exc}", file=sys.stderr)
-        return 2
+        raise _Refused(str(exc)) from None
     losses = "  ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items())
     print(f"bevstream train: {result.steps_run} steps in {result.wall_s:.1f} s "
           f"({result.wall_s / max(result.steps_run, 1):.2f} s/step), now at step {result.final_step}; {losses}")
