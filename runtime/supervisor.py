@@ -58,7 +58,10 @@ def torch_threads(stage: StageConfig, cfg: RuntimeConfig, live: bool = True) -> 
 
 
 def _options(stage: StageConfig, threads: int = 1) -> dict[str, Any]:
-    opts: dict[str, Any] = dict(num_cpus=stage.num_cpus, max_restarts=stage.max_restarts, max_task_retries=0)
+    # No task events: Ray's GCS keeps ~3.4 KB per actor call for its dashboard and state API (the 10 000-tick soak
+    # grew gcs_server 59 -> 113 MB; bench/soak_gcs.py: 0.1 KB a call without); the runtime keeps its own timings
+    opts: dict[str, Any] = dict(num_cpus=stage.num_cpus, max_restarts=stage.max_restarts, max_task_retries=0,
+                                enable_task_events=False)
     if stage.resources:
         opts["resources"] = dict(stage.resources)
     if threads > 1 or stage.torch_threads == 0:  # auto may switch to several threads per stream
@@ -89,7 +92,7 @@ class Supervisor:
         # The checkpoint store lives with the driver's node by default; it must outlive the BEV actor. The
         # stage actors get its name, not its handle (constructor arguments stay small values: restartable).
         store_name = f"bevstream-state-{uuid.uuid4().hex[:12]}"
-        self.store = ray.remote(StateStore).options(num_cpus=0, name=store_name).remote()
+        self.store = ray.remote(StateStore).options(num_cpus=0, name=store_name, enable_task_events=False).remote()
         nb, nv = torch_threads(st.backbone, self.cfg), torch_threads(st.bev, self.cfg)
         self.threads = {"backbone": nb, "bev": nv}
         per_camera = pc.live_encode == "camera"
