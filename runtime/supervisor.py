@@ -32,6 +32,22 @@ def stages_fused(cfg: RuntimeConfig) -> bool:
     return dict(cfg.stages.backbone.resources) == dict(cfg.stages.bev.resources)
 
 
+def fit_to_cpus(cfg: RuntimeConfig, total_cpus: float) -> RuntimeConfig:
+    """`cfg` with the backbone and BEV reservations scaled down, in proportion, to the CPUs Ray has in all
+    (`--num-cpus 1` as a compute budget): an actor that reserves more than exist would wait forever to be
+    placed. Unchanged when they fit."""
+    st = cfg.stages
+    wanted = st.backbone.num_cpus + st.bev.num_cpus
+    if wanted <= total_cpus or wanted == 0:
+        return cfg
+    scale = total_cpus / wanted
+    log.warning("stages reserve %g CPUs (backbone %g + bev %g) but Ray has %g: reserving %g of them", wanted,
+                st.backbone.num_cpus, st.bev.num_cpus, total_cpus, total_cpus)
+    stages = st.model_copy(update={name: getattr(st, name).model_copy(update={"num_cpus": getattr(st, name).num_cpus * scale})
+                                   for name in ("backbone", "bev")})
+    return cfg.model_copy(update={"stages": stages})
+
+
 def ensure_ray(cfg: RuntimeConfig) -> bool:
     """Connect to Ray as configured; returns True if this call started it (and should shut it down)."""
     if ray.is_initialized():
@@ -88,6 +104,7 @@ class Supervisor:
 
     def start(self) -> "Supervisor":
         self.owns_ray = ensure_ray(self.cfg)
+        self.cfg = fit_to_cpus(self.cfg, ray.cluster_resources().get("CPU", 0.0))
         st, pc = self.cfg.stages, self.cfg.pipeline
         # The checkpoint store lives with the driver's node by default; it must outlive the BEV actor. The
         # stage actors get its name, not its handle (constructor arguments stay small values: restartable).
