@@ -174,8 +174,8 @@ def p99(xs: list[float]) -> float:
 
 def latency_windows(latencies_ms: list[float], warmup: int, window: int) -> dict:
     """p99 latency of ticks warmup..warmup+window-1 against the last `window` ticks (ratio last / first)."""
-    if window < 1 or len(latencies_ms) < warmup + window:
-        raise ValueError(f"{len(latencies_ms)} ticks do not hold a warm-up of {warmup} and a window of {window}")
+    if window < 1 or len(latencies_ms) < warmup + 2 * window:
+        raise ValueError(f"{len(latencies_ms)} ticks do not hold a warm-up of {warmup} and two windows of {window}")
     first = latencies_ms[warmup:warmup + window]
     last = latencies_ms[-window:]
     a, b = p99(first), p99(last)
