@@ -24,8 +24,9 @@ Measured:
 - latency per tick (TickResult.latency_ms: load + submit -> result in hand); p99 of the first `--window`
   ticks after warm-up against the last `--window`; the goal is a ratio within 10 %;
 - accounting: frame sets handed to the runtime = ticks + drop records (unaccounted must be 0).
-The machine is shared: the load average at start and end goes into the json (`load_average_start`,
-`load_average`), since other jobs' load moves the p99s. Writes bench/results/soak.json.
+The machine is shared: other jobs' load moves the p99s, so the json has the load average at start and end
+(`load_average_start`, `load_average`) and the mean 1-minute load over each window (`load_average_windows`).
+Writes bench/results/soak.json.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.provenance import provenance, relative  # noqa: E402
-from bench.soak_measure import RssSampler, accounting, latency_windows, rss_growth  # noqa: E402
+from bench.soak_measure import RssSampler, accounting, latency_windows, rss_growth, window_load  # noqa: E402
 
 GROWTH_GOAL = 0.05  # resident memory growth after warm-up
 P99_GOAL = 0.10  # |p99 last / p99 first - 1|
@@ -154,6 +155,8 @@ def report(result: dict) -> None:
     print(f"soak: {result['ticks']} ticks in {result['duration_s']:.0f} s ({result['ticks'] / result['duration_s']:.1f}/s); "
           f"warm-up {result['warmup_ticks']}, windows of {result['window_ticks']} ticks; "
           f"load avg {result['load_average_start'][0]:.1f} -> {result['load_average'][0]:.1f}")
+    print(f"{'1-min load average (mean)':34} {result['load_average_windows']['first']:14.1f} "
+          f"{result['load_average_windows']['last']:14.1f}")
     print(f"{'figure':34} {'first window':>14} {'last window':>14} {'change':>9}")
     print(f"{'p99 latency (ms)':34} {result['p99_first_ms']:14.1f} {result['p99_last_ms']:14.1f} "
           f"{result['p99_ratio'] - 1:+9.1%}")
@@ -197,17 +200,20 @@ def main() -> int:
         run = soak(cfg, source, Path(tmp) / "run", warmup, args.interval)
     lat = latency_windows(run["latencies"], warmup, window)
     n = run["sampler"].samples[-1].tick
-    growth = rss_growth(run["sampler"].samples, (warmup, warmup + window), (n - window, n))
+    spans = (warmup, warmup + window), (n - window, n)
+    growth = rss_growth(run["sampler"].samples, *spans)
     result = {
         "ticks": len(run["latencies"]), "rss_growth": growth, **lat, "warmup_ticks": warmup,
         "accounting": accounting(source.emitted, len(run["latencies"]), run["drops"]),
         "drops_by_reason": run["drops"], "duration_s": run["wall_s"], "scene_changes": source.scene_starts,
         "passes": source.passes, "actor_restarts": run["actor_restarts"], "sink_files_mb": run["sink_files_mb"],
-        "rss_series": [{"tick": s.tick, "t_s": round(s.wall_s, 1), "total_mb": round(s.total / 2**20, 1)}
+        "rss_series": [{"tick": s.tick, "t_s": round(s.wall_s, 1), "total_mb": round(s.total / 2**20, 1),
+                        "load1": round(s.load1, 2)}
                        for s in run["sampler"].samples[::max(1, len(run["sampler"].samples) // 120)]],
         "rss_interval_s": args.interval, "source": source.describe(),
         "config": {"pipeline": cfg.pipeline.model_dump(), "ray": cfg.ray.model_dump()},
-        "load_average_start": load_start, **provenance(), "commit": measured,
+        "load_average_windows": window_load(run["sampler"].samples, *spans), "load_average_start": load_start,
+        **provenance(), "commit": measured,
     }
     result["goals"] = goals(result)
     report(result)

@@ -72,6 +72,7 @@ class RssSample:
     tick: int  # ticks finished when the sample was taken
     wall_s: float  # seconds since the sampler started
     rss: dict[str, int]  # "label[pid]" -> bytes
+    load1: float = 0.0  # the machine's 1-minute load average then (shared machine: it moves latency)
 
     @property
     def total(self) -> int:
@@ -109,12 +110,20 @@ class RssSampler:
                 name = "driver" if pid == self.root else label(pid)
                 if name != "default_worker.py":  # a worker not yet titled 'ray::Actor': look again next time
                     self._labels[pid] = name  # a titled one's title changes with its call: keep the first
+                    self._rename(f"default_worker.py[{pid}]", f"{name}[{pid}]")
             rss[f"{name}[{pid}]"] = n
         tick = int(self.progress()) if callable(self.progress) else 0
-        s = RssSample(tick, time.monotonic() - self._t0, rss)
+        s = RssSample(tick, time.monotonic() - self._t0, rss, os.getloadavg()[0])
         with self._lock:
             self.samples.append(s)
         return s
+
+    def _rename(self, old: str, new: str) -> None:
+        """The earlier samples of a process under the name it has now (one series per process)."""
+        with self._lock:
+            for s in self.samples:
+                if old in s.rss:
+                    s.rss[new] = s.rss.pop(old)
 
     def start(self) -> "RssSampler":
         def run() -> None:
@@ -162,6 +171,12 @@ def rss_growth(samples: list[RssSample], first: tuple[int, int], last: tuple[int
     return {"total": (y - x) / x, "total_start_mb": round(x / 2**20, 1), "total_end_mb": round(y / 2**20, 1),
             "max": per[worst]["growth"] if worst else None, "max_process": worst, "per_process": per,
             "samples": [len(a), len(b)]}
+
+
+def window_load(samples: list[RssSample], first: tuple[int, int], last: tuple[int, int]) -> dict:
+    """Mean 1-minute load average over the samples of each window: was the machine as busy in both?"""
+    a, b = _window(samples, *first, True), _window(samples, *last, False)
+    return {"first": statistics.fmean(s.load1 for s in a), "last": statistics.fmean(s.load1 for s in b)}
 
 
 def p99(xs: list[float]) -> float:

@@ -14,7 +14,7 @@ import pytest
 
 from bench.soak import LoopingReplay, windows
 from bench.soak_measure import (RssSample, RssSampler, accounting, descendants, label, latency_windows, p99,
-                                rss_bytes, rss_growth)
+                                rss_bytes, rss_growth, window_load)
 
 
 def test_rss_grows_by_the_memory_touched():
@@ -140,3 +140,15 @@ def test_windows_scale_down_for_short_runs():
     assert windows(300, None, None) == (30, 135)
     with pytest.raises(SystemExit):
         windows(100, 50, 30)
+
+
+def test_window_load_averages_the_samples_of_each_window():
+    s = [RssSample(t, 0.0, {"a": 1}, load) for t, load in [(0, 9.0), (10, 2.0), (20, 4.0), (80, 6.0), (90, 8.0)]]
+    assert window_load(s, (10, 20), (80, 90)) == {"first": 3.0, "last": 7.0}
+
+
+def test_a_worker_titled_later_keeps_one_series():
+    sampler = RssSampler()
+    sampler.samples.append(RssSample(0, 0.0, {"default_worker.py[42]": 5, "x[1]": 1}))
+    sampler._rename("default_worker.py[42]", "ray::SinkActor[42]")
+    assert sampler.samples[0].rss == {"ray::SinkActor[42]": 5, "x[1]": 1}
