@@ -142,6 +142,14 @@ def windows(ticks: int, warmup: int | None, window: int | None) -> tuple[int, in
     return warmup, window
 
 
+def series_per_process(samples: list, names, points: int = 60) -> dict[str, list]:
+    """[tick, MB] of each of `names` at about `points` samples over the run: where a process grew, and whether
+    it levels off."""
+    step = max(1, len(samples) // points)
+    picked = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
+    return {n: [[s.tick, round(s.rss[n] / 2**20, 1)] for s in picked if n in s.rss] for n in names}
+
+
 def goals(result: dict) -> dict:
     g, lat = result["rss_growth"], result
     out = {"rss_growth_total": g["total"] <= GROWTH_GOAL, "rss_growth_each_process": (g["max"] or 0) <= GROWTH_GOAL,
@@ -210,6 +218,7 @@ def main() -> int:
         "rss_series": [{"tick": s.tick, "t_s": round(s.wall_s, 1), "total_mb": round(s.total / 2**20, 1),
                         "load1": round(s.load1, 2)}
                        for s in run["sampler"].samples[::max(1, len(run["sampler"].samples) // 120)]],
+        "rss_series_per_process_mb": series_per_process(run["sampler"].samples, growth["per_process"]),
         "rss_interval_s": args.interval, "source": source.describe(),
         "config": {"pipeline": cfg.pipeline.model_dump(), "ray": cfg.ray.model_dump()},
         "load_average_windows": window_load(run["sampler"].samples, *spans), "load_average_start": load_start,
