@@ -118,12 +118,11 @@ def soak(cfg, source: LoopingReplay, out_dir: Path, warmup: int, interval_s: flo
                 else:
                     drops[rec.reason] = drops.get(rec.reason, 0) + 1
                 done[0] += 1
-                if done[0] == warmup:
-                    sampler.sample()  # the memory right at the end of the warm-up
+                if done[0] in (warmup, source.total):  # the end of the warm-up; the last record, while the
+                    sampler.sample()  # stream's actors (the sink too: it closes when the stream ends) are up
                 if done[0] % 1000 == 0:
                     print(f"  {done[0]} frame sets, {time.monotonic() - t0:.0f} s, "
                           f"RSS total {sampler.samples[-1].total / 2**20:.0f} MB", file=sys.stderr, flush=True)
-            sampler.sample()  # the end of the stream, actors still up
         finally:
             sampler.stop()
         wall = time.monotonic() - t0

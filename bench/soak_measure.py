@@ -162,7 +162,7 @@ def rss_growth(samples: list[RssSample], first: tuple[int, int], last: tuple[int
     if not a or not b:
         raise ValueError("no RSS samples to compare")
     per: dict[str, dict] = {}
-    for name in sorted(set(a[-1].rss) & set(b[-1].rss)):
+    for name in sorted(set().union(*(s.rss for s in a)) & set().union(*(s.rss for s in b))):
         x = statistics.median(s.rss[name] for s in a if name in s.rss)
         y = statistics.median(s.rss[name] for s in b if name in s.rss)
         per[name] = {"start_mb": round(x / 2**20, 2), "end_mb": round(y / 2**20, 2), "growth": (y - x) / x}

@@ -152,3 +152,8 @@ def test_a_worker_titled_later_keeps_one_series():
     sampler.samples.append(RssSample(0, 0.0, {"default_worker.py[42]": 5, "x[1]": 1}))
     sampler._rename("default_worker.py[42]", "ray::SinkActor[42]")
     assert sampler.samples[0].rss == {"ray::SinkActor[42]": 5, "x[1]": 1}
+
+
+def test_a_process_missing_from_one_sample_of_a_window_still_counts():
+    s = _samples({"sink": [10, 10, 11, None]}, [0, 10, 20, 30])  # gone at the very last sample
+    assert rss_growth(s, (0, 10), (20, 30))["per_process"]["sink"]["growth"] == pytest.approx(0.1)
