@@ -10,7 +10,8 @@ car) is scored with the devkit as streaming (each sample with the newest output 
 streaming with velocity compensation; the offline column is an unpaced replay of the same model (every
 sample with its own tick). Each replay runs in its own process (its own Ray). Reports, per model x budget:
 offline / streaming / +velocity NDS, the age of the outputs used (p50/p99), the ticks' processing latency
-(p50/p99) and the share of frame sets dropped. Writes bench/results/streaming_budgets.json.
+(p50/p99) and the share of frame sets dropped. Writes bench/results/streaming_budgets.json and the picture of
+accuracy against latency, docs/images/accuracy_latency.png (`--plot-only`: the picture from the json alone).
 """
 from __future__ import annotations
 
@@ -80,6 +81,17 @@ def print_table(rows: dict) -> None:
               f"{r['latency_ms']['p50'] or 0:>9.0f}/{r['latency_ms']['p99'] or 0:<8.0f} {r['drop_pct']:>6.1f}%")
 
 
+def plot(result: dict, path: Path) -> Path:
+    """Accuracy against latency (lab.profile_plots): per model x budget, NDS offline and streaming at the
+    ticks' median latency, the budget line at one 12 Hz cycle."""
+    from lab.profile_plots import accuracy_latency_png
+
+    rows = [{"label": f"{r['model']}, {r['num_cpus']} CPU", "latency_ms": r["latency_ms"]["p50"],
+             "nds_offline": r["scores"]["offline"]["NDS"], "nds_streaming": r["scores"]["streaming"]["NDS"]}
+            for r in result["rows"].values()]
+    return accuracy_latency_png(rows, path, budget_ms=1000 / 12)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataroot", type=Path, default=None, help="a 12 Hz-annotated dataroot (default: export one)")
@@ -88,7 +100,12 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--budgets", nargs="+", type=int, default=list(BUDGETS), metavar="NUM_CPUS")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "streaming_budgets.json")
+    ap.add_argument("--png", type=Path, default=ROOT / "docs" / "images" / "accuracy_latency.png")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the picture from --out, run nothing")
     args = ap.parse_args()
+    if args.plot_only:
+        print(f"wrote {relative(str(plot(json.loads(args.out.read_text()), args.png)))}")
+        return 0
     head = {"provenance_start": provenance()}
     with tempfile.TemporaryDirectory(prefix="bevstream-budgets-") as tmp:
         tmp = Path(tmp)
@@ -110,7 +127,7 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print()
     print_table(rows)
-    print(f"\nwrote {relative(str(args.out))}")
+    print(f"\nwrote {relative(str(args.out))}, {relative(str(plot(result, args.png)))}")
     return 0
 
 

@@ -45,7 +45,7 @@ def stage_stack_png(records: Iterable[TickResult | DropRecord], live: bool, path
             ax.bar(x, h, bottom=bottom, width=0.9, color=COLOURS[name], label=name, linewidth=0)
             bottom += h
     if budget_ms is not None:
-        ax.axhline(budget_ms, color="black", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
+        ax.axhline(budget_ms, color="black", linestyle="--", linewidth=1, label=f"budget {budget_ms:.1f} ms")
     drops = [r.frame_id for r in records if isinstance(r, DropRecord)]
     if drops:
         ax.scatter(drops, np.zeros(len(drops)), marker="x", color="#e15759", clip_on=False, zorder=3, label="dropped")
@@ -89,13 +89,16 @@ def accuracy_latency_png(rows: Sequence[dict], path: Path, budget_ms: float | No
         pts = [(r["latency_ms"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax.scatter(*zip(*pts), marker=marker, label=key.replace("nds_", "NDS "), zorder=3)
+    placed: list[tuple[float, float]] = []
     for r in rows:
         if r.get("nds_offline") is not None and r.get("nds_streaming") is not None:
             ax.plot([r["latency_ms"]] * 2, [r["nds_offline"], r["nds_streaming"]], color="grey", linewidth=1)
         y = r["nds_streaming"] if r.get("nds_streaming") is not None else r["nds_offline"]
-        ax.annotate(r["label"], (r["latency_ms"], y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        near = sum(abs(x - r["latency_ms"]) < 3 and abs(v - y) < 0.02 for x, v in placed)  # rows at one spot: stack
+        placed.append((r["latency_ms"], y))
+        ax.annotate(r["label"], (r["latency_ms"], y), fontsize=7, xytext=(4, 4 - 9 * near), textcoords="offset points")
     if budget_ms is not None:
-        ax.axvline(budget_ms, color="#e15759", linestyle="--", label=f"budget {budget_ms:g} ms")
+        ax.axvline(budget_ms, color="#e15759", linestyle="--", label=f"budget {budget_ms:.1f} ms")
     ax.set_xlabel("latency, ms")
     ax.set_ylabel("NDS")
     ax.legend(fontsize=7)
