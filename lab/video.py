@@ -2,8 +2,8 @@
 where the result carries it, its segmentation; beside them the BEV with boxes and road lines), written as an MP4.
 
 The MP4 is written by imageio with imageio-ffmpeg, whose wheel bundles an ffmpeg binary: no system ffmpeg.
-A run directory keeps results but not images, so `run_frames` reads the images again from the dataroot the run
-replayed and pairs each tick with its frame set by scene and sensor timestamp.
+A run directory keeps results and segmentation labels (RUN/seg/) but not images, so `run_frames` reads the images
+again from the dataroot the run replayed and pairs each tick with its frame set by scene and sensor timestamp.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from lab.viz import DRAW_MIN_SCORE, draw_bev, draw_cameras
+from runtime.sink import SEG_DIR, read_seg
 from schema.messages import FrameSet
 from schema.results import TickResult
 
@@ -58,13 +59,15 @@ def write_video(frames: Iterable[Image.Image], path: str | Path, fps: float) -> 
 
 
 def read_ticks(ticks_path: str | Path) -> list[TickResult]:
-    """The TickResults of a run's ticks.jsonl in file order (drops have no picture)."""
+    """The TickResults of a run's ticks.jsonl in file order (drops have no picture), each with its segmentation
+    labels where the run saved them (RUN/seg/, output.save_seg)."""
+    seg_dir = Path(ticks_path).parent / SEG_DIR
     out = []
     with open(ticks_path) as f:
         for line in f:
             record = json.loads(line)
             if record.get("kind") == "tick":
-                out.append(TickResult.from_json(record))
+                out.append(read_seg(seg_dir, TickResult.from_json(record)))
     return out
 
 

@@ -365,10 +365,10 @@ class PerceptionActor(_StageActor):
 class SinkActor:
     """Writes the run directory (see sink.py) from tick results passed by reference."""
 
-    def __init__(self, out_dir: str, expected_samples: list[str] | None, max_boxes: int) -> None:
+    def __init__(self, out_dir: str, expected_samples: list[str] | None, max_boxes: int, save_seg: bool = False) -> None:
         from runtime.sink import ResultSink
 
-        self.sink = ResultSink(out_dir, expected_samples=expected_samples, max_boxes=max_boxes)
+        self.sink = ResultSink(out_dir, expected_samples=expected_samples, max_boxes=max_boxes, save_seg=save_seg)
 
     def node_id(self) -> str:
         return _node_id()

@@ -114,6 +114,7 @@ class OutputConfig(_Strict):
     out_dir: Path = Path("runs/latest")  # results_nusc.json, ticks.jsonl, summary.json go here
     progress: bool = True  # tqdm progress bar
     submission_max_boxes: int = Field(500, ge=1, le=500)  # nuScenes allows at most 500 boxes per sample
+    save_seg: bool = True  # each tick's per-camera seg labels as RUN/seg/FRAME.png (for viz --video; ~3 KB a tick)
 
 
 # The stages a tick's StageTimings name (runtime/feeders.py, ingest.py, admission.py, pipeline.py, stages.py,

@@ -144,7 +144,7 @@ class Supervisor:
     def start_sink(self, out_dir: str, expected_samples: list[str] | None) -> Any:
         opts = _options(self.cfg.stages.sink)
         self.sink = ray.remote(SinkActor).options(**opts).remote(
-            str(out_dir), expected_samples, self.cfg.output.submission_max_boxes)
+            str(out_dir), expected_samples, self.cfg.output.submission_max_boxes, self.cfg.output.save_seg)
         return self.sink
 
     def start_ingest(self, source: Any) -> Any:

@@ -165,3 +165,24 @@ def test_sink_writes_the_tracks_beside_the_detections(tmp_path):
     plain = ResultSink(tmp_path / "run", expected_samples=["tok"])  # the same directory, a run without a tracker
     plain.write(r)
     assert "results_tracking" not in plain.close() and not (tmp_path / "run" / "results_tracking.json").exists()
+
+
+def test_sink_saves_each_ticks_segmentation_labels_losslessly(tmp_path):
+    """output.save_seg: the sink writes each tick's (Ncam, h, w) label maps as RUN/seg/FRAME.png, and a tick read
+    back from ticks.jsonl gets exactly those labels (lab/video.py overlays them); without it, no seg folder."""
+    from runtime.sink import SEG_DIR, ResultSink, read_seg
+    from schema.results import record_from_json
+
+    r = replace(_result(3), seg=np.random.default_rng(0).integers(0, 11, (2, 44, 80), dtype=np.uint8))
+    sink = ResultSink(tmp_path / "run", save_seg=True)
+    sink.write(r)
+    sink.write(DropRecord("overload", frame_id=4, scene="scene-x", timestamp_us=1))
+    sink.close()
+    lines = (tmp_path / "run" / "ticks.jsonl").read_text().splitlines()
+    back = record_from_json(json.loads(lines[0]))
+    assert back.seg.size == 0  # ticks.jsonl holds the shape, not the labels
+    back = read_seg(tmp_path / "run" / SEG_DIR, back)
+    assert back.seg.dtype == np.uint8 and np.array_equal(back.seg, r.seg)
+    assert sorted(p.name for p in (tmp_path / "run" / SEG_DIR).iterdir()) == ["00000003.png"]  # drops have none
+    ResultSink(tmp_path / "plain").close()
+    assert not (tmp_path / "plain" / SEG_DIR).exists()
