@@ -115,6 +115,10 @@ def run_source(cfg, source, out_dir: Path, expected_samples=None, total: int | N
 
         source, kills = with_faults(source, faults, fault_seed), KillSchedule(faults)
     print(f"source: {source.describe()}", file=sys.stderr)
+    if model_factory is None and cfg.model.factory is not None:  # load() built and checked it once already
+        from runtime.model_factory import model_factory as configured_factory
+
+        model_factory = configured_factory(cfg, check=False)
     rt = Runtime(cfg, model_factory=model_factory)
     if recorder is not None:
         source = recorder.start().wrap(source)
