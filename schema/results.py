@@ -9,7 +9,7 @@ frame named by `DetectionArrays.frame` ('ego': x forward, y left; 'global': the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 import numpy as np
@@ -63,6 +63,12 @@ class DetectionArrays:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def __reduce__(self):
+        # Class names and attributes as a small vocabulary + one index array each: pickled one by one, a
+        # tick's hundreds of strings cost more than its arrays (Ray's serialiser visits every object)
+        names, attributes = _vocabulary(self.names), _vocabulary(self.attributes)
+        return _detections_from_packed, (self.frame, self.boxes, self.scores, self.labels, names, attributes, self.track_ids)
+
     @classmethod
     def empty(cls, frame: str = "ego") -> "DetectionArrays":
         return cls(frame, np.zeros((0, 9), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), ())
@@ -99,6 +105,51 @@ class DetectionArrays:
     def from_json(cls, d: dict) -> "DetectionArrays":
         return cls(d["frame"], np.asarray(d["boxes"], np.float32).reshape(-1, 9), d["scores"], d["labels"], d["names"],
                    d.get("attributes"), d.get("track_ids"))
+
+
+def _vocabulary(items: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
+    """Strings -> (their distinct values, (N,) int index of each item into them)."""
+    lookup: dict[str, int] = {}
+    index = [lookup.setdefault(x, len(lookup)) for x in items]
+    return tuple(lookup), np.array(index, np.int64)
+
+
+def _from_vocabulary(packed: tuple[tuple[str, ...], np.ndarray]) -> tuple[str, ...]:
+    vocab, index = packed
+    return tuple(np.asarray(vocab + ("",), dtype=object)[index].tolist())
+
+
+def _detections_from_packed(frame, boxes, scores, labels, names, attributes, track_ids) -> "DetectionArrays":
+    return DetectionArrays(frame, boxes, scores, labels, _from_vocabulary(names), _from_vocabulary(attributes), track_ids)
+
+
+def _pack_polylines(lines: Sequence["Polyline"]) -> tuple:
+    """Polylines -> (classes vocabulary + index, (L,) int64 point counts, (sum K, 2) float32 points): three arrays
+    for any number of lines."""
+    counts = np.array([len(p.points) for p in lines], np.int64)
+    points = np.concatenate([p.points for p in lines]) if lines else np.zeros((0, 2), np.float32)
+    return _vocabulary([p.cls for p in lines]), counts, points
+
+
+def _unpack_polylines(packed: tuple) -> tuple["Polyline", ...]:
+    """_pack_polylines' arrays -> the polylines: each a slice of one writable copy of the points (checked once,
+    so no per-line __post_init__)."""
+    classes, counts, points = packed
+    points = np.array(points, np.float32).reshape(-1, 2)
+    ends = np.cumsum(counts).tolist()
+    lines = []
+    for cls, start, end in zip(_from_vocabulary(classes), [0] + ends[:-1], ends):
+        line = object.__new__(Polyline)
+        object.__setattr__(line, "cls", cls)
+        object.__setattr__(line, "points", points[start:end])
+        lines.append(line)
+    return tuple(lines)
+
+
+def _tick_result_from_packed(state: dict) -> "TickResult":
+    state["polylines_ego"] = _unpack_polylines(state["polylines_ego"])
+    state["polylines_global"] = _unpack_polylines(state["polylines_global"])
+    return TickResult(**state)
 
 
 def _polyline_from_bytes(cls: str, data: bytes) -> "Polyline":
@@ -149,6 +200,14 @@ class TickResult(FrameHeader):
     valid: bool = True  # the model ran on this tick's inputs
 
     kind = "tick"
+
+    def __reduce__(self):
+        # Every polyline of both frames packed into three arrays (_pack_polylines): a result crosses from the
+        # actor to the driver and on to the sink, and per-object pickling was most of its serialisation
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state["polylines_ego"] = _pack_polylines(self.polylines_ego)
+        state["polylines_global"] = _pack_polylines(self.polylines_global)
+        return _tick_result_from_packed, (state,)
 
     @property
     def degraded(self) -> bool:
