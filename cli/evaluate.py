@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score detection within M metres of the ego only (caps the devkit's per-class ranges, "
                              "50 m for cars)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--config", type=Path, default=None, help="runtime.yaml (model section, checkpoint)")
+    parser.add_argument("--config", type=Path, default=None, help="runtime.yaml (model section, checkpoint; pipeline.scaled_decode)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             model, ckpt = _model(args, cfg)
             report = score_model(model, ckpt, split, args.scenes, args.keyframes_only, args.reset_every,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, scaled_decode=cfg.pipeline.scaled_decode)
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as exc:
         print(f"bevstream eval: {exc}", file=sys.stderr)
         return 2

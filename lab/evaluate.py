@@ -79,17 +79,21 @@ def score_streaming(split: Split, run_dir: Path, offline_results: Path | None = 
 
 
 def score_model(model, checkpoint: Path | None, split: Split, scenes: Sequence[str] | None = None,
-                keyframes_only: bool = False, reset_every: int | None = None, progress: bool = True) -> dict:
-    """The report of `model` run over the split (predict_split): detection, tracks, segmentation, road."""
+                keyframes_only: bool = False, reset_every: int | None = None, progress: bool = True,
+                scaled_decode: bool = True) -> dict:
+    """The report of `model` run over the split (predict_split: the runtime's tick; `scaled_decode` as the replay's
+    pipeline.scaled_decode): detection, tracks, segmentation, road."""
     run, path = predict_split(model, split.nusc, split.dataroot, split.version, split.eval_set,
                               split.out / "results_nusc.json", "bevstream eval", scenes=scenes,
-                              keyframes_only=keyframes_only, reset_every=reset_every, progress=progress)
+                              keyframes_only=keyframes_only, reset_every=reset_every, progress=progress,
+                              scaled_decode=scaled_decode)
     detection = run_detection_eval(split.nusc, path, split.eval_set, split.out / "detection", max_range=split.max_range)
     detection["samples_without_predictions"] = sum(1 for t in json.loads(path.read_text())["results"]
                                                    if t not in run.results)
     head = model.detection_head.config
     meta = {**split.meta(), "source": "model", "checkpoint": None if checkpoint is None else str(checkpoint),
-            "frames": run.frames, "keyframes": run.keyframes, "model_wall_s": round(run.wall_s, 2),
+            "frames": run.frames, "keyframes": run.keyframes, "dropped": run.dropped, "scaled_decode": scaled_decode,
+            "model_wall_s": round(run.wall_s, 2),
             "video_module": bool(model.config.video.enabled), "reset_every": reset_every, "results": str(path),
             "attributes": dataclasses.asdict(model.config.attributes),
             "nms_radius_m": dict(zip(DETECTION_NAMES, head.nms_radius_m)),

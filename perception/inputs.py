@@ -2,9 +2,10 @@
 
 `frame_set_inputs` is the one preprocessing of a FrameSet into the model's input: every present
 camera rectified by perception.rectify.Rectifier (`rectify_one`), absent cameras as zero images with
-identity calibration and mask False (as runtime/stages.BackboneStage lays them out). Training and
-offline evaluation both use it; the runtime's model adapter should call it too (or the same
-Rectifier calls), so the network never sees a preprocessing it was not trained on.
+identity calibration and mask False (as runtime/stages.BackboneStage lays them out). Training uses it;
+the runtime's model adapter makes the same Rectifier calls per camera (tests/runtime/test_model_adapter.py),
+and offline evaluation runs the runtime's stages, so the network never sees a preprocessing it was not
+trained on.
 """
 from __future__ import annotations
 

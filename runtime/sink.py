@@ -47,6 +47,16 @@ def read_seg(seg_dir: Path, result: TickResult) -> TickResult:
     return replace(result, seg=labels.reshape(len(result.seg_channels), -1, labels.shape[-1]))
 
 
+def keyframe_entries(result: TickResult, max_boxes: int = 500, track_prefix: str = "") -> tuple[list[dict], list[dict] | None]:
+    """A keyframe tick's official submission boxes and, with track ids, its tracking boxes (`track_prefix` before
+    each id): what the sink writes for it, and what `bevstream eval` scores."""
+    dets = result.detections_global
+    boxes = submission_boxes(result.sample_token, dets, max_boxes)
+    if dets.track_ids is None:
+        return boxes, None
+    return boxes, tracking_entries(boxes, ids_by_score(dets.scores, dets.track_ids), track_prefix)
+
+
 class ResultSink:
     """Streams records to ticks.jsonl and collects keyframe detections for results_nusc.json (and, with track
     ids, results_tracking.json)."""
@@ -71,15 +81,13 @@ class ResultSink:
         if self.seg_dir is not None and isinstance(record, TickResult) and record.seg.size:
             write_seg(self.seg_dir, record)
         if record.sample_token is not None:
-            boxes = (submission_boxes(record.sample_token, record.detections_global, self.max_boxes)
-                     if isinstance(record, TickResult) else [])
+            boxes, tracks = keyframe_entries(record, self.max_boxes) if isinstance(record, TickResult) else ([], None)
             self.results.setdefault(record.sample_token, [])
             if boxes:
                 self.results[record.sample_token] = boxes
-            if isinstance(record, TickResult) and record.detections_global.track_ids is not None:
+            if tracks is not None:
                 self.tracks = self.tracks if self.tracks is not None else {}
-                dets = record.detections_global
-                self.tracks[record.sample_token] = tracking_entries(boxes, ids_by_score(dets.scores, dets.track_ids))
+                self.tracks[record.sample_token] = tracks
 
     def close(self, summary: dict | None = None) -> dict:
         """Finish the files; returns the paths written."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -178,11 +178,14 @@ class BevStage:
     """BEV encoder + video module + heads; owns the temporal state and the tracker (both reset on a new
     scene, both kept in a checkpoint)."""
 
-    def __init__(self, model: PerceptionModel, state: Any = None):
+    def __init__(self, model: PerceptionModel, state: Any = None,
+                 wrap_track_filter: Callable[[Any, TickMeta], Any] | None = None):
         self.model = model
         self.state = state if state is not None else model.new_state()
         new_tracker = getattr(model, "new_tracker", None)  # optional: test doubles have none
         self.tracker = new_tracker() if new_tracker is not None else None
+        self.wrap_track_filter = wrap_track_filter  # (tick's track filter, meta) -> the filter decode uses (e.g. a recorder)
+        self.last_outputs: Any = None  # the model's raw step outputs of the last tick, for in-process evaluation
 
     def run(self, packet: FeaturePacket, meta: TickMeta) -> TickResult:
         start = time.time_ns()
@@ -201,11 +204,15 @@ class BevStage:
             timestamp_us=meta.timestamp_us,
         )
         outputs, self.state = self.model.step(packet.feats, inputs, self.state)
+        self.last_outputs = outputs
         if self.tracker is None:
             dets, lines = self.model.decode(outputs)
         else:
-            dets, lines = self.model.decode(outputs, self.tracker.track_filter(
-                meta.ego_to_global.matrix, meta.timestamp_us / 1e6, new_scene=meta.new_scene))
+            track_filter = self.tracker.track_filter(meta.ego_to_global.matrix, meta.timestamp_us / 1e6,
+                                                     new_scene=meta.new_scene)
+            if self.wrap_track_filter is not None:
+                track_filter = self.wrap_track_filter(track_filter, meta)
+            dets, lines = self.model.decode(outputs, track_filter)
         # The outputs in the global frame are part of the step's compute (the offline loop converts them too):
         # inside the 'bev' timing, so that the hand-over to the driver ('deliver') is only the runtime's own cost.
         global_frame = (dets.to_global(meta.ego_to_global), tuple(p.to_global(meta.ego_to_global) for p in lines))

@@ -228,39 +228,6 @@ def test_max_range_scores_only_what_lies_within_it(nusc, tmp_path):
     assert run_detection_eval(nusc, path, "val")["per_class_AP"]["car"] < 0.9
 
 
-@pytest.mark.parametrize("reset_every, fresh_at", [(None, [0]), (1, [0, 1, 2, 3, 4]), (2, [0, 2, 4])])
-def test_run_model_reset_every_starts_those_frames_from_a_fresh_state(monkeypatch, reset_every, fresh_at):
-    """`bevstream eval --reset-every N`: every N-th frame gets state None, the others the previous state."""
-    from types import SimpleNamespace
-
-    import lab.model_run
-    from lab.model_run import run_model
-    from perception.model import ModelConfig
-
-    monkeypatch.setattr(lab.model_run, "frame_set_inputs", lambda fs, rect: fs)
-    seen = []
-
-    class Model:
-        config = ModelConfig()
-        road_head = SimpleNamespace(config=SimpleNamespace())
-
-        def eval(self):
-            return self
-
-        def new_tracker(self):
-            return None
-
-        def __call__(self, x, state):
-            seen.append(state)
-            return None, (0 if state is None else state) + 1
-
-    frames = [SimpleNamespace(is_keyframe=False) for _ in range(5)]
-    source = SimpleNamespace(frame_sets=lambda: iter(frames), __len__=lambda: 5)
-    run = run_model(Model(), source, gt_reader=None, progress=False, reset_every=reset_every)
-    assert run.frames == 5
-    assert [k for k, s in enumerate(seen) if s is None] == fresh_at
-
-
 def test_matched_attributes_pairs_each_prediction_with_its_ground_truth(nusc, tmp_path):
     """The visible ground truth as predictions: every box in range matches its own annotation (speed and
     attribute its own); moved 1 m, they match within 2 m, and within 0.9 m only where another box stands near."""

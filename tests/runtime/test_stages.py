@@ -68,3 +68,34 @@ def test_bev_stage_tracks_within_a_scene_and_keeps_tracks_in_a_checkpoint():
     b.restore(a.checkpoint())
     fresh = BevStage(TrackingCountingModel())
     assert _bev_ticks(a, sets[4:5]) == _bev_ticks(b, sets[4:5]) != _bev_ticks(fresh, sets[4:5])
+
+
+def test_bev_stage_hands_each_track_filter_to_the_wrapper_and_keeps_the_last_outputs():
+    """wrap_track_filter sees every tick's filter with its meta and its result is what decode uses; last_outputs
+    is the step's output of the last tick."""
+    from runtime.stages import BevStage
+    from tests.runtime.fakes import TrackingCountingModel
+
+    seen = []
+
+    class Doubling:
+        """A filter around the tracker's own that reports twice the ids it gives."""
+
+        def __init__(self, inner, meta):
+            self.inner = inner
+            seen.append((meta.frame_id, meta.new_scene))
+
+        def __call__(self, *args):
+            return self.inner(*args)
+
+        @property
+        def track_ids(self):
+            return None if self.inner.track_ids is None else self.inner.track_ids * 2 + 10
+
+    sets = [make_frame_set(i, new_scene=(i in (0, 2))) for i in range(3)]
+    plain, wrapped = BevStage(TrackingCountingModel()), BevStage(TrackingCountingModel(), wrap_track_filter=Doubling)
+    assert wrapped.last_outputs is None
+    ids = [i for _, _, i in _bev_ticks(plain, sets)]
+    assert [i for _, _, i in _bev_ticks(wrapped, sets)] == [[2 * t + 10 for t in tick] for tick in ids]
+    assert seen == [(0, True), (1, False), (2, True)]
+    assert wrapped.last_outputs is not None
