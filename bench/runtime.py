@@ -14,7 +14,8 @@ of its own, and the reference for "same detections"), so what the decode saves a
 pipeline costs are told apart.
 CPU per tick: the loop's process; the runtime's actors + driver.
 Also (not --quick), variants in the same run: the other replay_max_in_flight, the other read_ahead,
-and scaled_decode false. Per process CPU and the hand-over gaps are in the json.
+the other replay_decode (JPEGs decoded in the backbone stage or in the driver) and scaled_decode false.
+Per process CPU and the hand-over gaps are in the json.
 Runtime: the default runtime.yaml pipeline (backbone actor + BEV actor; for a replay one tick in
 flight, each stage on every core in turn, a set loaded by the driver's reader threads when a slot
 frees) on the same frames from the same source, with the same weights (a seeded random-init
@@ -137,7 +138,8 @@ def hop_costs(r) -> dict:
     - put: the images into the object store (driver);
     - to_submit: the loaded set handed to the event loop until its submission starts;
     - submit: building the tick's metadata and the call;
-    - to_backbone: the call reaching the actor and its images resolved (Ray dispatch + object store read);
+    - to_backbone: the call reaching the actor and its images resolved (Ray dispatch + object store read), up to
+      the stage's decode of them (replay_decode: backbone) or its backbone;
     - backbone_to_bev: features handed from the backbone to the BEV step (in one process: a thread hand-over);
     - deliver: the result back to the driver (serialisation, transfer, the event loop's wake-up)."""
     by = {t.stage: t for t in r.timings}
@@ -145,7 +147,8 @@ def hop_costs(r) -> dict:
     return {"put": ms(by["put"].start_ns, by["put"].end_ns) if "put" in by else 0.0,
             "to_submit": ms(by["ingest"].end_ns, by["submit"].start_ns),
             "submit": ms(by["submit"].start_ns, by["submit"].end_ns),
-            "to_backbone": ms(by["submit"].end_ns, by["backbone"].start_ns),
+            # the stage's first work: decoding the set's JPEGs there (pipeline.replay_decode: backbone), else the backbone
+            "to_backbone": ms(by["submit"].end_ns, by["decode" if "decode" in by else "backbone"].start_ns),
             "backbone_to_bev": ms(by["backbone"].end_ns, by["bev"].start_ns),
             "deliver": ms(by["bev"].end_ns, by["deliver"].end_ns)}
 
@@ -203,14 +206,16 @@ def runtime_run(cfg, make_iter, warmup: int, decode_for=None) -> dict:
                                    "backbone_to_bev": statistics.median(gap(r, "backbone", True, "bev") for r in measured),
                                    "bev_to_driver": statistics.median(gap(r, "bev", True, "deliver") for r in measured)},
             "stage_ms_median": {s: statistics.median(t.duration_ms for r in measured for t in r.timings if t.stage == s)
-                                for s in ("ingest", "submit", "backbone", "bev", "deliver")},
+                                for s in ("ingest", "submit", "decode", "backbone", "bev", "deliver")
+                                if any(t.stage == s for t in measured[0].timings)},
             # the runtime's own cost per tick, hop by hop (medians; their per-tick sum is "runtime_cost_ms")
             "hop_ms_median": {k: statistics.median(h[k] for h in hops) for k in hops[0]},
             "runtime_cost_ms_median": statistics.median(sum(h.values()) for h in hops),
-            # the runtime's own share of a tick: latency minus the compute stages (load, backbone, BEV):
+            # the runtime's own share of a tick: latency minus the compute stages (load, decode, backbone, BEV):
             # Ray hand-overs, object-store transfers, waiting for a busy actor, the driver's event loop
             "outside_compute_ms_median": statistics.median(
-                r.latency_ms - sum(t.duration_ms for t in r.timings if t.stage in ("ingest", "backbone", "bev")) for r in measured)}
+                r.latency_ms - sum(t.duration_ms for t in r.timings if t.stage in ("ingest", "decode", "backbone", "bev"))
+                for r in measured)}
 
 
 def _med(xs, k):
@@ -366,6 +371,9 @@ def main() -> int:
                          rt_decode, "the other read_ahead: loading the next set while the actors work"),
     }
     if scaled:
+        other = "driver" if pc.replay_decode == "backbone" else "backbone"
+        variants[f"replay_decode_{other}"] = (cfg.model_copy(update={"pipeline": pc.model_copy(update={"replay_decode": other})}),
+                                              rt_decode, "the other place to decode a replay's JPEGs (same pixels)")
         variants["full_decode"] = (cfg.model_copy(update={"pipeline": pc.model_copy(update={"scaled_decode": False})}), None,
                                    "pipeline.scaled_decode false: the research loop's pixels, so what the pipeline alone costs")
     measured = {name: [] for name in variants}

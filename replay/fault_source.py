@@ -42,6 +42,12 @@ class FaultySource:
     def __len__(self) -> int:
         return len(self.source)
 
+    def decode_for(self, needed_size: Any, workers: int = 1, defer: bool = False) -> None:
+        """The wrapped source's, always decoding here: the faults damage pixels (never deferred to the backbone)."""
+        inner = getattr(self.source, "decode_for", None)  # a source without it decodes as it always does
+        if inner is not None:
+            inner(needed_size, workers=workers)
+
     @property
     def is_live(self) -> bool:
         return bool(getattr(self.source, "is_live", False))

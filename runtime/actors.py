@@ -106,10 +106,11 @@ class StateStore:
 class BackboneActor(_StageActor):
     """Preprocessing + backbone + image segmentation of all cameras of a tick, in one call."""
 
-    def __init__(self, model_factory: Callable[[], Any], torch_threads: int, seg_stride: int, store: Any) -> None:
+    def __init__(self, model_factory: Callable[[], Any], torch_threads: int, seg_stride: int, store: Any,
+                 decode_threads: int = 1) -> None:
         store = state_store(store)
         _set_threads(ray.get(store.threads_of.remote("backbone", torch_threads)))  # a restart keeps the stream's
-        self.stage = BackboneStage(model_factory(), seg_stride)
+        self.stage = BackboneStage(model_factory(), seg_stride, decode_threads)
         self.cameras = 0
         ray.get(store.note_start.remote("backbone"))
 
@@ -262,13 +263,13 @@ class PerceptionActor(_StageActor):
     STAGES = ("backbone", "bev")
 
     def __init__(self, model_factory: Callable[[], Any], threads: dict, seg_stride: int, store: Any,
-                 checkpoint_every: int) -> None:
+                 checkpoint_every: int, decode_threads: int = 1) -> None:
         store = state_store(store)
         self.pools: dict[str, ThreadPoolExecutor] = {}
         for name in self.STAGES:  # a restart keeps the stream's thread counts
             n = ray.get(store.threads_of.remote(name, threads[name]))
             self.pools[name] = ThreadPoolExecutor(1, thread_name_prefix=f"bevstream-{name}", initializer=_set_threads, initargs=(n,))
-        self.stage = BackboneStage(model_factory(), seg_stride)
+        self.stage = BackboneStage(model_factory(), seg_stride, decode_threads)
         self.cameras = 0
         self.bev = _BevSide(model_factory(), store, checkpoint_every, self.STAGES)
         self.pacer = _Pacer()

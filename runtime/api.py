@@ -106,7 +106,8 @@ class Runtime:
         scaled_decode = (not live and self.cfg.pipeline.scaled_decode and self.supervisor.prescaler is not None
                          and hasattr(source, "decode_for"))
         if scaled_decode:  # JPEGs decode only as large as the rectifier uses them (undone in `finally`)
-            source.decode_for(self.supervisor.prescaler.needed_size, workers=self.cfg.pipeline.ingest_threads)
+            defer = {"defer": True} if self.cfg.pipeline.replay_decode == "backbone" and _takes(source.decode_for, "defer") else {}
+            source.decode_for(self.supervisor.prescaler.needed_size, workers=self.cfg.pipeline.ingest_threads, **defer)
         if live and self.cfg.pipeline.live_ingest == "actor":
             ingest = self.supervisor.start_ingest(source)
             feeder = ActorFeeder(ingest)
@@ -183,3 +184,11 @@ class Runtime:
             loop.run_until_complete(_cancel_pending())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+
+
+def _takes(fn: Any, name: str) -> bool:
+    """Whether `fn` accepts the keyword `name` (a source's decode_for may predate `defer`: it then decodes itself)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())

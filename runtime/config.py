@@ -63,8 +63,11 @@ class PipelineConfig(_Strict):
     # Replayed JPEGs decode at the coarsest DCT scale that still gives the rectifier its full input
     # (replay/nuscenes/source.py decode_for); False: full-size decode, pixel-identical to a plain loop.
     scaled_decode: bool = True
+    # Where a replay's JPEGs decode (with scaled_decode): "backbone" = in the backbone stage's process (the driver reads
+    # the files; the object store carries the compressed bytes); "driver" = in the driver's reader threads.
+    replay_decode: Literal["backbone", "driver"] = "backbone"
     read_ahead: int = Field(0, ge=0)  # replay: frame sets loaded ahead of the pipeline's asks (0: on a free slot)
-    ingest_threads: int = Field(2, ge=1)  # replay: threads that decode and shrink a set's cameras at once
+    ingest_threads: int = Field(2, ge=1)  # replay: threads that decode (where replay_decode says) and shrink a set's cameras
 
     def cap(self, live: bool) -> int:
         """Ticks in flight for a live stream or a replay."""
@@ -119,7 +122,7 @@ class OutputConfig(_Strict):
 
 # The stages a tick's StageTimings name (runtime/feeders.py, ingest.py, admission.py, pipeline.py, stages.py,
 # replay/sync.py, replay/nuscenes/source.py): the keys `profile.budgets_ms` accepts.
-TIMED_STAGES = ("exposures", "sync", "load", "put", "ingest", "submit", "backbone_camera", "backbone", "bev", "deliver")
+TIMED_STAGES = ("exposures", "sync", "load", "put", "ingest", "submit", "backbone_camera", "decode", "backbone", "bev", "deliver")
 DEFAULT_BUDGETS_MS = {"ingest": 5.0, "submit": 2.0, "backbone": 35.0, "bev": 45.0, "deliver": 5.0}
 
 

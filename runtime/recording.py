@@ -209,6 +209,12 @@ class RecordingSource:
     def __len__(self) -> int:
         return len(self._source)
 
+    def decode_for(self, needed_size: Any, workers: int = 1, defer: bool = False) -> None:
+        """The wrapped source's, always decoding here: the recorder writes the pixels the runtime gets."""
+        inner = getattr(self._source, "decode_for", None)  # a source without it decodes as it always does
+        if inner is not None:
+            inner(needed_size, workers=workers)
+
     def _frame_sets(self) -> Iterator[FrameSet]:
         for frame_set in self._source.frame_sets():
             self._recorder.frame_set(frame_set)

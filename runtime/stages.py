@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import pickle
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from replay.jpeg import decode_encoded
 from runtime.model_protocol import BevInputs, PerceptionModel
-from schema.messages import CAMERA_CHANNELS, FrameHeader, FrameSet, Pose, StageTiming
+from schema.messages import CAMERA_CHANNELS, EncodedImage, FrameHeader, FrameSet, Pose, StageTiming
 from schema.results import DetectionArrays, Polyline, TickResult
 
 NCAM = len(CAMERA_CHANNELS)
@@ -52,6 +54,13 @@ class TickMeta(FrameHeader):
             timings=tuple(fs.timings),
         )
 
+    def without(self, channels: Sequence[str]) -> "TickMeta":
+        """This tick with `channels` gone from its cameras (calibration rows included) and counted missing."""
+        keep = [i for i, c in enumerate(self.channels) if c not in channels]
+        gone = set(channels) | set(self.missing)
+        return replace(self, channels=tuple(self.channels[i] for i in keep), intrinsics=self.intrinsics[keep],
+                       sensor_to_ego=self.sensor_to_ego[keep], missing=tuple(c for c in CAMERA_CHANNELS if c in gone))
+
 
 @dataclass(frozen=True)
 class FeaturePacket:
@@ -64,6 +73,8 @@ class FeaturePacket:
     seg: np.ndarray  # (N_present, hs, ws) uint8 labels
     timing: StageTiming
     camera_timings: tuple[StageTiming, ...] = ()  # per-camera encoding: each camera's 'backbone_camera'
+    lost: tuple[str, ...] = ()  # cameras whose image did not decode here (decode_images): missing from the tick
+    decode_timing: StageTiming | None = None  # 'decode' of the set's encoded images, when it had any
 
 
 @dataclass(frozen=True)
@@ -123,19 +134,54 @@ def warmup_meta(size: tuple[int, int] = (198, 352)) -> TickMeta:
                     ego_to_global=Pose.identity(), kinematics=np.zeros(7, np.float32), new_scene=True, timings=())
 
 
+def decode_images(images: Sequence[Any], meta: TickMeta, pool: ThreadPoolExecutor | None = None
+                  ) -> tuple[list[np.ndarray], TickMeta, tuple[str, ...]]:
+    """A tick's images with every EncodedImage decoded (in `pool`'s threads when given: simplejpeg frees the GIL).
+    A camera whose JPEG does not decode leaves the tick as a missing camera, as it would from a source that
+    decodes it itself. -> (the images, the tick without the lost cameras, the lost channels); ValueError (a
+    'bad_input' drop) when no camera is left."""
+    encoded = [i for i, im in enumerate(images) if isinstance(im, EncodedImage)]
+    if not encoded:
+        return list(images), meta, ()
+
+    def attempt(im: EncodedImage) -> np.ndarray | ValueError:
+        try:
+            return decode_encoded(im)
+        except ValueError as e:  # simplejpeg (strict) raises ValueError on corrupt data
+            return e
+
+    done = list(pool.map(attempt, [images[i] for i in encoded])) if pool is not None else [attempt(images[i]) for i in encoded]
+    out = list(images)
+    for i, got in zip(encoded, done):
+        out[i] = got
+    lost = tuple(meta.channels[i] for i, got in zip(encoded, done) if isinstance(got, ValueError))
+    if not lost:
+        return out, meta, ()
+    if len(lost) == len(images):
+        raise ValueError(f"no camera image of the set decodes ({', '.join(lost)}): {done[0]}")
+    return [im for im, c in zip(out, meta.channels) if c not in lost], meta.without(lost), lost
+
+
 class BackboneStage:
     """Preprocessing + per-camera backbone + image segmentation, all present cameras in one call."""
 
-    def __init__(self, model: PerceptionModel, seg_stride: int = 1):
+    def __init__(self, model: PerceptionModel, seg_stride: int = 1, decode_threads: int = 1):
         self.model = model
         self.seg_stride = seg_stride
+        # a replay's encoded images (schema EncodedImage) decode here, a set's cameras in this many threads at once
+        self.decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="bevstream-decode") if decode_threads > 1 else None
 
     def warmup(self, size: tuple[int, int] = (198, 352)) -> FeaturePacket:
         meta = warmup_meta(size)
         return self.run([np.full(size + (3,), 128, np.uint8)] * NCAM, meta)
 
-    def run(self, images: list[np.ndarray], meta: TickMeta) -> FeaturePacket:
+    def run(self, images: list, meta: TickMeta) -> FeaturePacket:
+        """(H, W, 3) uint8 images or EncodedImages (decoded first, as 'decode') of `meta`'s cameras -> features."""
+        decode_start = time.time_ns()
+        encoded = any(isinstance(im, EncodedImage) for im in images)
+        images, meta, lost = decode_images(images, meta, self.decode_pool)
         start = time.time_ns()
+        decode_timing = StageTiming("decode", decode_start, start) if encoded else None
         x, k, c2e = self.model.preprocess(list(images), meta.channels, meta.intrinsics, meta.sensor_to_ego)  # (1, N, 3, H, W)
         feats, seg = self.model.encode(x)  # (1, N, C, h, w), (N, hs, ws)
         feats = np.asarray(feats, np.float32)
@@ -149,7 +195,8 @@ class BackboneStage:
         mask = np.zeros((1, NCAM), bool)
         mask[0, slots] = True
         seg = np.ascontiguousarray(np.asarray(seg, np.uint8)[:, :: self.seg_stride, :: self.seg_stride])
-        return FeaturePacket(full, intr, ext, mask, seg, StageTiming("backbone", start, time.time_ns()))
+        return FeaturePacket(full, intr, ext, mask, seg, StageTiming("backbone", start, time.time_ns()), lost=lost,
+                             decode_timing=decode_timing)
 
     def run_cameras(self, images: Sequence[np.ndarray], channels: Sequence[str], intrinsics: np.ndarray,
                     sensor_to_ego: np.ndarray) -> list[CameraFeatures]:
@@ -189,6 +236,8 @@ class BevStage:
 
     def run(self, packet: FeaturePacket, meta: TickMeta) -> TickResult:
         start = time.time_ns()
+        if packet.lost:  # cameras whose image the backbone stage could not decode
+            meta = meta.without(packet.lost)
         if meta.new_scene:
             self.state = self.model.new_state()
         inputs = BevInputs(
@@ -272,6 +321,7 @@ def make_tick_result(meta: TickMeta, packet: FeaturePacket, dets: DetectionArray
         seg=packet.seg,
         missing=meta.missing,
         new_scene=meta.new_scene,
-        timings=meta.timings + packet.camera_timings + (packet.timing, timing),
+        timings=meta.timings + packet.camera_timings + ((packet.decode_timing,) if packet.decode_timing else ())
+        + (packet.timing, timing),
         valid=True,
     )

@@ -117,11 +117,11 @@ class Supervisor:
             opts = _options(st.bev, max(nb, nv))
             opts.update(num_cpus=st.backbone.num_cpus + st.bev.num_cpus, max_restarts=min(st.backbone.max_restarts, st.bev.max_restarts))
             self.backbone = self.bev = ray.remote(PerceptionActor).options(**opts).remote(
-                self.model_factory, dict(self.threads), pc.seg_stride, store_name, pc.checkpoint_every)
+                self.model_factory, dict(self.threads), pc.seg_stride, store_name, pc.checkpoint_every, pc.ingest_threads)
             warm = [self.bev.warmup.remote(per_camera)]
         else:
             self.backbone = ray.remote(BackboneActor).options(**_options(st.backbone, nb)).remote(
-                self.model_factory, nb, pc.seg_stride, store_name)
+                self.model_factory, nb, pc.seg_stride, store_name, pc.ingest_threads)
             self.bev = ray.remote(BevActor).options(**_options(st.bev, nv)).remote(
                 self.model_factory, nv, store_name, pc.checkpoint_every)
             # Once, before the stream: the actors are up and have run one synthetic tick (warm-up); with

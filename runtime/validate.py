@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from schema.messages import CAMERA_CHANNELS, FrameSet
+from schema.messages import CAMERA_CHANNELS, EncodedImage, FrameSet
 
 
 def check_frame_set(fs: FrameSet, min_cameras: int = 1) -> tuple[str, str] | None:
@@ -22,11 +22,14 @@ def check_frame_set(fs: FrameSet, min_cameras: int = 1) -> tuple[str, str] | Non
             return "bad_input", f"camera {where} appears twice"
         seen.add(cam.channel)
         img = cam.image
-        if not isinstance(img, np.ndarray):
+        if isinstance(img, EncodedImage):  # a replay's JPEG, decoded by the backbone stage (a corrupt one goes missing there)
+            if not img.data or len(img.shape) != 3 or img.shape[2] != 3 or min(img.shape[:2]) < 8:
+                return "bad_input", f"{where}: encoded image of shape {img.shape} and {len(img.data)} bytes"
+        elif not isinstance(img, np.ndarray):
             return "bad_input", f"{where}: image is {type(img).__name__}, expected a numpy array"
-        if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 8 or img.shape[1] < 8:
+        elif img.ndim != 3 or img.shape[2] != 3 or img.shape[0] < 8 or img.shape[1] < 8:
             return "bad_input", f"{where}: image shape {img.shape}, expected (H, W, 3)"
-        if img.dtype != np.uint8:
+        elif img.dtype != np.uint8:
             return "bad_input", f"{where}: image dtype {img.dtype}, expected uint8"
         k = np.asarray(cam.intrinsic)
         if k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:

@@ -8,7 +8,7 @@ Conventions (those of nuScenes):
 - timestamps are integer microseconds (`*_us`); stage timings are wall-clock nanoseconds
   (`time.time_ns()`), so end-to-end latency can be measured from a sensor timestamp;
 - a `Pose` maps points from a child frame into its parent frame (sensor -> ego, ego -> global);
-- images are (H, W, 3) uint8 RGB.
+- images are (H, W, 3) uint8 RGB, or an `EncodedImage` (a replay's JPEG, decoded where the backbone runs).
 
 This module imports no Ray and no torch: sources and pure code may import it freely.
 """
@@ -173,14 +173,25 @@ def timings_from_json(items: Sequence[dict]) -> tuple[StageTiming, ...]:
 
 
 @dataclass(frozen=True)
+class EncodedImage:
+    """A camera image still compressed: a JPEG file's bytes and the (H, W, 3) it decodes to at 1/`scale` of its
+    full size (libjpeg's DCT scaling). A replay hands these on so that decoding runs in the backbone's
+    process (runtime.stages, replay/jpeg.py) instead of the driver, and the object store carries ~10x fewer bytes."""
+
+    data: bytes
+    shape: tuple[int, int, int]  # (H, W, 3) of the decoded image
+    scale: int = 1  # 1, 2, 4 or 8
+
+
+@dataclass(frozen=True)
 class CameraFrame:
     """One image of one camera, with its calibration and the ego pose at its own timestamp."""
 
     channel: str  # one of CAMERA_CHANNELS
     frame_id: int  # the 12 Hz cycle this frame belongs to, counted from the stream's start
     timestamp_us: int  # sensor (exposure) timestamp
-    image: np.ndarray  # (H, W, 3) uint8 RGB
-    intrinsic: np.ndarray  # (3, 3) float64, for this image's own resolution
+    image: np.ndarray | EncodedImage  # (H, W, 3) uint8 RGB, or still compressed (decoded by the backbone stage)
+    intrinsic: np.ndarray  # (3, 3) float64, for this image's own (decoded) resolution
     sensor_to_ego: Pose
     ego_to_global: Pose  # ego pose at timestamp_us
     scene: str  # scene name; a change of scene resets the temporal state
@@ -192,7 +203,7 @@ class CameraFrame:
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) in pixels."""
-        return int(self.image.shape[1]), int(self.image.shape[0])
+        return int(self.image.shape[1]), int(self.image.shape[0])  # an EncodedImage has the decoded shape too
 
 
 @dataclass(frozen=True)

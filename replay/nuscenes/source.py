@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from replay.jpeg import dct_scale, decode_jpeg_at, encoded_jpeg, is_jpeg, jpeg_size
 from replay.kinematics import kinematics_in_track
 from replay.sync import CYCLE_US, cluster_cycles
 from schema.camera import scale_intrinsic
@@ -84,19 +85,11 @@ def decode_image(path: str | Path, min_size_for: Callable[[tuple[int, int]], tup
     1600x900 nuScenes image at 1/2 costs about a quarter of a full decode. Pixel centres keep the
     convention of `schema.camera.scale_intrinsic` (a 1/s image's pixel i covers source pixels
     s*i .. s*i+s-1). Other formats decode in full with Pillow."""
-    import simplejpeg
-
     data = Path(path).read_bytes()
-    if not simplejpeg.is_jpeg(data):
+    if not is_jpeg(data):
         return _decode_other(path)
-    h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-    s = 1
-    if min_size_for is not None:
-        nh, nw = min_size_for((h, w))
-        while s < 8 and -(-h // (2 * s)) >= nh and -(-w // (2 * s)) >= nw:
-            s *= 2
-    # min_height/min_width of the 1/s size: libjpeg-turbo's coarsest scale still that big is exactly 1/s
-    return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=-(-h // s), min_width=-(-w // s), strict=True), (h, w)
+    full = jpeg_size(data)
+    return decode_jpeg_at(data, full, dct_scale(full, min_size_for)), full
 
 
 def _decode_other(path: str | Path) -> tuple[np.ndarray, tuple[int, int]]:
@@ -149,16 +142,20 @@ class NuScenesSource:
         self.skipped: list[SkipRecord] = []
         self._plans: dict[str, tuple[list[_Cycle], list[int], list[Pose]]] = {}
         self._needed_size: Callable[[np.ndarray, tuple[int, int]], tuple[int, int]] | None = None
+        self._defer = False  # decode_for(defer=True): JPEGs left encoded for the backbone stage
         self._pool = None  # decode_for(workers > 1): a thread pool that decodes a set's cameras at once
         self.stats = ReplayStats()
 
     def decode_for(self, needed_size: Callable[[np.ndarray, tuple[int, int]], tuple[int, int]] | None,
-                   workers: int = 1) -> None:
+                   workers: int = 1, defer: bool = False) -> None:
         """Let the consumer say how much of each image it uses: `needed_size(intrinsic, (H, W))` -> (h, w).
         JPEGs then decode at the coarsest DCT scale still that big (`load_image`), each camera's
         intrinsic scaled to the decoded size, and with `workers` > 1 a set's cameras decode in that many
-        threads at once. None: full size, one camera after another, again."""
+        threads at once. With `defer`, JPEGs are not decoded here: each camera's image is an EncodedImage
+        (header read, intrinsic scaled alike) for the backbone stage to decode. None: full size, one camera
+        after another, again."""
         self._needed_size = needed_size
+        self._defer = defer and needed_size is not None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -408,8 +405,14 @@ class NuScenesSource:
         if self._needed_size is None or intrinsic.shape != (3, 3) or not np.all(np.isfinite(intrinsic)):
             return load_image(path), intrinsic  # a bad intrinsic goes on as it is: the input check names it
         needed = self._needed_size
-        image, full = decode_image(path, lambda size: needed(intrinsic, size))
-        if image.shape[:2] == full:
+        image = None
+        if self._defer:
+            data = path.read_bytes()
+            if is_jpeg(data):  # other formats decode here, as always
+                image, full = encoded_jpeg(data, lambda size: needed(intrinsic, size))
+        if image is None:
+            image, full = decode_image(path, lambda size: needed(intrinsic, size))
+        if tuple(image.shape[:2]) == full:
             return image, intrinsic
         return image, scale_intrinsic(intrinsic, image.shape[1] / full[1], image.shape[0] / full[0])
 

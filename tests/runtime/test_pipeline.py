@@ -199,6 +199,35 @@ class _DecodingSource(ListSource):
         self.workers = self.workers if needed_size is None else workers
 
 
+class _DeferringSource(_DecodingSource):
+    """As _DecodingSource, and it can leave its JPEGs for the backbone stage to decode (decode_for's `defer`)."""
+
+    def __init__(self, sets):
+        super().__init__(sets)
+        self.defers = []
+
+    def decode_for(self, needed_size, workers=1, defer=False):
+        super().decode_for(needed_size, workers)
+        self.defers.append(defer)
+
+
+@pytest.mark.parametrize("replay_decode", ["backbone", "driver"])
+def test_replay_decode_asks_a_source_that_can_to_leave_its_jpegs_encoded(ray_session, counting_factory, replay_decode):
+    """pipeline.replay_decode: backbone hands decoding to the backbone stage where the source can defer it
+    (a source whose decode_for has no `defer` keeps decoding itself: the test above)."""
+    from perception.rectify import RectifyConfig
+    from runtime.prescale import Prescaler
+
+    src = _DeferringSource([make_frame_set(i) for i in range(2)])
+    cfg = small_config(scaled_decode=True)
+    cfg = cfg.model_copy(update={"pipeline": cfg.pipeline.model_copy(update={"replay_decode": replay_decode})})
+    with Runtime(cfg, model_factory=counting_factory) as rt:
+        rt.supervisor.prescaler = Prescaler(RectifyConfig())
+        records = list(rt.iterate(src))
+        assert src.hints[0] == rt.supervisor.prescaler.needed_size
+    _account(records, [0, 1])
+    assert src.defers == [replay_decode == "backbone", False]  # for the stream, then undone with the hint
+
 @pytest.mark.parametrize("scaled", [True, False])
 def test_replay_tells_the_source_the_size_the_rectifier_needs(ray_session, counting_factory, scaled):
     from perception.rectify import RectifyConfig

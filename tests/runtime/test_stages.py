@@ -99,3 +99,64 @@ def test_bev_stage_hands_each_track_filter_to_the_wrapper_and_keeps_the_last_out
     assert [i for _, _, i in _bev_ticks(wrapped, sets)] == [[2 * t + 10 for t in tick] for tick in ids]
     assert seen == [(0, True), (1, False), (2, True)]
     assert wrapped.last_outputs is not None
+
+
+def _encoded_set(corrupt=()):
+    """A synthetic set whose cameras carry JPEGs left encoded (as a replay with replay_decode: backbone hands
+    them on), and the same set with those JPEGs decoded; `corrupt` channels get cut-short data."""
+    import io
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from replay.jpeg import decode_encoded, encoded_jpeg
+    from schema.messages import EncodedImage
+
+    fs = make_frame_set(0, size=(48, 80))
+    enc, dec = [], []
+    for cam in fs.cameras:
+        buf = io.BytesIO()
+        Image.fromarray(cam.image).save(buf, format="JPEG", quality=95)
+        image, _ = encoded_jpeg(buf.getvalue())
+        if cam.channel in corrupt:
+            image = EncodedImage(image.data[: len(image.data) // 3], image.shape, image.scale)
+        enc.append(replace(cam, image=image))
+        dec.append(replace(cam, image=decode_encoded(image) if cam.channel not in corrupt else None))
+    return replace(fs, cameras=tuple(enc)), replace(fs, cameras=tuple(c for c in dec if c.image is not None),
+                                                      missing=tuple(corrupt))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_backbone_decodes_encoded_images_as_the_driver_would(threads):
+    """Decoding in the backbone stage (one thread or a pool) gives the packet and tick of the same set decoded
+    before; a 'decode' timing is recorded."""
+    from runtime.stages import BevStage
+
+    enc, dec = _encoded_set()
+    stage = BackboneStage(CountingModel(), decode_threads=threads)
+    a = stage.run([c.image for c in enc.cameras], TickMeta.from_frame_set(enc))
+    b = stage.run([c.image for c in dec.cameras], TickMeta.from_frame_set(dec))
+    np.testing.assert_array_equal(a.feats, b.feats)
+    np.testing.assert_array_equal(a.seg, b.seg)
+    assert a.lost == () and a.decode_timing is not None and b.decode_timing is None
+    tick = BevStage(CountingModel()).run(a, TickMeta.from_frame_set(enc))
+    assert "decode" in [t.stage for t in tick.timings] and tick.missing == ()
+
+
+def test_a_camera_that_does_not_decode_becomes_missing():
+    """A corrupt JPEG found in the backbone stage drops that camera from the tick (missing, no seg), as a source
+    that decodes it itself would; every camera corrupt is a ValueError (a 'bad_input' drop record)."""
+    from runtime.stages import BevStage
+
+    enc, dec = _encoded_set(corrupt=("CAM_BACK",))
+    packet = BackboneStage(CountingModel()).run([c.image for c in enc.cameras], TickMeta.from_frame_set(enc))
+    assert packet.lost == ("CAM_BACK",)
+    ref = BackboneStage(CountingModel()).run([c.image for c in dec.cameras], TickMeta.from_frame_set(dec))
+    np.testing.assert_array_equal(packet.feats, ref.feats)
+    np.testing.assert_array_equal(packet.camera_mask, ref.camera_mask)
+    tick = BevStage(CountingModel()).run(packet, TickMeta.from_frame_set(enc))
+    assert tick.missing == ("CAM_BACK",) and "CAM_BACK" not in tick.seg_channels and len(tick.seg) == 5
+
+    all_bad, _ = _encoded_set(corrupt=tuple(c.channel for c in enc.cameras))
+    with pytest.raises(ValueError, match="no camera image"):
+        BackboneStage(CountingModel()).run([c.image for c in all_bad.cameras], TickMeta.from_frame_set(all_bad))

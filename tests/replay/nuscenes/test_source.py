@@ -99,6 +99,29 @@ def test_decode_for_decodes_jpegs_at_a_dct_scale_with_the_intrinsic_of_that_scal
     np.testing.assert_array_equal(again.cameras[0].image, full.cameras[0].image)
 
 
+def test_decode_for_defer_leaves_jpegs_encoded_with_the_same_intrinsics_and_pixels(real_scene_root):
+    """decode_for(defer=True): each camera carries an EncodedImage (replay_decode: backbone) whose promised shape,
+    intrinsic and decoded pixels are those of decoding in the source."""
+    from replay.jpeg import decode_encoded
+    from schema.messages import EncodedImage
+
+    src = NuScenesSource(real_scene_root, "v1.0-trainval", keyframes_only=True)
+
+    def needed(k, size):
+        return 226, 402  # the shipped rectifier's need for nuScenes: decodes at 1/2
+
+    src.decode_for(needed)
+    now = next(src.frame_sets())
+    src.decode_for(needed, defer=True)
+    later = next(src.frame_sets())
+    src.decode_for(None)
+    assert [c.channel for c in now.cameras] == [c.channel for c in later.cameras]
+    for a, b in zip(now.cameras, later.cameras):
+        assert isinstance(b.image, EncodedImage) and b.image.shape == a.image.shape and b.size == a.size
+        np.testing.assert_array_equal(b.intrinsic, a.intrinsic)
+        np.testing.assert_array_equal(decode_encoded(b.image), a.image)
+
+
 def test_real_scene_selection_errors_and_splits(real_scene_root, tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nope")):
         NuScenesSource(tmp_path / "nope", "v1.0-trainval")
