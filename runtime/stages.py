@@ -134,32 +134,49 @@ def warmup_meta(size: tuple[int, int] = (198, 352)) -> TickMeta:
                     ego_to_global=Pose.identity(), kinematics=np.zeros(7, np.float32), new_scene=True, timings=())
 
 
-def decode_images(images: Sequence[Any], meta: TickMeta, pool: ThreadPoolExecutor | None = None
+def decode_images(images: Sequence[Any], meta: TickMeta, pool: ThreadPoolExecutor | None = None,
+                  shrink: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None = None
                   ) -> tuple[list[np.ndarray], TickMeta, tuple[str, ...]]:
-    """A tick's images with every EncodedImage decoded (in `pool`'s threads when given: simplejpeg frees the GIL).
-    A camera whose JPEG does not decode leaves the tick as a missing camera, as it would from a source that
-    decodes it itself. -> (the images, the tick without the lost cameras, the lost channels); ValueError (a
+    """A tick's images with every EncodedImage decoded and, with `shrink` (runtime.prescale.Prescaler.shrink: the
+    rectifier's own anti-aliased shrink, done here so it runs in the pool too), shrunk, its intrinsic with it.
+    In `pool`'s threads when given (simplejpeg and torch free the GIL). A camera whose JPEG does not decode
+    leaves the tick as a missing camera, as it would from a source that decodes it itself. -> (the images,
+    the tick without the lost cameras and with the new intrinsics, the lost channels); ValueError (a
     'bad_input' drop) when no camera is left."""
     encoded = [i for i, im in enumerate(images) if isinstance(im, EncodedImage)]
     if not encoded:
         return list(images), meta, ()
 
-    def attempt(im: EncodedImage) -> np.ndarray | ValueError:
+    def attempt(i: int) -> tuple[np.ndarray, np.ndarray] | ValueError:
         try:
-            return decode_encoded(im)
+            image, k = decode_encoded(images[i]), meta.intrinsics[i]
         except ValueError as e:  # simplejpeg (strict) raises ValueError on corrupt data
             return e
+        smaller = shrink(image, k) if shrink is not None else None
+        return (image, k) if smaller is None else smaller
 
-    done = list(pool.map(attempt, [images[i] for i in encoded])) if pool is not None else [attempt(images[i]) for i in encoded]
-    out = list(images)
+    done = list(pool.map(attempt, encoded)) if pool is not None else [attempt(i) for i in encoded]
+    out, intrinsics = list(images), np.array(meta.intrinsics, np.float64)
     for i, got in zip(encoded, done):
-        out[i] = got
+        if not isinstance(got, ValueError):
+            out[i], intrinsics[i] = got
+    meta = replace(meta, intrinsics=intrinsics)
     lost = tuple(meta.channels[i] for i, got in zip(encoded, done) if isinstance(got, ValueError))
     if not lost:
         return out, meta, ()
     if len(lost) == len(images):
         raise ValueError(f"no camera image of the set decodes ({', '.join(lost)}): {done[0]}")
     return [im for im, c in zip(out, meta.channels) if c not in lost], meta.without(lost), lost
+
+
+def _prescaler_of(model: PerceptionModel) -> Any:
+    """The rectifier's shrink for `model`'s own rectification settings (BEVStreamAdapter), or None."""
+    rect = getattr(getattr(getattr(model, "model", None), "config", None), "rectify", None)
+    if rect is None:
+        return None
+    from runtime.prescale import Prescaler
+
+    return Prescaler(rect)
 
 
 class BackboneStage:
@@ -170,6 +187,7 @@ class BackboneStage:
         self.seg_stride = seg_stride
         # a replay's encoded images (schema EncodedImage) decode here, a set's cameras in this many threads at once
         self.decode_pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="bevstream-decode") if decode_threads > 1 else None
+        self.prescaler = _prescaler_of(model)  # decoded images shrink in the pool too, before the rectifier
 
     def warmup(self, size: tuple[int, int] = (198, 352)) -> FeaturePacket:
         meta = warmup_meta(size)
@@ -179,7 +197,8 @@ class BackboneStage:
         """(H, W, 3) uint8 images or EncodedImages (decoded first, as 'decode') of `meta`'s cameras -> features."""
         decode_start = time.time_ns()
         encoded = any(isinstance(im, EncodedImage) for im in images)
-        images, meta, lost = decode_images(images, meta, self.decode_pool)
+        images, meta, lost = decode_images(images, meta, self.decode_pool,
+                                           None if self.prescaler is None else self.prescaler.shrink)
         start = time.time_ns()
         decode_timing = StageTiming("decode", decode_start, start) if encoded else None
         x, k, c2e = self.model.preprocess(list(images), meta.channels, meta.intrinsics, meta.sensor_to_ego)  # (1, N, 3, H, W)

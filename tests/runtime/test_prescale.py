@@ -2,6 +2,7 @@
 the rectifier makes from the full-resolution image."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -68,3 +69,31 @@ def test_scaled_decode_gives_the_rectifier_nearly_the_same_input(real_scene_root
         assert a.image.shape == b.image.shape
         np.testing.assert_allclose(a.intrinsic, b.intrinsic, rtol=1e-9)
         assert np.abs(a.image.astype(int) - b.image.astype(int)).mean() < 1.0  # grey levels (measured: ~0.3)
+
+
+def test_backbone_decode_shrinks_as_the_driver_prescaler_does():
+    """Decoded in the backbone stage's pool and shrunk there (decode_images with Prescaler.shrink), a replay's
+    JPEGs give the pixels and intrinsics the driver's decode + Prescaler gave: the same model input."""
+    import io
+
+    from PIL import Image
+
+    from replay.jpeg import decode_encoded, encoded_jpeg
+    from runtime.stages import TickMeta, decode_images
+
+    fs = _nuscenes_like_set()
+    cams = []
+    for c in fs.cameras:
+        buf = io.BytesIO()
+        Image.fromarray(c.image[::2, ::2]).save(buf, format="JPEG", quality=90)  # 800x450, as scaled decode gives
+        cams.append(replace(c, image=encoded_jpeg(buf.getvalue())[0], intrinsic=c.intrinsic * [[0.5], [0.5], [1]]))
+    encoded = replace(fs, cameras=tuple(cams))
+    decoded = replace(fs, cameras=tuple(replace(c, image=decode_encoded(c.image)) for c in cams))
+    by_driver = Prescaler(RectifyConfig())(decoded)
+    pool = ThreadPoolExecutor(2)
+    images, meta, lost = decode_images([c.image for c in cams], TickMeta.from_frame_set(encoded), pool,
+                                       Prescaler(RectifyConfig()).shrink)
+    assert lost == () and images[0].shape[0] < 450  # shrunk
+    for image, k, c in zip(images, meta.intrinsics, by_driver.cameras):
+        np.testing.assert_array_equal(image, c.image)
+        np.testing.assert_array_equal(k, c.intrinsic)
