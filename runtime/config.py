@@ -59,7 +59,7 @@ class PipelineConfig(_Strict):
     live_ingest: Literal["actor", "thread"] = "actor"  # where a live source runs and is synchronised
     # Live sources through the ingest actor: "camera" = each camera goes to the backbone as it arrives
     # (the BEV step starts once the set's last camera is encoded); "set" = the whole set at once.
-    live_encode: Literal["camera", "set"] = "camera"
+    live_encode: Literal["camera", "set"] = "set"
     # Replayed JPEGs decode at the coarsest DCT scale that still gives the rectifier its full input
     # (replay/nuscenes/source.py decode_for); False: full-size decode, pixel-identical to a plain loop.
     scaled_decode: bool = True
