@@ -20,7 +20,7 @@ from schema.results import DropRecord, TickResult
 
 Record = TickResult | DropRecord
 STAGE_ORDER = ("end to end", "sensor->ingest", "exposures", "sync", "load", "put", "ingest", "submit",
-               "backbone_camera", "backbone", "bev", "deliver", "drops")
+               "backbone_camera", "decode", "backbone", "bev", "deliver", "drops")
 PROCESS_ORDER = ("ticks", "vehicle", "ingest actor", "driver", "perception actor", "backbone actor", "bev actor")
 DERIVED = ("end to end", "sensor->ingest")  # spans computed from a tick's timings, not recorded by a stage
 
@@ -42,7 +42,8 @@ def trace_layout(live: bool, ingest_actor: bool = True, fused: bool = True) -> T
     backbone, bev = ("perception actor",) * 2 if fused else ("backbone actor", "bev actor")
     return TraceLayout({"end to end": "ticks", "sensor->ingest": "ticks", "exposures": "vehicle", "sync": ingest,
                         "load": ingest, "put": ingest, "ingest": ingest, "submit": "driver", "deliver": "driver",
-                        "drops": "driver", "backbone_camera": backbone, "backbone": backbone, "bev": bev})
+                        "drops": "driver", "backbone_camera": backbone, "decode": backbone, "backbone": backbone,
+                        "bev": bev})
 
 
 @dataclass

@@ -11,7 +11,10 @@ from tests.runtime.profiling.trace_format import check_trace
 def test_profile_live_vehicle_writes_a_perfetto_trace_table_and_pictures(ray_session, tmp_path):
     trace = tmp_path / "trace.json"
     out = tmp_path / "prof"
-    rc = main(["profile", "--ticks", "6", "--out", str(out), "--trace", str(trace), "--no-progress"])
+    per_camera = tmp_path / "per_camera.yaml"  # each camera encoded as it arrives: the trace gets a track per camera
+    per_camera.write_text("pipeline: {live_encode: camera}\n")
+    rc = main(["profile", "--config", str(per_camera), "--ticks", "6", "--out", str(out), "--trace", str(trace),
+               "--no-progress"])
     assert rc == 0
     doc = json.loads(trace.read_text())
     assert check_trace(doc) == []

@@ -102,3 +102,9 @@ def test_the_checker_finds_partial_overlaps_bad_flows_and_bad_fields():
     assert check_trace(_with(good, [dict(x, ts=str(x["ts"]))]))
     assert check_trace(_with(good, [dict(x, pid=1.5)]))
     assert check_trace(_with(good, [dict(x, ph="B")]))
+
+
+def test_a_replays_decode_runs_where_the_backbone_runs():
+    """pipeline.replay_decode: backbone decodes a set's JPEGs in the backbone stage: its slices sit with the backbone."""
+    assert trace_layout(live=False).process_of("decode") == "perception actor" == trace_layout(live=False).process_of("backbone")
+    assert trace_layout(live=False, fused=False).process_of("decode") == "backbone actor"
