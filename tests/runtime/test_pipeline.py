@@ -279,3 +279,28 @@ def test_a_consumer_that_stops_early_leaves_no_pending_task(ray_session, countin
         again = list(rt.iterate(ListSource([make_frame_set(10, new_scene=True)])))
     assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
     assert [r.frame_id for r in again] == [10] and isinstance(again[0], TickResult)
+
+
+def test_a_jpeg_that_breaks_in_the_backbone_leaves_its_camera_missing(ray_session, counting_factory, tmp_path):
+    """End to end with replay_decode: backbone: a keyframe JPEG whose header reads but whose data is cut short
+    passes the driver (it only reads headers) and fails to decode in the backbone stage: that tick runs without
+    the camera (missing), and every set still ends as a tick."""
+    from perception.rectify import RectifyConfig
+    from replay.nuscenes.source import NuScenesSource
+    from runtime.prescale import Prescaler
+    from tests.replay.nuscenes.test_source import SCENES, make_dataroot
+
+    info = make_dataroot(tmp_path)
+    broken = [sd for sd in info["sample_data"] if "__CAM_BACK__" in sd["filename"] and sd["is_key_frame"]][1]
+    data = (tmp_path / broken["filename"]).read_bytes()
+    (tmp_path / broken["filename"]).write_bytes(data[: data.index(b"\xff\xda") + 20])  # the scan cut short
+    src = NuScenesSource(tmp_path, "v1.0-mini", scenes=[SCENES[0]], keyframes_only=True)
+    with Runtime(small_config(scaled_decode=True, replay_decode="backbone"), model_factory=counting_factory) as rt:
+        rt.supervisor.prescaler = Prescaler(RectifyConfig())  # CountingModel has no rectifier of its own
+        records = list(rt.iterate(src))
+    ticks = [r for r in records if isinstance(r, TickResult)]
+    assert len(ticks) == len(records) == 3  # the scene's keyframes
+    hit = next(t for t in ticks if t.sample_token == broken["sample_token"])
+    assert hit.missing == ("CAM_BACK",) and "CAM_BACK" not in hit.seg_channels
+    assert all(t.missing == () for t in ticks if t is not hit)
+    assert all("decode" in [s.stage for s in t.timings] for t in ticks)  # decoded in the stage, not the driver
