@@ -25,7 +25,8 @@ from typing import Any, Callable
 import numpy as np
 import ray
 
-from runtime.stages import BackboneStage, BevStage, CameraFeatures, FeaturePacket, TickMeta, packet_from_cameras
+from runtime.stages import (BackboneStage, BevStage, CameraFeatures, FeaturePacket, TickMeta, packet_from_cameras,
+                            rectify_config_of)
 
 ORDER_WAIT_S = 2.0  # PerceptionActor: the longest a tick waits for its predecessor to be queued
 
@@ -127,7 +128,7 @@ class BackboneActor(_StageActor):
     def rectify_config(self) -> Any:
         """The model's rectification settings (the driver shrinks images before the object store as the
         rectifier would, runtime/prescale.py), or None for a model without one."""
-        return getattr(getattr(getattr(self.stage.model, "model", None), "config", None), "rectify", None)
+        return rectify_config_of(self.stage.model)
 
     def encode_cameras(self, images: list, channels: tuple, intrinsics: np.ndarray, sensor_to_ego: np.ndarray):
         """Cameras that arrived since the last call (per-camera encoding of live streams); called with

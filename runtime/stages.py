@@ -169,9 +169,14 @@ def decode_images(images: Sequence[Any], meta: TickMeta, pool: ThreadPoolExecuto
     return [im for im, c in zip(out, meta.channels) if c not in lost], meta.without(lost), lost
 
 
+def rectify_config_of(model: PerceptionModel) -> Any:
+    """The model's rectification settings (BEVStreamAdapter's network), or None for a model without one."""
+    return getattr(getattr(getattr(model, "model", None), "config", None), "rectify", None)
+
+
 def _prescaler_of(model: PerceptionModel) -> Any:
-    """The rectifier's shrink for `model`'s own rectification settings (BEVStreamAdapter), or None."""
-    rect = getattr(getattr(getattr(model, "model", None), "config", None), "rectify", None)
+    """The rectifier's shrink for `model`'s own rectification settings, or None."""
+    rect = rectify_config_of(model)
     if rect is None:
         return None
     from runtime.prescale import Prescaler
